@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first: 2.13.0 resolves to the local CPU wheel; the package only asks for a range
 TORCH ?= torch==2.13.0
 
-.PHONY: install test bench clean
+.PHONY: install test demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(VENV)/.installed
 
 test: install
 	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/lossbench heads
+	$(BIN)/python examples/quickstart.py
 
 bench: install
 	$(BIN)/python benchmarks/heads.py

@@ -5,7 +5,8 @@ arguments, raising errors that name the argument, what was expected and what was
 given. Value checks can be switched off with :func:`set_validate_args`.
 """
 
-from lossbench.functional._checks import set_validate_args, validate_args, validate_args_enabled
+from lossbench.functional._checks import check_same_shape, set_validate_args, validate_args, validate_args_enabled
+from lossbench.functional._reduce import reduce_loss
 from lossbench.functional.binary import binary_cross_entropy_with_logits, binary_focal_loss, squared_hinge_loss
 from lossbench.functional.classification import (
     cross_entropy,
@@ -39,6 +40,7 @@ from lossbench.functional.regression import (
 __all__ = [
     "binary_cross_entropy_with_logits",
     "binary_focal_loss",
+    "check_same_shape",
     "coral_loss",
     "cross_entropy",
     "focal_loss",
@@ -58,6 +60,7 @@ __all__ = [
     "poisson_nll_loss",
     "poly1_cross_entropy",
     "quantile_loss",
+    "reduce_loss",
     "reverse_kl_divergence",
     "set_validate_args",
     "smooth_l1_loss",

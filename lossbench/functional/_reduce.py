@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lossbench.functional._checks import check_reduction
+
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -20,6 +22,18 @@ def reduce(loss: Tensor, reduction: str) -> Tensor:
     if reduction == "sum":
         return loss.sum()
     return loss
+
+
+def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
+    """Check ``reduction`` and apply it: the helper for writing your own loss function.
+
+    Example:
+        >>> import torch
+        >>> reduce_loss(torch.tensor([1.0, 3.0]), "mean")
+        tensor(2.)
+    """
+    check_reduction("reduce_loss", reduction)
+    return reduce(loss, reduction)
 
 
 def weighted_reduce(loss: Tensor, weight: Tensor | None, reduction: str) -> Tensor:

@@ -72,6 +72,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, target, ignore_index, label_smoothing, z_loss, chunk_size, reduction):
+        # the chunks run in float32 (or float64) whatever autocast says: they are the loss
+        with torch.autocast(hidden.device.type, enabled=False):
+            return _LinearCrossEntropy._forward(
+                ctx, hidden, weight, bias, target, ignore_index, label_smoothing, z_loss, chunk_size, reduction
+            )
+
+    @staticmethod
+    def _forward(ctx, hidden, weight, bias, target, ignore_index, label_smoothing, z_loss, chunk_size, reduction):
         cd = upcast(hidden).dtype
         w = weight.to(cd)
         b = None if bias is None else bias.to(cd)

@@ -40,6 +40,8 @@ class LossHead(nn.Module, ABC):
     task: ClassVar[str]
     name: ClassVar[str] = ""
     """Registered short name, set by :func:`lossbench.register_head`."""
+    reductions: ClassVar[tuple[str, ...]] = ("mean", "sum", "none")
+    """Reductions ``loss`` accepts."""
 
     def __init__(
         self,
@@ -56,7 +58,7 @@ class LossHead(nn.Module, ABC):
             raise TypeError(f"{label}: class attribute `task` must be one of {TASKS}, got {getattr(type(self), 'task', None)!r}")
         if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
             raise ValueError(f"{label}: `in_features` must be a positive int, got {in_features!r}")
-        check_reduction(label, reduction)
+        check_reduction(label, reduction, self.reductions)
         self.in_features = in_features
         self.reduction = reduction
         self.squeeze = squeeze

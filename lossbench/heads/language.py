@@ -50,6 +50,7 @@ class FusedLMCrossEntropyHead(LossHead):
     """
 
     task = "lm"
+    reductions = ("mean", "sum")
 
     def __init__(
         self,
@@ -61,8 +62,6 @@ class FusedLMCrossEntropyHead(LossHead):
         chunk_size: int | None = None,
         reduction: str = "mean",
     ) -> None:
-        if reduction == "none":
-            raise ValueError("FusedLMCrossEntropyHead: `reduction` must be 'mean' or 'sum', got 'none'")
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction, bias=False)
         LF.linear_cross_entropy(
             torch.zeros(1, in_features), torch.zeros(num_classes, in_features), torch.zeros(1, dtype=torch.long),
