@@ -27,6 +27,7 @@ from lossbench.functional.distribution import (
 from lossbench.functional.language import linear_cross_entropy, lm_cross_entropy
 from lossbench.functional.ordinal import coral_loss, ordinal_levels
 from lossbench.functional.regression import (
+    check_regression_args,
     gaussian_nll_loss,
     huber_loss,
     log_cosh_loss,
@@ -40,6 +41,7 @@ from lossbench.functional.regression import (
 __all__ = [
     "binary_cross_entropy_with_logits",
     "binary_focal_loss",
+    "check_regression_args",
     "check_same_shape",
     "coral_loss",
     "cross_entropy",

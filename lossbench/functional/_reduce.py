@@ -68,7 +68,7 @@ def class_weights(
     target, 0 where ignored), or ``None`` when nothing is weighted or ignored.
     """
     w: Tensor | None = None
-    index = target
+    index = target = target.long()
     if ignore_index is not None:
         valid = target != ignore_index
         index = torch.where(valid, target, torch.zeros((), dtype=target.dtype, device=target.device))

@@ -55,7 +55,7 @@ def _torch_ce(
     x = upcast(input)
     flat = F.cross_entropy(
         x.reshape(-1, x.shape[-1]),
-        target.reshape(-1),
+        target.reshape(-1).long(),
         weight=None if weight is None else weight.to(x.dtype),
         ignore_index=ignore_index,
         label_smoothing=label_smoothing,
@@ -173,7 +173,7 @@ def square_loss(
     :math:`\ell = \tfrac{1}{C}\big[k\,(x_y - M)^2 + \sum_{c \ne y} x_c^2\big]`. With
     ``k = M = 1`` this is the mean squared error against the one-hot target; for
     many classes the paper rescales the true class by ``k`` and the target by ``M``
-    (e.g. k=1, M=15 for 1000 classes). The minimiser is
+    (both grow with the number of classes). The minimiser is
     :math:`x_c = k M p_c / (k p_c + 1 - p_c)`.
 
     Example:

@@ -129,7 +129,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx.has = (grad_h is not None, grad_w is not None, grad_b is not None)
         ce, z = ce_sum / denom, z_loss * z_sum / denom
         ctx.mark_non_differentiable(ce, z)
-        return ce + z, ce.detach(), z.detach()
+        return ce + z, ce, z
 
     @staticmethod
     def backward(ctx, grad_out, _g_ce, _g_z):

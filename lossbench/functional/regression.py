@@ -19,7 +19,11 @@ from lossbench.functional._checks import (
 from lossbench.functional._reduce import reduce, upcast
 
 
-def _check_regression(fn: str, input: Tensor, target: Tensor, reduction: str) -> None:
+def check_regression_args(fn: str, input: Tensor, target: Tensor, reduction: str) -> None:
+    """Check a regression loss's arguments: known ``reduction``, real tensors of one shape.
+
+    For writing your own regression loss; ``fn`` names it in the error messages.
+    """
     check_reduction(fn, reduction)
     check_float(fn, "input", input)
     if isinstance(target, Tensor) and not target.is_floating_point():
@@ -40,7 +44,7 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
         >>> mse_loss(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0]))
         tensor(2.5000)
     """
-    _check_regression("mse_loss", input, target, reduction)
+    check_regression_args("mse_loss", input, target, reduction)
     return F.mse_loss(upcast(input), upcast(target), reduction=reduction)
 
 
@@ -53,7 +57,7 @@ def mae_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
         >>> mae_loss(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 4.0]))
         tensor(1.5000)
     """
-    _check_regression("mae_loss", input, target, reduction)
+    check_regression_args("mae_loss", input, target, reduction)
     return F.l1_loss(upcast(input), upcast(target), reduction=reduction)
 
 
@@ -66,7 +70,7 @@ def huber_loss(input: Tensor, target: Tensor, delta: float = 1.0, reduction: str
         >>> huber_loss(torch.tensor([0.5, 3.0]), torch.tensor([0.0, 0.0]), delta=1.0, reduction="none")
         tensor([0.1250, 2.5000])
     """
-    _check_regression("huber_loss", input, target, reduction)
+    check_regression_args("huber_loss", input, target, reduction)
     check_positive("huber_loss", "delta", delta)
     return F.huber_loss(upcast(input), upcast(target), reduction=reduction, delta=delta)
 
@@ -80,7 +84,7 @@ def smooth_l1_loss(input: Tensor, target: Tensor, beta: float = 1.0, reduction: 
         >>> smooth_l1_loss(torch.tensor([0.5, 3.0]), torch.tensor([0.0, 0.0]), beta=1.0, reduction="none")
         tensor([0.1250, 2.5000])
     """
-    _check_regression("smooth_l1_loss", input, target, reduction)
+    check_regression_args("smooth_l1_loss", input, target, reduction)
     check_positive("smooth_l1_loss", "beta", beta)
     return F.smooth_l1_loss(upcast(input), upcast(target), reduction=reduction, beta=beta)
 
@@ -96,7 +100,7 @@ def log_cosh_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Ten
         >>> log_cosh_loss(torch.tensor([0.0, 1.0]), torch.tensor([0.0, 0.0]), reduction="none")
         tensor([0.0000, 0.4338])
     """
-    _check_regression("log_cosh_loss", input, target, reduction)
+    check_regression_args("log_cosh_loss", input, target, reduction)
     d = (upcast(input) - upcast(target)).abs()
     return reduce(d + F.softplus(-2.0 * d) - math.log(2.0), reduction)
 
@@ -122,7 +126,7 @@ def gaussian_nll_loss(
         tensor(0.5000)
     """
     fn = "gaussian_nll_loss"
-    _check_regression(fn, input, target, reduction)
+    check_regression_args(fn, input, target, reduction)
     check_float(fn, "var", var)
     if var.shape != input.shape:
         raise ValueError(
@@ -156,7 +160,7 @@ def poisson_nll_loss(
     fn = "poisson_nll_loss"
     if isinstance(target, Tensor) and not target.is_floating_point() and not target.is_complex():
         target = target.to(input.dtype if isinstance(input, Tensor) else torch.float32)
-    _check_regression(fn, input, target, reduction)
+    check_regression_args(fn, input, target, reduction)
     if validate_args_enabled() and target.numel() and float(target.min()) < 0:
         raise ValueError(f"{fn}: `target` must hold non-negative counts, got {float(target.min())}")
     if not log_input and validate_args_enabled() and input.numel() and float(input.detach().min()) < 0:

@@ -4,7 +4,7 @@ import pytest
 
 import lossbench
 from lossbench.testing import CHECKS, LossHeadTester, check_head
-from tests.conftest import build_head
+from tests.helpers import build_head
 
 HEADS = [info.name for info in lossbench.list_heads()]
 

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 
 from lossbench import LossHead
-from lossbench.functional import check_same_shape, reduce_loss
+from lossbench.functional import check_regression_args, reduce_loss
 
 
 class CauchyHead(LossHead):
@@ -17,7 +17,5 @@ class CauchyHead(LossHead):
         self.scale = scale
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
-        check_same_shape("CauchyHead", outputs, target)
-        if not target.is_floating_point():
-            raise TypeError(f"CauchyHead: `target` must be floating point, got dtype {target.dtype}")
+        check_regression_args("CauchyHead", outputs, target, reduction)
         return reduce_loss(torch.log1p(((outputs - target) / self.scale).square()), reduction)
