@@ -3,10 +3,21 @@
 from lossbench import functional
 from lossbench.heads import LossHead, UnknownHeadError, get_head, get_head_class, list_heads, register_head
 
+
+def __getattr__(name: str):
+    # the Lightning module pulls in lightning and torchmetrics: import it on first use
+    if name == "LossbenchModule":
+        from lossbench.module import LossbenchModule
+
+        return LossbenchModule
+    raise AttributeError(f"module 'lossbench' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 
 __all__ = [
     "LossHead",
+    "LossbenchModule",
     "UnknownHeadError",
     "__version__",
     "functional",

@@ -1,0 +1,170 @@
+"""Task metrics: torchmetrics chosen by a head's task, on a scale common to every loss.
+
+Each metric says which prediction it reads: ``"proba"`` (``head.predict_proba``),
+``"label"`` (``head.predict``: classes or values) or ``"value"`` (regression values).
+Losses are compared through these metrics, never through their raw values.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryCalibrationError,
+    BinaryF1Score,
+    MulticlassAccuracy,
+    MulticlassCalibrationError,
+    MulticlassF1Score,
+)
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
+
+
+class MeanTargetNLL(Metric):
+    """Mean negative log-likelihood of the target class from probabilities (perplexity with ``exp=True``)."""
+
+    full_state_update = False
+
+    def __init__(self, ignore_index: int | None = -100, exp: bool = False, eps: float = 1e-12, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.ignore_index, self.exp, self.eps = ignore_index, exp, eps
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, proba: Tensor, target: Tensor) -> None:
+        keep = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+        index = torch.where(keep, target, 0).unsqueeze(-1)
+        nll = -proba.gather(-1, index).squeeze(-1).clamp_min(self.eps).log()
+        self.total += (nll * keep).sum().double()
+        self.count += keep.sum().double()
+
+    def compute(self) -> Tensor:
+        mean = self.total / self.count.clamp_min(1.0)
+        return mean.exp() if self.exp else mean
+
+
+class TargetKL(Metric):
+    """KL(target || predicted) per example, summed over classes and averaged over examples."""
+
+    full_state_update = False
+
+    def __init__(self, eps: float = 1e-12, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.eps = eps
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, proba: Tensor, target: Tensor) -> None:
+        p = target.float()
+        kl = (torch.xlogy(p, p) - p * proba.float().clamp_min(self.eps).log()).sum(-1)
+        self.total += kl.sum().double()
+        self.count += kl.numel()
+
+    def compute(self) -> Tensor:
+        return self.total / self.count.clamp_min(1.0)
+
+
+class TopOneAgreement(Metric):
+    """Share of examples whose most probable predicted class is the target distribution's most probable class."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("hits", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, proba: Tensor, target: Tensor) -> None:
+        self.hits += (proba.argmax(-1) == target.argmax(-1)).sum().double()
+        self.count += proba.shape[:-1].numel()
+
+    def compute(self) -> Tensor:
+        return self.hits / self.count.clamp_min(1.0)
+
+
+class RankMAE(Metric):
+    """Mean absolute error in ranks between predicted and true ordinal classes."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, label: Tensor, target: Tensor) -> None:
+        self.total += (label.double() - target.double()).abs().sum()
+        self.count += target.numel()
+
+    def compute(self) -> Tensor:
+        return self.total / self.count.clamp_min(1.0)
+
+
+# metric name -> (reads, mode: "max" if higher is better else "min")
+def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100) -> dict[str, tuple[Metric, str, str]]:
+    """The metrics of ``task``: name -> (metric, which prediction it reads, "max" or "min")."""
+    if task == "multiclass":
+        c = int(num_classes)
+        return {
+            "accuracy": (MulticlassAccuracy(c, average="micro", ignore_index=ignore_index), "label", "max"),
+            "f1_macro": (MulticlassF1Score(c, average="macro", ignore_index=ignore_index), "label", "max"),
+            "nll": (MeanTargetNLL(ignore_index=ignore_index), "proba", "min"),
+            "ece": (MulticlassCalibrationError(c, n_bins=15, ignore_index=ignore_index), "proba", "min"),
+        }
+    if task == "binary":
+        return {
+            "accuracy": (BinaryAccuracy(), "proba", "max"),
+            "auroc": (BinaryAUROC(), "proba", "max"),
+            "f1": (BinaryF1Score(), "proba", "max"),
+            "ece": (BinaryCalibrationError(n_bins=15), "proba", "min"),
+        }
+    if task == "regression":
+        return {
+            "mse": (MeanSquaredError(), "label", "min"),
+            "mae": (MeanAbsoluteError(), "label", "min"),
+            "r2": (R2Score(), "label", "max"),
+        }
+    if task == "distribution":
+        return {
+            "kl": (TargetKL(), "proba", "min"),
+            "top1_agreement": (TopOneAgreement(), "proba", "max"),
+        }
+    if task == "ordinal":
+        return {
+            "accuracy": (MulticlassAccuracy(int(num_classes), average="micro"), "label", "max"),
+            "rank_mae": (RankMAE(), "label", "min"),
+        }
+    if task == "lm":
+        return {
+            "perplexity": (MeanTargetNLL(ignore_index=ignore_index, exp=True), "proba", "min"),
+            "token_accuracy": (MulticlassAccuracy(int(num_classes), average="micro", ignore_index=ignore_index), "label", "max"),
+        }
+    raise ValueError(f"metric_specs: `task` must be a head task, got {task!r}")
+
+
+class TaskMetrics(nn.Module):
+    """One stage's metrics for a head; ``update(head, outputs, target)`` feeds each the prediction it reads."""
+
+    def __init__(self, task: str, num_classes: int | None, ignore_index: int = -100) -> None:
+        super().__init__()
+        specs = metric_specs(task, num_classes, ignore_index)
+        self.metrics = nn.ModuleDict({name: metric for name, (metric, _, _) in specs.items()})
+        self.reads = {name: reads for name, (_, reads, _) in specs.items()}
+        self.modes = {name: mode for name, (_, _, mode) in specs.items()}
+        self.task = task
+
+    @torch.no_grad()
+    def update(self, head, outputs: Tensor, target: Tensor) -> None:
+        cache: dict[str, Tensor] = {}
+        for name, metric in self.metrics.items():
+            reads = self.reads[name]
+            if reads not in cache:
+                cache[reads] = head.predict_proba(outputs) if reads == "proba" else head.predict(outputs)
+            pred, tgt = cache[reads], target
+            if self.task == "binary":
+                tgt = target.round().long()
+            elif self.task == "regression":
+                pred, tgt = pred.float(), target.float()
+            metric.update(pred, tgt)

@@ -1,0 +1,290 @@
+"""``LossbenchModule``: a Transformer backbone, a swappable loss head, an optimizer and task metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from lossbench.data.spec import DataSpec
+from lossbench.heads import CLASS_TASKS, LossHead, get_head, get_head_class
+from lossbench.metrics import TaskMetrics
+from lossbench.models import FeatureTokenizer, PatchEmbedding, TokenEmbedding, TransformerBackbone
+
+Optimizer = Literal["sgd", "adamw"]
+Schedule = Literal["none", "cosine", "linear"]
+
+
+@dataclass
+class BackboneConfig:
+    """Shape of the Transformer built from a :class:`DataSpec`; every field maps to ``TransformerBackbone``."""
+
+    d_model: int = 64  # token width
+    nhead: int = 4  # attention heads (must divide d_model)
+    num_layers: int = 2  # encoder layers
+    dim_feedforward: int | None = None  # feed-forward width (default 4 * d_model)
+    dropout: float = 0.0  # dropout inside the encoder
+    norm_first: bool = True  # pre-LayerNorm
+    activation: str = "gelu"  # "gelu" or "relu"
+    pooling: Literal["cls", "mean"] = "cls"  # sequence pooling (language modelling always uses none)
+    patch_size: int | None = None  # images: None = one token per row, else square patches
+
+
+def build_backbone(spec: DataSpec, config: BackboneConfig, seed: int | None = None) -> TransformerBackbone:
+    """The backbone that fits ``spec``'s inputs: adapter chosen by the input kind."""
+    d = config.d_model
+    lm = spec.target_kind == "token"
+    if spec.input_kind == "tokens":
+        length = int(spec.max_length) + (0 if lm or config.pooling != "cls" else 0)
+        adapter: nn.Module = TokenEmbedding(int(spec.vocab_size), d, length, padding_idx=spec.pad_id)
+    elif spec.input_kind == "features":
+        adapter = FeatureTokenizer(int(spec.num_features), d)
+    elif spec.input_kind == "image":
+        adapter = PatchEmbedding(tuple(spec.image_shape), d, patch_size=config.patch_size)
+    else:
+        raise ValueError(f"build_backbone: unknown `input_kind` {spec.input_kind!r} in the data spec")
+    return TransformerBackbone(
+        adapter, d_model=d, nhead=config.nhead, num_layers=config.num_layers,
+        dim_feedforward=config.dim_feedforward, dropout=config.dropout, norm_first=config.norm_first,
+        activation=config.activation, pooling="none" if lm else config.pooling, causal=lm, seed=seed,
+    )
+
+
+def check_head_fits_data(head_name: str, task: str, num_outputs: int | None, spec: DataSpec) -> None:
+    """Refuse, before any training, a head whose task does not fit the data's targets."""
+    kind, classes = spec.target_kind, spec.num_classes
+    fits = {
+        "class": ("multiclass", "ordinal", "binary"),
+        "real": ("regression",),
+        "probability": ("distribution",),
+        "token": ("lm", "multiclass"),
+    }[kind]
+    described = {
+        "class": f"class labels ({classes} classes)",
+        "real": "real-valued targets",
+        "probability": "probability-vector targets",
+        "token": "next-token targets",
+    }[kind]
+    if task not in fits:
+        hint = {"distribution": " (distribution heads need probability-vector targets)"}.get(task, "")
+        raise ValueError(
+            f"head {head_name!r} is a {task} head{hint}, but the data has {described}; "
+            f"heads that fit are of task {', '.join(fits)} (`lossbench heads --task {fits[0]}`)"
+        )
+    if task == "binary" and classes != 2:
+        raise ValueError(f"head {head_name!r} is a binary head, but the data has {classes} classes; use a multiclass head")
+    if task in CLASS_TASKS and num_outputs is not None and classes is not None and num_outputs < classes:
+        raise ValueError(
+            f"head {head_name!r} has `num_classes`={num_outputs} outputs, but the data has {classes} classes"
+        )
+
+
+class LossbenchModule(pl.LightningModule):
+    """A Transformer with a swappable loss head, trained the standard Lightning way.
+
+    Forward -> ``head.compute`` (loss and named terms) -> Lightning's backward -> optimizer
+    step. Logs ``{stage}/loss``, each named term, ``train/grad_norm``, ``train/lr`` and the
+    head task's torchmetrics (``{stage}/accuracy`` ...).
+
+    Args:
+        head: a short name (``"focal"``) built for the data, or a :class:`LossHead` instance.
+        head_args: constructor arguments of a head given by name (``in_features`` and
+            ``num_classes`` come from the backbone and the data).
+        data_spec: the data's :class:`DataSpec` (or its dict); needed to build the backbone.
+        backbone: a :class:`BackboneConfig` (or dict) to build from ``data_spec``, or a
+            ready ``nn.Module`` returning features of width ``out_features``.
+        optimizer: "adamw" or "sgd".
+        lr: peak learning rate.
+        weight_decay: decoupled (AdamW) or L2 (SGD) decay, applied to matrices only (not
+            biases, norms or positions).
+        momentum: SGD momentum.
+        nesterov: SGD Nesterov momentum.
+        betas: AdamW betas.
+        schedule: "none", or linear warmup then "cosine" or "linear" decay to 0 over the
+            Trainer's total steps.
+        warmup_steps: linear warmup steps.
+        metrics: compute task metrics on train/val/test.
+        seed: initialise the backbone and head from this seed (same seed, same weights).
+
+    Example:
+        >>> import torch
+        >>> from lossbench import LossbenchModule
+        >>> from lossbench.data import DataSpec
+        >>> spec = DataSpec("features", "class", num_classes=3, num_features=4)
+        >>> model = LossbenchModule("focal", data_spec=spec, backbone={"d_model": 16, "nhead": 2}, seed=0)
+        >>> model(torch.randn(5, 4)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self,
+        head: str | LossHead = "ce",
+        head_args: dict[str, Any] | None = None,
+        data_spec: DataSpec | dict[str, Any] | None = None,
+        backbone: BackboneConfig | dict[str, Any] | nn.Module | None = None,
+        optimizer: Optimizer = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        betas: tuple[float, float] = (0.9, 0.999),
+        schedule: Schedule = "none",
+        warmup_steps: int = 0,
+        metrics: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self._check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps)
+        spec = DataSpec.from_dict(data_spec) if isinstance(data_spec, dict) else data_spec
+        if backbone is None or isinstance(backbone, (dict, BackboneConfig)):
+            config = BackboneConfig(**backbone) if isinstance(backbone, dict) else (backbone or BackboneConfig())
+            if spec is None:
+                raise ValueError("LossbenchModule: `data_spec` is needed to build the backbone from a config; "
+                                 "pass the data module's `spec`, or a ready `backbone` module")
+            self.backbone: nn.Module = build_backbone(spec, config, seed)
+            backbone_hparam: Any = asdict(config)
+        else:
+            self.backbone, backbone_hparam = backbone, None
+        in_features = int(getattr(self.backbone, "out_features"))
+        if isinstance(head, str):
+            cls = get_head_class(head)
+            kwargs = dict(head_args or {})
+            if spec is not None:  # before building: the head's own errors would be less clear
+                check_head_fits_data(head, cls.task, kwargs.get("num_classes"), spec)
+            if cls.task in CLASS_TASKS and "num_classes" not in kwargs:
+                if spec is None or spec.num_classes is None:
+                    raise ValueError(f"LossbenchModule: head {head!r} needs `num_classes`: pass `data_spec` or head_args")
+                kwargs["num_classes"] = spec.num_classes
+            if seed is not None:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    self.head: LossHead = get_head(head, in_features=in_features, **kwargs)
+            else:
+                self.head = get_head(head, in_features=in_features, **kwargs)
+            head_hparam: Any = head
+        elif isinstance(head, LossHead):
+            self.head, head_hparam = head, None
+            if head.in_features != in_features:
+                raise ValueError(f"LossbenchModule: the head takes `in_features`={head.in_features}, "
+                                 f"the backbone gives {in_features}")
+        else:
+            raise TypeError(f"LossbenchModule: `head` must be a head name or a LossHead, got {type(head).__name__}")
+        if spec is not None:
+            check_head_fits_data(self.head.name or type(self.head).__name__, self.head.task,
+                                 getattr(self.head, "num_classes", None), spec)
+        self.save_hyperparameters({
+            "head": head_hparam, "head_args": dict(head_args or {}),
+            "data_spec": spec.to_dict() if spec is not None else None, "backbone": backbone_hparam,
+            "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
+            "nesterov": nesterov, "betas": list(betas), "schedule": schedule, "warmup_steps": warmup_steps,
+            "metrics": metrics, "seed": seed,
+        })
+        self.data_spec = spec
+        num_classes = getattr(self.head, "num_classes", None)
+        ignore = getattr(self.head, "ignore_index", -100)
+        # ModuleDict keys may not shadow nn.Module attributes ("train"): prefix the stage
+        self.metrics = nn.ModuleDict(
+            {f"{s}_metrics": TaskMetrics(self.head.task, num_classes, ignore) for s in ("train", "val", "test")}
+            if metrics else {}
+        )
+
+    @staticmethod
+    def _check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps) -> None:
+        owner = "LossbenchModule"
+        if optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"{owner}: `optimizer` must be 'sgd' or 'adamw', got {optimizer!r}")
+        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+            raise ValueError(f"{owner}: `lr` must be a finite number > 0, got {lr!r}")
+        if not weight_decay >= 0:
+            raise ValueError(f"{owner}: `weight_decay` must be >= 0, got {weight_decay!r}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"{owner}: `momentum` must be in [0, 1), got {momentum!r}")
+        if nesterov and (optimizer != "sgd" or momentum == 0):
+            raise ValueError(f"{owner}: `nesterov=True` needs optimizer='sgd' and momentum > 0")
+        if schedule not in ("none", "cosine", "linear"):
+            raise ValueError(f"{owner}: `schedule` must be 'none', 'cosine' or 'linear', got {schedule!r}")
+        if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
+            raise ValueError(f"{owner}: `warmup_steps` must be an int >= 0, got {warmup_steps!r}")
+
+    # -- forward and steps -----------------------------------------------------------------------
+    def forward(self, inputs: Tensor) -> Tensor:
+        """The head's outputs for a batch of inputs."""
+        return self.head(self.backbone(inputs))
+
+    @staticmethod
+    def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
+        if isinstance(batch, dict):
+            return batch["inputs"], batch["target"]
+        inputs, target = batch
+        return inputs, target
+
+    def _step(self, batch: Any, stage: str) -> Tensor:
+        inputs, target = self._unpack(batch)
+        outputs = self(inputs)
+        loss, terms = self.head.compute(outputs, target)
+        size = target.shape[0]
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=size, sync_dist=stage != "train")
+        for name, value in terms.items():
+            self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=stage != "train")
+        if f"{stage}_metrics" in self.metrics:
+            metrics = self.metrics[f"{stage}_metrics"]
+            metrics.update(self.head, outputs.detach(), target)
+            for name, metric in metrics.metrics.items():
+                self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        inputs = batch["inputs"] if isinstance(batch, dict) else (batch[0] if isinstance(batch, (list, tuple)) else batch)
+        outputs = self(inputs)
+        return self.head.predict(outputs) if self.head.task == "regression" else self.head.predict_proba(outputs)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        trainer = self.trainer
+        if trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+            self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+
+    # -- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            (decay if p.dim() >= 2 and "position" not in name and name != "backbone.cls" else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if hp.optimizer == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
+        else:
+            opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
+        if hp.schedule == "none" and hp.warmup_steps == 0:
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
+        warmup, kind = hp.warmup_steps, hp.schedule
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if kind == "none":
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
