@@ -1,0 +1,20 @@
+"""Data: Hugging Face ``datasets`` as LightningDataModules, bundled real datasets, offline tokenizers."""
+
+from lossbench.data.builtin import BUILTIN_DATASETS, UnknownDatasetError, load_builtin, standardization_stats
+from lossbench.data.datamodule import HFDataModule, HubUnreachableError, SeededShuffleSampler
+from lossbench.data.spec import DataSpec
+from lossbench.data.tokenize import BPETokenizer, ByteTokenizer, train_bpe_tokenizer
+
+__all__ = [
+    "BPETokenizer",
+    "BUILTIN_DATASETS",
+    "ByteTokenizer",
+    "DataSpec",
+    "HFDataModule",
+    "HubUnreachableError",
+    "SeededShuffleSampler",
+    "UnknownDatasetError",
+    "load_builtin",
+    "standardization_stats",
+    "train_bpe_tokenizer",
+]

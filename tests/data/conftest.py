@@ -1,0 +1,38 @@
+"""Small local datasets written by the tests (no network), and a private datasets cache per test."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+LABELS = ["positive", "negative", "neutral"]
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    return str(tmp_path / "hf_cache")
+
+
+def text_frame(n: int = 60) -> pd.DataFrame:
+    """Texts of varied length whose last word is their (string) label."""
+    rows = [{"text": "word " * (i % 9) + f"{i} " + LABELS[i % 3], "label": LABELS[i % 3]} for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def text_parquet(tmp_path):
+    path = tmp_path / "text.parquet"
+    text_frame().to_parquet(path)
+    return str(path)
+
+
+def numeric_frame(n: int = 40, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(5.0, 2.0, n), rng.normal(-1.0, 0.5, n)
+    return pd.DataFrame({"id": np.arange(n, dtype=float), "x1": x1, "x2": x2, "y": 3 * x1 - x2 + 0.1})
+
+
+@pytest.fixture
+def numeric_csv(tmp_path):
+    path = tmp_path / "numeric.csv"
+    numeric_frame().to_csv(path, index=False)
+    return str(path)
