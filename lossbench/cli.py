@@ -28,13 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossbench", description="Loss heads for PyTorch Lightning.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
+    for name in LIGHTNING_COMMANDS:
+        sub.add_parser(name, add_help=False, help=f"LightningCLI {name} of LossbenchModule on HFDataModule (--help for options)")
     heads = sub.add_parser("heads", help="list the available loss heads (built-in and plugins)")
     heads.add_argument("--task", help="only heads of this task kind")
     heads.set_defaults(func=_heads)
     return parser
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from_console = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        from lossbench.fit import run_lightning_cli
+
+        return run_lightning_cli(None if from_console else argv)  # LightningCLI reads sys.argv itself
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
