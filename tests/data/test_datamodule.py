@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lossbench.data import DataSpec, HFDataModule, SeededShuffleSampler
-from lossbench.data import datamodule as dm_module
+from lossbench.data import preprocess as preprocess_module
 
 from .conftest import LABELS
 
@@ -211,27 +211,27 @@ def test_lightning_sets_the_epoch_of_the_order(cache_dir):
 
 def test_preprocessing_is_cached_across_modules(text_parquet, cache_dir):
     kwargs = dict(path="parquet", data_files=text_parquet, text_column="text", cache_dir=cache_dir)
-    before = dm_module.PREPROCESS_CALLS
+    before = preprocess_module.PREPROCESS_CALLS
     first = HFDataModule(**kwargs)
     first.setup()
-    assert dm_module.PREPROCESS_CALLS > before
+    assert preprocess_module.PREPROCESS_CALLS > before
     assert all(d.cache_files for d in (first.train_dataset, first.val_dataset, first.test_dataset))
-    done = dm_module.PREPROCESS_CALLS
+    done = preprocess_module.PREPROCESS_CALLS
     second = HFDataModule(**kwargs)
     second.setup()
-    assert dm_module.PREPROCESS_CALLS == done  # read from datasets' cache
+    assert preprocess_module.PREPROCESS_CALLS == done  # read from datasets' cache
     assert second.train_dataset._fingerprint == first.train_dataset._fingerprint
     assert second.train_dataset.cache_files == first.train_dataset.cache_files
     third = HFDataModule(**kwargs, max_length=8)  # other arguments, other cache entry
     third.setup()
-    assert dm_module.PREPROCESS_CALLS > done
+    assert preprocess_module.PREPROCESS_CALLS > done
 
 
 def test_builtin_preprocessing_is_cached(cache_dir):
     HFDataModule("lossbench:breast_cancer", cache_dir=cache_dir).setup()
-    done = dm_module.PREPROCESS_CALLS
+    done = preprocess_module.PREPROCESS_CALLS
     HFDataModule("lossbench:breast_cancer", cache_dir=cache_dir).setup()
-    assert dm_module.PREPROCESS_CALLS == done
+    assert preprocess_module.PREPROCESS_CALLS == done
 
 
 def test_bpe_tokenizer_trained_on_train_split_and_reused(text_parquet, cache_dir):

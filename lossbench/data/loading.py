@@ -1,0 +1,80 @@
+"""Batching of processed rows: the seeded training order and the collate function."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from lossbench.data.spec import DataSpec
+
+IGNORE_INDEX = -100  # language-modelling targets at padding
+
+
+class SeededShuffleSampler(Sampler[int]):
+    """A random order of ``range(num_rows)`` that is a function of ``(seed, epoch)`` only.
+
+    Lightning calls :meth:`set_epoch` before each training epoch, so epoch ``e`` of any run
+    with the same seed sees the same order, however many times the loader was iterated.
+
+    Example:
+        >>> list(SeededShuffleSampler(5, seed=0)) == list(SeededShuffleSampler(5, seed=0))
+        True
+    """
+
+    def __init__(self, num_rows: int, seed: int = 0) -> None:
+        self.num_rows = int(num_rows)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int | None = None) -> list[int]:
+        """The row order of ``epoch`` (default: the current one)."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        state = np.random.SeedSequence([self.seed, epoch]).generate_state(2, dtype=np.uint32)
+        gen = torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+        return torch.randperm(self.num_rows, generator=gen).tolist()
+
+    def __iter__(self):
+        return iter(self.order())
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+
+class Collate:
+    """Rows of the processed dataset -> ``{"inputs": Tensor, "target": Tensor}`` with the spec's dtypes."""
+
+    def __init__(self, spec: DataSpec, padding: str = "longest") -> None:
+        self.input_kind = spec.input_kind
+        self.target_kind = spec.target_kind
+        self.pad_id = spec.pad_id if spec.pad_id is not None else 0
+        self.width = None
+        if padding == "max_length" and spec.max_length is not None:
+            self.width = spec.max_length + (1 if spec.target_kind == "token" else 0)
+
+    def _pad(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
+        width = self.width or max(len(r) for r in rows)
+        out = torch.full((len(rows), width), self.pad_id, dtype=torch.int64)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = r
+        return out
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if self.input_kind == "tokens":
+            tokens = self._pad([torch.as_tensor(r["inputs"]) for r in rows])
+            if self.target_kind == "token":
+                target = tokens[:, 1:].clone()
+                target[target == self.pad_id] = IGNORE_INDEX
+                return {"inputs": tokens[:, :-1].contiguous(), "target": target}
+            inputs = tokens
+        else:
+            inputs = torch.stack([torch.as_tensor(r["inputs"]) for r in rows]).to(torch.float32)
+        target = torch.stack([torch.as_tensor(r["target"]) for r in rows])
+        target = target.to(torch.int64) if self.target_kind == "class" else target.to(torch.float32)
+        return {"inputs": inputs, "target": target}

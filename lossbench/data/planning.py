@@ -1,0 +1,175 @@
+"""Planning: what preprocessing computes, read from the training split's column types and values.
+
+The functions here fill a :class:`~lossbench.data.preprocess._Plan` and check, on every split,
+that the labels fit it; :func:`_make_spec` turns a finished plan into the data's
+:class:`~lossbench.data.spec.DataSpec`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lossbench.data.errors import _err
+from lossbench.data.features import _feature_kind, _is_numeric_value, _list_depth_and_leaf, _list_length
+from lossbench.data.preprocess import _Plan
+from lossbench.data.spec import DataSpec
+from lossbench.data.splits import _SPLIT_ARGS
+
+
+def _plan_image(plan: _Plan, train, column: str) -> None:
+    """Image mode, layout (hw, hwc or chw), scale and (C, H, W) shape, from the first training image."""
+    feature = train.features[column]
+    kind, _ = _feature_kind(feature)
+    first = train[0][column]
+    if kind == "image":
+        plan.image_mode = first.mode if first.mode in ("L", "RGB", "RGBA") else "RGB"
+        first = np.asarray(first.convert(plan.image_mode))
+        plan.image_scale = 1.0 / 255.0
+    else:
+        depth, leaf = _list_depth_and_leaf(feature) if kind == "list" else (0, None)
+        bad_list = kind == "list" and (depth not in (2, 3) or not _is_numeric_value(leaf))
+        if kind not in ("array", "list") or bad_list:
+            raise _err(
+                f"`image_column`={column!r} must hold images (datasets.Image) or 2-D/3-D numeric arrays, "
+                f"has type {feature}"
+            )
+        first = np.asarray(first)
+        if first.dtype == np.uint8:
+            plan.image_scale = 1.0 / 255.0
+    if first.ndim == 2:
+        plan.image_layout = "hw"
+        shape = (1, *first.shape)
+    elif first.ndim == 3:
+        channels_last = first.shape[-1] in (1, 3, 4) and first.shape[0] not in (1, 3, 4)
+        if kind == "image" or channels_last:
+            plan.image_layout, shape = "hwc", (first.shape[2], first.shape[0], first.shape[1])
+        else:
+            plan.image_layout, shape = "chw", tuple(first.shape)
+    else:
+        raise _err(f"`image_column`={column!r} must hold 2-D or 3-D images, got {first.ndim}-D values")
+    plan.image_shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
+
+
+def _count_features(train, columns: list[str]) -> int:
+    """Features per row: one per numeric column, the list length for a column of numeric lists."""
+    total = 0
+    for column in columns:
+        feature = train.features[column]
+        kind, _ = _feature_kind(feature)
+        if kind in ("int", "float", "bool"):
+            total += 1
+            continue
+        depth, leaf = _list_depth_and_leaf(feature) if kind == "list" else (0, None)
+        if kind == "list" and depth == 1 and _is_numeric_value(leaf):
+            total += _list_length(train, column)
+            continue
+        raise _err(
+            f"`feature_columns` must name numeric columns or columns of numeric lists; "
+            f"{column!r} has type {feature}"
+        )
+    if total == 0:
+        raise _err(f"`feature_columns`={columns!r} give no features (empty lists)")
+    return total
+
+
+def _plan_target(plan: _Plan, splits: dict[str, Any], task: str) -> None:
+    """The target kind of ``task`` (resolving "auto"), classes and label names; labels checked on every split."""
+    column = plan.label_column
+    feature = splits["train"].features[column]
+    kind, _ = _feature_kind(feature)
+    if kind == "list":
+        depth, leaf = _list_depth_and_leaf(feature)
+        kind = "prob_list" if depth == 1 and _feature_kind(leaf)[0] in ("float", "int") else "other"
+    if kind == "other":
+        raise _err(
+            f"`label_column`={column!r} has type {feature}; expected ClassLabel, int, str, float or a list of "
+            "floats (probabilities)"
+        )
+    if task == "auto":
+        task = {"classlabel": "class", "int": "class", "bool": "class", "str": "class", "float": "real",
+                "prob_list": "probability"}[kind]
+    allowed = {
+        "class": ("classlabel", "int", "bool", "str", "float"),
+        "real": ("classlabel", "int", "bool", "float"),
+        "probability": ("prob_list",),
+    }[task]
+    if kind not in allowed:
+        raise _err(f"`task`={task!r} cannot use `label_column`={column!r} of type {feature}")
+    plan.target_kind = task
+    if task == "probability":
+        plan.num_classes = _list_length(splits["train"], column)
+        return
+    if task != "class":
+        return
+    uniques = {split: ds.unique(column) for split, ds in splits.items()}
+    for split, values in uniques.items():
+        if None in values:
+            raise _err(
+                f"`label_column`={column!r} holds missing (None) labels in the {split!r} split; "
+                "drop such rows first"
+            )
+    if kind == "str":
+        names = sorted(uniques["train"])
+        for split, values in uniques.items():
+            unseen = sorted(set(values) - set(names))
+            if unseen:
+                raise _err(
+                    f"`label_column`={column!r} of the {split!r} split holds labels that the training split does "
+                    f"not have: {unseen[:10]}{' ...' if len(unseen) > 10 else ''}; the training labels are "
+                    f"{names[:20]}{' ...' if len(names) > 20 else ''}"
+                )
+        plan.label_map = {n: i for i, n in enumerate(names)}
+        plan.num_classes = len(names)
+        plan.label_names = names
+        return
+    for split, values in uniques.items():
+        ds = splits[split]
+        if -1 in values:
+            count = sum(1 for v in ds[column] if v == -1)
+            raise _err(
+                f"`label_column`={column!r} is -1 in {count} row(s) of the {split!r} split; -1 usually marks "
+                "unlabeled rows (as in GLUE's test splits): filter them out first, e.g. "
+                f"dataset.filter(lambda r: r[{column!r}] != -1), "
+                f"or point `{_SPLIT_ARGS[split]}` at labelled data"
+            )
+        negative = sorted(v for v in values if v < 0)
+        if negative:
+            raise _err(
+                f"`label_column`={column!r} must hold class ids >= 0, got {negative[:10]} in the {split!r} split"
+            )
+    if kind == "classlabel":
+        names = list(feature.names)
+        for split, values in uniques.items():
+            over = sorted(v for v in values if v >= len(names))
+            if over:
+                raise _err(f"`label_column`={column!r} holds ids {over[:10]} beyond its {len(names)} ClassLabel "
+                           f"names in the {split!r} split")
+    else:  # int, bool or integral floats
+        top = max(max(values) for values in uniques.values())
+        if kind == "float" and not all(float(v).is_integer() for values in uniques.values() for v in values):
+            bad = sorted(v for values in uniques.values() for v in values if not float(v).is_integer())
+            raise _err(f"`task`='class' needs whole-number labels in `label_column`={column!r}, got {bad[:10]}")
+        names = ["False", "True"] if kind == "bool" else [str(i) for i in range(int(top) + 1)]
+    plan.num_classes = len(names)
+    plan.label_names = names
+
+
+def _make_spec(plan: _Plan, task: str, max_length: int) -> DataSpec:
+    """The :class:`DataSpec` of the data ``plan`` preprocesses (``max_length``: the module's argument)."""
+    if plan.input_kind == "tokens":
+        tok = plan.tokenizer
+        common: dict[str, Any] = {"vocab_size": tok.vocab_size, "max_length": max_length, "pad_id": tok.pad_id}
+    elif plan.input_kind == "features":
+        common = {"num_features": plan.num_features}
+    else:
+        common = {"image_shape": plan.image_shape}
+    if task == "lm":
+        return DataSpec("tokens", "token", num_classes=plan.tokenizer.vocab_size, **common)
+    names = tuple(plan.label_names) if plan.target_kind == "class" and plan.label_names else None
+    return DataSpec(
+        plan.input_kind, plan.target_kind,  # type: ignore[arg-type]
+        num_classes=plan.num_classes if plan.target_kind in ("class", "probability") else None,
+        class_names=names, **common,
+    )
