@@ -100,14 +100,21 @@ def check_class_input(fn: str, input: Tensor, target: Tensor) -> int:
     return input.shape[-1]
 
 
-def check_class_target_values(fn: str, target: Tensor, num_classes: int, ignore_index: int | None) -> None:
-    """Targets must lie in [0, C) or equal ``ignore_index``; one fused pass in the common case."""
-    if not _VALIDATE_ARGS or target.numel() == 0:
-        return
+def check_class_target_values(fn: str, target: Tensor, num_classes: int, ignore_index: int | None) -> bool:
+    """Targets must lie in [0, C) or equal ``ignore_index``; one fused pass in the common case.
+
+    Returns whether some position may equal ``ignore_index`` (always True when value
+    checks are off), so callers can take the unmasked fast path when none does.
+    """
+    if not _VALIDATE_ARGS:  # one cheap pass still buys the unmasked fast path
+        return ignore_index is not None and bool((target == ignore_index).any())
+    if target.numel() == 0:
+        return False
     lo, hi = torch.aminmax(target)
     lo, hi = int(lo), int(hi)
+    may_ignore = ignore_index is not None and lo <= ignore_index <= hi
     if lo >= 0 and hi < num_classes:
-        return
+        return may_ignore
     bad = (target < 0) | (target >= num_classes)
     if ignore_index is not None:
         bad &= target != ignore_index
@@ -115,6 +122,7 @@ def check_class_target_values(fn: str, target: Tensor, num_classes: int, ignore_
         value = int(target[bad][0])
         allowed = f"[0, {num_classes - 1}]" + (f" or ignore_index={ignore_index}" if ignore_index is not None else "")
         raise ValueError(f"{fn}: `target` values must be class indices in {allowed}, got {value}")
+    return may_ignore
 
 
 def check_binary_target_values(fn: str, target: Tensor) -> None:
@@ -138,7 +146,7 @@ def check_probability_target(fn: str, input: Tensor, target: Tensor) -> None:
     t = target.detach()
     sums = t.sum(-1, dtype=torch.float32)
     tol = max(1e-4, 4 * torch.finfo(t.dtype).eps * t.shape[-1] ** 0.5)
-    lo = float(t.min())
+    lo = float(torch.amin(t))
     if lo < 0.0:
         raise ValueError(f"{fn}: `target` must be probabilities (>= 0), got a value of {lo}")
     worst = float((sums - 1.0).abs().max())

@@ -133,4 +133,4 @@ def squared_hinge_loss(input: Tensor, target: Tensor, margin: float = 1.0, reduc
     y = _binary_target(fn, input, target, reduction)
     check_positive(fn, "margin", margin)
     x = upcast(input)
-    return reduce(torch.clamp_min(margin - (2.0 * y - 1.0) * x, 0.0).square(), reduction)
+    return reduce(F.relu(margin - (2.0 * y - 1.0) * x).square(), reduction)

@@ -26,7 +26,8 @@ from lossbench.functional._reduce import class_weights, normalise, upcast, weigh
 
 def _check(
     fn: str, input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int | None, reduction: str
-) -> int:
+) -> tuple[int, int | None]:
+    """Check the arguments; return C and the ignore_index to mask with (None when no position is ignored)."""
     check_reduction(fn, reduction)
     num_classes = check_class_input(fn, input, target)
     if weight is not None:
@@ -37,8 +38,13 @@ def _check(
             )
         if validate_args_enabled() and float(weight.min()) < 0:
             raise ValueError(f"{fn}: `weight` must be >= 0, got {float(weight.min())}")
-    check_class_target_values(fn, target, num_classes, ignore_index)
-    return num_classes
+    may_ignore = check_class_target_values(fn, target, num_classes, ignore_index)
+    return num_classes, ignore_index if may_ignore else None
+
+
+def _rows(x: Tensor) -> Tensor:
+    """(..., C) -> (M, C) for torch's losses; no view node when already 2-D (its backward is not free)."""
+    return x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
 
 
 def _log_p_target(input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int | None):
@@ -46,23 +52,6 @@ def _log_p_target(input: Tensor, target: Tensor, weight: Tensor | None, ignore_i
     logp = F.log_softmax(upcast(input), dim=-1)
     index, w = class_weights(target, weight, ignore_index, logp.dtype)
     return logp, logp.gather(-1, index.unsqueeze(-1)).squeeze(-1), w
-
-
-def _torch_ce(
-    input: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, label_smoothing: float
-) -> tuple[Tensor, Tensor | None]:
-    """Per-position weighted cross-entropy from torch and the weights its mean divides by."""
-    x = upcast(input)
-    flat = F.cross_entropy(
-        x.reshape(-1, x.shape[-1]),
-        target.reshape(-1).long(),
-        weight=None if weight is None else weight.to(x.dtype),
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        reduction="none",
-    )
-    _, w = class_weights(target, weight, ignore_index, x.dtype)
-    return flat.reshape(target.shape), w
 
 
 def cross_entropy(
@@ -84,10 +73,22 @@ def cross_entropy(
         tensor(0.6931)
     """
     fn = "cross_entropy"
-    _check(fn, input, target, weight, ignore_index, reduction)
+    num_classes, ignore = _check(fn, input, target, weight, ignore_index, reduction)
     check_range(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
-    loss, w = _torch_ce(input, target, weight, ignore_index, label_smoothing)
-    return normalise(loss, w, reduction)
+    x = upcast(input)
+    rows, flat = _rows(x), target.reshape(-1).long()
+    if ignore is None and weight is None:  # nothing masked or weighted: torch's fused reduction
+        loss = F.cross_entropy(rows, flat, label_smoothing=label_smoothing, reduction=reduction)
+        return loss.reshape(target.shape) if reduction == "none" else loss
+    w = None if weight is None else weight.to(x.dtype)
+    loss = F.cross_entropy(
+        rows, flat, weight=w, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        reduction="none" if reduction == "none" else "sum",
+    )
+    if reduction != "mean":
+        return loss.reshape(target.shape) if reduction == "none" else loss
+    _, per_position = class_weights(target, weight, ignore, x.dtype)
+    return loss / per_position.sum().clamp_min(torch.finfo(loss.dtype).tiny)
 
 
 def focal_loss(
@@ -109,13 +110,13 @@ def focal_loss(
         tensor(0.1733)
     """
     fn = "focal_loss"
-    _check(fn, input, target, weight, ignore_index, reduction)
+    num_classes, ignore = _check(fn, input, target, weight, ignore_index, reduction)
     if gamma < 0:
         raise ValueError(f"{fn}: `gamma` must be >= 0, got {gamma!r}")
-    _, logp_y, w = _log_p_target(input, target, weight, ignore_index)
-    loss = -logp_y
-    if gamma:
-        loss = loss * (-torch.expm1(logp_y)).clamp_min(0.0).pow(gamma)
+    x = upcast(input)
+    index, w = class_weights(target, weight, ignore, x.dtype)
+    ce = F.cross_entropy(_rows(x), index.reshape(-1), reduction="none").reshape(target.shape)
+    loss = ce * (-torch.expm1(-ce)).clamp_min(0.0).pow(gamma) if gamma else ce  # (1 - p_y)^gamma * -log p_y
     return weighted_reduce(loss, w, reduction)
 
 
@@ -142,15 +143,15 @@ def poly1_cross_entropy(
         tensor(1.1931)
     """
     fn = "poly1_cross_entropy"
-    num_classes = _check(fn, input, target, weight, ignore_index, reduction)
+    num_classes, ignore = _check(fn, input, target, weight, ignore_index, reduction)
     check_range(fn, "label_smoothing", label_smoothing, 0.0, 1.0)
-    logp, logp_y, w = _log_p_target(input, target, weight, ignore_index)
+    logp, logp_y, w = _log_p_target(input, target, weight, ignore)
     # the class-weighted, smoothed cross-entropy of torch, per position
     ce = -logp_y if w is None else -logp_y * w
     if label_smoothing:
         smooth = -(logp if weight is None else logp * weight.to(logp.dtype)).sum(-1) / num_classes
-        if ignore_index is not None:
-            smooth = smooth * (target != ignore_index).to(smooth.dtype)
+        if ignore is not None:
+            smooth = smooth * (target != ignore).to(smooth.dtype)
         ce = (1.0 - label_smoothing) * ce + label_smoothing * smooth
     p_t = (1.0 - label_smoothing) * logp_y.exp() + label_smoothing / num_classes
     poly = epsilon * (1.0 - p_t)
@@ -183,12 +184,12 @@ def square_loss(
         tensor(0.)
     """
     fn = "square_loss"
-    num_classes = _check(fn, input, target, weight, ignore_index, reduction)
+    num_classes, ignore = _check(fn, input, target, weight, ignore_index, reduction)
     for name, value in (("k", k), ("M", M)):
         if not value > 0:
             raise ValueError(f"{fn}: `{name}` must be > 0, got {value!r}")
     x = upcast(input)
-    index, w = class_weights(target, weight, ignore_index, x.dtype)
+    index, w = class_weights(target, weight, ignore, x.dtype)
     x_y = x.gather(-1, index.unsqueeze(-1)).squeeze(-1)
     loss = (x.square().sum(-1) - x_y.square() + k * (x_y - M).square()) / num_classes
     return weighted_reduce(loss, w, reduction)
@@ -213,9 +214,9 @@ def generalized_cross_entropy(
         tensor(0.5000)
     """
     fn = "generalized_cross_entropy"
-    _check(fn, input, target, weight, ignore_index, reduction)
+    _, ignore = _check(fn, input, target, weight, ignore_index, reduction)
     check_range(fn, "q", q, 0.0, 1.0, low_open=True)
-    _, logp_y, w = _log_p_target(input, target, weight, ignore_index)
+    _, logp_y, w = _log_p_target(input, target, weight, ignore)
     return weighted_reduce(-torch.expm1(q * logp_y) / q, w, reduction)
 
 
@@ -238,9 +239,12 @@ def mae_prob_loss(
         tensor(0.5000)
     """
     fn = "mae_prob_loss"
-    _check(fn, input, target, weight, ignore_index, reduction)
-    _, logp_y, w = _log_p_target(input, target, weight, ignore_index)
-    return weighted_reduce(-torch.expm1(logp_y), w, reduction)
+    _, ignore = _check(fn, input, target, weight, ignore_index, reduction)
+    x = upcast(input)
+    index, w = class_weights(target, weight, ignore, x.dtype)
+    # softmax, not log-softmax: its backward needs no second exp over (N, C)
+    p_y = torch.softmax(x, dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    return weighted_reduce(1.0 - p_y, w, reduction)
 
 
 def _reverse_ce(logp_y: Tensor, log_zero: float) -> Tensor:
@@ -278,9 +282,9 @@ def symmetric_cross_entropy(
         tensor(2.6931)
     """
     fn = "symmetric_cross_entropy"
-    _check(fn, input, target, weight, ignore_index, reduction)
+    _, ignore = _check(fn, input, target, weight, ignore_index, reduction)
     _check_log_zero(fn, log_zero)
-    _, logp_y, w = _log_p_target(input, target, weight, ignore_index)
+    _, logp_y, w = _log_p_target(input, target, weight, ignore)
     terms = {"ce": alpha * -logp_y, "rce": beta * _reverse_ce(logp_y, log_zero)}
     terms = {k: weighted_reduce(v, w, reduction) for k, v in terms.items()}
     return terms if return_terms else terms["ce"] + terms["rce"]
@@ -311,9 +315,9 @@ def nce_rce_loss(
         tensor(2.5000)
     """
     fn = "nce_rce_loss"
-    _check(fn, input, target, weight, ignore_index, reduction)
+    _, ignore = _check(fn, input, target, weight, ignore_index, reduction)
     _check_log_zero(fn, log_zero)
-    logp, logp_y, w = _log_p_target(input, target, weight, ignore_index)
+    logp, logp_y, w = _log_p_target(input, target, weight, ignore)
     terms = {"nce": alpha * logp_y / logp.sum(-1), "rce": beta * _reverse_ce(logp_y, log_zero)}
     terms = {k: weighted_reduce(v, w, reduction) for k, v in terms.items()}
     return terms if return_terms else terms["nce"] + terms["rce"]

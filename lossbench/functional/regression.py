@@ -101,8 +101,10 @@ def log_cosh_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Ten
         tensor([0.0000, 0.4338])
     """
     check_regression_args("log_cosh_loss", input, target, reduction)
-    d = (upcast(input) - upcast(target)).abs()
-    return reduce(d + F.softplus(-2.0 * d) - math.log(2.0), reduction)
+    d = upcast(input) - upcast(target)
+    # log cosh d = d + softplus(-2d) - log 2, stable for both signs; softplus turns linear past
+    # its threshold, dropping log1p(exp(-threshold)): 50 keeps that below float64 precision
+    return reduce(d + F.softplus(-2.0 * d, threshold=50.0) - math.log(2.0), reduction)
 
 
 def gaussian_nll_loss(
@@ -133,9 +135,14 @@ def gaussian_nll_loss(
             f"{fn}: `var` must have the shape of `input` {shape_str(input.shape)}, got {shape_str(var.shape)}"
         )
     check_positive(fn, "eps", eps)
-    if validate_args_enabled() and var.numel() and float(var.detach().min()) < 0:
-        raise ValueError(f"{fn}: `var` must be non-negative, got a minimum of {float(var.detach().min())}")
-    return F.gaussian_nll_loss(upcast(input), upcast(target), upcast(var), full=full, eps=eps, reduction=reduction)
+    try:  # torch checks the variance's sign anyway: reuse its pass, give our message
+        return F.gaussian_nll_loss(upcast(input), upcast(target), upcast(var), full=full, eps=eps, reduction=reduction)
+    except ValueError as exc:
+        if "negative" not in str(exc):
+            raise
+        raise ValueError(
+            f"{fn}: `var` must be non-negative, got a minimum of {float(var.detach().min())}"
+        ) from None
 
 
 def poisson_nll_loss(
@@ -204,9 +211,13 @@ def quantile_loss(
             f"{shape_str(target.shape)} and {len(qs)} quantile(s), got {shape_str(input.shape)}"
         )
     x, y = upcast(input), upcast(target)
+    # max(q d, (q - 1) d) = q d + max(-d, 0): relu's backward is cheaper than maximum's
     if single:
         d = y - x
-        return reduce(torch.maximum(qs[0] * d, (qs[0] - 1.0) * d), reduction)
+        return reduce(qs[0] * d + F.relu(-d), reduction)
     q = torch.tensor(qs, dtype=x.dtype, device=x.device)
     d = y.unsqueeze(-1) - x
-    return reduce(torch.maximum(q * d, (q - 1.0) * d).mean(-1), reduction)
+    loss = q * d + F.relu(-d)
+    if reduction == "mean":
+        return loss.mean()  # one flat mean: the mean over positions of the mean over quantiles
+    return reduce(loss.mean(-1), reduction)

@@ -121,7 +121,7 @@ class LossHeadTester:
                 raise self._fail("contract", f"named terms must be scalar tensors, got {terms}")
             total = sum(t.detach() for t in terms.values())
             if not torch.allclose(total, loss.detach(), rtol=1e-9, atol=1e-12):
-                raise self._fail("contract", f"named terms {sorted(terms)} sum to {float(total)}, not the loss {float(loss)}")
+                raise self._fail("contract", f"named terms {sorted(terms)} sum to {float(total)}, not the loss {float(loss.detach())}")
         pred = head.predict(outputs)
         if head.task != "distribution" and pred.shape != target.shape:
             raise self._fail("contract", f"predict gives shape {tuple(pred.shape)}, targets have {tuple(target.shape)}")

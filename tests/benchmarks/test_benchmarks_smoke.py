@@ -1,0 +1,33 @@
+"""Smoke test of benchmarks/heads.py: it runs and prints its table (no timing assertions)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "heads.py"
+
+
+def test_heads_benchmark_quick_runs_and_prints_a_table(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--heads", "mse,ce", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    lines = proc.stdout.splitlines()
+    header = next((line for line in lines if line.startswith("| head ")), None)
+    assert header is not None, proc.stdout
+    for column in ("task", "baseline kind", "ours us", "baseline us", "ratio"):
+        assert column in header, header
+    body = [line for line in lines if line.startswith("| ") and not line.startswith("| head ")]
+    rows = {line.split("|")[1].strip(): line for line in body}
+    assert {"mse", "ce"} <= set(rows), proc.stdout
+    assert "torch loss" in rows["mse"] and "torch loss" in rows["ce"], proc.stdout
+    assert "ERROR" not in proc.stdout
+    assert out.exists() and '"training"' in out.read_text()
