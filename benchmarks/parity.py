@@ -29,7 +29,7 @@ def make_batches(steps: int, batch_size: int, seed: int = 0) -> list[dict[str, t
     """Digits batches in a fixed order (the same list feeds both loops)."""
     from lossbench.data import load_builtin
 
-    train = load_builtin("digits", seed=seed)["train"].with_format("torch")
+    train = load_builtin("digits", seed=seed)["train"].with_format("torch")[:]
     images, labels = train["image"].float(), train["label"].long()
     g = torch.Generator().manual_seed(seed)
     order = torch.cat([torch.randperm(len(labels), generator=g) for _ in range(steps * batch_size // len(labels) + 1)])
@@ -39,12 +39,12 @@ def make_batches(steps: int, batch_size: int, seed: int = 0) -> list[dict[str, t
     ]
 
 
-def make_model(metrics: bool):
+def make_model(metrics: bool, d_model: int = 32):
     from lossbench import LossbenchModule
     from lossbench.data import DataSpec
 
     spec = DataSpec("image", "class", num_classes=10, image_shape=(1, 8, 8))
-    return LossbenchModule("ce", data_spec=spec, backbone={"d_model": 32, "nhead": 4, "num_layers": 2},
+    return LossbenchModule("ce", data_spec=spec, backbone={"d_model": d_model, "nhead": 4, "num_layers": 2},
                            lr=1e-3, seed=0, metrics=metrics)
 
 
@@ -106,9 +106,10 @@ def run_hand_loop(model, batches) -> tuple[list[float], list[float]]:
     return times, losses
 
 
-def measure(steps: int, rounds: int, metrics: bool, default_settings: bool, warmup: int) -> dict:
-    batches = make_batches(steps, 64)
-    base = make_model(metrics)
+def measure(steps: int, rounds: int, metrics: bool, default_settings: bool, warmup: int,
+            d_model: int = 32, batch_size: int = 64) -> dict:
+    batches = make_batches(steps, batch_size)
+    base = make_model(metrics, d_model)
     lightning_times, hand_times = [], []
     worst = 0.0
     with tempfile.TemporaryDirectory() as root:
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=5, help="steps dropped from each round")
+    parser.add_argument("--sizes", default="both", help="'both', or DxB for one d_model x batch size, e.g. 32x64")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -142,17 +144,22 @@ def main(argv: list[str] | None = None) -> int:
         ("same, with train metrics on", True, False),
         ("default Trainer settings (info)", False, True),
     ]
+    sizes = [(32, 64), (64, 256)] if args.sizes == "both" else [tuple(int(v) for v in args.sizes.split("x"))]
     rows = {}
-    print(f"digits, d_model=32, 2 layers, batch 64, {args.steps} steps x {args.rounds} rounds, 2 threads\n")
-    print("| Trainer settings | Lightning ms/step | hand loop ms/step | ratio | max loss diff |")
-    print("|---|---|---|---|---|")
-    for label, metrics, default in settings:
-        r = measure(args.steps, args.rounds, metrics, default, args.warmup)
-        rows[label] = r
-        print(f"| {label} | {r['lightning_ms']:.2f} | {r['hand_ms']:.2f} | {r['ratio']:.3f} | {r['max_loss_diff']:.1e} |")
-    primary = rows["progress bar and logger off"]
+    print(f"digits images, 2 encoder layers, {args.steps} steps x {args.rounds} rounds, 2 threads\n")
+    print("| model | Trainer settings | Lightning ms/step | hand loop ms/step | ratio | max loss diff |")
+    print("|---|---|---|---|---|---|")
+    for d_model, batch_size in sizes:
+        for label, metrics, default in settings:
+            r = measure(args.steps, args.rounds, metrics, default, args.warmup, d_model, batch_size)
+            rows[f"d_model={d_model} batch={batch_size}: {label}"] = r
+            print(f"| d_model={d_model}, batch {batch_size} | {label} | {r['lightning_ms']:.2f} | {r['hand_ms']:.2f} "
+                  f"| {r['ratio']:.3f} | {r['max_loss_diff']:.1e} |", flush=True)
     agree = all(r["max_loss_diff"] < 5e-6 for r in rows.values())
-    print(f"\nparity ratio {primary['ratio']:.3f} (goal <= 1.05); losses agree to 5 decimals: {agree}")
+    for key, r in rows.items():
+        if key.endswith("progress bar and logger off"):
+            print(f"parity ratio {r['ratio']:.3f} at {key.split(':')[0]} (goal <= 1.05)")
+    print(f"losses agree to 5 decimals: {agree}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

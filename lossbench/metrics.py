@@ -105,20 +105,22 @@ class RankMAE(Metric):
 # metric name -> (reads, mode: "max" if higher is better else "min")
 def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100) -> dict[str, tuple[Metric, str, str]]:
     """The metrics of ``task``: name -> (metric, which prediction it reads, "max" or "min")."""
+    # predictions come from the head and targets were checked by its loss: skip torchmetrics' checks
+    quick = {"validate_args": False}
     if task == "multiclass":
         c = int(num_classes)
         return {
-            "accuracy": (MulticlassAccuracy(c, average="micro", ignore_index=ignore_index), "label", "max"),
-            "f1_macro": (MulticlassF1Score(c, average="macro", ignore_index=ignore_index), "label", "max"),
+            "accuracy": (MulticlassAccuracy(c, average="micro", ignore_index=ignore_index, **quick), "label", "max"),
+            "f1_macro": (MulticlassF1Score(c, average="macro", ignore_index=ignore_index, **quick), "label", "max"),
             "nll": (MeanTargetNLL(ignore_index=ignore_index), "proba", "min"),
-            "ece": (MulticlassCalibrationError(c, n_bins=15, ignore_index=ignore_index), "proba", "min"),
+            "ece": (MulticlassCalibrationError(c, n_bins=15, ignore_index=ignore_index, **quick), "proba", "min"),
         }
     if task == "binary":
         return {
-            "accuracy": (BinaryAccuracy(), "proba", "max"),
-            "auroc": (BinaryAUROC(), "proba", "max"),
-            "f1": (BinaryF1Score(), "proba", "max"),
-            "ece": (BinaryCalibrationError(n_bins=15), "proba", "min"),
+            "accuracy": (BinaryAccuracy(**quick), "proba", "max"),
+            "auroc": (BinaryAUROC(**quick), "proba", "max"),
+            "f1": (BinaryF1Score(**quick), "proba", "max"),
+            "ece": (BinaryCalibrationError(n_bins=15, **quick), "proba", "min"),
         }
     if task == "regression":
         return {
@@ -133,15 +135,45 @@ def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100) -
         }
     if task == "ordinal":
         return {
-            "accuracy": (MulticlassAccuracy(int(num_classes), average="micro"), "label", "max"),
+            "accuracy": (MulticlassAccuracy(int(num_classes), average="micro", **quick), "label", "max"),
             "rank_mae": (RankMAE(), "label", "min"),
         }
     if task == "lm":
         return {
             "perplexity": (MeanTargetNLL(ignore_index=ignore_index, exp=True), "proba", "min"),
-            "token_accuracy": (MulticlassAccuracy(int(num_classes), average="micro", ignore_index=ignore_index), "label", "max"),
+            "token_accuracy": (MulticlassAccuracy(int(num_classes), average="micro", ignore_index=ignore_index, **quick), "label", "max"),
         }
     raise ValueError(f"metric_specs: `task` must be a head task, got {task!r}")
+
+
+class RunningSums:
+    """Batch-size-weighted running sums of a loss and its named terms, without a device sync per step.
+
+    ``means(reduce)`` sums over processes with ``reduce(tensor, reduce_op="sum")`` (a Lightning
+    strategy's ``reduce``) before dividing, so ranks with unequal batch counts weigh correctly.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.count: Tensor | None = None
+
+    def add(self, loss: Tensor, terms: dict[str, Tensor], n: int) -> None:
+        for name, value in (("loss", loss), *terms.items()):
+            v = value.detach().double() * n
+            self.sums[name] = v if name not in self.sums else self.sums[name] + v
+        self.count = torch.tensor(float(n), dtype=torch.float64, device=loss.device) + (
+            0 if self.count is None else self.count
+        )
+
+    def means(self, reduce=None) -> dict[str, Tensor]:
+        if self.count is None:
+            return {}
+        names = list(self.sums)
+        packed = torch.stack([self.sums[n] for n in names] + [self.count])
+        if reduce is not None:
+            packed = reduce(packed, reduce_op="sum")
+        self.sums, self.count = {}, None
+        return {name: (packed[i] / packed[-1]).float() for i, name in enumerate(names)}
 
 
 class TaskMetrics(nn.Module):
