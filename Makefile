@@ -27,6 +27,7 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/heads.py
+	$(BIN)/python benchmarks/parity.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
