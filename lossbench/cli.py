@@ -24,6 +24,68 @@ def _heads(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipes(args: argparse.Namespace) -> int:
+    from lossbench.compare.recipe import bundled_recipes, recipe_summary
+
+    recipes = bundled_recipes()
+    width = max(len(n) for n in recipes)
+    for name, path in recipes.items():
+        print(f"{name.ljust(width)}  {recipe_summary(path)}")
+    print(f"\nrun one: lossbench compare NAME --output DIR ({len(recipes)} recipes)")
+    return 0
+
+
+def _overrides(extra: list[str]) -> dict[str, str]:
+    """``--trainer.max_epochs 2`` / ``--trainer.max_epochs=2`` pairs -> {"trainer.max_epochs": "2"}."""
+    out: dict[str, str] = {}
+    i = 0
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--") or "." not in item.split("=")[0]:
+            raise SystemExit(f"lossbench compare: unexpected argument {item!r} (overrides look like --trainer.max_epochs 2)")
+        if "=" in item:
+            key, value = item[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(extra):
+                raise SystemExit(f"lossbench compare: override {item!r} needs a value")
+            key, value = item[2:], extra[i + 1]
+            i += 2
+        out[key] = value
+    return out
+
+
+def _compare(args: argparse.Namespace, extra: list[str]) -> int:
+    from lossbench.compare.engine import Comparison
+    from lossbench.compare.recipe import RecipeError, load_recipe
+    from lossbench.heads import UnknownHeadError
+
+    try:
+        recipe = load_recipe(
+            args.recipe, overrides=_overrides(extra), seeds=args.seeds,
+            losses=[s for s in args.losses.split(",") if s] if args.losses else None,
+        )
+        output = args.output or f"runs/{recipe.name}"
+        report = Comparison(recipe, output, progress=not args.no_progress).run()
+    except (RecipeError, UnknownHeadError) as exc:
+        print(f"lossbench compare: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {report}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lossbench.compare.report import render_report
+
+    try:
+        path = render_report(args.folder)
+    except FileNotFoundError as exc:
+        print(f"lossbench report: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lossbench", description="Loss heads for PyTorch Lightning.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -33,6 +95,22 @@ def build_parser() -> argparse.ArgumentParser:
     heads = sub.add_parser("heads", help="list the available loss heads (built-in and plugins)")
     heads.add_argument("--task", help="only heads of this task kind")
     heads.set_defaults(func=_heads)
+    recipes = sub.add_parser("recipes", help="list the bundled comparison recipes")
+    recipes.set_defaults(func=_recipes)
+    compare = sub.add_parser(
+        "compare", help="train once per loss and seed under identical setups and report",
+        description="Compare losses: RECIPE is a YAML path or a bundled name (lossbench recipes). "
+        "Any recipe field can be overridden with a dotted option, e.g. --trainer.max_epochs 2.",
+    )
+    compare.add_argument("recipe", metavar="RECIPE")
+    compare.add_argument("--output", help="results folder (default runs/<recipe name>); rerun to resume")
+    compare.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of the recipe's")
+    compare.add_argument("--losses", help="comma-separated subset of the recipe's losses (the baseline is kept)")
+    compare.add_argument("--no-progress", action="store_true", help="no progress display")
+    compare.set_defaults(func=_compare, takes_extra=True)
+    report = sub.add_parser("report", help="re-render a comparison's report from its records, without training")
+    report.add_argument("folder", metavar="DIR")
+    report.set_defaults(func=_report)
     return parser
 
 
@@ -47,7 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_lightning_cli(None if from_console else argv)  # LightningCLI reads sys.argv itself
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.version:
         from lossbench import __version__
 
@@ -56,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return args.func(args)
+    return args.func(args, extra) if getattr(args, "takes_extra", False) else args.func(args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lossbench.data.spec import DataSpec
-from lossbench.heads import CLASS_TASKS, LossHead, get_head, get_head_class
+from lossbench.heads import CLASS_TASKS, LossHead, get_head_class
 from lossbench.metrics import RunningSums, TaskMetrics
 from lossbench.models import FeatureTokenizer, PatchEmbedding, TokenEmbedding, TransformerBackbone
 
@@ -52,6 +52,19 @@ def build_backbone(spec: DataSpec, config: BackboneConfig, seed: int | None = No
         dim_feedforward=config.dim_feedforward, dropout=config.dropout, norm_first=config.norm_first,
         activation=config.activation, pooling="none" if lm else config.pooling, causal=lm, seed=seed,
     )
+
+
+def resolve_head_class(head: str) -> type[LossHead]:
+    """A registered short name, or a dotted class path (which imports that user-named module)."""
+    if "." not in head:
+        return get_head_class(head)
+    import importlib
+
+    module, _, name = head.rpartition(".")
+    cls = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, LossHead)):
+        raise ValueError(f"LossbenchModule: `head` {head!r} is not a LossHead subclass")
+    return cls
 
 
 def check_head_fits_data(head_name: str, task: str, num_outputs: int | None, spec: DataSpec) -> None:
@@ -151,7 +164,7 @@ class LossbenchModule(pl.LightningModule):
             self.backbone, backbone_hparam = backbone, None
         in_features = int(getattr(self.backbone, "out_features"))
         if isinstance(head, str):
-            cls = get_head_class(head)
+            cls = resolve_head_class(head)
             kwargs = dict(head_args or {})
             if spec is not None:  # before building: the head's own errors would be less clear
                 check_head_fits_data(head, cls.task, kwargs.get("num_classes"), spec)
@@ -162,9 +175,9 @@ class LossbenchModule(pl.LightningModule):
             if seed is not None:
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
-                    self.head: LossHead = get_head(head, in_features=in_features, **kwargs)
+                    self.head: LossHead = cls(in_features=in_features, **kwargs)
             else:
-                self.head = get_head(head, in_features=in_features, **kwargs)
+                self.head = cls(in_features=in_features, **kwargs)
             head_hparam: Any = head
         elif isinstance(head, LossHead):
             self.head, head_hparam = head, None

@@ -1,0 +1,106 @@
+"""Callbacks of a comparison run: the evaluation recorder and the batch-order fingerprint."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from lossbench.compare.fingerprints import order_fingerprint
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    v = float(value.item() if isinstance(value, torch.Tensor) else value)
+    return v  # non-finite values are kept: the report shows them
+
+
+class DataOrderFingerprint(pl.Callback):
+    """Records, for each training epoch, the sha256 of the index order the training sampler serves."""
+
+    def __init__(self) -> None:
+        self.hashes: dict[str, str] = {}
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        loader = trainer.train_dataloader
+        sampler = getattr(loader, "sampler", None)
+        order = getattr(sampler, "order", None)
+        if order is None:  # a sampler lossbench did not make: fall back to the data module's order
+            order = getattr(trainer.datamodule, "train_order", None)
+        if order is not None:
+            self.hashes[str(trainer.current_epoch)] = order_fingerprint(order(trainer.current_epoch))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"hashes": dict(self.hashes)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.hashes = dict(state_dict.get("hashes", {}))
+
+
+class RunRecorder(pl.Callback):
+    """One row per evaluation: step, epoch, training wall time, mean train loss since the last
+    evaluation, gradient norm, learning rate and every ``val/`` metric. Its rows and clocks are
+    saved in checkpoints, so a resumed run continues the same table.
+
+    ``on_row(rows)`` is called after each new row (the engine writes metrics.csv atomically).
+    """
+
+    def __init__(self, on_row: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+        self._started: float | None = None
+        self._loss_sum: torch.Tensor | None = None
+        self._loss_count = 0
+        self.on_row = on_row
+
+    # clocks: training time only, validation excluded
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self._started is not None:
+            self.train_seconds += time.perf_counter() - self._started
+            self._started = None
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            loss = loss.detach().float()
+            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+            self._loss_count += 1
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        step = int(trainer.global_step)
+        if self.rows and self.rows[-1]["step"] == step:  # an evaluation of this step is already recorded
+            return
+        metrics = trainer.callback_metrics
+        lr = None
+        if trainer.optimizers:
+            lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        train_loss = None
+        if self._loss_count:
+            train_loss = float(self._loss_sum) / self._loss_count
+            self._loss_sum, self._loss_count = None, 0
+        row = {
+            "step": step,
+            "epoch": int(trainer.current_epoch),
+            "wall_time": round(self.train_seconds, 6),
+            "train_loss": train_loss,
+            "grad_norm": _float(metrics.get("train/grad_norm")) if step else None,
+            "lr": lr,
+        }
+        row.update({k: _float(v) for k, v in sorted(metrics.items()) if k.startswith("val/")})
+        self.rows.append(row)
+        if self.on_row is not None:
+            self.on_row(self.rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(r) for r in self.rows], "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state_dict.get("rows", [])]
+        self.train_seconds = float(state_dict.get("train_seconds", 0.0))

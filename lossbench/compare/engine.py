@@ -1,0 +1,298 @@
+"""The comparison engine: for each seed, one initial state and one batch order; for each loss, a run.
+
+``Comparison(recipe, output).run()`` validates everything (recipe, data, every loss
+against the data, the output folder) before writing anything, then trains each
+pending (loss, seed) run, skipping finished ones and resuming unfinished ones from
+their last checkpoint, and finally renders the report from the records alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import yaml
+
+from lossbench.compare.callbacks import DataOrderFingerprint, RunRecorder
+from lossbench.compare.fingerprints import state_fingerprint
+from lossbench.compare.recipe import LossSpec, Recipe, RecipeError
+from lossbench.compare.records import RunRecord, atomic_write_text, read_json, run_dir, write_csv, write_json
+from lossbench.compare.summary import summarise_run
+
+
+def library_versions() -> dict[str, str]:
+    import datasets
+    import lightning
+    import torchmetrics
+
+    import lossbench
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,
+        "torchmetrics": torchmetrics.__version__, "datasets": datasets.__version__, "lossbench": lossbench.__version__,
+    }
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence Lightning's and datasets' per-run chatter (one progress display is the engine's)."""
+    import datasets
+
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*LeafSpec.*")
+            warnings.filterwarnings("ignore", ".*val_check_interval.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+@dataclass
+class InitialState:
+    """The weights every loss of one seed starts from."""
+
+    backbone: dict[str, torch.Tensor]
+    heads: dict[tuple[int, ...], dict[str, torch.Tensor]]  # projection shape -> projection state
+
+
+class Comparison:
+    """Train every (loss, seed) of a recipe into ``output`` and report.
+
+    Args:
+        recipe: a validated :class:`Recipe`.
+        output: the results folder; it may hold an earlier run of the same recipe setup.
+        progress: show one progress display over the runs and a line per finished run.
+    """
+
+    def __init__(self, recipe: Recipe, output: str | Path, progress: bool = True) -> None:
+        self.recipe = recipe
+        self.output = Path(output)
+        self.progress = progress
+        self._datamodules: dict[int, Any] = {}
+
+    # -- validation, before anything is written ------------------------------------------------
+    def prepare(self) -> None:
+        """Check the output folder, the data and every loss against the data. Writes nothing."""
+        self._check_output()
+        spec = self.datamodule(self.recipe.seeds[0]).spec
+        from lossbench.metrics import metric_specs
+        from lossbench.module import check_head_fits_data, resolve_head_class
+
+        target = self.recipe.target["metric"]
+        for loss in self.recipe.losses:
+            task = resolve_head_class(loss.head).task
+            try:
+                check_head_fits_data(loss.label, task, loss.args.get("num_classes"), spec)
+            except ValueError as exc:
+                raise RecipeError(f"recipe: loss {loss.label!r} does not fit the data: {exc}") from None
+            logged = {f"val/{n}" for n in metric_specs(task, spec.num_classes)} | {"val/loss"}
+            if target not in logged:
+                raise RecipeError(
+                    f"recipe: `target.metric` {target!r} is not logged for loss {loss.label!r} ({task} head); "
+                    f"it logs {sorted(logged)}"
+                )
+
+    def _check_output(self) -> None:
+        meta = self.output / "comparison.json"
+        if self.output.exists() and not self.output.is_dir():
+            raise RecipeError(f"compare: `--output` {str(self.output)!r} exists and is not a folder")
+        if meta.exists():
+            previous = read_json(meta)
+            if previous.get("setup_hash") != self.recipe.setup_hash:
+                raise RecipeError(
+                    f"compare: `--output` {str(self.output)!r} holds results of another recipe setup "
+                    f"({previous.get('name')!r}, setup {str(previous.get('setup_hash'))[:12]} vs "
+                    f"{self.recipe.setup_hash[:12]} now): refusing to mix them; use a new --output folder"
+                )
+        elif self.output.exists() and any(self.output.iterdir()):
+            raise RecipeError(
+                f"compare: `--output` {str(self.output)!r} is not empty and holds no lossbench comparison; "
+                "choose an empty or new folder"
+            )
+        for loss in self.recipe.losses:
+            for seed in self.recipe.seeds:
+                path = run_dir(self.output, loss.label, seed) / "record.json"
+                if path.exists():
+                    record = RunRecord.load(path)
+                    if record.head != loss.head or record.head_args != loss.args:
+                        raise RecipeError(
+                            f"compare: loss {loss.label!r} in {str(self.output)!r} was run as {record.head} "
+                            f"{record.head_args}, the recipe now says {loss.head} {loss.args}; "
+                            "give it another label or use a new --output folder"
+                        )
+
+    # -- data and initial state --------------------------------------------------------------------
+    def datamodule(self, seed: int):
+        """The seed's data module: the batch order is a function of (seed, epoch)."""
+        if seed not in self._datamodules:
+            from lossbench.data import HFDataModule
+
+            self._datamodules[seed] = HFDataModule(**self.recipe.data, seed=seed)
+        return self._datamodules[seed]
+
+    def initial_state(self, seed: int, spec) -> InitialState:
+        """The backbone every loss of ``seed`` starts from, built once."""
+        from lossbench.module import BackboneConfig, build_backbone
+
+        backbone = build_backbone(spec, BackboneConfig(**self.recipe.backbone), seed=seed)
+        return InitialState({k: v.detach().clone() for k, v in backbone.state_dict().items()}, {})
+
+    def build_model(self, loss: LossSpec, seed: int, spec, init: InitialState):
+        """A LossbenchModule for ``loss`` whose backbone (and same-shape head projection) is ``init``'s."""
+        from lossbench.module import LossbenchModule
+
+        r = self.recipe
+        model = LossbenchModule(
+            loss.head, head_args=loss.args, data_spec=spec, backbone=r.backbone,
+            optimizer=r.optimizer["name"], lr=r.optimizer["lr"], weight_decay=r.optimizer["weight_decay"],
+            momentum=r.optimizer["momentum"], nesterov=r.optimizer["nesterov"], betas=tuple(r.optimizer["betas"]),
+            schedule=r.schedule["name"], warmup_steps=r.schedule["warmup_steps"], seed=seed,
+        )
+        model.backbone.load_state_dict(init.backbone)
+        proj = model.head.proj
+        shape = tuple(proj.weight.shape)
+        if shape in init.heads:
+            proj.load_state_dict(init.heads[shape])
+        else:
+            init.heads[shape] = {k: v.detach().clone() for k, v in proj.state_dict().items()}
+        return model
+
+    # -- running ---------------------------------------------------------------------------------
+    def plan(self) -> list[tuple[int, LossSpec]]:
+        return [(seed, loss) for seed in self.recipe.seeds for loss in self.recipe.losses]
+
+    def run(self) -> Path:
+        """Validate, train what is not finished, render the report; returns the report's path."""
+        from tqdm.auto import tqdm
+
+        with quiet():
+            self.prepare()
+            self._write_meta()
+            plan = self.plan()
+            bar = tqdm(total=len(plan), desc="lossbench compare", unit="run", disable=not self.progress,
+                       file=sys.stderr, dynamic_ncols=True)
+            inits: dict[int, InitialState] = {}
+            try:
+                for i, (seed, loss) in enumerate(plan, 1):
+                    bar.set_postfix_str(f"run {i}/{len(plan)}: {loss.label} seed {seed}")
+                    dm = self.datamodule(seed)
+                    if seed not in inits:
+                        inits[seed] = self.initial_state(seed, dm.spec)
+                    line = self.run_one(loss, seed, dm, inits[seed])
+                    bar.update(1)
+                    if self.progress:
+                        bar.write(f"[{i}/{len(plan)}] {line}")
+            finally:
+                bar.close()
+        from lossbench.compare.report import render_report
+
+        return render_report(self.output)
+
+    def _write_meta(self) -> None:
+        r = self.recipe
+        meta = {
+            "name": r.name, "recipe": r.to_dict(), "recipe_hash": r.recipe_hash, "setup_hash": r.setup_hash,
+            "baseline": r.baseline, "losses": [l.label for l in r.losses], "seeds": r.seeds, "target": r.target,
+            "budget": {"max_epochs": r.trainer["max_epochs"], "max_steps": r.trainer["max_steps"],
+                       "eval_every_n_steps": r.trainer["eval_every_n_steps"]},
+            "versions": library_versions(),
+            "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        }
+        path = self.output / "comparison.json"
+        if path.exists():
+            meta["created"] = read_json(path).get("created", meta["created"])
+        atomic_write_text(self.output / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
+        write_json(path, meta)
+
+    def trainer(self, callbacks: list[pl.Callback], root: Path, validate_only: bool = False) -> pl.Trainer:
+        t = self.recipe.trainer
+        kwargs: dict[str, Any] = dict(
+            accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"], strategy=t["strategy"],
+            precision=t["precision"], deterministic=t["deterministic"], logger=False, enable_progress_bar=False,
+            enable_model_summary=False, callbacks=callbacks, default_root_dir=str(root), num_sanity_val_steps=0,
+            inference_mode=False,  # validation under no_grad: inference tensors would leak into metric states
+        )
+        if not validate_only:
+            every = t["eval_every_n_steps"]
+            kwargs.update(
+                max_epochs=t["max_epochs"] if t["max_epochs"] is not None else -1,
+                max_steps=t["max_steps"] if t["max_steps"] is not None else -1,
+                val_check_interval=every, check_val_every_n_epoch=None, log_every_n_steps=min(every, 50),
+                gradient_clip_val=t["gradient_clip_val"],
+            )
+        return pl.Trainer(**kwargs)
+
+    def run_one(self, loss: LossSpec, seed: int, dm, init: InitialState) -> str:
+        """Train one (loss, seed) run, or skip/resume it; return its summary line."""
+        folder = run_dir(self.output, loss.label, seed)
+        record_path = folder / "record.json"
+        record = RunRecord.load(record_path) if record_path.exists() else None
+        if record is not None and record.status == "finished":
+            return f"{loss.label} seed {seed}: finished earlier, skipped"
+        ckpt = folder / "checkpoints" / "last.ckpt"
+        model = self.build_model(loss, seed, dm.spec, init)
+        if record is None or not ckpt.exists():
+            record = RunRecord(loss=loss.label, head=loss.head, head_args=loss.args, seed=seed)
+            record.fingerprints = {
+                "backbone_init": state_fingerprint(model.backbone.state_dict()),
+                "head_init": state_fingerprint(model.head.proj.state_dict()),
+                "head_shape": "x".join(str(s) for s in model.head.proj.weight.shape),
+                "data_order": {},
+            }
+        else:
+            record.resumed += 1
+        r = self.recipe
+        record.status, record.error = "running", None
+        record.recipe_hash, record.setup_hash, record.versions = r.recipe_hash, r.setup_hash, library_versions()
+        record.target = dict(r.target)
+        record.save(record_path)
+
+        recorder = RunRecorder(on_row=lambda rows: write_csv(folder / "metrics.csv", rows))
+        order = DataOrderFingerprint()
+        checkpoint = pl.callbacks.ModelCheckpoint(
+            dirpath=folder / "checkpoints", filename="last", every_n_train_steps=r.trainer["eval_every_n_steps"],
+            save_top_k=1, enable_version_counter=False,
+        )
+        try:
+            if not ckpt.exists():  # evaluation at step 0: every curve starts from the shared initial weights
+                self.trainer([recorder], folder, validate_only=True).validate(model, datamodule=dm, verbose=False)
+            trainer = self.trainer([recorder, order, checkpoint], folder)
+            trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt) if ckpt.exists() else None)
+            if not recorder.rows or recorder.rows[-1]["step"] != trainer.global_step:
+                trainer.validate(model, datamodule=dm, verbose=False)  # the final point of the curve
+        except Exception as exc:  # a failed run is recorded and reported; the others go on
+            record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+            record.fingerprints["data_order"].update(order.hashes)
+            record.save(record_path)
+            return f"{loss.label} seed {seed}: FAILED ({record.error.splitlines()[0][:200]})"
+        record.fingerprints["data_order"].update(order.hashes)
+        summarise_run(record, recorder.rows, trainer, model)
+        record.status = "finished"
+        record.save(record_path)
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        value = record.final.get(r.target["metric"])
+        reached = f"step {record.steps_to_target}" if record.steps_to_target is not None else "not reached"
+        return (f"{loss.label} seed {seed}: {r.target['metric']} {value:.4f} final, target {reached}, "
+                f"{record.train_seconds:.1f}s train" if value is not None else f"{loss.label} seed {seed}: done")

@@ -1,0 +1,307 @@
+"""Comparison recipes: YAML -> a validated :class:`Recipe`, checked before anything trains.
+
+A recipe names the data, the backbone, the losses (short names with arguments, or a
+``class_path``), the baseline, the optimizer and schedule, the trainer budget, the
+seeds and the target metric. Bundled recipes live in ``lossbench/recipes`` and are
+available by short name (``lossbench compare digits``).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+SECTIONS: dict[str, dict[str, Any]] = {
+    # section -> allowed keys and their defaults (None: required or no default)
+    "data": {},  # HFDataModule arguments, checked against its signature
+    "backbone": {"d_model": 32, "nhead": 4, "num_layers": 2, "dim_feedforward": None, "dropout": 0.0,
+                 "norm_first": True, "activation": "gelu", "pooling": "cls", "patch_size": None},
+    "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.9, "nesterov": False,
+                  "betas": [0.9, 0.999]},
+    "schedule": {"name": "none", "warmup_steps": 0},
+    "trainer": {"max_epochs": None, "max_steps": None, "eval_every_n_steps": 20, "precision": "32",
+                "accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "deterministic": True,
+                "gradient_clip_val": None},
+    "target": {"metric": None, "mode": None, "threshold": None},
+}
+TOP_LEVEL = ("name", "description", "data", "backbone", "losses", "baseline", "optimizer", "schedule",
+             "trainer", "seeds", "target", "nan_policy")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the key, the expected and the given value."""
+
+
+def _nearest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _check_keys(where: str, given: dict[str, Any], allowed: list[str] | tuple[str, ...]) -> None:
+    for key in given:
+        if key not in allowed:
+            raise RecipeError(
+                f"recipe: unknown key `{where}{key}`{_nearest(str(key), list(allowed))} "
+                f"(allowed: {', '.join(allowed)})"
+            )
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One loss of a comparison: a label (its folder name), a head (short name or class path) and arguments."""
+
+    label: str
+    head: str
+    args: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "head": self.head, "args": self.args}
+
+
+@dataclass
+class Recipe:
+    """A validated comparison recipe."""
+
+    name: str
+    description: str
+    data: dict[str, Any]
+    backbone: dict[str, Any]
+    losses: list[LossSpec]
+    baseline: str
+    optimizer: dict[str, Any]
+    schedule: dict[str, Any]
+    trainer: dict[str, Any]
+    seeds: list[int]
+    target: dict[str, Any]
+    nan_policy: str = "raise"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description, "data": self.data, "backbone": self.backbone,
+            "losses": [spec.to_dict() for spec in self.losses], "baseline": self.baseline,
+            "optimizer": self.optimizer, "schedule": self.schedule, "trainer": self.trainer,
+            "seeds": self.seeds, "target": self.target, "nan_policy": self.nan_policy,
+        }
+
+    def setup(self) -> dict[str, Any]:
+        """What must be identical for every loss: everything but the losses, baseline and seeds."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("losses", "baseline", "seeds", "name", "description")}
+
+    @property
+    def setup_hash(self) -> str:
+        return _hash(self.setup())
+
+    @property
+    def recipe_hash(self) -> str:
+        return _hash(self.to_dict())
+
+    def loss(self, label: str) -> LossSpec:
+        return next(spec for spec in self.losses if spec.label == label)
+
+
+def _hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def bundled_recipes() -> dict[str, Path]:
+    """Short name -> path of every bundled comparison recipe (``fit_*`` configs are for ``lossbench fit``)."""
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml")) if not p.stem.startswith("fit_")}
+
+
+def recipe_summary(path: Path) -> str:
+    """The recipe's one-line description."""
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return str(raw.get("description", "")).strip().splitlines()[0] if raw.get("description") else ""
+
+
+def resolve_recipe_path(recipe: str | Path) -> Path:
+    """A path to a YAML file, or a bundled recipe's short name."""
+    path = Path(recipe)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"recipe: `RECIPE` file {str(path)!r} does not exist")
+        return path
+    bundled = bundled_recipes()
+    if str(recipe) in bundled:
+        return bundled[str(recipe)]
+    raise RecipeError(
+        f"recipe: `RECIPE` {str(recipe)!r} is neither a YAML file nor a bundled recipe"
+        f"{_nearest(str(recipe), list(bundled))} (bundled: {', '.join(bundled)}; `lossbench recipes` lists them)"
+    )
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Override ``raw["a"]["b"] = value`` for ``dotted="a.b"``; the value is parsed as YAML."""
+    keys = dotted.split(".")
+    if keys[0] not in TOP_LEVEL:
+        raise RecipeError(f"recipe: unknown override `--{dotted}`{_nearest(keys[0], list(TOP_LEVEL))}")
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"recipe: override `--{dotted}`: `{key}` is not a section")
+    node[keys[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def load_recipe(
+    recipe: str | Path | dict[str, Any],
+    overrides: dict[str, Any] | None = None,
+    seeds: int | None = None,
+    losses: list[str] | None = None,
+) -> Recipe:
+    """Read, override and validate a recipe. Nothing is trained or written.
+
+    Args:
+        recipe: a YAML path, a bundled recipe name, or the recipe as a dict.
+        overrides: dotted keys (``"trainer.max_epochs"``) -> values (YAML strings are parsed).
+        seeds: run this many seeds (0, 1, ..., n-1) instead of the recipe's.
+        losses: keep only these loss labels (the baseline is always kept).
+    """
+    if isinstance(recipe, dict):
+        raw = copy.deepcopy(recipe)
+    else:
+        path = resolve_recipe_path(recipe)
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise RecipeError(f"recipe: {str(path)!r} must hold a YAML mapping, got {type(raw).__name__}")
+        raw.setdefault("name", path.stem)
+    for dotted, value in (overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    if seeds is not None:
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+            raise RecipeError(f"recipe: `--seeds` must be a positive int, got {seeds!r}")
+        raw["seeds"] = list(range(seeds))
+    return _validate(raw, keep=losses)
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    given = raw.get(name) or {}
+    if not isinstance(given, dict):
+        raise RecipeError(f"recipe: `{name}` must be a mapping, got {given!r}")
+    defaults = SECTIONS[name]
+    _check_keys(f"{name}.", given, list(defaults))
+    return {**defaults, **given}
+
+
+def _loss_specs(raw_losses: Any) -> list[LossSpec]:
+    from lossbench.heads.registry import get_head_class
+
+    if not isinstance(raw_losses, list) or not raw_losses:
+        raise RecipeError(f"recipe: `losses` must be a non-empty list of loss names or mappings, got {raw_losses!r}")
+    specs = []
+    for i, item in enumerate(raw_losses):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict):
+            raise RecipeError(f"recipe: `losses[{i}]` must be a name or a mapping, got {item!r}")
+        _check_keys(f"losses[{i}].", item, ["name", "label", "args", "class_path", "init_args"])
+        if ("name" in item) == ("class_path" in item):
+            raise RecipeError(f"recipe: `losses[{i}]` needs exactly one of `name` or `class_path`, got {item!r}")
+        head = item.get("name") or item["class_path"]
+        args = dict(item.get("args") or item.get("init_args") or {})
+        if "name" in item:
+            get_head_class(head)  # unknown name: UnknownHeadError listing the nearest names
+        else:
+            _import_head_class(head, i)
+        label = str(item.get("label") or (head.rsplit(".", 1)[-1] if "class_path" in item else head))
+        if not label.replace("_", "").replace("-", "").isalnum():
+            raise RecipeError(f"recipe: `losses[{i}].label` must be letters, digits, _ or -, got {label!r}")
+        specs.append(LossSpec(label, head, args))
+    labels = [s.label for s in specs]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise RecipeError(f"recipe: loss labels must be unique, {dupes} appear twice; give each a `label`")
+    return specs
+
+
+def _import_head_class(class_path: str, i: int) -> type:
+    """Import a user-named head class: this runs that module's code (documented)."""
+    import importlib
+
+    from lossbench.heads.base import LossHead
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise RecipeError(f"recipe: `losses[{i}].class_path` {class_path!r} cannot be imported: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, LossHead)):
+        raise RecipeError(f"recipe: `losses[{i}].class_path` {class_path!r} is not a LossHead subclass")
+    return cls
+
+
+def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
+    _check_keys("", raw, TOP_LEVEL)
+    data = raw.get("data")
+    if not isinstance(data, dict) or not data.get("path"):
+        raise RecipeError(f"recipe: `data` must be a mapping with at least `path`, got {data!r}")
+    _check_data_args(data)
+    losses = _loss_specs(raw.get("losses"))
+    labels = [s.label for s in losses]
+    baseline = raw.get("baseline", labels[0])
+    if baseline not in labels:
+        raise RecipeError(f"recipe: `baseline` {baseline!r} is not one of the losses {labels}{_nearest(str(baseline), labels)}")
+    if keep:
+        unknown = [k for k in keep if k not in labels]
+        if unknown:
+            raise RecipeError(f"recipe: `--losses` {unknown} are not in the recipe's losses {labels}")
+        losses = [s for s in losses if s.label in keep or s.label == baseline]
+    seeds = raw.get("seeds", [0, 1, 2])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(seeds))
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise RecipeError(f"recipe: `seeds` must be a positive count or a non-empty list of ints >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise RecipeError(f"recipe: `seeds` must be distinct, got {seeds}")
+    trainer = _section(raw, "trainer")
+    if (trainer["max_epochs"] is None) == (trainer["max_steps"] is None):
+        raise RecipeError("recipe: `trainer` needs exactly one of `max_epochs` or `max_steps`, "
+                          f"got max_epochs={trainer['max_epochs']!r}, max_steps={trainer['max_steps']!r}")
+    for key in ("max_epochs", "max_steps", "eval_every_n_steps"):
+        value = trainer[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise RecipeError(f"recipe: `trainer.{key}` must be a positive int, got {value!r}")
+    target = _section(raw, "target")
+    if not isinstance(target["metric"], str) or not target["metric"].startswith("val/"):
+        raise RecipeError(f"recipe: `target.metric` must name a validation metric like 'val/accuracy', got {target['metric']!r}")
+    if target["mode"] not in ("max", "min"):
+        raise RecipeError(f"recipe: `target.mode` must be 'max' or 'min', got {target['mode']!r}")
+    if not isinstance(target["threshold"], (int, float)) or isinstance(target["threshold"], bool):
+        raise RecipeError(f"recipe: `target.threshold` must be a number, got {target['threshold']!r}")
+    optimizer, schedule = _section(raw, "optimizer"), _section(raw, "schedule")
+    nan_policy = raw.get("nan_policy", "raise")
+    if nan_policy not in ("raise", "skip"):
+        raise RecipeError(f"recipe: `nan_policy` must be 'raise' or 'skip', got {nan_policy!r}")
+    from lossbench.module import LossbenchModule
+
+    try:  # the module's own checks, now rather than at the first run
+        LossbenchModule._check_optim(optimizer["name"], optimizer["lr"], optimizer["weight_decay"],
+                                     optimizer["momentum"], optimizer["nesterov"], schedule["name"],
+                                     schedule["warmup_steps"])
+    except ValueError as exc:
+        raise RecipeError(f"recipe: `optimizer`/`schedule`: {exc}") from exc
+    return Recipe(
+        name=str(raw.get("name") or "comparison"), description=str(raw.get("description") or ""),
+        data=dict(data), backbone=_section(raw, "backbone"), losses=losses, baseline=baseline,
+        optimizer=optimizer, schedule=schedule, trainer=trainer, seeds=seeds, target=target, nan_policy=nan_policy,
+    )
+
+
+def _check_data_args(data: dict[str, Any]) -> None:
+    import inspect
+
+    from lossbench.data import HFDataModule
+
+    allowed = [p for p in inspect.signature(HFDataModule.__init__).parameters if p not in ("self", "seed")]
+    if "seed" in data:
+        raise RecipeError("recipe: `data.seed` is set by the comparison from `seeds` (one batch order per seed); remove it")
+    _check_keys("data.", data, allowed)

@@ -1,0 +1,168 @@
+"""Run records: what each (loss, seed) run leaves on disk, written atomically.
+
+Layout of a comparison folder::
+
+    DIR/recipe.yaml                      the resolved recipe, as run
+    DIR/comparison.json                  recipe hash, setup hash, versions, plan
+    DIR/runs/<loss>/seed_<k>/record.json one RunRecord
+    DIR/runs/<loss>/seed_<k>/metrics.csv one row per evaluation (METRIC_COLUMNS + "val/..." columns)
+    DIR/runs/<loss>/seed_<k>/checkpoints/last.ckpt   while the run is unfinished
+    DIR/results.csv, DIR/report.md, DIR/plots/*.png  rendered from the records alone
+
+Every file is written to a temporary file in the same folder, flushed, fsynced and
+renamed over the target: a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATUS = ("pending", "running", "finished", "failed")
+METRIC_COLUMNS = ("step", "epoch", "wall_time", "train_loss", "grad_norm", "lr")
+"""Fixed leading columns of metrics.csv; validation metrics follow as "val/<name>" (e.g. "val/accuracy")."""
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file + fsync + rename (never a truncated file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Binary twin of :func:`atomic_write_text` (plots)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    """Write dict rows as CSV atomically; ``columns`` fixes the order (default: first-seen order)."""
+    if columns is None:
+        columns = []
+        for row in rows:
+            columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """CSV rows with numbers parsed (empty cells become None)."""
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            rows.append({k: _number(v) for k, v in row.items()})
+    return rows
+
+
+def _number(value: str) -> Any:
+    if value == "" or value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+@dataclass
+class RunRecord:
+    """Everything about one (loss, seed) run needed to reproduce and to report it."""
+
+    loss: str  # the loss label in the recipe (folder name)
+    head: str  # registered head name or class path
+    head_args: dict[str, Any]
+    seed: int
+    status: str = "pending"  # one of STATUS
+    recipe_hash: str = ""  # sha256 of the resolved recipe
+    setup_hash: str = ""  # sha256 of what must be identical across losses (data, backbone, optimizer, trainer)
+    versions: dict[str, str] = field(default_factory=dict)  # python, torch, lightning, torchmetrics, datasets, lossbench
+    fingerprints: dict[str, Any] = field(default_factory=dict)
+    # "backbone_init": sha256 of the backbone's initial state dict
+    # "head_init": sha256 of the head's initial state dict; "head_shape": its projection's shape as a string
+    # "data_order": {"<epoch>": sha256 of that epoch's batch index sequence, ...}
+    target: dict[str, Any] = field(default_factory=dict)  # {"metric": "val/accuracy", "mode": "max", "threshold": 0.9}
+    steps: int = 0  # optimizer steps done
+    epochs: int = 0
+    train_seconds: float = 0.0
+    seconds_per_step: float | None = None
+    steps_to_target: int | None = None  # first evaluation step at which the target was reached
+    seconds_to_target: float | None = None
+    final: dict[str, float] = field(default_factory=dict)  # "val/<metric>" -> value at the last evaluation
+    best: dict[str, float] = field(default_factory=dict)  # "val/<metric>" -> best value (by that metric's mode)
+    modes: dict[str, str] = field(default_factory=dict)  # "val/<metric>" -> "max" | "min"
+    auc: float | None = None  # time-average of the target metric over training (trapezoid / steps)
+    skipped_steps: int = 0  # optimizer steps skipped by the NaN policy
+    resumed: int = 0  # how many times this run was resumed from a checkpoint
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunRecord:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunRecord:
+        return cls.from_dict(read_json(path))
+
+
+def run_dir(root: str | Path, loss: str, seed: int) -> Path:
+    return Path(root) / "runs" / loss / f"seed_{seed}"
+
+
+def load_records(root: str | Path) -> list[tuple[RunRecord, list[dict[str, Any]]]]:
+    """Every run record under ``root`` with its metrics rows, sorted by (loss, seed)."""
+    out = []
+    for path in sorted(Path(root).glob("runs/*/seed_*/record.json")):
+        record = RunRecord.load(path)
+        metrics_path = path.parent / "metrics.csv"
+        rows = read_csv(metrics_path) if metrics_path.exists() else []
+        out.append((record, rows))
+    out.sort(key=lambda item: (item[0].loss, item[0].seed))
+    return out

@@ -1,0 +1,50 @@
+"""From one run's evaluation rows to its record's numbers: final, best, steps to target, AUC."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lossbench.compare.records import RunRecord
+
+
+def _reached(value: float, threshold: float, mode: str) -> bool:
+    return value >= threshold if mode == "max" else value <= threshold
+
+
+def time_average(steps: list[int], values: list[float]) -> float | None:
+    """Trapezoid area under ``values`` over ``steps`` divided by the step span (the curve's mean level)."""
+    pairs = [(s, v) for s, v in zip(steps, values) if v is not None]
+    if not pairs:
+        return None
+    if len(pairs) == 1 or pairs[-1][0] == pairs[0][0]:
+        return float(pairs[-1][1])
+    area = sum((s1 - s0) * (v0 + v1) / 2 for (s0, v0), (s1, v1) in zip(pairs, pairs[1:]))
+    return area / (pairs[-1][0] - pairs[0][0])
+
+
+def summarise_run(record: RunRecord, rows: list[dict[str, Any]], trainer: Any, model: Any) -> None:
+    """Fill ``record``'s results from the evaluation ``rows`` (and the trainer's step count)."""
+    from lossbench.metrics import metric_specs
+
+    task = model.head.task
+    modes = {f"val/{name}": mode for name, (_, _, mode) in
+             metric_specs(task, getattr(model.head, "num_classes", None)).items()}
+    modes["val/loss"] = "min"
+    record.modes = modes
+    record.steps = int(trainer.global_step)
+    record.epochs = int(trainer.current_epoch)
+    record.train_seconds = float(rows[-1]["wall_time"]) if rows else 0.0
+    record.seconds_per_step = record.train_seconds / record.steps if record.steps else None
+    record.final, record.best = {}, {}
+    for key, mode in modes.items():
+        values = [r[key] for r in rows if r.get(key) is not None]
+        if values:
+            record.final[key] = float(values[-1])
+            record.best[key] = float(max(values) if mode == "max" else min(values))
+    metric, mode, threshold = record.target["metric"], record.target["mode"], record.target["threshold"]
+    record.steps_to_target = record.seconds_to_target = None
+    for row in rows:
+        if row.get(metric) is not None and _reached(row[metric], threshold, mode):
+            record.steps_to_target, record.seconds_to_target = int(row["step"]), float(row["wall_time"])
+            break
+    record.auc = time_average([r["step"] for r in rows], [r.get(metric) for r in rows])
