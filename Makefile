@@ -22,8 +22,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/lossbench heads
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/lossbench compare digits --output runs/demo
+	@echo "report: runs/demo/report.md (plots in runs/demo/plots/; re-render with: $(BIN)/lossbench report runs/demo)"
 
 bench: install
 	$(BIN)/python benchmarks/heads.py

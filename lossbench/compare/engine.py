@@ -61,6 +61,7 @@ def quiet() -> Iterator[None]:
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*LeafSpec.*")
             warnings.filterwarnings("ignore", ".*val_check_interval.*")
+            warnings.filterwarnings("ignore", ".*exists and is not empty.*")
             yield
     finally:
         for lg, level in zip(loggers, levels):
@@ -271,9 +272,9 @@ class Comparison:
 
         recorder = RunRecorder(on_row=lambda rows: write_csv(folder / "metrics.csv", rows))
         order = DataOrderFingerprint()
+        # saved after each evaluation, after the recorder's row (Lightning runs checkpoint callbacks last)
         checkpoint = pl.callbacks.ModelCheckpoint(
-            dirpath=folder / "checkpoints", filename="last", every_n_train_steps=r.trainer["eval_every_n_steps"],
-            save_top_k=1, enable_version_counter=False,
+            dirpath=folder / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False,
         )
         try:
             if not ckpt.exists():  # evaluation at step 0: every curve starts from the shared initial weights

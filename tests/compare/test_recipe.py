@@ -1,0 +1,88 @@
+"""Recipes are validated before anything trains; bundled recipes are available by name."""
+
+import pytest
+
+from lossbench.compare import Comparison, RecipeError, bundled_recipes, load_recipe
+from lossbench.heads import UnknownHeadError
+from tests.compare.conftest import tiny_recipe
+
+
+def test_bundled_recipes_are_the_documented_four_and_open_with_their_command():
+    recipes = bundled_recipes()
+    assert set(recipes) >= {"digits", "breast_cancer", "diabetes", "wine"}
+    for name, path in recipes.items():
+        text = path.read_text()
+        assert text.startswith("#") and f"lossbench compare {name}" in text
+
+
+@pytest.mark.parametrize("name", sorted(bundled_recipes()))
+def test_bundled_recipe_validates_against_its_data(name, tmp_path):
+    recipe = load_recipe(name)
+    assert recipe.baseline in [l.label for l in recipe.losses] and len(recipe.seeds) == 3
+    Comparison(recipe, tmp_path / "out").prepare()  # data loads, every loss fits, target is logged
+    assert not (tmp_path / "out").exists()
+
+
+def test_digits_recipe_compares_the_documented_losses():
+    labels = [l.label for l in load_recipe("digits").losses]
+    assert labels == ["ce", "label_smoothing", "focal", "poly1", "square", "mae_prob"]
+    assert [l.label for l in load_recipe("breast_cancer").losses] == ["bce", "binary_focal", "squared_hinge"]
+    assert [l.label for l in load_recipe("diabetes").losses] == ["mse", "mae", "huber", "log_cosh", "gaussian_nll"]
+
+
+def test_overrides_seeds_and_loss_subsets():
+    r = load_recipe("digits", overrides={"trainer.max_epochs": "2", "optimizer.lr": "0.01"}, seeds=2,
+                    losses=["focal"])
+    assert r.trainer["max_epochs"] == 2 and r.optimizer["lr"] == 0.01 and r.seeds == [0, 1]
+    assert [l.label for l in r.losses] == ["ce", "focal"]  # the baseline stays
+
+
+def test_setup_hash_ignores_seeds_and_losses_but_not_the_budget():
+    base = load_recipe(tiny_recipe())
+    assert load_recipe(tiny_recipe(seeds=[0, 1, 2])).setup_hash == base.setup_hash
+    assert load_recipe(tiny_recipe(losses=["ce"])).setup_hash == base.setup_hash
+    assert load_recipe(tiny_recipe(trainer={"max_steps": 9, "eval_every_n_steps": 4})).setup_hash != base.setup_hash
+
+
+def test_class_path_losses(tmp_path):
+    r = load_recipe(tiny_recipe(losses=["ce", {"class_path": "lossbench.heads.FocalHead", "init_args": {"gamma": 1.0}}]))
+    assert r.losses[1].label == "FocalHead" and r.losses[1].head == "lossbench.heads.FocalHead"
+
+
+@pytest.mark.parametrize(
+    "changes, error, match",
+    [
+        ({"trainer": {"max_steps": 8, "max_epoch": 2}}, RecipeError, r"unknown key `trainer.max_epoch`; did you mean 'max_epochs'"),
+        ({"optimiser": {}}, RecipeError, r"unknown key `optimiser`; did you mean 'optimizer'"),
+        ({"losses": ["ce", "focall"]}, UnknownHeadError, r"did you mean 'focal'"),
+        ({"baseline": "cee"}, RecipeError, r"`baseline` 'cee' is not one of the losses .*did you mean 'ce'"),
+        ({"losses": ["ce", "ce"]}, RecipeError, "labels must be unique"),
+        ({"losses": []}, RecipeError, "`losses` must be a non-empty list"),
+        ({"seeds": 0}, RecipeError, "`seeds` must be a positive count"),
+        ({"seeds": [0, 0]}, RecipeError, "`seeds` must be distinct"),
+        ({"trainer": {"max_steps": 8, "max_epochs": 2}}, RecipeError, "exactly one of `max_epochs` or `max_steps`"),
+        ({"trainer": {"max_steps": -1}}, RecipeError, r"`trainer.max_steps` must be a positive int, got -1"),
+        ({"target": {"metric": "accuracy", "mode": "max", "threshold": 1}}, RecipeError, "`target.metric` must name a validation metric"),
+        ({"target": {"metric": "val/accuracy", "mode": "up", "threshold": 1}}, RecipeError, "`target.mode` must be 'max' or 'min', got 'up'"),
+        ({"optimizer": {"name": "adamw", "lr": -0.1}}, RecipeError, r"`lr` must be a finite number > 0, got -0.1"),
+        ({"data": {"path": "lossbench:wine", "batchsize": 4}}, RecipeError, r"unknown key `data.batchsize`; did you mean 'batch_size'"),
+        ({"data": {"path": "lossbench:wine", "seed": 4}}, RecipeError, "`data.seed` is set by the comparison"),
+        ({"nan_policy": "ignore"}, RecipeError, "`nan_policy` must be 'raise' or 'skip'"),
+        ({"losses": ["ce", {"class_path": "no.such.Head"}]}, RecipeError, "cannot be imported"),
+        ({"losses": ["ce", {"class_path": "torch.nn.Linear"}]}, RecipeError, "is not a LossHead subclass"),
+    ],
+)
+def test_bad_recipes_name_the_key_and_the_value(changes, error, match):
+    with pytest.raises(error, match=match):
+        load_recipe(tiny_recipe(**changes))
+
+
+def test_unknown_recipe_name_and_override():
+    with pytest.raises(RecipeError, match=r"neither a YAML file nor a bundled recipe; did you mean 'digits'"):
+        load_recipe("digit")
+    with pytest.raises(RecipeError, match=r"unknown override `--trainr.max_epochs`; did you mean 'trainer'"):
+        load_recipe("digits", overrides={"trainr.max_epochs": "2"})
+    with pytest.raises(RecipeError, match=r"`--seeds` must be a positive int, got 0"):
+        load_recipe("digits", seeds=0)
+    with pytest.raises(RecipeError, match=r"`--losses` \['nope'\] are not in the recipe's losses"):
+        load_recipe("digits", losses=["nope"])

@@ -1,0 +1,193 @@
+import json
+
+import pytest
+from scipy import stats as sps
+
+from lossbench.compare.fairness import data_fingerprint
+from lossbench.compare.records import read_csv
+from lossbench.compare.report import outcome_sentences, render_report
+from lossbench.compare.stats import compare_losses
+from tests.compare.fake import FINAL, LOSSES, SEEDS, TARGET, make_folder, make_record, write_comparison
+
+PNG = b"\x89PNG\r\n\x1a\n"
+COLUMNS = [
+    "loss", "seed", "status", "fairness",
+    "final_val/accuracy", "best_val/accuracy", "final_val/ece", "best_val/ece",
+    "steps_to_target", "seconds_to_target", "auc", "backbone_init", "head_init", "data_order",
+    "train_seconds", "seconds_per_step", "skipped_steps", "resumed", "error",
+]  # fmt: skip
+
+
+def _p(a, b):
+    return f"{sps.ttest_rel(a, b).pvalue:.3g}"
+
+
+def _fingerprints(loss, seed, **changes):
+    return {**make_record(loss, seed).fingerprints, **changes}
+
+
+def test_report_of_a_complete_comparison(tmp_path):
+    root = make_folder(tmp_path)
+    path = render_report(root)
+    assert path == root / "report.md"
+
+    rows = read_csv(root / "results.csv")
+    assert list(rows[0]) == COLUMNS and len(rows) == 9
+    assert [(r["loss"], r["seed"]) for r in rows[:4]] == [("ce", 0), ("ce", 1), ("ce", 2), ("focal", 0)]
+    ce0 = rows[0]
+    assert ce0["status"] == "finished" and ce0["fairness"] == "ok"
+    assert ce0["final_val/accuracy"] == 0.8 and ce0["best_val/accuracy"] == 0.82
+    assert ce0["steps_to_target"] is None and rows[1]["steps_to_target"] == 100
+    assert ce0["backbone_init"] == "backbone-0" and ce0["head_init"] == "head-0"
+    assert ce0["data_order"] == data_fingerprint(make_record("ce", 0))
+
+    text = path.read_text()
+    assert "WARNING" not in text
+    assert text.startswith("# Loss comparison: toy\n")
+    for seed in (0, 1, 2):
+        assert f"all 3 runs of seed {seed} share the same initial weights and batch order" in text
+    assert "- Budget: eval_every_n_steps=20, max_epochs=2, max_steps=none" in text
+    # per-loss table: mean ± t half-width (0.02 sd over 3 seeds -> 0.0497), steps as "k/n reached"
+    assert "| focal | 3 | 0.92 ± 0.05 | 0.9267 ± 0.038 | 46.67 (3/3 reached) |" in text
+    assert "| ce (baseline) | 3 | 0.85 ± 0.12 | 0.86 ± 0.099 | 90 (2/3 reached) |" in text
+    assert "| mse | 3 | 0.5167 ± 0.038 | 0.5233 ± 0.063 | not reached (0/3) |" in text
+    # paired comparisons against ce
+    p_final = _p(FINAL["focal"], FINAL["ce"])
+    assert f"| focal | final val/accuracy | 3 | +0.07 | [-0.004524, 0.1445] | {p_final} |" in text
+    assert f"| focal | steps to target | 2 | -50 | [-177.1, 77.06] | {_p([40, 40], [100, 80])} |" in text
+    assert "| mse | steps to target | <2 | not compared" in text
+    # ranking with the significance flag
+    assert f"| 1 | focal | 0.92 | +0.07 vs ce | not significant (p = {p_final}) |" in text
+    assert "| 2 | ce (baseline) | 0.85 | +0.3333 vs mse | significant (p = " in text
+    # generated sentences
+    assert f"focal ranks first (0.92, next ce with 0.85); the gap is within noise (p = {p_final})." in text
+    assert "mse ends with a significantly worse final val/accuracy than ce" in text
+    assert f"Final val/accuracy differences from ce are within noise for focal (p = {p_final})." in text
+    assert (
+        "focal reached val/accuracy >= 0.85 56% sooner than ce (median 40 vs 90 steps on the 2 seeds where both "
+        f"reached it; p = {_p([40, 40], [100, 80])}, within noise)." in text
+    )
+    assert "None: all 9 planned runs finished." in text
+    for name in ("target_metric", "train_loss", "grad_norm"):
+        assert f"(plots/{name}.png)" in text
+        assert (root / "plots" / f"{name}.png").read_bytes().startswith(PNG)
+
+
+def test_rendering_twice_gives_identical_bytes(tmp_path):
+    root = make_folder(tmp_path)
+    render_report(root)
+    names = ["report.md", "results.csv", "plots/target_metric.png", "plots/train_loss.png", "plots/grad_norm.png"]
+    first = {name: (root / name).read_bytes() for name in names}
+    render_report(root)
+    assert {name: (root / name).read_bytes() for name in names} == first
+
+
+def test_unfair_run_is_flagged_and_excluded(tmp_path):
+    changes = {("focal", 1): {"fingerprints": _fingerprints("focal", 1, backbone_init="other")}}
+    root = make_folder(tmp_path, changes=changes)
+    text = render_report(root).read_text()
+    assert text.startswith("> **WARNING: the fairness check failed.**")
+    warning = text.split("# Loss comparison")[0]
+    assert "Seed 1: 'focal' has a different initial backbone weights (backbone_init)" in warning
+    assert "marked invalid" in warning and "focal seed 1" in warning
+    assert "seed 1: FAILED: runs focal differ" in text
+    assert "all 3 runs of seed 0 share the same initial weights and batch order" in text
+    rows = {(r["loss"], r["seed"]): r for r in read_csv(root / "results.csv")}
+    assert rows[("focal", 1)]["fairness"] == "invalid" and rows[("ce", 1)]["fairness"] == "ok"
+    # the paired test of focal against ce uses seeds 0 and 2 only
+    assert "| focal | final val/accuracy | 2 | +0.07 |" in text
+    assert _p([0.9, 0.94], [0.8, 0.9]) in text
+    assert "| focal | 2 | 0.92 ± 0.25 |" in text
+
+
+def test_data_order_and_head_init_mismatches_reported(tmp_path):
+    changes = {
+        ("mse", 0): {"fingerprints": _fingerprints("mse", 0, data_order={"0": "order-0-0", "1": "shuffled"})},
+        ("ce", 1): {"fingerprints": _fingerprints("ce", 1, head_init="other")},
+        ("focal", 2): {"fingerprints": _fingerprints("focal", 2, head_shape="(1, 8)", head_init="x")},  # fine
+    }
+    text = render_report(make_folder(tmp_path, changes=changes)).read_text()
+    warning = text.split("# Loss comparison")[0]
+    assert "Seed 0: 'mse' has a different batch order of epoch 1 (data_order)" in warning
+    assert "Seed 1: 'ce' has a different initial head weights (head_init) among heads of shape (5, 8)" in warning
+    assert "Seed 2" not in warning  # heads of another shape may differ
+    rows = {(r["loss"], r["seed"]): r["fairness"] for r in read_csv(tmp_path / "results.csv")}
+    assert [k for k, v in rows.items() if v == "invalid"] == [("ce", 1), ("mse", 0)]
+
+
+def test_failed_unfinished_and_missing_runs_listed_and_excluded(tmp_path):
+    changes = {
+        ("focal", 2): {"status": "failed", "error": "Traceback (most recent call last):\nRuntimeError: NaN loss"},
+        ("mse", 1): {"status": "running", "steps": 40},
+        ("ce", 2): None,  # no record at all
+    }
+    root = make_folder(tmp_path, changes=changes)
+    text = render_report(root).read_text()
+    assert "- ce, seed 2: missing (no run record)" in text
+    assert "- focal, seed 2: failed after 120 steps: RuntimeError: NaN loss" in text
+    assert "- mse, seed 1: running (40 steps done, resumed 0 times)" in text
+    assert "| ce (baseline) | 2 | 0.825 ± 0.32 |" in text and "| focal | 2 | 0.91 ± 0.13 |" in text
+    assert "| focal | final val/accuracy | 2 | +0.085 |" in text  # seeds 0 and 1
+    outcome = text.split("## Outcome")[1].split("##")[0]
+    assert "sooner" not in outcome  # focal and ce both reached the target on one finished seed only
+    assert "Steps to val/accuracy >= 0.85 are not compared with ce for focal, mse" in outcome
+    rows = {(r["loss"], r["seed"]): r for r in read_csv(root / "results.csv")}
+    assert rows[("ce", 2)]["status"] == "missing" and rows[("ce", 2)]["final_val/accuracy"] is None
+    assert rows[("focal", 2)]["error"].endswith("NaN loss")
+
+
+def test_nothing_to_conclude_without_finished_runs(tmp_path):
+    changes = {(loss, seed): {"status": "pending"} for loss in ("ce", "focal") for seed in (0, 1, 2)}
+    root = make_folder(tmp_path, losses=["ce", "focal"], changes=changes)
+    text = render_report(root).read_text()
+    assert "nothing can be concluded" in text
+    assert "Not ranked (no finished run that passed the fairness check): ce, focal." in text
+    assert (root / "plots" / "target_metric.png").read_bytes().startswith(PNG)
+
+
+def test_not_a_comparison_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a lossbench comparison folder") as info:
+        render_report(tmp_path)
+    assert str(tmp_path / "comparison.json") in str(info.value)
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_incomplete_comparison_json(tmp_path):
+    write_comparison(tmp_path)
+    data = json.loads((tmp_path / "comparison.json").read_text())
+    del data["target"]
+    (tmp_path / "comparison.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="missing keys \\['target'\\]"):
+        render_report(tmp_path)
+    data["target"], data["baseline"] = {"metric": "val/accuracy", "mode": "max", "threshold": 0.9}, "nope"
+    (tmp_path / "comparison.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="baseline"):
+        render_report(tmp_path)
+
+
+def test_own_loss_value_is_not_compared_across_losses(tmp_path):
+    changes = {
+        (loss, seed): {"final": {**make_record(loss, seed).final, "val/loss": 1.0 + seed}}
+        for loss in ("ce", "focal")
+        for seed in (0, 1, 2)
+    }
+    root = make_folder(tmp_path, losses=["ce", "focal"], changes=changes)
+    text = render_report(root).read_text()
+    assert "final val/loss" not in text and "val/loss: each loss's own value" in text
+    assert read_csv(root / "results.csv")[0]["final_val/loss"] == 1.0
+
+
+def test_sentences_follow_the_mode_and_equal_steps():
+    records = [make_record(loss, seed) for loss in LOSSES for seed in SEEDS]
+    for r in records:
+        if r.loss == "focal":
+            r.steps_to_target = {0: 70, 1: 100, 2: 80}[r.seed]  # ce: never, 100, 80 -> identical where both reached
+    low = compare_losses(records, "ce", target={**TARGET, "mode": "min"}, losses=LOSSES)
+    text = " ".join(outcome_sentences(low))
+    assert text.startswith("By mean final val/accuracy, mse ranks first (0.5167, next ce with 0.85)")
+    assert "mse ends with a significantly better final val/accuracy than ce (lower by 0.3333" in text
+    assert "focal ends with a significantly" not in text  # p ~ 0.056: within noise
+    assert "within noise for focal" in text
+    high = " ".join(outcome_sentences(compare_losses(records, "ce", target=TARGET, losses=LOSSES)))
+    assert "focal reached val/accuracy >= 0.85 at the same median step as ce" in high
+    assert "untested: identical on every seed" in high and "sooner" not in high
