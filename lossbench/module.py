@@ -122,6 +122,9 @@ class LossbenchModule(pl.LightningModule):
         warmup_steps: linear warmup steps.
         metrics: compute task metrics on train/val/test.
         seed: initialise the backbone and head from this seed (same seed, same weights).
+        nan_policy: on a non-finite training loss, "raise" (an error naming the step, the loss
+            and the non-finite terms) or "skip" (no backward and no optimizer step; counted in
+            ``skipped_steps``, logged as ``train/skipped_steps`` and saved in checkpoints).
 
     Example:
         >>> import torch
@@ -149,8 +152,13 @@ class LossbenchModule(pl.LightningModule):
         warmup_steps: int = 0,
         metrics: bool = True,
         seed: int | None = None,
+        nan_policy: Literal["raise", "skip"] = "raise",
     ) -> None:
         super().__init__()
+        if nan_policy not in ("raise", "skip"):
+            raise ValueError(f"LossbenchModule: `nan_policy` must be 'raise' or 'skip', got {nan_policy!r}")
+        self.nan_policy = nan_policy
+        self.skipped_steps = 0
         self._check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps)
         spec = DataSpec.from_dict(data_spec) if isinstance(data_spec, dict) else data_spec
         if backbone is None or isinstance(backbone, (dict, BackboneConfig)):
@@ -194,7 +202,7 @@ class LossbenchModule(pl.LightningModule):
             "data_spec": spec.to_dict() if spec is not None else None, "backbone": backbone_hparam,
             "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
             "nesterov": nesterov, "betas": list(betas), "schedule": schedule, "warmup_steps": warmup_steps,
-            "metrics": metrics, "seed": seed,
+            "metrics": metrics, "seed": seed, "nan_policy": nan_policy,
         })
         self.data_spec = spec
         num_classes = getattr(self.head, "num_classes", None)
@@ -240,6 +248,9 @@ class LossbenchModule(pl.LightningModule):
         inputs, target = self._unpack(batch)
         outputs = self(inputs)
         loss, terms = self.head.compute(outputs, target)
+        return self._record(loss, terms, outputs, target, stage)
+
+    def _record(self, loss: Tensor, terms: dict[str, Tensor], outputs: Tensor, target: Tensor, stage: str) -> Tensor:
         self._sums[stage].add(loss, terms, target.shape[0])
         if f"{stage}_metrics" in self.metrics:
             self.metrics[f"{stage}_metrics"].update(self.head, outputs.detach(), target)
@@ -263,14 +274,36 @@ class LossbenchModule(pl.LightningModule):
         if logged:
             self.log_dict(logged, on_step=False, on_epoch=True, prog_bar=stage == "val")
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        inputs, target = self._unpack(batch)
+        outputs = self(inputs)
+        loss, terms = self.head.compute(outputs, target)
+        if not bool(torch.isfinite(loss.detach())):
+            bad = [name for name, value in terms.items() if not bool(torch.isfinite(value.detach()).all())]
+            where = f"step {self.global_step} (batch {batch_idx})"
+            name = self.head.name or type(self.head).__name__
+            detail = f"non-finite terms: {', '.join(bad)}" if bad else "the loss itself is non-finite"
+            if self.nan_policy == "raise":
+                raise FloatingPointError(
+                    f"LossbenchModule: at {where} the {name!r} loss is {float(loss.detach())} ({detail}); "
+                    "check the inputs and the learning rate, or set nan_policy='skip'"
+                )
+            self.skipped_steps += 1
+            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+            return None  # Lightning skips backward and the optimizer step
+        return self._record(loss, terms, outputs, target, "train")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lossbench_skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_steps = int(checkpoint.get("lossbench_skipped_steps", 0))
 
     def on_train_epoch_end(self) -> None:
         self._epoch_end("train")

@@ -65,7 +65,7 @@ class RunRecorder(pl.Callback):
         if self._started is not None:
             self.train_seconds += time.perf_counter() - self._started
             self._started = None
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs  # None: a skipped step
         if isinstance(loss, torch.Tensor):
             loss = loss.detach().float()
             self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss

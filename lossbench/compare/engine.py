@@ -170,6 +170,7 @@ class Comparison:
             optimizer=r.optimizer["name"], lr=r.optimizer["lr"], weight_decay=r.optimizer["weight_decay"],
             momentum=r.optimizer["momentum"], nesterov=r.optimizer["nesterov"], betas=tuple(r.optimizer["betas"]),
             schedule=r.schedule["name"], warmup_steps=r.schedule["warmup_steps"], seed=seed,
+            nan_policy=r.nan_policy,
         )
         model.backbone.load_state_dict(init.backbone)
         proj = model.head.proj
@@ -285,11 +286,13 @@ class Comparison:
                 trainer.validate(model, datamodule=dm, verbose=False)  # the final point of the curve
         except Exception as exc:  # a failed run is recorded and reported; the others go on
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+            record.skipped_steps = model.skipped_steps
             record.fingerprints["data_order"].update(order.hashes)
             record.save(record_path)
             return f"{loss.label} seed {seed}: FAILED ({record.error.splitlines()[0][:200]})"
         record.fingerprints["data_order"].update(order.hashes)
         summarise_run(record, recorder.rows, trainer, model)
+        record.skipped_steps = model.skipped_steps
         record.status = "finished"
         record.save(record_path)
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)

@@ -319,6 +319,9 @@ def _unfinished_section(comparison: dict[str, Any], runs: Runs, outside: list[tu
     if outside:
         shown = ", ".join(f"{loss} seed {seed}" for loss, seed in outside)
         lines += [f"Run records outside the plan in comparison.json (ignored): {shown}.", ""]
+    skipped = [f"{r.loss} seed {r.seed}: {r.skipped_steps}" for r, _ in runs if r.skipped_steps]
+    if skipped:
+        lines += [f"Optimizer steps skipped on a non-finite loss (nan_policy: skip): {'; '.join(skipped)}.", ""]
     return lines
 
 

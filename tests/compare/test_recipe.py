@@ -86,3 +86,20 @@ def test_unknown_recipe_name_and_override():
         load_recipe("digits", seeds=0)
     with pytest.raises(RecipeError, match=r"`--losses` \['nope'\] are not in the recipe's losses"):
         load_recipe("digits", losses=["nope"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(bundled_recipes()))
+def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
+    """The whole recipe, 3 seeds (measured on 2 cores: digits ~50 s, the others 14-25 s; no timing asserted)."""
+    from lossbench.compare.fairness import check_fairness
+    from lossbench.compare.records import load_records
+
+    recipe = load_recipe(name)
+    report = Comparison(recipe, tmp_path / name, progress=False).run()
+    records = load_records(tmp_path / name)
+    assert len(records) == len(recipe.losses) * 3
+    assert all(r.status == "finished" for r, _ in records), [(r.loss, r.seed, r.error) for r, _ in records]
+    assert check_fairness([r for r, _ in records]).ok
+    text = report.read_text()
+    assert "## Outcome" in text and "plots/target_metric.png" in text

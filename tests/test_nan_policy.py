@@ -1,0 +1,95 @@
+"""NaN/Inf policy: raise names the step, the loss and the term; skip skips the step and counts it."""
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from lossbench import LossbenchModule
+from lossbench.compare import Comparison, load_recipe
+from lossbench.compare.records import RunRecord, run_dir
+from lossbench.data import DataSpec
+from tests.compare.conftest import tiny_recipe
+
+SPEC = DataSpec("features", "class", num_classes=3, num_features=4)
+SMALL = {"d_model": 8, "nhead": 2, "num_layers": 1}
+
+
+def batches(nan_at: int | None = None, n: int = 6):
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        x = torch.randn(8, 4, generator=g)
+        if i == nan_at:
+            x[0, 0] = float("nan")
+        out.append({"inputs": x, "target": torch.randint(0, 3, (8,), generator=g)})
+    return out
+
+
+def fit(model, data):
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, log_every_n_steps=1)
+    trainer.fit(model, DataLoader(data, batch_size=None))
+    return trainer
+
+
+def test_raise_names_step_loss_and_term():
+    model = LossbenchModule("poly1", data_spec=SPEC, backbone=SMALL, seed=0)
+    with pytest.raises(FloatingPointError, match=r"at step 3 \(batch 3\) the 'poly1' loss is nan \(non-finite terms: ce, poly\)"):
+        fit(model, batches(nan_at=3))
+
+
+def test_skip_skips_the_step_counts_it_and_leaves_weights_finite():
+    model = LossbenchModule("ce", data_spec=SPEC, backbone=SMALL, seed=0, nan_policy="skip")
+    trainer = fit(model, batches(nan_at=2))
+    assert model.skipped_steps == 1
+    assert float(trainer.callback_metrics["train/skipped_steps"]) == 1.0
+    # the skipped batch changed nothing: same weights as training on the five clean batches alone
+    clean = [b for i, b in enumerate(batches(nan_at=2)) if i != 2]
+    reference = LossbenchModule("ce", data_spec=SPEC, backbone=SMALL, seed=0)
+    fit(reference, clean)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert torch.isfinite(p).all() and torch.equal(p, q), name
+
+
+def test_nan_in_one_loss_term_is_named():
+    class NaNTerm(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, idx):
+            if idx == 1:
+                module.head.epsilon = float("inf")  # poly term becomes inf; ce stays finite
+
+    model = LossbenchModule("poly1", data_spec=SPEC, backbone=SMALL, seed=0)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[NaNTerm()])
+    with pytest.raises(FloatingPointError, match=r"step 1 .*non-finite terms: poly\)"):
+        trainer.fit(model, DataLoader(batches(), batch_size=None))
+
+
+def test_bad_policy_is_refused():
+    with pytest.raises(ValueError, match="`nan_policy` must be 'raise' or 'skip', got 'ignore'"):
+        LossbenchModule("ce", data_spec=SPEC, backbone=SMALL, nan_policy="ignore")
+
+
+def test_skipped_steps_reach_the_run_record_and_report(tmp_path, monkeypatch):
+    """A comparison with nan_policy: skip records and reports the count (NaN injected in one batch)."""
+    from lossbench.data.loading import Collate
+
+    original = Collate.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, rows):
+        batch = original(self, rows)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            batch["inputs"][0, 0] = math.nan
+        return batch
+
+    monkeypatch.setattr(Collate, "__call__", poisoned)
+    recipe = load_recipe(tiny_recipe(losses=["ce"], seeds=[0], nan_policy="skip"))
+    out = tmp_path / "out"
+    Comparison(recipe, out, progress=False).run()
+    record = RunRecord.load(run_dir(out, "ce", 0) / "record.json")
+    assert record.status == "finished" and record.skipped_steps >= 1
+    assert "nan_policy: skip" in (out / "report.md").read_text()
