@@ -39,8 +39,8 @@ def build_backbone(spec: DataSpec, config: BackboneConfig, seed: int | None = No
     d = config.d_model
     lm = spec.target_kind == "token"
     if spec.input_kind == "tokens":
-        length = int(spec.max_length) + (0 if lm or config.pooling != "cls" else 0)
-        adapter: nn.Module = TokenEmbedding(int(spec.vocab_size), d, length, padding_idx=spec.pad_id)
+        # positions cover the tokens only: the CLS token is prepended after the embedding
+        adapter: nn.Module = TokenEmbedding(int(spec.vocab_size), d, int(spec.max_length), padding_idx=spec.pad_id)
     elif spec.input_kind == "features":
         adapter = FeatureTokenizer(int(spec.num_features), d)
     elif spec.input_kind == "image":
