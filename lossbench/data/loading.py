@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from lossbench.data.spec import DataSpec
 
@@ -20,18 +20,35 @@ class SeededShuffleSampler(Sampler[int]):
     Lightning calls :meth:`set_epoch` before each training epoch, so epoch ``e`` of any run
     with the same seed sees the same order, however many times the loader was iterated.
 
+    Resuming mid-epoch: :meth:`resume` makes the next iteration of that epoch serve only the
+    rows after those already served before the checkpoint; later iterations serve whole epochs
+    again. ``len()`` stays the full epoch, as Lightning counts the resumed epoch's batches from
+    the ones it restored (:class:`~lossbench.data.HFDataModule` does this from its checkpoint).
+
     Example:
         >>> list(SeededShuffleSampler(5, seed=0)) == list(SeededShuffleSampler(5, seed=0))
         True
+        >>> sampler = SeededShuffleSampler(5, seed=0)
+        >>> sampler.resume(epoch=0, start=3)
+        >>> list(sampler) == sampler.order(0)[3:], list(sampler) == sampler.order(0)
+        (True, True)
     """
 
     def __init__(self, num_rows: int, seed: int = 0) -> None:
         self.num_rows = int(num_rows)
         self.seed = int(seed)
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, first row) of the next iteration
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def resume(self, epoch: int, start: int) -> None:
+        """Serve epoch ``epoch`` from position ``start`` of its order, once (rows before it were served)."""
+        if not 0 <= int(start) <= self.num_rows:
+            raise ValueError(f"SeededShuffleSampler.resume: `start` must be in [0, {self.num_rows}], got {start}")
+        self.epoch = int(epoch)
+        self._resume = (int(epoch), int(start))
 
     def order(self, epoch: int | None = None) -> list[int]:
         """The row order of ``epoch`` (default: the current one)."""
@@ -41,10 +58,30 @@ class SeededShuffleSampler(Sampler[int]):
         return torch.randperm(self.num_rows, generator=gen).tolist()
 
     def __iter__(self):
-        return iter(self.order())
+        order = self.order()
+        resume, self._resume = self._resume, None
+        if resume is not None and resume[0] == self.epoch:
+            order = order[resume[1]:]
+        return iter(order)
 
     def __len__(self) -> int:
         return self.num_rows
+
+
+class ResumableDataLoader(DataLoader):
+    """The training DataLoader of :class:`~lossbench.data.HFDataModule`, resumable mid-epoch.
+
+    Its position is saved by the data module (``HFDataModule.state_dict``: Lightning's batch
+    count at the moment of the checkpoint), which hands it to the sampler of the loader it makes
+    on resume; so the loader's own state is empty. It declares ``state_dict``/``load_state_dict``
+    so that Lightning counts it as resumable and does not warn about resuming mid-epoch.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
 
 
 class Collate:

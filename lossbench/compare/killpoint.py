@@ -1,0 +1,51 @@
+"""Test hook: a comparison process SIGKILLs itself at a named moment (``tests/compare/test_kill.py``).
+
+Only for tests of crash safety. ``LOSSBENCH_TEST_KILL_AT="<point>"`` or ``"<point>@<n>"`` makes
+the process ``kill -9`` itself the n-th time (default: the first) it reaches that point:
+
+- ``run:<i>``: before planned run ``i`` (1-based) starts, i.e. between runs;
+- ``step:<k>``: at the start of a run's training batch after ``k`` optimizer steps (mid-run);
+- ``finished``: after a run's record says finished, before its checkpoints are deleted;
+- ``write:<file name>``: with half of that file's temporary copy written (``record.json``,
+  ``metrics.csv``, ``results.csv``, ``last.ckpt`` ...).
+
+Unset (always, outside these tests) the variable is read once at import and every point costs
+one comparison with None.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from typing import Any
+
+_KILL_AT = os.environ.get("LOSSBENCH_TEST_KILL_AT") or None
+_reached: Counter[str] = Counter()
+
+
+def armed() -> bool:
+    return _KILL_AT is not None
+
+
+def kill_point(point: str) -> None:
+    """SIGKILL this process if ``point`` is the armed one and reached for the armed time."""
+    if _KILL_AT is None:
+        return
+    _reached[point] += 1
+    name, _, times = _KILL_AT.partition("@")
+    if point == name and _reached[point] == int(times or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def callbacks() -> list[Any]:
+    """The ``step:<k>`` points as a Lightning callback while armed; none otherwise."""
+    if _KILL_AT is None or not _KILL_AT.startswith("step:"):
+        return []
+    import lightning.pytorch as pl
+
+    class StepKill(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            kill_point(f"step:{trainer.global_step}")
+
+    return [StepKill()]
