@@ -56,7 +56,7 @@ def _overrides(extra: list[str]) -> dict[str, str]:
 
 
 def _compare(args: argparse.Namespace, extra: list[str]) -> int:
-    from lossbench.compare.engine import Comparison
+    from lossbench.compare.engine import Comparison, quiet
     from lossbench.compare.recipe import RecipeError, load_recipe
     from lossbench.heads import UnknownHeadError
 
@@ -66,11 +66,21 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
             losses=[s for s in args.losses.split(",") if s] if args.losses else None,
         )
         output = args.output or f"runs/{recipe.name}"
-        report = Comparison(recipe, output, progress=not args.no_progress).run()
+        comparison = Comparison(recipe, output, progress=not args.no_progress)
+        # everything (recipe, output folder, data, losses against the data) is checked before anything is
+        # written; the data module's errors (ValueError, FileNotFoundError, HubUnreachableError) are bad input too
+        with quiet():
+            comparison.prepare()
+    except (RecipeError, UnknownHeadError, ValueError, OSError) as exc:
+        print(f"lossbench compare: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = comparison.run()
     except (RecipeError, UnknownHeadError) as exc:
         print(f"lossbench compare: {exc}", file=sys.stderr)
         return 2
-    print(f"report: {report}")
+    if comparison.processes.is_global_zero:  # under DDP every process runs this command; one reports
+        print(f"report: {report}")
     return 0
 
 
@@ -79,7 +89,7 @@ def _report(args: argparse.Namespace) -> int:
 
     try:
         path = render_report(args.folder)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # no comparison folder, or a malformed comparison.json
         print(f"lossbench report: {exc}", file=sys.stderr)
         return 2
     print(f"report: {path}")

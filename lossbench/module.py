@@ -126,6 +126,12 @@ class LossbenchModule(pl.LightningModule):
             and the non-finite terms) or "skip" (no backward and no optimizer step; counted in
             ``skipped_steps``, logged as ``train/skipped_steps`` and saved in checkpoints).
 
+    Resuming: the module adds a :class:`lossbench.resume.ResumeState` callback to any Trainer
+    that fits it (``configure_callbacks``), so its checkpoints carry the RNG states; with an
+    :class:`~lossbench.data.HFDataModule` (which saves its position in the batch order) a run
+    resumed from a checkpoint, even mid-epoch, continues exactly as if never stopped. Override
+    ``configure_callbacks`` to leave it out.
+
     Example:
         >>> import torch
         >>> from lossbench import LossbenchModule
@@ -159,6 +165,9 @@ class LossbenchModule(pl.LightningModule):
             raise ValueError(f"LossbenchModule: `nan_policy` must be 'raise' or 'skip', got {nan_policy!r}")
         self.nan_policy = nan_policy
         self.skipped_steps = 0
+        self._resumed_train_epoch: dict[str, Any] | None = None  # a checkpoint's mid-epoch sums, for on_train_start
+        # since the last optimizer step: a batch skipped under DDP backpropagated a zero / a batch its loss
+        self._zero_backward = self._loss_backward = False
         self._check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps)
         spec = DataSpec.from_dict(data_spec) if isinstance(data_spec, dict) else data_spec
         if backbone is None or isinstance(backbone, (dict, BackboneConfig)):
@@ -214,6 +223,14 @@ class LossbenchModule(pl.LightningModule):
             if metrics else {}
         )
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, weights_only: bool | None = True, **kwargs: Any):
+        """Lightning's loader, reading with ``weights_only=True`` by default: a checkpoint cannot run code.
+
+        Pass ``weights_only=False`` only for files you trust.
+        """
+        return super().load_from_checkpoint(checkpoint_path, *args, weights_only=weights_only, **kwargs)
+
     @staticmethod
     def _check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps) -> None:
         owner = "LossbenchModule"
@@ -257,6 +274,9 @@ class LossbenchModule(pl.LightningModule):
         if stage == "train" and self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
             # Lightning's self.log costs ~0.4 ms a call on CPU: log the step value only when it is written
             values = {"train/loss": loss.detach(), **{f"train/{k}": v.detach() for k, v in terms.items()}}
+            if self.trainer.world_size > 1:  # the global batch's values (processes train equal shares): one sync
+                reduced = self.trainer.strategy.reduce(torch.stack(list(values.values())), reduce_op="mean")
+                values = dict(zip(values, reduced))
             self.log_dict(values, on_step=True, on_epoch=False, prog_bar=True, batch_size=target.shape[0])
         return loss
 
@@ -272,17 +292,26 @@ class LossbenchModule(pl.LightningModule):
                     logged[f"{stage}/{name}"] = metric.compute()  # syncs across processes itself
                 metric.reset()
         if logged:
-            self.log_dict(logged, on_step=False, on_epoch=True, prog_bar=stage == "val")
+            # the values are already reduced over processes (the same on each): under DDP a "max" sync keeps
+            # them exactly and tells Lightning they are synced (no "use sync_dist=True" warning per key)
+            sync = {"sync_dist": True, "reduce_fx": "max"} if self.trainer.world_size > 1 else {}
+            self.log_dict(logged, on_step=False, on_epoch=True, prog_bar=stage == "val", **sync)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         inputs, target = self._unpack(batch)
         outputs = self(inputs)
         loss, terms = self.head.compute(outputs, target)
-        if not bool(torch.isfinite(loss.detach())):
+        finite = here = bool(torch.isfinite(loss.detach()))
+        if self._trainer is not None and self._trainer.world_size > 1:
+            # every process skips (or raises) together: a process skipping alone would hang DDP's gradient sync
+            finite = self._trainer.strategy.reduce_boolean_decision(here, all=True)
+        if not finite:
             bad = [name for name, value in terms.items() if not bool(torch.isfinite(value.detach()).all())]
             where = f"step {self.global_step} (batch {batch_idx})"
             name = self.head.name or type(self.head).__name__
             detail = f"non-finite terms: {', '.join(bad)}" if bad else "the loss itself is non-finite"
+            if here:
+                detail = "non-finite in another process of this distributed run"
             if self.nan_policy == "raise":
                 raise FloatingPointError(
                     f"LossbenchModule: at {where} the {name!r} loss is {float(loss.detach())} ({detail}); "
@@ -290,7 +319,14 @@ class LossbenchModule(pl.LightningModule):
                 )
             self.skipped_steps += 1
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+            if self._trainer is not None and self._trainer.world_size > 1:
+                # Lightning refuses None under DDP: backward a zero through every parameter (so DDP's gradient
+                # sync completes), then on_before_optimizer_step drops the gradients: no update, as with None
+                self._zero_backward = True
+                zero = torch.stack([p.sum() for p in self.parameters() if p.requires_grad]).sum() * 0.0
+                return {"loss": zero, "skipped": True}  # type: ignore[return-value]
             return None  # Lightning skips backward and the optimizer step
+        self._loss_backward = True
         return self._record(loss, terms, outputs, target, "train")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -299,11 +335,49 @@ class LossbenchModule(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "test")
 
+    def configure_callbacks(self) -> list[pl.Callback]:
+        from lossbench.resume import ResumeState
+
+        return [ResumeState()]
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lossbench_skipped_steps"] = self.skipped_steps
+        if self._trainer is not None and self.trainer.world_size == 1:  # one process's sums: not resumable under DDP
+            checkpoint["lossbench_train_epoch"] = self._train_epoch_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_steps = int(checkpoint.get("lossbench_skipped_steps", 0))
+        if "lossbench_train_epoch" in checkpoint and (self._trainer is None or self.trainer.world_size == 1):
+            self._resumed_train_epoch = checkpoint["lossbench_train_epoch"]
+        if self._trainer is not None and str(self.trainer.precision).startswith("64"):
+            # Lightning loads the weights before precision "64-true" converts the module: convert it
+            # first, or float64 weights would be rounded to float32 on the way in
+            self.double()
+
+    def _train_epoch_state(self) -> dict[str, Any]:
+        """The training epoch's running loss sums and metric states, so a mid-epoch resume logs whole-epoch means."""
+        sums = self._sums["train"]
+        metrics = self.metrics["train_metrics"].metrics if "train_metrics" in self.metrics else {}
+        return {"epoch": int(self.trainer.current_epoch), "sums": dict(sums.sums), "count": sums.count,
+                "metrics": {name: {"state": m.metric_state, "updates": m.update_count} for name, m in metrics.items()}}
+
+    def on_train_start(self) -> None:
+        state, self._resumed_train_epoch = self._resumed_train_epoch, None
+        # only when the fit goes on in the epoch the checkpoint was saved in (Lightning starts the next one
+        # when it was saved after the epoch's last batch, without that epoch's end)
+        if state is not None and state.get("epoch") == self.trainer.current_epoch:
+            self._load_train_epoch_state(state)
+
+    def _load_train_epoch_state(self, state: dict[str, Any]) -> None:
+        sums = self._sums["train"]
+        sums.sums, sums.count = dict(state["sums"]), state["count"]
+        metrics = self.metrics["train_metrics"].metrics if "train_metrics" in self.metrics else {}
+        for name, saved in state["metrics"].items():
+            if name in metrics:
+                metric = metrics[name]
+                for attr, value in saved["state"].items():
+                    setattr(metric, attr, value)
+                metric._update_count, metric._computed = int(saved["updates"]), None
 
     def on_train_epoch_end(self) -> None:
         self._epoch_end("train")
@@ -320,6 +394,10 @@ class LossbenchModule(pl.LightningModule):
         return self.head.predict(outputs) if self.head.task == "regression" else self.head.predict_proba(outputs)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._zero_backward and not self._loss_backward:  # only skipped batches (DDP): no update, as with None
+            for p in self.parameters():
+                p.grad = None
+        self._zero_backward = self._loss_backward = False
         trainer = self.trainer
         if trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
             grads = [p.grad for p in self.parameters() if p.grad is not None]

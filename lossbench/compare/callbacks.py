@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 import torch
 
 from lossbench.compare.fingerprints import order_fingerprint
+from lossbench.distributed import same_on_all_ranks
 
 
 def _float(value: Any) -> float | None:
@@ -20,7 +21,11 @@ def _float(value: Any) -> float | None:
 
 
 class DataOrderFingerprint(pl.Callback):
-    """Records, for each training epoch, the sha256 of the index order the training sampler serves."""
+    """Records, for each training epoch, the sha256 of the index order the training sampler serves.
+
+    Under DDP the order is the global one (all processes' shares interleaved), checked to be the
+    same on every process (:class:`~lossbench.distributed.RankMismatchError` otherwise).
+    """
 
     def __init__(self) -> None:
         self.hashes: dict[str, str] = {}
@@ -32,7 +37,9 @@ class DataOrderFingerprint(pl.Callback):
         if order is None:  # a sampler lossbench did not make: fall back to the data module's order
             order = getattr(trainer.datamodule, "train_order", None)
         if order is not None:
-            self.hashes[str(trainer.current_epoch)] = order_fingerprint(order(trainer.current_epoch))
+            digest = order_fingerprint(order(trainer.current_epoch))
+            same_on_all_ranks(f"the batch order of epoch {trainer.current_epoch}", digest)
+            self.hashes[str(trainer.current_epoch)] = digest
 
     def state_dict(self) -> dict[str, Any]:
         return {"hashes": dict(self.hashes)}
@@ -66,6 +73,8 @@ class RunRecorder(pl.Callback):
             self.train_seconds += time.perf_counter() - self._started
             self._started = None
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs  # None: a skipped step
+        if isinstance(outputs, dict) and outputs.get("skipped"):  # skipped under DDP: a zero loss, not a loss
+            loss = None
         if isinstance(loss, torch.Tensor):
             loss = loss.detach().float()
             self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
@@ -83,7 +92,10 @@ class RunRecorder(pl.Callback):
             lr = float(trainer.optimizers[0].param_groups[0]["lr"])
         train_loss = None
         if self._loss_count:
-            train_loss = float(self._loss_sum) / self._loss_count
+            mean = self._loss_sum.double() / self._loss_count
+            if trainer.world_size > 1:  # processes train equal batches in step: the mean of their means
+                mean = trainer.strategy.reduce(mean, reduce_op="mean")
+            train_loss = float(mean)
             self._loss_sum, self._loss_count = None, 0
         row = {
             "step": step,

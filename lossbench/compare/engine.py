@@ -25,11 +25,22 @@ import lightning.pytorch as pl
 import torch
 import yaml
 
+from lossbench.compare import killpoint
 from lossbench.compare.callbacks import DataOrderFingerprint, RunRecorder
 from lossbench.compare.fingerprints import state_fingerprint
 from lossbench.compare.recipe import LossSpec, Recipe, RecipeError
-from lossbench.compare.records import RunRecord, atomic_write_text, read_json, run_dir, write_csv, write_json
+from lossbench.compare.records import (
+    RunRecord,
+    atomic_write_text,
+    read_json,
+    remove_temporary_files,
+    run_dir,
+    write_csv,
+    write_json,
+)
 from lossbench.compare.summary import summarise_run
+from lossbench.distributed import Processes, RankMismatchError, same_on_all_ranks
+from lossbench.resume import AtomicCheckpointIO, seed_rngs
 
 
 def library_versions() -> dict[str, str]:
@@ -92,6 +103,7 @@ class Comparison:
         self.output = Path(output)
         self.progress = progress
         self._datamodules: dict[int, Any] = {}
+        self.processes = Processes()  # one process until run() launches the ones the recipe's trainer asks for
 
     # -- validation, before anything is written ------------------------------------------------
     def prepare(self) -> None:
@@ -114,6 +126,12 @@ class Comparison:
                     f"recipe: `target.metric` {target!r} is not logged for loss {loss.label!r} ({task} head); "
                     f"it logs {sorted(logged)}"
                 )
+        probe = self.initial_state(self.recipe.seeds[0], spec)
+        for loss in self.recipe.losses:  # the heads' own argument checks, before anything is written
+            try:
+                self.build_model(loss, self.recipe.seeds[0], spec, probe)
+            except (ValueError, TypeError) as exc:
+                raise RecipeError(f"recipe: loss {loss.label!r} cannot be built for the data: {exc}") from None
 
     def _check_output(self) -> None:
         meta = self.output / "comparison.json"
@@ -191,26 +209,39 @@ class Comparison:
 
         with quiet():
             self.prepare()
+            self.processes = self._launch()  # every process exists before anything is decided or written
+            remove_temporary_files(self.output)  # left by a process killed mid-write
             self._write_meta()
             plan = self.plan()
-            bar = tqdm(total=len(plan), desc="lossbench compare", unit="run", disable=not self.progress,
+            show = self.progress and self.processes.is_global_zero  # one display, on global rank 0
+            bar = tqdm(total=len(plan), desc="lossbench compare", unit="run", disable=not show,
                        file=sys.stderr, dynamic_ncols=True)
             inits: dict[int, InitialState] = {}
             try:
                 for i, (seed, loss) in enumerate(plan, 1):
+                    killpoint.kill_point(f"run:{i}")  # test hook (LOSSBENCH_TEST_KILL_AT); a no-op otherwise
                     bar.set_postfix_str(f"run {i}/{len(plan)}: {loss.label} seed {seed}")
                     dm = self.datamodule(seed)
                     if seed not in inits:
                         inits[seed] = self.initial_state(seed, dm.spec)
                     line = self.run_one(loss, seed, dm, inits[seed])
                     bar.update(1)
-                    if self.progress:
+                    if show:
                         bar.write(f"[{i}/{len(plan)}] {line}")
             finally:
                 bar.close()
+        self.processes.barrier()
         from lossbench.compare.report import render_report
 
+        if not self.processes.is_global_zero:  # the report is rank 0's to write
+            return self.output / "report.md"
         return render_report(self.output)
+
+    def _launch(self) -> Processes:
+        try:
+            return Processes.launch(self.recipe.trainer)
+        except Exception as exc:  # bad devices/strategy: refused before anything is written
+            raise RecipeError(f"compare: the `trainer` settings cannot start their processes: {exc}") from None
 
     def _write_meta(self) -> None:
         r = self.recipe
@@ -234,6 +265,7 @@ class Comparison:
             accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"], strategy=t["strategy"],
             precision=t["precision"], deterministic=t["deterministic"], logger=False, enable_progress_bar=False,
             enable_model_summary=False, callbacks=callbacks, default_root_dir=str(root), num_sanity_val_steps=0,
+            plugins=[AtomicCheckpointIO()],  # a checkpoint is whole or absent, even after kill -9
             inference_mode=False,  # validation under no_grad: inference tensors would leak into metric states
         )
         if not validate_only:
@@ -251,17 +283,23 @@ class Comparison:
         folder = run_dir(self.output, loss.label, seed)
         record_path = folder / "record.json"
         record = RunRecord.load(record_path) if record_path.exists() else None
-        if record is not None and record.status == "finished":
-            return f"{loss.label} seed {seed}: finished earlier, skipped"
         ckpt = folder / "checkpoints" / "last.ckpt"
+        # global rank 0's view of the folder decides for every process (skip, resume or start): they stay in step
+        finished, resume = self.processes.broadcast(
+            (record is not None and record.status == "finished", ckpt.exists()))
+        if finished:
+            if self.processes.is_global_zero:
+                shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # left if killed right after finishing
+            return f"{loss.label} seed {seed}: finished earlier, skipped"
         model = self.build_model(loss, seed, dm.spec, init)
-        if record is None or not ckpt.exists():
+        initial = {"backbone_init": state_fingerprint(model.backbone.state_dict()),
+                   "head_init": state_fingerprint(model.head.proj.state_dict())}
+        for key, value in initial.items():  # every process must start from rank 0's weights (RankMismatchError)
+            same_on_all_ranks(f"the {key} fingerprint of loss {loss.label!r} seed {seed}", value)
+        if record is None or not resume:
             record = RunRecord(loss=loss.label, head=loss.head, head_args=loss.args, seed=seed)
             record.fingerprints = {
-                "backbone_init": state_fingerprint(model.backbone.state_dict()),
-                "head_init": state_fingerprint(model.head.proj.state_dict()),
-                "head_shape": "x".join(str(s) for s in model.head.proj.weight.shape),
-                "data_order": {},
+                **initial, "head_shape": "x".join(str(s) for s in model.head.proj.weight.shape), "data_order": {},
             }
         else:
             record.resumed += 1
@@ -278,12 +316,15 @@ class Comparison:
             dirpath=folder / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False,
         )
         try:
-            if not ckpt.exists():  # evaluation at step 0: every curve starts from the shared initial weights
+            if not resume:  # evaluation at step 0: every curve starts from the shared initial weights
                 self.trainer([recorder], folder, validate_only=True).validate(model, datamodule=dm, verbose=False)
-            trainer = self.trainer([recorder, order, checkpoint], folder)
-            trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt) if ckpt.exists() else None)
+            trainer = self.trainer([recorder, order, checkpoint, *killpoint.callbacks()], folder)
+            seed_rngs(seed)  # dropout draws from the global RNG; a resumed run restores the checkpoint's (ResumeState)
+            trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt) if resume else None, weights_only=True)
             if not recorder.rows or recorder.rows[-1]["step"] != trainer.global_step:
                 trainer.validate(model, datamodule=dm, verbose=False)  # the final point of the curve
+        except RankMismatchError:  # processes disagree on the batch order: stop the whole comparison, loudly
+            raise
         except Exception as exc:  # a failed run is recorded and reported; the others go on
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
             record.skipped_steps = model.skipped_steps
@@ -295,7 +336,9 @@ class Comparison:
         record.skipped_steps = model.skipped_steps
         record.status = "finished"
         record.save(record_path)
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        killpoint.kill_point("finished")
+        if self.processes.is_global_zero:
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
         value = record.final.get(r.target["metric"])
         reached = f"step {record.steps_to_target}" if record.steps_to_target is not None else "not reached"
         return (f"{loss.label} seed {seed}: {r.target['metric']} {value:.4f} final, target {reached}, "

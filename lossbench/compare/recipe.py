@@ -117,9 +117,23 @@ def bundled_recipes() -> dict[str, Path]:
     return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml")) if not p.stem.startswith("fit_")}
 
 
+def safe_yaml(text: str, where: str) -> Any:
+    """Plain YAML values only (``yaml.safe_load``): a tag such as ``!!python/object`` is refused, never run."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        mark = f" (line {exc.problem_mark.line + 1})" if exc.problem_mark is not None else ""
+        raise RecipeError(
+            f"recipe: {where} holds a YAML tag that safe loading refuses{mark}: {exc.problem}; "
+            "recipes hold plain values only (mappings, lists, strings, numbers, booleans, null)"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe: {where} is not valid YAML: {exc}") from None
+
+
 def recipe_summary(path: Path) -> str:
     """The recipe's one-line description."""
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = safe_yaml(path.read_text(encoding="utf-8"), repr(str(path))) or {}
     return str(raw.get("description", "")).strip().splitlines()[0] if raw.get("description") else ""
 
 
@@ -149,7 +163,7 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise RecipeError(f"recipe: override `--{dotted}`: `{key}` is not a section")
-    node[keys[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+    node[keys[-1]] = safe_yaml(value, f"override `--{dotted}`") if isinstance(value, str) else value
 
 
 def load_recipe(
@@ -170,7 +184,11 @@ def load_recipe(
         raw = copy.deepcopy(recipe)
     else:
         path = resolve_recipe_path(recipe)
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecipeError(f"recipe: `RECIPE` file {str(path)!r} cannot be read: {exc}") from None
+        raw = safe_yaml(text, repr(str(path)))
         if not isinstance(raw, dict):
             raise RecipeError(f"recipe: {str(path)!r} must hold a YAML mapping, got {type(raw).__name__}")
         raw.setdefault("name", path.stem)
@@ -255,11 +273,15 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         if unknown:
             raise RecipeError(f"recipe: `--losses` {unknown} are not in the recipe's losses {labels}")
         losses = [s for s in losses if s.label in keep or s.label == baseline]
-    seeds = raw.get("seeds", [0, 1, 2])
+    given_seeds = seeds = raw.get("seeds", [0, 1, 2])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = list(range(seeds))
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise RecipeError(f"recipe: `seeds` must be a positive count or a non-empty list of ints >= 0, got {seeds!r}")
+    ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                   for s in seeds)
+    if not ok:
+        raise RecipeError(
+            f"recipe: `seeds` must be a positive count or a non-empty list of ints >= 0, got {given_seeds!r}"
+        )
     if len(set(seeds)) != len(seeds):
         raise RecipeError(f"recipe: `seeds` must be distinct, got {seeds}")
     trainer = _section(raw, "trainer")
@@ -288,12 +310,83 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
                                      optimizer["momentum"], optimizer["nesterov"], schedule["name"],
                                      schedule["warmup_steps"])
     except ValueError as exc:
-        raise RecipeError(f"recipe: `optimizer`/`schedule`: {exc}") from exc
+        raise RecipeError(f"recipe: `{_optim_key(str(exc))}`: {exc}") from exc
+    _check_betas(optimizer["betas"])
+    backbone = _section(raw, "backbone")
+    _check_backbone(backbone)
+    _check_trainer_values(trainer)
     return Recipe(
         name=str(raw.get("name") or "comparison"), description=str(raw.get("description") or ""),
-        data=dict(data), backbone=_section(raw, "backbone"), losses=losses, baseline=baseline,
+        data=dict(data), backbone=backbone, losses=losses, baseline=baseline,
         optimizer=optimizer, schedule=schedule, trainer=trainer, seeds=seeds, target=target, nan_policy=nan_policy,
     )
+
+
+_OPTIM_KEYS = {"optimizer": "optimizer.name", "lr": "optimizer.lr", "weight_decay": "optimizer.weight_decay",
+               "momentum": "optimizer.momentum", "nesterov": "optimizer.nesterov", "schedule": "schedule.name",
+               "warmup_steps": "schedule.warmup_steps"}
+
+
+def _optim_key(message: str) -> str:
+    """The recipe key of the LossbenchModule argument that ``message`` names first."""
+    named = [(message.find(f"`{arg}"), key) for arg, key in _OPTIM_KEYS.items() if f"`{arg}" in message]
+    return min(named)[1] if named else "optimizer"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_betas(betas: Any) -> None:
+    ok = isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)
+    if not ok:
+        raise RecipeError(f"recipe: `optimizer.betas` must be two numbers in [0, 1), got {betas!r}")
+
+
+def _check_backbone(backbone: dict[str, Any]) -> None:
+    """The backbone values that do not depend on the data (the input adapter is checked with the data)."""
+    def positive(key: str, allow_none: bool = False) -> None:
+        value = backbone[key]
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RecipeError(f"recipe: `backbone.{key}` must be a positive int{' or null' if allow_none else ''}, "
+                              f"got {value!r}")
+
+    for key in ("d_model", "nhead", "num_layers"):
+        positive(key)
+    positive("dim_feedforward", allow_none=True)
+    positive("patch_size", allow_none=True)
+    if backbone["d_model"] % backbone["nhead"]:
+        raise RecipeError(f"recipe: `backbone.nhead`={backbone['nhead']} must divide "
+                          f"`backbone.d_model`={backbone['d_model']}")
+    if backbone["activation"] not in ("gelu", "relu"):
+        raise RecipeError(f"recipe: `backbone.activation` must be 'gelu' or 'relu', got {backbone['activation']!r}")
+    if backbone["pooling"] not in ("cls", "mean"):
+        raise RecipeError(f"recipe: `backbone.pooling` must be 'cls' or 'mean', got {backbone['pooling']!r}")
+    if not (_is_number(backbone["dropout"]) and 0 <= backbone["dropout"] < 1):
+        raise RecipeError(f"recipe: `backbone.dropout` must be a number in [0, 1), got {backbone['dropout']!r}")
+    if not isinstance(backbone["norm_first"], bool):
+        raise RecipeError(f"recipe: `backbone.norm_first` must be true or false, got {backbone['norm_first']!r}")
+
+
+def _check_trainer_values(trainer: dict[str, Any]) -> None:
+    """Trainer values Lightning would only refuse when the first run starts (after the folder is written)."""
+    from typing import get_args
+
+    try:
+        from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
+    except ImportError:  # moved in another Lightning version: Lightning checks it at the first run
+        allowed: tuple[Any, ...] = ()
+    else:
+        allowed = tuple(v for arg in get_args(_PRECISION_INPUT) for v in get_args(arg))
+    if allowed and trainer["precision"] not in allowed:
+        shown = ", ".join(repr(v) for v in allowed if isinstance(v, str))
+        raise RecipeError(f"recipe: `trainer.precision` must be one of Lightning's precisions ({shown}), "
+                          f"got {trainer['precision']!r}")
+    clip = trainer["gradient_clip_val"]
+    if clip is not None and not (_is_number(clip) and clip >= 0):
+        raise RecipeError(f"recipe: `trainer.gradient_clip_val` must be a number >= 0 or null, got {clip!r}")
 
 
 def _check_data_args(data: dict[str, Any]) -> None:

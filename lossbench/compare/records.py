@@ -11,6 +11,10 @@ Layout of a comparison folder::
 
 Every file is written to a temporary file in the same folder, flushed, fsynced and
 renamed over the target: a reader never sees half a file.
+
+In a distributed run (``--trainer.strategy ddp``) every process runs the comparison, and only
+global rank 0 writes: on the other processes the writers here are no-ops (as Lightning's
+loggers and checkpoints are).
 """
 
 from __future__ import annotations
@@ -19,23 +23,44 @@ import csv
 import io
 import json
 import os
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lossbench.compare import killpoint
 
 STATUS = ("pending", "running", "finished", "failed")
 METRIC_COLUMNS = ("step", "epoch", "wall_time", "train_loss", "grad_norm", "lr")
 """Fixed leading columns of metrics.csv; validation metrics follow as "val/<name>" (e.g. "val/accuracy")."""
 
 
+def is_global_zero() -> bool:
+    """True unless this is a process other than global rank 0 of a distributed run (which must not write)."""
+    dist = sys.modules.get("torch.distributed")  # no process group without torch imported
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return (os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or "0") == "0"  # launched, not yet joined
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file + fsync + rename (never a truncated file)."""
+    """Write ``data`` to ``path`` through a temp file + fsync + rename (never a truncated file).
+
+    A no-op on processes other than global rank 0 (:func:`is_global_zero`).
+    """
+    if not is_global_zero():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            if killpoint.armed():  # test hook: die with half of the temporary file written
+                f.write(data[: len(data) // 2])
+                f.flush()
+                killpoint.kill_point(f"write:{path.name}")
+                data = data[len(data) // 2 :]
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -48,6 +73,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """UTF-8 text through :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_temporary_files(root: str | Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write left under ``root`` (``.<name>.*.tmp``).
+
+    Only on global rank 0, the only writer (another process could delete a file rank 0 is writing).
+    """
+    removed: list[Path] = []
+    if not is_global_zero():
+        return removed
+    for tmp in Path(root).rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def write_json(path: str | Path, value: Any) -> None:

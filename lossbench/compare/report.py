@@ -36,7 +36,10 @@ def load_comparison(root: str | Path) -> dict[str, Any]:
             f"{path} not found: {Path(root)} is not a lossbench comparison folder "
             "(`lossbench compare RECIPE` creates one)"
         )
-    comparison = read_json(path)
+    try:
+        comparison = read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not valid JSON ({exc}); it is written by `lossbench compare`") from None
     if not isinstance(comparison, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(comparison).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in comparison]

@@ -9,10 +9,12 @@ The work is shared out: :mod:`~lossbench.data.splits` picks or carves the splits
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from lossbench.data.builtin import BUILTIN_COLUMNS, BUILTIN_PREFIX, BUILTIN_VERSION, check_builtin_name, load_builtin
@@ -26,10 +28,11 @@ from lossbench.data.errors import (
     _looks_offline,
 )
 from lossbench.data.features import _feature_kind
-from lossbench.data.loading import IGNORE_INDEX, Collate, SeededShuffleSampler
+from lossbench.data.loading import IGNORE_INDEX, Collate, ResumableDataLoader, SeededShuffleSampler
 from lossbench.data.planning import _count_features, _make_spec, _plan_image, _plan_target
 from lossbench.data.preprocess import PREPROCESS_VERSION, _fingerprint, _Plan, _preprocess, _standardize
 from lossbench.data.spec import DataSpec
+from lossbench.distributed import process_sampler
 from lossbench.data.splits import _SPLIT_ARGS, SPLITS, _check_columns, _make_splits
 from lossbench.data.tokenize import BPETokenizer, ByteTokenizer, _import_tokenizers, get_tokenizer, train_bpe_tokenizer
 
@@ -37,6 +40,17 @@ __all__ = ["IGNORE_INDEX", "PREPROCESS_VERSION", "SPLITS", "TASKS", "Collate", "
            "SeededShuffleSampler"]
 
 TASKS = ("auto", "class", "real", "probability", "lm")
+
+
+def _plain_paths(value: Any) -> Any:
+    """os.PathLike -> str, also inside lists and dicts (checkpoints then hold only safe types)."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain_paths(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain_paths(v) for k, v in value.items()}
+    return value
 
 
 class HFDataModule(L.LightningDataModule):
@@ -75,6 +89,15 @@ class HFDataModule(L.LightningDataModule):
 
     Shuffling: the training order is a function of ``(seed, epoch)`` only
     (:class:`SeededShuffleSampler`; Lightning sets the epoch); :meth:`train_order` gives it.
+    Every loader draws its worker seeds from its own generator, never from the global torch
+    RNG, so iterating the data does not change the random numbers training draws (dropout).
+
+    Resuming: checkpoints saved while fitting hold the position in the training order (epoch
+    and batches served, through :meth:`state_dict`); a run resumed mid-epoch from one serves
+    the rest of that epoch's order, not the epoch again from its start. With
+    :class:`lossbench.resume.ResumeState` (RNG states) the resumed run continues exactly as if
+    never stopped. The position is used on one process only: under DDP a resumed epoch starts
+    over from its first batch (with a warning).
 
     Args:
         path: a hub dataset name (``"ag_news"``), a builder for local files (``"csv"``,
@@ -148,6 +171,7 @@ class HFDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        path, data_files, cache_dir = _plain_paths(path), _plain_paths(data_files), _plain_paths(cache_dir)
         if not isinstance(path, str) or not path:
             raise _err(
                 f"`path` must be a non-empty str (a hub name, a builder such as 'csv', or 'lossbench:<name>'), "
@@ -227,6 +251,7 @@ class HFDataModule(L.LightningDataModule):
         self._tokenizer: Any = None
         self._label_names: list[str] | None = None
         self.feature_stats: dict[str, list[float]] | None = None
+        self._resume_position: dict[str, int] | None = None  # from a checkpoint, for the next train_dataloader()
 
     # ------------------------------------------------------------------ public properties
 
@@ -290,18 +315,26 @@ class HFDataModule(L.LightningDataModule):
         data = self._split(split)
         if data is None:
             return []
-        return DataLoader(
+        return (ResumableDataLoader if shuffle else DataLoader)(
             data,
             batch_size=self.batch_size if shuffle else (self.eval_batch_size or self.batch_size),
-            sampler=SeededShuffleSampler(len(data), self.seed) if shuffle else None,
+            # under DDP: this process's share (training keeps the seeded order, evaluation is unpadded)
+            sampler=process_sampler(SeededShuffleSampler(len(data), self.seed) if shuffle else None, len(data),
+                                    getattr(self, "trainer", None), train=shuffle, what=f"{split!r} split"),
             shuffle=False,
+            # worker seeds from the loader's own generator: creating an iterator leaves the global RNG alone
+            generator=torch.Generator().manual_seed(self.seed if shuffle else 0),
             collate_fn=Collate(self.spec, self.padding),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)  # type: ignore[return-value]
+        loader = self._loader("train", shuffle=True)
+        position, self._resume_position = self._resume_position, None
+        if position is not None and isinstance(loader, DataLoader):
+            self._resume_sampler(loader.sampler, position)
+        return loader  # type: ignore[return-value]
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader("validation", shuffle=False)
@@ -313,9 +346,58 @@ class HFDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"data_spec": self._spec.to_dict()} if self._spec is not None else {}
+        """Saved in Lightning checkpoints: the data spec and, while fitting, the training position."""
+        state: dict[str, Any] = {"data_spec": self._spec.to_dict()} if self._spec is not None else {}
+        position = self._train_position()
+        if position is not None:
+            state["train_position"] = position
+        return state
+
+    def _train_position(self) -> dict[str, int] | None:
+        """Where the training order stands: the epoch and the batches of it served so far."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.state.fn != "fit" or self._spec is None:
+            return None
+        loop = trainer.fit_loop
+        return {
+            "epoch": int(trainer.current_epoch),
+            "batches": int(loop.epoch_loop.batch_progress.current.ready),  # fetched from the loader this epoch
+            "batch_size": int(self.batch_size), "num_rows": len(self._processed["train"]), "seed": int(self.seed),
+            "world_size": int(trainer.world_size),
+        }
+
+    def _resume_sampler(self, sampler: Any, position: dict[str, int]) -> None:
+        """Make the training sampler serve the saved epoch from the first row not yet served."""
+        trainer = getattr(self, "trainer", None)
+        world_size = int(trainer.world_size) if trainer is not None else 1
+        if world_size != 1 or position.get("world_size", 1) != 1:
+            served = int(position.get("batches", 0)) * int(position.get("batch_size", 0)) * world_size
+            if 0 < served < int(position.get("num_rows", 0)):
+                warnings.warn(
+                    f"{_OWNER}: resuming mid-epoch on {world_size} processes: the position in the batch order is "
+                    "kept on one process only, so the resumed epoch starts over from its first batch",
+                    UserWarning, stacklevel=2,
+                )
+            return
+        if not isinstance(sampler, SeededShuffleSampler):
+            return
+        now = {"batch_size": self.batch_size, "num_rows": sampler.num_rows, "seed": sampler.seed}
+        changed = {k: (position.get(k), v) for k, v in now.items() if position.get(k) != v}
+        if changed:
+            warnings.warn(
+                f"{_OWNER}: the checkpoint's training position does not fit this data module "
+                f"({', '.join(f'{k} {a} then, {b} now' for k, (a, b) in changed.items())}); "
+                "the resumed epoch starts from its beginning", UserWarning, stacklevel=2,
+            )
+            return
+        epoch, start = int(position["epoch"]), int(position["batches"]) * self.batch_size
+        if start >= sampler.num_rows:  # saved at the end of an epoch: Lightning goes on with the next one
+            epoch, start = epoch + 1, 0
+        sampler.resume(epoch, start)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        position = state_dict.get("train_position")
+        self._resume_position = dict(position) if position else None
         saved = state_dict.get("data_spec")
         if saved is None:
             return
@@ -369,6 +451,12 @@ class HFDataModule(L.LightningDataModule):
         except Exception as exc:
             if _looks_offline(exc):
                 raise _hub_error(self.path, exc) from exc
+            if self.data_files is not None:
+                cause = exc.__cause__ or exc
+                raise ValueError(
+                    f"{_OWNER}: `data_files`={self.data_files!r} could not be read with the {self.path!r} builder: "
+                    f"{type(cause).__name__}: {cause}"
+                ) from exc
             raise
         if isinstance(out, datasets.Dataset):
             out = datasets.DatasetDict({self.train_split: out})
