@@ -42,13 +42,13 @@ def _overrides(extra: list[str]) -> dict[str, str]:
     while i < len(extra):
         item = extra[i]
         if not item.startswith("--") or "." not in item.split("=")[0]:
-            raise SystemExit(f"lossbench compare: unexpected argument {item!r} (overrides look like --trainer.max_epochs 2)")
+            raise ValueError(f"unexpected argument {item!r} (overrides look like --trainer.max_epochs 2)")
         if "=" in item:
             key, value = item[2:].split("=", 1)
             i += 1
         else:
             if i + 1 >= len(extra):
-                raise SystemExit(f"lossbench compare: override {item!r} needs a value")
+                raise ValueError(f"override {item!r} needs a value")
             key, value = item[2:], extra[i + 1]
             i += 2
         out[key] = value
