@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import lossbench.functional as LF
+from tests.helpers import assert_value_and_grad
 
 REDUCTIONS = ("mean", "sum", "none")
 TOL = {"atol": 1e-6, "rtol": 1e-6}
@@ -30,14 +31,7 @@ def _data(seed: int, shape=(8, 3), soft: bool = False):
 
 
 def _check_value_and_grad(ours, ref, x):
-    torch.testing.assert_close(ours(x), ref(x), **TOL)
-    a_in = x.detach().clone().requires_grad_(True)
-    b_in = x.detach().clone().requires_grad_(True)
-    a, b = ours(a_in), ref(b_in)
-    up = torch.randn(a.shape, generator=_gen(123), dtype=a.dtype)
-    (ga,) = torch.autograd.grad((a * up).sum(), a_in)
-    (gb,) = torch.autograd.grad((b * up).sum(), b_in)
-    torch.testing.assert_close(ga, gb, **TOL)
+    assert_value_and_grad(ours, ref, x, seed=123, **TOL)
 
 
 # ----------------------------------------------------------------------------------------------

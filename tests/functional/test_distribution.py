@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import lossbench.functional as LF
+from tests.helpers import assert_value_and_grad
 
 REDUCTIONS = ("mean", "sum", "none")
 TOL = {"atol": 1e-6, "rtol": 1e-6}
@@ -31,14 +32,7 @@ def _data(seed: int, shape=(8, C), zeros: bool = False):
 
 
 def _assert_same(ours, ref, x, tol=TOL):
-    torch.testing.assert_close(ours(x), ref(x), **tol)
-    a_in = x.detach().clone().requires_grad_(True)
-    b_in = x.detach().clone().requires_grad_(True)
-    a, b = ours(a_in), ref(b_in)
-    up = torch.randn(a.shape, generator=_gen(55), dtype=a.dtype)
-    (ga,) = torch.autograd.grad((a * up).sum(), a_in)
-    (gb,) = torch.autograd.grad((b * up).sum(), b_in)
-    torch.testing.assert_close(ga, gb, **tol)
+    assert_value_and_grad(ours, ref, x, seed=55, **tol)
 
 
 def _torch_kl(x, p, temperature, reduction):
