@@ -88,12 +88,30 @@ def _report(args: argparse.Namespace) -> int:
     from lossbench.compare.report import render_report
 
     try:
+        if args.recompute:
+            return _recompute(args.folder)
         path = render_report(args.folder)
     except (FileNotFoundError, ValueError) as exc:  # no comparison folder, or a malformed comparison.json
         print(f"lossbench report: {exc}", file=sys.stderr)
         return 2
     print(f"report: {path}")
     return 0
+
+
+def _recompute(folder: str) -> int:
+    """Recompute every finished run's numbers from its weights, predictions and metrics.csv; 1 if any differ."""
+    from lossbench.compare.engine import quiet
+    from lossbench.compare.recompute import recompute
+
+    with quiet():
+        result = recompute(folder)
+    for problem in result.problems:
+        print(f"DIFFERS: {problem}")
+    print(f"recomputed {len(result.checked)} finished run(s): test metrics from the saved predictions, "
+          f"predictions from the saved weights (largest difference {result.max_prediction_diff:.3g}), "
+          f"final/best/steps-to-target/AUC from metrics.csv: "
+          + ("all equal to the records" if result.ok else f"{len(result.problems)} difference(s)"))
+    return 0 if result.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=_compare, takes_extra=True)
     report = sub.add_parser("report", help="re-render a comparison's report from its records, without training")
     report.add_argument("folder", metavar="DIR")
+    report.add_argument("--recompute", action="store_true",
+                        help="recompute every number of results.csv from the runs' weights, test predictions and "
+                        "metrics.csv, and say whether they equal the records (exit 1 if not)")
     report.set_defaults(func=_report)
     return parser
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
 import shutil
 import sys
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +27,10 @@ import yaml
 
 from lossbench.compare import killpoint
 from lossbench.compare.callbacks import DataOrderFingerprint, RunRecorder
-from lossbench.compare.fingerprints import state_fingerprint
+from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, load_tensors, metrics_from_predictions, predict
+from lossbench.compare.evaluate import save_tensors
+from lossbench.compare.fingerprints import combine, state_fingerprint
+from lossbench.compare.selection import BestWeights
 from lossbench.compare.recipe import LossSpec, Recipe, RecipeError
 from lossbench.compare.records import (
     RunRecord,
@@ -54,6 +57,46 @@ def library_versions() -> dict[str, str]:
         "python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,
         "torchmetrics": torchmetrics.__version__, "datasets": datasets.__version__, "lossbench": lossbench.__version__,
     }
+
+
+def environment(trainer: pl.Trainer | None = None, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the numbers of a run depend on besides the recipe: threads, device, precision, determinism.
+
+    Seconds measured under it are machine-dependent; the results can change slightly with the thread count.
+    """
+    settings = settings or {}
+    env: dict[str, Any] = {
+        "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
+        "accelerator": settings.get("accelerator"), "devices": settings.get("devices"),
+        "precision": str(settings.get("precision")), "deterministic": settings.get("deterministic"),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+    if trainer is not None:
+        env.update(accelerator=type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
+                   devices=int(trainer.num_devices), world_size=int(trainer.world_size),
+                   precision=str(trainer.precision))
+    if torch.cuda.is_available() and env["accelerator"] in ("cuda", "gpu"):
+        env["device_name"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def data_setup_hash(recipe_setup_hash: str, data: dict[str, str]) -> str:
+    """The setup hash of a comparison: the recipe's setup and every processed split's content fingerprint."""
+    return combine([recipe_setup_hash, *(f"{split}={fp}" for split, fp in sorted(data.items()))])
+
+
+def build_module(recipe: dict[str, Any], head: str, head_args: dict[str, Any], spec, seed: int):
+    """The LossbenchModule of one run, from a resolved recipe dict (``Recipe.to_dict()`` / comparison.json)."""
+    from lossbench.module import LossbenchModule
+
+    opt, sched = recipe["optimizer"], recipe["schedule"]
+    return LossbenchModule(
+        head, head_args=head_args, data_spec=spec, backbone=recipe["backbone"],
+        optimizer=opt["name"], lr=opt["lr"], weight_decay=opt["weight_decay"], momentum=opt["momentum"],
+        nesterov=opt["nesterov"], betas=tuple(opt["betas"]), schedule=sched["name"],
+        warmup_steps=sched["warmup_steps"], seed=seed, nan_policy=recipe.get("nan_policy", "raise"),
+    )
 
 
 @contextlib.contextmanager
@@ -103,13 +146,23 @@ class Comparison:
         self.output = Path(output)
         self.progress = progress
         self._datamodules: dict[int, Any] = {}
+        self.data: dict[str, dict[str, Any]] = {}  # split -> source, rows, fingerprint, class counts (prepare)
         self.processes = Processes()  # one process until run() launches the ones the recipe's trainer asks for
 
     # -- validation, before anything is written ------------------------------------------------
     def prepare(self) -> None:
         """Check the output folder, the data and every loss against the data. Writes nothing."""
         self._check_output()
-        spec = self.datamodule(self.recipe.seeds[0]).spec
+        dm = self.datamodule(self.recipe.seeds[0])
+        spec = dm.spec
+        self.data = dm.describe_splits()
+        for split in ("validation", "test"):
+            if split not in self.data:
+                raise RecipeError(
+                    f"recipe: the data has no {split} split and carves none (`data.{'val' if split == 'validation' else 'test'}"
+                    f"_fraction` is 0): a comparison needs validation rows to select on and test rows to report; "
+                    f"give a {split} split or a fraction > 0")
+        self._check_data()
         from lossbench.metrics import metric_specs
         from lossbench.module import check_head_fits_data, resolve_head_class
 
@@ -139,10 +192,10 @@ class Comparison:
             raise RecipeError(f"compare: `--output` {str(self.output)!r} exists and is not a folder")
         if meta.exists():
             previous = read_json(meta)
-            if previous.get("setup_hash") != self.recipe.setup_hash:
+            if previous.get("recipe_setup_hash", previous.get("setup_hash")) != self.recipe.setup_hash:
                 raise RecipeError(
                     f"compare: `--output` {str(self.output)!r} holds results of another recipe setup "
-                    f"({previous.get('name')!r}, setup {str(previous.get('setup_hash'))[:12]} vs "
+                    f"({previous.get('name')!r}, setup {str(previous.get('recipe_setup_hash', previous.get('setup_hash')))[:12]} vs "
                     f"{self.recipe.setup_hash[:12]} now): refusing to mix them; use a new --output folder"
                 )
         elif self.output.exists() and any(self.output.iterdir()):
@@ -162,6 +215,33 @@ class Comparison:
                             "give it another label or use a new --output folder"
                         )
 
+    def _check_data(self) -> None:
+        """Refuse to resume or mix when a split's contents differ from those the folder's runs were trained on."""
+        meta = self.output / "comparison.json"
+        if not meta.exists():
+            return
+        before = read_json(meta).get("data") or {}
+        changed = [
+            f"{split!r} (fingerprint {str(before.get(split, {}).get('fingerprint'))[:12]} then, "
+            f"{str(now.get('fingerprint'))[:12]} now; {before.get(split, {}).get('rows')} rows then, {now.get('rows')} now)"
+            for split, now in self.data.items() if before.get(split, {}).get("fingerprint") != now.get("fingerprint")
+        ]
+        if changed:
+            raise RecipeError(
+                f"compare: the data changed since the runs in `--output` {str(self.output)!r} were trained: the "
+                f"contents of split {', '.join(changed)} differ; refusing to resume or mix runs on different data; "
+                "use a new --output folder (or restore the data)"
+            )
+
+    @property
+    def data_fingerprints(self) -> dict[str, str]:
+        return {split: info["fingerprint"] for split, info in self.data.items()}
+
+    @property
+    def setup_hash(self) -> str:
+        """The recipe's setup hash combined with the data's content fingerprints."""
+        return data_setup_hash(self.recipe.setup_hash, self.data_fingerprints)
+
     # -- data and initial state --------------------------------------------------------------------
     def datamodule(self, seed: int):
         """The seed's data module: the batch order is a function of (seed, epoch)."""
@@ -180,16 +260,7 @@ class Comparison:
 
     def build_model(self, loss: LossSpec, seed: int, spec, init: InitialState):
         """A LossbenchModule for ``loss`` whose backbone (and same-shape head projection) is ``init``'s."""
-        from lossbench.module import LossbenchModule
-
-        r = self.recipe
-        model = LossbenchModule(
-            loss.head, head_args=loss.args, data_spec=spec, backbone=r.backbone,
-            optimizer=r.optimizer["name"], lr=r.optimizer["lr"], weight_decay=r.optimizer["weight_decay"],
-            momentum=r.optimizer["momentum"], nesterov=r.optimizer["nesterov"], betas=tuple(r.optimizer["betas"]),
-            schedule=r.schedule["name"], warmup_steps=r.schedule["warmup_steps"], seed=seed,
-            nan_policy=r.nan_policy,
-        )
+        model = build_module(self.recipe.to_dict(), loss.head, loss.args, spec, seed)
         model.backbone.load_state_dict(init.backbone)
         proj = model.head.proj
         shape = tuple(proj.weight.shape)
@@ -246,10 +317,11 @@ class Comparison:
     def _write_meta(self) -> None:
         r = self.recipe
         meta = {
-            "name": r.name, "recipe": r.to_dict(), "recipe_hash": r.recipe_hash, "setup_hash": r.setup_hash,
-            "baseline": r.baseline, "losses": [l.label for l in r.losses], "seeds": r.seeds, "target": r.target,
+            "name": r.name, "recipe": r.to_dict(), "recipe_hash": r.recipe_hash, "setup_hash": self.setup_hash,
+            "recipe_setup_hash": r.setup_hash, "data": self.data, "select": r.select, "baseline": r.baseline, "losses": [l.label for l in r.losses], "seeds": r.seeds, "target": r.target,
             "budget": {"max_epochs": r.trainer["max_epochs"], "max_steps": r.trainer["max_steps"],
                        "eval_every_n_steps": r.trainer["eval_every_n_steps"]},
+            "optimizer": dict(r.optimizer), "schedule": dict(r.schedule), "tuned": False,
             "versions": library_versions(),
             "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         }
@@ -278,6 +350,20 @@ class Comparison:
             )
         return pl.Trainer(**kwargs)
 
+    def evaluate_test(self, record: RunRecord, model, dm, folder: Path, best: BestWeights | None, trainer) -> None:
+        """Select the reported weights, keep them and the test predictions, and fill ``record.test``."""
+        if best is not None and best.step is not None and best.path.is_file():
+            model.load_state_dict(load_tensors(best.path))
+            record.selected = {"rule": "best", "metric": best.metric, "step": best.step, "value": best.best}
+        else:
+            rule = "final" if best is None else "final (no finite validation value after step 0 to select on)"
+            record.selected = {"rule": rule, "step": int(trainer.global_step)}
+        save_tensors(folder / WEIGHTS_FILE, model.state_dict())
+        predictions = predict(model, dm.test_dataset, dm.spec, padding=dm.padding,
+                              batch_size=dm.eval_batch_size or dm.batch_size, precision=str(trainer.precision))
+        save_tensors(folder / PREDICTIONS_FILE, predictions)
+        record.test = metrics_from_predictions(model.head.task, getattr(model.head, "num_classes", None), predictions)
+
     def run_one(self, loss: LossSpec, seed: int, dm, init: InitialState) -> str:
         """Train one (loss, seed) run, or skip/resume it; return its summary line."""
         folder = run_dir(self.output, loss.label, seed)
@@ -296,6 +382,7 @@ class Comparison:
                    "head_init": state_fingerprint(model.head.proj.state_dict())}
         for key, value in initial.items():  # every process must start from rank 0's weights (RankMismatchError)
             same_on_all_ranks(f"the {key} fingerprint of loss {loss.label!r} seed {seed}", value)
+        data = {split: info["fingerprint"] for split, info in dm.describe_splits().items()}  # this seed's data
         if record is None or not resume:
             record = RunRecord(loss=loss.label, head=loss.head, head_args=loss.args, seed=seed)
             record.fingerprints = {
@@ -304,9 +391,12 @@ class Comparison:
         else:
             record.resumed += 1
         r = self.recipe
+        record.fingerprints["data"] = data
         record.status, record.error = "running", None
-        record.recipe_hash, record.setup_hash, record.versions = r.recipe_hash, r.setup_hash, library_versions()
+        record.recipe_hash, record.versions = r.recipe_hash, library_versions()
+        record.setup_hash = data_setup_hash(r.setup_hash, data)
         record.target = dict(r.target)
+        record.environment = environment(settings=r.trainer)
         record.save(record_path)
 
         recorder = RunRecorder(on_row=lambda rows: write_csv(folder / "metrics.csv", rows))
@@ -315,14 +405,18 @@ class Comparison:
         checkpoint = pl.callbacks.ModelCheckpoint(
             dirpath=folder / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False,
         )
+        best = BestWeights(r.target["metric"], r.target["mode"], folder / "checkpoints" / "best_weights.pt")
+        selection = [best] if r.select == "best" else []
         try:
             if not resume:  # evaluation at step 0: every curve starts from the shared initial weights
                 self.trainer([recorder], folder, validate_only=True).validate(model, datamodule=dm, verbose=False)
-            trainer = self.trainer([recorder, order, checkpoint, *killpoint.callbacks()], folder)
+            trainer = self.trainer([recorder, order, *selection, checkpoint, *killpoint.callbacks()], folder)
             seed_rngs(seed)  # dropout draws from the global RNG; a resumed run restores the checkpoint's (ResumeState)
             trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt) if resume else None, weights_only=True)
             if not recorder.rows or recorder.rows[-1]["step"] != trainer.global_step:
                 trainer.validate(model, datamodule=dm, verbose=False)  # the final point of the curve
+            if self.processes.is_global_zero:  # the test split, once, on the reported weights (rank 0 writes)
+                self.evaluate_test(record, model, dm, folder, best if r.select == "best" else None, trainer)
         except RankMismatchError:  # processes disagree on the batch order: stop the whole comparison, loudly
             raise
         except Exception as exc:  # a failed run is recorded and reported; the others go on
@@ -333,6 +427,7 @@ class Comparison:
             return f"{loss.label} seed {seed}: FAILED ({record.error.splitlines()[0][:200]})"
         record.fingerprints["data_order"].update(order.hashes)
         summarise_run(record, recorder.rows, trainer, model)
+        record.environment = environment(trainer, r.trainer)
         record.skipped_steps = model.skipped_steps
         record.status = "finished"
         record.save(record_path)
@@ -340,6 +435,8 @@ class Comparison:
         if self.processes.is_global_zero:
             shutil.rmtree(folder / "checkpoints", ignore_errors=True)
         value = record.final.get(r.target["metric"])
+        headline = "test/" + r.target["metric"].split("/", 1)[1]
+        tested = f", {headline} {record.test[headline]:.4f}" if headline in record.test else ""
         reached = f"step {record.steps_to_target}" if record.steps_to_target is not None else "not reached"
-        return (f"{loss.label} seed {seed}: {r.target['metric']} {value:.4f} final, target {reached}, "
+        return (f"{loss.label} seed {seed}: {r.target['metric']} {value:.4f} final{tested}, target {reached}, "
                 f"{record.train_seconds:.1f}s train" if value is not None else f"{loss.label} seed {seed}: done")

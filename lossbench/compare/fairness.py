@@ -5,6 +5,7 @@ Read from the run records alone. Within each seed, every run must share
 - ``fingerprints["backbone_init"]``: the backbone's initial weights,
 - ``setup_hash``: data, backbone, optimizer and trainer configuration,
 - ``fingerprints["data_order"][epoch]``: the batch order of every epoch both runs trained,
+- ``fingerprints["data"][split]``: the contents of every processed split (also across seeds),
 
 and runs whose heads have the same ``fingerprints["head_shape"]`` must share
 ``fingerprints["head_init"]`` (heads of different shapes cannot share weights).
@@ -63,6 +64,14 @@ def data_fingerprint(record: RunRecord) -> str | None:
     return combine(str(order[epoch]) for epoch in sorted(order, key=_epoch_key))
 
 
+def data_content_fingerprint(record: RunRecord) -> str | None:
+    """One sha256 over the content fingerprints of the processed splits a run trained and was scored on."""
+    data = record.fingerprints.get("data") or {}
+    if not data:
+        return None
+    return combine(f"{split}={data[split]}" for split in sorted(data))
+
+
 def check_fairness(records: Iterable[Any]) -> FairnessResult:
     """Check that the runs of each seed share initial weights, setup and batch order.
 
@@ -87,6 +96,9 @@ def check_fairness(records: Iterable[Any]) -> FairnessResult:
             ("backbone_init", _DESCRIPTIONS["backbone_init"], _values(runs, "backbone_init")),
             ("setup_hash", _DESCRIPTIONS["setup_hash"], {r.loss: r.setup_hash or None for r in runs}),
         ]
+        for split in sorted({k for r in runs for k in (r.fingerprints.get("data") or {})}):
+            values = {r.loss: (r.fingerprints.get("data") or {}).get(split) for r in runs}
+            groups.append((f"data[{split}]", f"contents of the {split!r} split (data)", values))
         epochs = sorted({e for r in runs for e in (r.fingerprints.get("data_order") or {})}, key=_epoch_key)
         for epoch in epochs:
             values = {r.loss: (r.fingerprints.get("data_order") or {}).get(epoch) for r in runs}
@@ -102,6 +114,19 @@ def check_fairness(records: Iterable[Any]) -> FairnessResult:
             if bad:
                 problems.append(sentence)
                 invalid.update((loss, seed) for loss in bad)
+    # across seeds too: every run of a comparison must have trained and been scored on the same data
+    everyone = [r for seed in sorted(by_seed) for r in by_seed[seed]]
+    for split in sorted({k for r in everyone for k in (r.fingerprints.get("data") or {})}):
+        values = {(r.loss, r.seed): (r.fingerprints.get("data") or {}).get(split) for r in everyone}
+        present = {k: v for k, v in values.items() if v}
+        if len(set(present.values())) > 1:
+            value, count = Counter(present.values()).most_common(1)[0]
+            bad = sorted(k for k, v in present.items() if v != value or count * 2 <= len(present))
+            if not all(k in invalid for k in bad):
+                shown = ", ".join(f"{loss} seed {seed}" for loss, seed in bad)
+                problems.append(f"Runs {shown} were trained or scored on different contents of the {split!r} split "
+                                "than the other runs of this comparison (data); their comparisons are invalid.")
+                invalid.update(bad)
     return FairnessResult(ok=not problems, problems=problems, invalid=invalid, checked=checked)
 
 

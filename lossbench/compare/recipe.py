@@ -34,7 +34,7 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "target": {"metric": None, "mode": None, "threshold": None},
 }
 TOP_LEVEL = ("name", "description", "data", "backbone", "losses", "baseline", "optimizer", "schedule",
-             "trainer", "seeds", "target", "nan_policy")
+             "trainer", "seeds", "target", "nan_policy", "select")
 
 
 class RecipeError(ValueError):
@@ -83,6 +83,7 @@ class Recipe:
     seeds: list[int]
     target: dict[str, Any]
     nan_policy: str = "raise"
+    select: str = "final"  # the weights a run reports on test: "final", or "best" on validation (target metric)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +91,7 @@ class Recipe:
             "losses": [spec.to_dict() for spec in self.losses], "baseline": self.baseline,
             "optimizer": self.optimizer, "schedule": self.schedule, "trainer": self.trainer,
             "seeds": self.seeds, "target": self.target, "nan_policy": self.nan_policy,
+            "select": self.select,
         }
 
     def setup(self) -> dict[str, Any]:
@@ -303,6 +305,10 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     nan_policy = raw.get("nan_policy", "raise")
     if nan_policy not in ("raise", "skip"):
         raise RecipeError(f"recipe: `nan_policy` must be 'raise' or 'skip', got {nan_policy!r}")
+    select = raw.get("select", "final")
+    if select not in ("final", "best"):
+        raise RecipeError(f"recipe: `select` must be 'final' (the last weights) or 'best' (best on validation by "
+                          f"`target.metric`), got {select!r}")
     from lossbench.module import LossbenchModule
 
     try:  # the module's own checks, now rather than at the first run
@@ -319,6 +325,7 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         name=str(raw.get("name") or "comparison"), description=str(raw.get("description") or ""),
         data=dict(data), backbone=backbone, losses=losses, baseline=baseline,
         optimizer=optimizer, schedule=schedule, trainer=trainer, seeds=seeds, target=target, nan_policy=nan_policy,
+        select=select,
     )
 
 

@@ -6,6 +6,8 @@ Layout of a comparison folder::
     DIR/comparison.json                  recipe hash, setup hash, versions, plan
     DIR/runs/<loss>/seed_<k>/record.json one RunRecord
     DIR/runs/<loss>/seed_<k>/metrics.csv one row per evaluation (METRIC_COLUMNS + "val/..." columns)
+    DIR/runs/<loss>/seed_<k>/weights.pt  the reported weights (a state dict, weights_only)
+    DIR/runs/<loss>/seed_<k>/test_predictions.pt   test targets and predictions (compare.evaluate)
     DIR/runs/<loss>/seed_<k>/checkpoints/last.ckpt   while the run is unfinished
     DIR/results.csv, DIR/report.md, DIR/plots/*.png  rendered from the records alone
 
@@ -150,6 +152,7 @@ class RunRecord:
     # "backbone_init": sha256 of the backbone's initial state dict
     # "head_init": sha256 of the head's initial state dict; "head_shape": its projection's shape as a string
     # "data_order": {"<epoch>": sha256 of that epoch's batch index sequence, ...}
+    # "data": {"<split>": sha256 of that processed split's contents (lossbench.data.identity), ...}
     target: dict[str, Any] = field(default_factory=dict)  # {"metric": "val/accuracy", "mode": "max", "threshold": 0.9}
     steps: int = 0  # optimizer steps done
     epochs: int = 0
@@ -158,7 +161,11 @@ class RunRecord:
     steps_to_target: int | None = None  # first evaluation step at which the target was reached
     seconds_to_target: float | None = None
     final: dict[str, float] = field(default_factory=dict)  # "val/<metric>" -> value at the last evaluation
-    best: dict[str, float] = field(default_factory=dict)  # "val/<metric>" -> best value (by that metric's mode)
+    best: dict[str, float] = field(default_factory=dict)  # "val/<metric>" -> best value after step 0 (by its mode)
+    test: dict[str, float] = field(default_factory=dict)  # "test/<metric>" -> on the reported weights, once
+    selected: dict[str, Any] = field(default_factory=dict)  # {"rule": "final" | "best", "step": k, "value": v}
+    improving: dict[str, Any] = field(default_factory=dict)  # still-improving test of the target's val curve
+    environment: dict[str, Any] = field(default_factory=dict)  # threads, device, precision, deterministic
     modes: dict[str, str] = field(default_factory=dict)  # "val/<metric>" -> "max" | "min"
     auc: float | None = None  # time-average of the target metric over training (trapezoid / steps)
     skipped_steps: int = 0  # optimizer steps skipped by the NaN policy

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.compare import plots as plotting
-from lossbench.compare.fairness import FairnessResult, check_fairness, data_fingerprint
+from lossbench.compare.fairness import FairnessResult, check_fairness, data_content_fingerprint, data_fingerprint
 from lossbench.compare.records import RunRecord, atomic_write_text, load_records, read_json, write_csv
-from lossbench.compare.stats import OWN_SCALE, ComparisonStats, Estimate, Paired, Reached, compare_losses, median
+from lossbench.compare.format import _ci, _est, _num, _p, _padj, _plain, _pvalue, _reached, _signed, _untested
+from lossbench.compare.outcome import outcome_sentences, worse_than_mean
+from lossbench.compare.stats import OWN_SCALE, ComparisonStats, compare_losses
 
 REQUIRED_KEYS = (
     "name", "recipe", "recipe_hash", "setup_hash", "baseline", "losses",
@@ -70,7 +72,8 @@ def render_report(root: str | Path) -> Path:
     outside = sorted((r.loss, r.seed) for r, _ in every if (r.loss, r.seed) not in planned)
     fairness = check_fairness(runs)
     stats = compare_losses(
-        runs, comparison["baseline"], target=comparison["target"], losses=losses, invalid=fairness.invalid
+        runs, comparison["baseline"], target=comparison["target"], losses=losses, invalid=fairness.invalid,
+        predictions=load_predictions(root, runs, fairness),
     )
     used = [(r, rows) for r, rows in runs if r.status == "finished" and (r.loss, r.seed) not in fairness.invalid]
     plot_paths = plotting.render_plots(used, root / "plots", stats.metric, losses)
@@ -82,15 +85,38 @@ def render_report(root: str | Path) -> Path:
     return path
 
 
+def load_predictions(root: Path, runs: Runs, fairness: FairnessResult) -> dict[tuple[str, int], dict[str, Any]]:
+    """The saved test predictions of every finished, fair run, as numpy arrays (for example-level tests)."""
+    from lossbench.compare.evaluate import PREDICTIONS_FILE, load_tensors
+    from lossbench.compare.records import run_dir
+
+    out = {}
+    for r, _ in runs:
+        path = run_dir(root, r.loss, r.seed) / PREDICTIONS_FILE
+        if r.status != "finished" or (r.loss, r.seed) in fairness.invalid or not path.is_file():
+            continue
+        arrays = {k: v.numpy() for k, v in load_tensors(path).items()}
+        if "label" in arrays and "proba" not in arrays and arrays["label"].dtype.kind == "f":
+            arrays["value"] = arrays.pop("label")  # regression: predicted values
+        out[(r.loss, r.seed)] = arrays
+    return out
+
+
 def results_table(comparison: dict[str, Any], runs: Runs, fairness: FairnessResult) -> tuple[list[str], list[dict]]:
-    """Columns and rows of results.csv: one row per planned loss x seed (status "missing" without a record)."""
+    """Columns and rows of results.csv: one row per planned loss x seed (status "missing" without a record).
+
+    Test metrics (on the reported weights) lead; validation final/best values follow.
+    """
     metric = comparison["target"]["metric"]
+    headline = "test/" + metric.split("/", 1)[-1]
+    tests = sorted({m for r, _ in runs for m in r.test} - {headline})
+    tests = [headline, *tests] if any(r.test for r, _ in runs) else []
     others = sorted({m for r, _ in runs for m in (*r.final, *r.best) if m.startswith("val/")} - {metric})
     metric_columns = [f"{kind}_{m}" for m in [metric, *others] for kind in ("final", "best")]
     columns = [
-        "loss", "seed", "status", "fairness", *metric_columns, "steps_to_target", "seconds_to_target", "auc",
-        "backbone_init", "head_init", "data_order", "train_seconds", "seconds_per_step", "skipped_steps",
-        "resumed", "error",
+        "loss", "seed", "status", "fairness", *tests, "selected_step", *metric_columns, "steps_to_target", "auc",
+        "still_improving", "backbone_init", "head_init", "data_order", "data", "train_seconds", "seconds_per_step",
+        "seconds_to_target", "torch_threads", "skipped_steps", "resumed", "error",
     ]  # fmt: skip
     by_key = {(r.loss, r.seed): r for r, _ in runs}
     rows = []
@@ -111,6 +137,10 @@ def results_table(comparison: dict[str, Any], runs: Runs, fairness: FairnessResu
                 "backbone_init": r.fingerprints.get("backbone_init"),
                 "head_init": r.fingerprints.get("head_init"),
                 "data_order": data_fingerprint(r),
+                "data": data_content_fingerprint(r),
+                "selected_step": r.selected.get("step"),
+                "still_improving": r.improving.get("flag"),
+                "torch_threads": r.environment.get("torch_threads"),
                 "train_seconds": r.train_seconds,
                 "seconds_per_step": r.seconds_per_step,
                 "skipped_steps": r.skipped_steps,
@@ -119,6 +149,8 @@ def results_table(comparison: dict[str, Any], runs: Runs, fairness: FairnessResu
             }
             for m in [metric, *others]:
                 row[f"final_{m}"], row[f"best_{m}"] = r.final.get(m), r.best.get(m)
+            for m in tests:
+                row[m] = r.test.get(m)
             rows.append(row)
     return columns, rows
 
@@ -135,13 +167,20 @@ def report_markdown(
     lines: list[str] = []
     if not fairness.ok:
         lines += _warning(fairness)
+    if worse_than_mean(stats):
+        lines += [
+            "> **WARNING: every loss predicts worse than the mean of the targets** (R² <= 0). The verdicts below "
+            "compare failures: check the target's scale (`data.standardize_target`), the budget and the learning "
+            "rate before reading them.", "",
+        ]
     lines += [f"# Loss comparison: {comparison['name']}", ""]
     lines += _setup_section(comparison, runs, fairness, stats)
+    lines += _data_section(comparison)
     own_scale = sorted({m for r, _ in runs for m in (*r.final, *r.best) if m in OWN_SCALE})
     lines += _per_loss_section(stats, own_scale)
     lines += _paired_section(stats)
     lines += _ranking_section(stats)
-    lines += ["## Outcome", "", " ".join(outcome_sentences(stats)), ""]
+    lines += ["## Outcome", "", " ".join(outcome_sentences(stats, conditions(comparison, runs, stats))), ""]
     lines += _unfinished_section(comparison, runs, outside)
     lines += ["## Plots", ""]
     titles = {
@@ -152,6 +191,23 @@ def report_markdown(
     for path in plot_paths:
         lines += [f"![{titles.get(path.name, path.stem)}]({path.as_posix()})", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def conditions(comparison: dict[str, Any], runs: Runs, stats: ComparisonStats) -> dict[str, Any]:
+    """What the verdicts hold under, from comparison.json and the records (for the outcome sentences)."""
+    finished = [r for r, _ in runs if r.status == "finished"]
+    recipe = comparison.get("recipe") or {}
+    test = (comparison.get("data") or {}).get("test") or {}
+    return {
+        "steps": max((r.steps for r in finished), default=None),
+        "epochs": max((r.epochs for r in finished), default=None) or comparison["budget"].get("max_epochs"),
+        "optimizer": comparison.get("optimizer") or recipe.get("optimizer"),
+        "schedule": comparison.get("schedule") or recipe.get("schedule"),
+        "tuned": bool(comparison.get("tuned")),
+        "seeds": max((s.n for s in stats.summaries.values()), default=0),
+        "select": comparison.get("select") or recipe.get("select"),
+        "test_rows": test.get("rows") if stats.headline.startswith("test/") else None,
+    }
 
 
 def _warning(fairness: FairnessResult) -> list[str]:
@@ -179,18 +235,29 @@ def _setup_section(
     )
     budget = ", ".join(f"{k}={_plain(v)}" for k, v in comparison["budget"].items())
     versions = ", ".join(f"{k} {v}" for k, v in sorted(comparison["versions"].items()))
+    opt = comparison.get("optimizer") or (comparison.get("recipe") or {}).get("optimizer") or {}
+    select = comparison.get("select") or (comparison.get("recipe") or {}).get("select") or "final"
     lines = [
         "## What was compared",
         "",
         f"- Recipe: `{comparison['name']}` (recipe hash `{str(comparison['recipe_hash'])[:12]}`, "
-        f"setup hash `{str(comparison['setup_hash'])[:12]}`)",
+        f"setup hash `{str(comparison['setup_hash'])[:12]}`, which includes the data's contents)",
         f"- Losses: {losses}",
         f"- Seeds: {', '.join(str(s) for s in comparison['seeds'])}",
         f"- Budget: {budget or 'not given'}",
+    ]
+    if opt:
+        lines.append(f"- Learning rate: {opt.get('name')} lr {_plain(opt.get('lr'))}, weight decay "
+                     f"{_plain(opt.get('weight_decay'))}, shared by every loss"
+                     + (" (tuned)" if comparison.get("tuned") else " and not tuned per loss"))
+    lines += [
+        f"- Headline: {_headline_text(stats, select)}",
         f"- Target: {_target_text(stats)}",
+        f"- Environment: {_environment_text(runs)}",
         f"- Versions: {versions or 'not recorded'}",
         f"- Created: {comparison['created']}",
-        "- Fairness check (initial weights, setup hash and batch order of every epoch, from the run records):",
+        "- Fairness check (initial weights, setup hash, batch order of every epoch and the contents of every split, "
+        "from the run records):",
     ]
     for seed in comparison["seeds"]:
         seed = int(seed)
@@ -204,43 +271,103 @@ def _setup_section(
             lines.append(f"  - seed {seed}: only one run ({checked[0]}), nothing to compare it with")
         else:
             runs_text = "both runs" if len(checked) == 2 else f"all {len(checked)} runs"
-            lines.append(f"  - seed {seed}: {runs_text} of seed {seed} share the same initial weights and batch order")
+            data = " and data" if any(r.fingerprints.get("data") for r, _ in runs if r.seed == seed) else ""
+            lines.append(f"  - seed {seed}: {runs_text} of seed {seed} share the same initial weights{data} and "
+                         "batch order")
     n_used = sum(s.n for s in stats.summaries.values())
     lines += [
         "",
         f"Statistics use the {n_used} finished run(s) that passed the fairness check. Values are mean ± half-width "
-        "of the 95% Student-t interval over seeds (no interval with one seed); paired comparisons are two-sided "
-        "paired t-tests over the seeds both losses finished.",
+        "of the 95% Student-t interval over seeds (no interval with one seed). Each loss is compared with the "
+        "baseline by a two-sided paired t-test over the seeds both finished and, for the headline metric, by a "
+        "test over the pooled test examples (exact McNemar for accuracy, a paired bootstrap over examples and "
+        "seeds otherwise); all these p-values are Holm-adjusted together, and the adjusted ones decide what is "
+        "called significant (raw p-values stay in the tables).",
         "",
     ]
     return lines
 
 
+def _headline_text(stats: ComparisonStats, select: str) -> str:
+    if not stats.headline.startswith("test/"):
+        return (f"final {stats.metric} on validation (these records hold no test metrics, so the numbers below were "
+                "also used to make choices: treat them as optimistic)")
+    weights = ("the weights of the best validation evaluation of " + stats.metric + " (step 0 excluded)"
+               if select == "best" else "the final weights")
+    return f"{stats.headline}, evaluated once per run on the test split with {weights}"
+
+
+def _environment_text(runs: Runs) -> str:
+    envs = [r.environment for r, _ in runs if r.environment]
+    if not envs:
+        return "not recorded"
+    parts = []
+    for key, name in (("accelerator", "device"), ("devices", "devices"), ("torch_threads", "torch threads"),
+                      ("precision", "precision"), ("deterministic", "deterministic")):
+        values = sorted({str(e.get(key)) for e in envs})
+        parts.append(f"{name} {'/'.join(values)}")
+    return ", ".join(parts) + "; seconds are machine-dependent and never decide a verdict"
+
+
+def _data_section(comparison: dict[str, Any]) -> list[str]:
+    data = comparison.get("data") or {}
+    if not data:
+        return ["## Data", "", "Not recorded (a results folder from an older lossbench).", ""]
+    lines = ["## Data", "", *_table(["split", "source", "rows", "targets", "content fingerprint"], [
+        [split, info.get("source", "—"), str(info.get("rows", "—")), _targets_text(info),
+         f"`{str(info.get('fingerprint'))[:12]}`"] for split, info in data.items()
+    ]), ""]
+    lines += ["Validation drives every choice made during a run (curves, steps to target, the selected weights); "
+              "the test split is used once per run, for the headline numbers. The fingerprints are of the "
+              "processed rows' contents, not of file paths.", ""]
+    return lines
+
+
+def _targets_text(info: dict[str, Any]) -> str:
+    if "class_counts" in info:
+        return ", ".join(f"{name}: {count}" for name, count in info["class_counts"].items())
+    if info.get("target_mean") is not None:
+        return f"mean {_num(info['target_mean'])}, sd {_num(info.get('target_sd'))}"
+    return "—"
+
+
 def _per_loss_section(stats: ComparisonStats, own_scale: list[str]) -> list[str]:
-    m = stats.metric
-    show_ece = any(s.ece is not None for s in stats.summaries.values())
-    header = ["loss", "seeds", f"final {m}", f"best {m}", "steps to target", "seconds to target", "AUC"]
-    header += ["final ECE"] * show_ece + ["s/step"]
+    m, h = stats.metric, stats.headline
+    tested = h.startswith("test/")
+    header = ["loss", "seeds"] + ([h] if tested else []) + [f"final {m}", f"best {m}", "steps to target", "AUC",
+                                                            "still improving"]
     rows = []
     for loss, s in stats.summaries.items():
-        row = [_loss_name(loss, stats), str(s.n), _est(s.final[m]), _est(s.best[m])]
-        row += [_reached(s.steps_to_target), _reached(s.seconds_to_target), _est(s.auc)]
-        row += [_num(s.ece)] * show_ece + [_num(s.seconds_per_step)]
+        row = [_loss_name(loss, stats), str(s.n)] + ([_est(s.test[h])] if tested else [])
+        row += [_est(s.final[m]), _est(s.best[m]), _reached(s.steps_to_target), _est(s.auc)]
+        k, n = s.improving
+        row.append(f"{k}/{n} seeds" if n else "—")
         rows.append(row)
     lines = ["## Results per loss", "", *_table(header, rows), ""]
     lines += [
-        "Steps/seconds to target: mean over the seeds that reached the target, with how many did; "
-        "a seed that never reached it is not averaged in.",
+        "Steps to target: mean over the seeds that reached the target, with how many did; a seed that never "
+        "reached it is not averaged in. Best: over the evaluations after step 0. Still improving: seeds whose "
+        f"validation {m} curve was still rising beyond its noise over the last third of the budget.",
         "",
     ]
-    others = stats.metrics[1:]
+    others = stats.test_metrics[1:]
     if others:
-        header = ["loss"] + [f"{kind} {o}" for o in others for kind in ("final", "best")]
+        header = ["loss"] + others
+        rows = [[_loss_name(loss, stats)] + [_est(s.test[o]) for o in others] for loss, s in stats.summaries.items()]
+        lines += ["Other test metrics (same weights):", "", *_table(header, rows), ""]
+    val_others = stats.metrics[1:]
+    if val_others:
+        header = ["loss"] + [f"{kind} {o}" for o in val_others for kind in ("final", "best")]
         rows = [
-            [_loss_name(loss, stats)] + [_est(getattr(s, kind)[o]) for o in others for kind in ("final", "best")]
+            [_loss_name(loss, stats)] + [_est(getattr(s, kind)[o]) for o in val_others for kind in ("final", "best")]
             for loss, s in stats.summaries.items()
         ]
         lines += ["Other validation metrics:", "", *_table(header, rows), ""]
+    header = ["loss", "s/step", "seconds to target"]
+    rows = [[_loss_name(loss, stats), _num(s.seconds_per_step), _reached(s.seconds_to_target)]
+            for loss, s in stats.summaries.items()]
+    lines += ["Time (machine-dependent: it varies with load and threads, so it is shown but never ranked):", "",
+              *_table(header, rows), ""]
     if own_scale:
         lines += [
             f"{', '.join(own_scale)}: each loss's own value, on its own scale, so not compared across losses "
@@ -252,23 +379,36 @@ def _per_loss_section(stats: ComparisonStats, own_scale: list[str]) -> list[str]
 
 def _paired_section(stats: ComparisonStats) -> list[str]:
     base = stats.baseline
-    header = ["loss", "quantity", "seeds", f"mean diff (loss − {base})", "95% CI", "p"]
+    header = ["loss", "quantity", "seeds", f"mean diff (loss − {base})", "95% CI", "p", "p (Holm)"]
     rows = []
+    names = (("headline", stats.headline_label),
+             ("steps", "steps to target"), ("auc", "AUC"))
     for loss, results in stats.vs_baseline.items():
-        for key, name in (("final", f"final {stats.metric}"), ("steps", "steps to target"), ("auc", "AUC")):
+        for key, name in names:
             p = results[key]
             if p is None:
                 why = "both reached the target on fewer than 2 seeds" if key == "steps" else "no common finished seed"
-                rows.append([loss, name, "0" if key != "steps" else "<2", f"not compared ({why})", "—", "—"])
+                rows.append([loss, name, "0" if key != "steps" else "<2", f"not compared ({why})", "—", "—", "—"])
             else:
-                rows.append([loss, name, str(p.n), _signed(p.diff.mean), _ci(p.diff), _p(p)])
+                rows.append([loss, name, str(p.n), _signed(p.diff.mean), _ci(p.diff), _p(p), _padj(p)])
+            if key == "headline":
+                verdict = stats.verdicts.get(loss)
+                ex = verdict.examples if verdict is not None else None
+                if ex is not None:
+                    low, high = (ex.detail or {}).get("ci", (None, None)) if isinstance(ex.detail, dict) else (None, None)
+                    ci = f"[{_num(low)}, {_num(high)}]" if low is not None else "—"
+                    rows.append([loss, f"{name}, per test example ({ex.method})", f"{ex.n_seeds} × {ex.n_examples}",
+                                 _signed(ex.diff), ci, _pvalue(ex.p), _pvalue(verdict.examples_p_adj)])
     lines = [f"## Paired comparison against the baseline ({base})", ""]
     if not rows:
         return lines + ["Only the baseline was compared.", ""]
     lines += [*_table(header, rows), ""]
     lines += [
         "A difference is loss minus baseline on the same seeds; a negative steps difference means the target "
-        "was reached sooner. p: two-sided paired t-test (— with fewer than 2 seeds or when every difference is equal).",
+        "was reached sooner. p: two-sided paired t-test over seeds (— with fewer than 2 seeds or when every "
+        "difference is equal), or the per-example test pooled over seeds. p (Holm): adjusted over the "
+        f"{stats.family_size} tests in this table; significance needs p (Holm) < 0.05 (for the headline, in both "
+        "its seed-level and its per-example row).",
         "",
     ]
     return lines
@@ -276,7 +416,7 @@ def _paired_section(stats: ComparisonStats) -> list[str]:
 
 def _ranking_section(stats: ComparisonStats) -> list[str]:
     better = "higher" if stats.mode == "max" else "lower"
-    header = ["rank", "loss", f"mean final {stats.metric}", "difference to next", "vs next"]
+    header = ["rank", "loss", f"mean {stats.headline_label}", "difference to next", "vs next"]
     rows = []
     for e in stats.ranking:
         if e.next_loss is None:
@@ -286,13 +426,14 @@ def _ranking_section(stats: ComparisonStats) -> list[str]:
         else:
             diff = f"{_signed(e.vs_next.diff.mean)} vs {e.next_loss}"
             if e.separated:
-                flag = f"significant (p = {_p(e.vs_next)})"
+                flag = f"significant (Holm p = {_padj(e.vs_next)})"
             elif e.vs_next.p is None:
                 flag = f"not significant: untested ({_untested(e.vs_next)})"
             else:
-                flag = f"not significant (p = {_p(e.vs_next)})"
+                flag = f"not significant (p = {_p(e.vs_next)}, Holm {_padj(e.vs_next)})"
         rows.append([str(e.rank), _loss_name(e.loss, stats), _num(e.mean), diff, flag])
-    lines = ["## Ranking", "", f"By mean final {stats.metric} ({better} is better).", ""]
+    lines = ["## Ranking", "", f"By mean {stats.headline_label} ({better} is better); neighbours are tested like the "
+             "baseline comparisons (seeds and test examples, Holm over the ranking's tests).", ""]
     if rows:
         lines += [*_table(header, rows), ""]
     if stats.unranked:
@@ -351,147 +492,3 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
     return [line(header), "|" + "|".join("---" for _ in header) + "|", *(line(r) for r in rows)]
-
-
-def _num(x: float | None) -> str:
-    return "—" if x is None else f"{x:.4g}"
-
-
-def _signed(x: float | None) -> str:
-    if x is None:
-        return "—"
-    return "0" if x == 0 else f"{x:+.4g}"
-
-
-def _plain(v: Any) -> str:
-    return "none" if v is None else str(v)
-
-
-def _est(e: Estimate) -> str:
-    if e.mean is None:
-        return "—"
-    if e.half_width is None:
-        return f"{e.mean:.4g} (n=1)"
-    return f"{e.mean:.4g} ± {e.half_width:.2g}"
-
-
-def _ci(e: Estimate) -> str:
-    return "—" if e.low is None else f"[{e.low:.4g}, {e.high:.4g}]"
-
-
-def _p(p: Paired) -> str:
-    if p.p is None:
-        return "—"
-    return "<0.001" if p.p < 0.001 else f"{p.p:.3g}"
-
-
-def _untested(p: Paired) -> str:
-    """Why a paired comparison has no p-value."""
-    if p.n < 2:
-        return "fewer than 2 paired seeds"
-    if p.diff.mean == 0:
-        return "identical on every seed"
-    return f"the same difference ({_signed(p.diff.mean)}) on every seed"
-
-
-def _reached(r: Reached) -> str:
-    if r.n == 0:
-        return "—"
-    if r.reached == 0:
-        return f"not reached (0/{r.n})"
-    return f"{r.mean:.4g} ({r.label})"
-
-
-def outcome_sentences(stats: ComparisonStats) -> list[str]:
-    """Two or three plain sentences on the outcome, generated from the numbers.
-
-    "within noise" is said only of differences that are tested and not significant;
-    "sooner"/"later" only where a steps-to-target comparison exists.
-    """
-    if not stats.ranking:
-        return ["No loss has a finished run that passed the fairness check, so nothing can be concluded yet."]
-    return [_ranking_sentence(stats), *_final_sentences(stats), *_steps_sentences(stats)]
-
-
-def _ranking_sentence(stats: ComparisonStats) -> str:
-    first = stats.ranking[0]
-    text = f"By mean final {stats.metric}, {first.loss} ranks first ({_num(first.mean)}"
-    if first.next_loss is None:
-        return text + "), but it is the only loss with finished runs."
-    second = stats.ranking[1]
-    text += f", next {second.loss} with {_num(second.mean)})"
-    vs = first.vs_next
-    if vs is None:
-        return text + "; the two share no finished seed, so the gap is untested."
-    if first.separated:
-        return text + f", and the gap is significant (p = {_p(vs)})."
-    if vs.p is None:
-        return text + f"; the gap is untested ({_untested(vs)})."
-    return text + f"; the gap is within noise (p = {_p(vs)})."
-
-
-def _final_sentences(stats: ComparisonStats) -> list[str]:
-    base, m = stats.baseline, stats.metric
-    better, worse, noise, untested = [], [], [], []
-    for loss, results in stats.vs_baseline.items():
-        p = results["final"]
-        if p is None or p.p is None:
-            untested.append(loss)
-        elif not p.significant:
-            noise.append(p)
-        elif (p.diff.mean > 0) == (stats.mode == "max"):
-            better.append(p)
-        else:
-            worse.append(p)
-    sentences = []
-    for p, word in [(p, "better") for p in better] + [(p, "worse") for p in worse]:
-        direction = "higher" if p.diff.mean > 0 else "lower"
-        sentences.append(
-            f"{p.loss} ends with a significantly {word} final {m} than {base} ({direction} by "
-            f"{_num(abs(p.diff.mean))}, 95% CI {_ci(p.diff)}, p = {_p(p)}, {p.n} seeds)."
-        )
-    if noise:
-        names = ", ".join(p.loss for p in noise)
-        ps = "all p >= 0.05" if len(noise) > 1 else f"p = {_p(noise[0])}"
-        sentences.append(f"Final {m} differences from {base} are within noise for {names} ({ps}).")
-    if untested:
-        sentences.append(
-            f"Final {m} of {', '.join(untested)} could not be tested against {base} "
-            "(fewer than 2 common finished seeds, or every paired difference equal)."
-        )
-    return sentences
-
-
-def _steps_sentences(stats: ComparisonStats) -> list[str]:
-    if stats.threshold is None or not stats.vs_baseline:
-        return []
-    base, m = stats.baseline, stats.metric
-    goal = f"{m} {'>=' if stats.mode == 'max' else '<='} {_plain(stats.threshold)}"
-    sentences, missing = [], []
-    for loss, results in stats.vs_baseline.items():
-        p = results["steps"]
-        if p is None:
-            missing.append(loss)
-            continue
-        mine, theirs = median(p.loss_values), median(p.other_values)
-        if mine == theirs or theirs <= 0:
-            how = f"at the same median step as {base}" if mine == theirs else f"at a different step than {base}"
-        else:
-            pct = abs(theirs - mine) / theirs * 100
-            how = f"{pct:.0f}% {'sooner' if mine < theirs else 'later'} than {base}"
-        if p.significant:
-            verdict = f"p = {_p(p)}, significant"
-        elif p.p is None:
-            verdict = f"untested: {_untested(p)}"
-        else:
-            verdict = f"p = {_p(p)}, within noise"
-        sentences.append(
-            f"{loss} reached {goal} {how} (median {_num(mine)} vs {_num(theirs)} steps on the {p.n} seeds "
-            f"where both reached it; {verdict})."
-        )
-    if missing:
-        sentences.append(
-            f"Steps to {goal} are not compared with {base} for {', '.join(missing)}: "
-            "they and the baseline reached it together on fewer than 2 seeds."
-        )
-    return sentences

@@ -10,7 +10,7 @@ A run that never reached the target is counted as "not reached", never as 0 or i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -73,17 +73,50 @@ class Paired:
     p: float | None  # two-sided paired t-test; None when n < 2 or every difference is equal
     loss_values: tuple[float, ...] = ()
     other_values: tuple[float, ...] = ()
+    p_adj: float | None = None  # Holm-adjusted over the report's family of tests (what decides significance)
 
     @property
     def n(self) -> int:
         return len(self.seeds)
 
     @property
+    def decisive_p(self) -> float | None:
+        """The p-value that decides: the Holm-adjusted one once adjusted, else the raw one."""
+        return self.p_adj if self.p_adj is not None else self.p
+
+    @property
     def significant(self) -> bool:
-        """True when p < 0.05 and the interval excludes 0 (False when either is missing)."""
-        if self.p is None or self.diff.low is None or self.diff.high is None:
+        """True when the (adjusted) p < 0.05 and the interval excludes 0 (False when either is missing)."""
+        p = self.decisive_p
+        if p is None or self.diff.low is None or self.diff.high is None:
             return False
-        return self.p < ALPHA and not (self.diff.low <= 0.0 <= self.diff.high)
+        return p < ALPHA and not (self.diff.low <= 0.0 <= self.diff.high)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The headline comparison of one loss with another: seed-level t-test and example-level test together.
+
+    Significant only when both (Holm-adjusted) say so: a difference must hold across seeds AND be
+    larger than what resampling the test examples produces.
+    """
+
+    seeds: Paired | None  # paired t-test over seeds of the headline test metric
+    examples: Any = None  # lossbench.compare.significance.ExampleTest over pooled test examples (or None)
+    examples_p_adj: float | None = None
+
+    @property
+    def significant(self) -> bool:
+        if self.seeds is None or not self.seeds.significant:
+            return False
+        if self.examples is None or self.examples.p is None:
+            return self.examples is None  # no example-level test for this metric: the seed-level one decides
+        p = self.examples_p_adj if self.examples_p_adj is not None else self.examples.p
+        return p < ALPHA
+
+    @property
+    def untested(self) -> bool:
+        return self.seeds is None or self.seeds.p is None
 
 
 @dataclass(frozen=True)
@@ -93,7 +126,9 @@ class LossSummary:
     loss: str
     seeds: tuple[int, ...]  # finished seeds that entered the statistics
     final: dict[str, Estimate]  # "val/<metric>" -> estimate of the value at the last evaluation
-    best: dict[str, Estimate]  # "val/<metric>" -> estimate of the best value
+    best: dict[str, Estimate]  # "val/<metric>" -> estimate of the best value (after step 0)
+    test: dict[str, Estimate]  # "test/<metric>" -> estimate on the reported weights
+    improving: tuple[int, int]  # (seeds whose validation curve was still improving at the end, seeds tested)
     steps_to_target: Reached
     seconds_to_target: Reached
     auc: Estimate
@@ -113,11 +148,14 @@ class RankEntry:
     loss: str
     mean: float
     next_loss: str | None = None  # the loss ranked just below, None for the last one
-    vs_next: Paired | None = None  # paired comparison of the final target, this loss - next
+    vs_next: Paired | None = None  # paired comparison of the headline metric, this loss - next
+    verdict: Verdict | None = None  # with the example-level test (Holm over the ranking's tests)
 
     @property
     def separated(self) -> bool:
         """True when the difference to the next loss is significant."""
+        if self.verdict is not None:
+            return self.verdict.significant
         return self.vs_next is not None and self.vs_next.significant
 
 
@@ -131,10 +169,26 @@ class ComparisonStats:
     baseline: str
     losses: list[str]
     metrics: list[str]  # target metric first, then the other "val/" metrics, sorted
+    headline: str = ""  # "test/<target>": what verdicts are about ("val/<target>" final without test metrics)
+    test_metrics: list[str] = field(default_factory=list)  # headline first, then the other "test/" metrics
     summaries: dict[str, LossSummary] = field(default_factory=dict)
-    vs_baseline: dict[str, dict[str, Paired | None]] = field(default_factory=dict)  # loss -> {"final", "steps", "auc"}
+    # loss -> {"headline", "steps", "auc"}: seed-level paired tests, Holm-adjusted together with the example tests
+    vs_baseline: dict[str, dict[str, Paired | None]] = field(default_factory=dict)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # loss -> headline verdict against the baseline
     ranking: list[RankEntry] = field(default_factory=list)
     unranked: list[str] = field(default_factory=list)  # losses without a finished seed
+
+    @property
+    def headline_label(self) -> str:
+        """How sentences and tables name the headline: ``"test/accuracy"`` or ``"final val/accuracy"``."""
+        return self.headline if self.headline.startswith("test/") else f"final {self.metric}"
+
+    @property
+    def family_size(self) -> int:
+        """How many tests against the baseline were Holm-adjusted together."""
+        ps = [p for r in self.vs_baseline.values() for p in r.values() if p is not None and p.p is not None]
+        ex = [v.examples for v in self.verdicts.values() if v.examples is not None and v.examples.p is not None]
+        return len(ps) + len(ex)
 
 
 def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE) -> Estimate:
@@ -174,11 +228,15 @@ def paired(
     return Paired(quantity, loss, other, seeds, diff, p, a, b)
 
 
-def summarize(loss: str, records: list[RunRecord], metric: str, metrics: list[str]) -> LossSummary:
+def summarize(loss: str, records: list[RunRecord], metric: str, metrics: list[str],
+              test_metrics: list[str] = ()) -> LossSummary:
     """Summary of one loss over its (finished, valid) records, one per seed."""
     records = sorted(records, key=lambda r: r.seed)
     final = {m: mean_ci(r.final.get(m) for r in records) for m in metrics}
     best = {m: mean_ci(r.best.get(m) for r in records) for m in metrics}
+    test = {m: mean_ci(r.test.get(m) for r in records) for m in test_metrics}
+    flags = [r.improving.get("flag") for r in records if r.improving]
+    improving = (sum(1 for f in flags if f), sum(1 for f in flags if f is not None))
     ece = mean_ci(r.final.get(ECE_METRIC) for r in records)
     speed = mean_ci(r.seconds_per_step for r in records)
     return LossSummary(
@@ -186,6 +244,8 @@ def summarize(loss: str, records: list[RunRecord], metric: str, metrics: list[st
         seeds=tuple(r.seed for r in records),
         final=final,
         best=best,
+        test=test,
+        improving=improving,
         steps_to_target=_reached([r.steps_to_target for r in records]),
         seconds_to_target=_reached([r.seconds_to_target for r in records]),
         auc=mean_ci(r.auc for r in records),
@@ -201,8 +261,15 @@ def compare_losses(
     target: dict[str, Any] | None = None,
     losses: list[str] | None = None,
     invalid: Iterable[tuple[str, int]] = (),
+    predictions: dict[tuple[str, int], dict[str, Any]] | None = None,
 ) -> ComparisonStats:
     """Per-loss summaries, paired comparisons against ``baseline`` and the ranking.
+
+    The headline is the target metric on the test split (``test/<name>``, evaluated once per run
+    on its reported weights); without test metrics in the records, the final validation value.
+    Every test against the baseline (headline, steps to target, AUC, and the example-level test
+    of the headline) is one family whose p-values are Holm-adjusted; the adjusted values decide
+    what is called significant. The ranking's tests of neighbours form a second family.
 
     Args:
         records: RunRecords (or ``(RunRecord, rows)`` pairs); only ``status == "finished"`` runs count.
@@ -210,6 +277,7 @@ def compare_losses(
         target: ``{"metric", "mode", "threshold"}``; default: the first record's ``target``.
         losses: loss labels in report order; default: the losses of the records, sorted.
         invalid: (loss, seed) runs the fairness check marked; they enter no statistic.
+        predictions: (loss, seed) -> test predictions (``compare.evaluate``) for the example-level tests.
     """
     all_records = as_records(records)
     target = dict(target if target is not None else next((r.target for r in all_records if r.target), {}))
@@ -228,19 +296,60 @@ def compare_losses(
             used[r.loss][r.seed] = r
     others = sorted({m for rs in used.values() for r in rs.values() for m in (*r.final, *r.best)} - {metric})
     metrics = [metric] + [m for m in others if m.startswith("val/") and m not in OWN_SCALE]
+    tested = "test/" + metric.split("/", 1)[-1]
+    test_names = sorted({m for rs in used.values() for r in rs.values() for m in r.test} - {tested})
+    has_test = any(tested in r.test for rs in used.values() for r in rs.values())
+    headline = tested if has_test else metric
 
-    result = ComparisonStats(metric, mode, target.get("threshold"), baseline, losses, metrics)
+    result = ComparisonStats(metric, mode, target.get("threshold"), baseline, losses, metrics, headline=headline,
+                             test_metrics=[tested, *test_names] if has_test else [])
     for loss in losses:
-        result.summaries[loss] = summarize(loss, list(used[loss].values()), metric, metrics)
+        result.summaries[loss] = summarize(loss, list(used[loss].values()), metric, metrics, result.test_metrics)
+    predictions = predictions or {}
+    examples = {}
     for loss in losses:
         if loss != baseline:
             result.vs_baseline[loss] = {
-                "final": _paired_final(used, loss, baseline, metric),
+                "headline": _paired_headline(used, loss, baseline, headline),
                 "steps": _paired_steps(used, loss, baseline),
                 "auc": _paired_attr(used, loss, baseline, "auc", "auc"),
             }
-    result.ranking, result.unranked = _rank(result, used)
+            examples[loss] = _example_test(used, predictions, loss, baseline, headline, mode) if has_test else None
+    _adjust_baseline_family(result, examples)
+    result.ranking, result.unranked = _rank(result, used, predictions if has_test else {})
     return result
+
+
+def _adjust_baseline_family(result: ComparisonStats, examples: dict[str, Any]) -> None:
+    """Holm over every test against the baseline; fills ``p_adj`` and the headline verdicts."""
+    from lossbench.compare.significance import holm
+
+    slots: list[tuple[str, str]] = []
+    pvalues: list[float | None] = []
+    for loss, tests in result.vs_baseline.items():
+        for key, p in tests.items():
+            slots.append((loss, key))
+            pvalues.append(None if p is None else p.p)
+        slots.append((loss, "examples"))
+        pvalues.append(None if examples.get(loss) is None else examples[loss].p)
+    adjusted = dict(zip(slots, holm(pvalues)))
+    for loss, tests in result.vs_baseline.items():
+        for key, p in list(tests.items()):
+            if p is not None:
+                tests[key] = replace(p, p_adj=adjusted[(loss, key)])
+        result.verdicts[loss] = Verdict(tests["headline"], examples.get(loss), adjusted[(loss, "examples")])
+
+
+def _example_test(used, predictions, loss: str, other: str, headline: str, mode: str):
+    """Example-level test of the headline metric pooled over the common seeds with saved predictions."""
+    from lossbench.compare.significance import example_level_test
+
+    seeds = [s for s in _common(used, loss, other) if (loss, s) in predictions and (other, s) in predictions]
+    if not seeds:
+        return None
+    name = headline.split("/", 1)[-1]
+    return example_level_test(name, [predictions[(loss, s)] for s in seeds],
+                              [predictions[(other, s)] for s in seeds], mode=mode)
 
 
 def median(values: Iterable[float]) -> float:
@@ -259,14 +368,20 @@ def _common(used: dict[str, dict[int, RunRecord]], a: str, b: str) -> list[int]:
     return sorted(set(used[a]) & set(used[b]))
 
 
-def _paired_final(used: dict[str, dict[int, RunRecord]], loss: str, other: str, metric: str) -> Paired | None:
+def _headline_values(record: RunRecord, headline: str) -> dict[str, float]:
+    return record.test if headline.startswith("test/") else record.final
+
+
+def _paired_headline(used: dict[str, dict[int, RunRecord]], loss: str, other: str, headline: str) -> Paired | None:
     both = _common(used, loss, other)
-    seeds = [s for s in both if _has(used[loss][s].final, metric) and _has(used[other][s].final, metric)]
+    values = {key: {s: _headline_values(used[key][s], headline) for s in both} for key in (loss, other)}
+    seeds = [s for s in both if _has(values[loss][s], headline) and _has(values[other][s], headline)]
     if not seeds:
         return None
-    a = [used[loss][s].final[metric] for s in seeds]
-    b = [used[other][s].final[metric] for s in seeds]
-    return paired(f"final {metric}", loss, other, seeds, a, b)
+    a = [values[loss][s][headline] for s in seeds]
+    b = [values[other][s][headline] for s in seeds]
+    name = headline if headline.startswith("test/") else f"final {headline}"
+    return paired(name, loss, other, seeds, a, b)
 
 
 def _paired_attr(used: dict[str, dict[int, RunRecord]], loss: str, other: str, attr: str, name: str) -> Paired | None:
@@ -288,18 +403,32 @@ def _paired_steps(used: dict[str, dict[int, RunRecord]], loss: str, other: str) 
     return result if result is not None and result.n >= 2 else None
 
 
-def _rank(result: ComparisonStats, used: dict[str, dict[int, RunRecord]]) -> tuple[list[RankEntry], list[str]]:
-    """Order losses by mean final target metric (ties keep report order); compare each with the next."""
+def _rank(result: ComparisonStats, used: dict[str, dict[int, RunRecord]],
+          predictions: dict[tuple[str, int], dict[str, Any]]) -> tuple[list[RankEntry], list[str]]:
+    """Order losses by mean headline metric (ties keep report order); compare each with the next (Holm)."""
+    from lossbench.compare.significance import holm
+
     order = {loss: i for i, loss in enumerate(result.losses)}
-    means = {loss: s.final[result.metric].mean for loss, s in result.summaries.items()}
+    pick = (lambda s: s.test[result.headline]) if result.headline.startswith("test/") else (
+        lambda s: s.final[result.metric])
+    means = {loss: pick(s).mean for loss, s in result.summaries.items()}
     ranked = [loss for loss in result.losses if means[loss] is not None]
     sign = -1.0 if result.mode == "max" else 1.0
     ranked.sort(key=lambda loss: (sign * means[loss], order[loss]))
-    entries = []
+    pairs = []
     for i, loss in enumerate(ranked):
         nxt = ranked[i + 1] if i + 1 < len(ranked) else None
-        vs = _paired_final(used, loss, nxt, result.metric) if nxt is not None else None
-        entries.append(RankEntry(i + 1, loss, float(means[loss]), nxt, vs))
+        vs = _paired_headline(used, loss, nxt, result.headline) if nxt is not None else None
+        ex = _example_test(used, predictions, loss, nxt, result.headline, result.mode) if nxt is not None else None
+        pairs.append((loss, nxt, vs, ex))
+    raw = [p for _, _, vs, ex in pairs for p in ((vs.p if vs else None), (ex.p if ex else None))]
+    adjusted = holm(raw)
+    entries = []
+    for i, (loss, nxt, vs, ex) in enumerate(pairs):
+        if vs is not None:
+            vs = replace(vs, p_adj=adjusted[2 * i])
+        verdict = Verdict(vs, ex, adjusted[2 * i + 1]) if nxt is not None else None
+        entries.append(RankEntry(i + 1, loss, float(means[loss]), nxt, vs, verdict))
     return entries, [loss for loss in result.losses if means[loss] is None]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from lossbench.compare.records import RunRecord
@@ -22,6 +23,33 @@ def time_average(steps: list[int], values: list[float]) -> float | None:
     return area / (pairs[-1][0] - pairs[0][0])
 
 
+def summarise_rows(rows: list[dict[str, Any]], modes: dict[str, str], target: dict[str, Any]) -> dict[str, Any]:
+    """A run's numbers from its evaluation rows alone: final and best (after step 0) values, the first step
+    reaching the target (and its wall time), the curve's time-average (AUC) and the still-improving test."""
+    from lossbench.compare.curves import still_improving
+
+    final, best = {}, {}
+    for key, mode in modes.items():
+        values = [r[key] for r in rows if r.get(key) is not None]
+        trained = [r[key] for r in rows if r.get(key) is not None and r["step"] > 0]  # best-of: never the untrained
+        if values:
+            final[key] = float(values[-1])
+        if trained:
+            best[key] = float(max(trained) if mode == "max" else min(trained))
+    metric, mode, threshold = target["metric"], target["mode"], target["threshold"]
+    steps = seconds = None
+    for row in rows:
+        if row.get(metric) is not None and _reached(row[metric], threshold, mode):
+            steps, seconds = int(row["step"]), float(row["wall_time"])
+            break
+    improving = still_improving([r["step"] for r in rows], [r.get(metric) for r in rows], mode)
+    return {
+        "final": final, "best": best, "steps_to_target": steps, "seconds_to_target": seconds,
+        "auc": time_average([r["step"] for r in rows], [r.get(metric) for r in rows]),
+        "improving": {"metric": metric, **asdict(improving)},
+    }
+
+
 def summarise_run(record: RunRecord, rows: list[dict[str, Any]], trainer: Any, model: Any) -> None:
     """Fill ``record``'s results from the evaluation ``rows`` (and the trainer's step count)."""
     from lossbench.metrics import metric_specs
@@ -35,16 +63,7 @@ def summarise_run(record: RunRecord, rows: list[dict[str, Any]], trainer: Any, m
     record.epochs = int(trainer.current_epoch)
     record.train_seconds = float(rows[-1]["wall_time"]) if rows else 0.0
     record.seconds_per_step = record.train_seconds / record.steps if record.steps else None
-    record.final, record.best = {}, {}
-    for key, mode in modes.items():
-        values = [r[key] for r in rows if r.get(key) is not None]
-        if values:
-            record.final[key] = float(values[-1])
-            record.best[key] = float(max(values) if mode == "max" else min(values))
-    metric, mode, threshold = record.target["metric"], record.target["mode"], record.target["threshold"]
-    record.steps_to_target = record.seconds_to_target = None
-    for row in rows:
-        if row.get(metric) is not None and _reached(row[metric], threshold, mode):
-            record.steps_to_target, record.seconds_to_target = int(row["step"]), float(row["wall_time"])
-            break
-    record.auc = time_average([r["step"] for r in rows], [r.get(metric) for r in rows])
+    numbers = summarise_rows(rows, modes, record.target)
+    record.final, record.best = numbers["final"], numbers["best"]
+    record.steps_to_target, record.seconds_to_target = numbers["steps_to_target"], numbers["seconds_to_target"]
+    record.auc, record.improving = numbers["auc"], numbers["improving"]

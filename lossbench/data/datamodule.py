@@ -298,6 +298,24 @@ class HFDataModule(L.LightningDataModule):
         self._ensure_loaded()
         return self._processed.get(split)
 
+    def describe_splits(self) -> dict[str, dict[str, Any]]:
+        """Per split (train, validation, test): its source (given or carved), rows, content fingerprint,
+        and class counts or the target's mean and sd (:func:`lossbench.data.identity.describe_split`).
+
+        The fingerprint is of the processed rows' contents, not of a path: it changes when the data does.
+        """
+        from lossbench.data.identity import describe_split
+
+        spec = self.spec
+        out = {}
+        for split in SPLITS:
+            data = self._processed.get(split)
+            if data is None:
+                continue
+            info = describe_split(data, spec.target_kind, spec.class_names, spec.num_classes)
+            out[split] = {"source": self._split_sources.get(split, "given"), **info}
+        return out
+
     # ------------------------------------------------------------------ Lightning hooks
 
     def prepare_data(self) -> None:
@@ -466,10 +484,12 @@ class HFDataModule(L.LightningDataModule):
         if self._spec is not None:
             return
         raw = self._load_raw()
+        self._split_sources: dict[str, str] = {}
         splits = _make_splits(
             raw, path=self.path, train_split=self.train_split, val_split=self.val_split, test_split=self.test_split,
             val_fraction=self.val_fraction, test_fraction=self.test_fraction, split_seed=self.split_seed,
             stratify_column=None if self.task in ("lm", "real", "probability") else self.label_column,
+            sources=self._split_sources,
         )
         _check_columns(
             splits, self.path, text_column=self.text_column, image_column=self.image_column,

@@ -35,8 +35,12 @@ def _make_splits(
     test_fraction: float,
     split_seed: int,
     stratify_column: str | None,
+    sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``{split: Dataset}`` in :data:`SPLITS` order; missing validation/test splits carved out of training."""
+    """``{split: Dataset}`` in :data:`SPLITS` order; missing validation/test splits carved out of training.
+
+    ``sources``, when given, is filled with where each split came from, in words (for reports).
+    """
     available = list(raw.keys())
     if train_split not in raw:
         raise _err(f"`train_split`={train_split!r} is not a split of `path`={path!r}; its splits are {available}")
@@ -47,8 +51,16 @@ def _make_splits(
     for split, arg, fraction in wanted:
         if arg is not None and arg in raw and arg != train_split:
             out[split] = raw[arg]
+            if sources is not None:
+                sources[split] = f"given: split {arg!r} of {path!r}"
         elif fraction > 0:
             carve[split] = fraction
+    if sources is not None:
+        sources["train"] = f"given: split {train_split!r} of {path!r}" + (" (less the carved rows)" if carve else "")
+        labels_given = _stratify_labels(train, stratify_column) is not None
+        for split, fraction in carve.items():
+            sources[split] = (f"carved: {fraction:g} of {train_split!r}, split_seed {split_seed}"
+                              + (", stratified by class" if labels_given else ""))
     if carve:
         n = train.num_rows
         sizes = {split: int(round(fraction * n)) for split, fraction in carve.items()}

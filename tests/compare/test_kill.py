@@ -63,6 +63,8 @@ def check_files(out: Path) -> list[Path]:
             assert all(len(r) == len(rows[0]) for r in rows), f"{path}: rows of unequal length"
         elif path.suffix == ".ckpt":
             assert "state_dict" in torch.load(path, map_location="cpu", weights_only=False)
+        elif path.suffix == ".pt":  # kept weights and test predictions: plain tensors, weights_only-loadable
+            assert torch.load(path, map_location="cpu", weights_only=True)
         elif path.suffix == ".yaml":
             assert isinstance(yaml.safe_load(path.read_text(encoding="utf-8")), dict)
         elif path.suffix == ".png":
@@ -150,7 +152,7 @@ def lane_a(recipe, out, cache):
 
 
 def lane_b(recipe, out, cache):
-    """Mid-run at an epoch's end, while writing a checkpoint, while writing results.csv."""
+    """Mid-run at an epoch's end, while writing a checkpoint, its test predictions, results.csv."""
 
     def end_of_epoch(o):  # ce seed 0 killed at step 10: its checkpoint is step 8, the end of epoch 0
         assert status(o)[0] == "running" and checkpoint_step(o, "ce", 0) == 8
@@ -158,10 +160,15 @@ def lane_b(recipe, out, cache):
     def writing_checkpoint(o):  # resumed, killed writing the checkpoint of step 12: step 8's is there, whole
         assert status(o)[0] == "running" and checkpoint_step(o, "ce", 0) == 8
 
+    def writing_predictions(o):  # resumed, trained to the end, killed writing its test predictions: not finished
+        assert status(o)[0] == "running" and checkpoint_step(o, "ce", 0) == 12
+        assert not (o / "runs" / "ce" / "seed_0" / "test_predictions.pt").exists()
+
     def writing_results(o):
         assert status(o) == ["finished"] * 4 and not (o / "results.csv").exists()
 
     survive(recipe, out, cache, [("step:10", end_of_epoch), ("write:last.ckpt", writing_checkpoint),
+                                 ("write:test_predictions.pt", writing_predictions),
                                  ("write:results.csv", writing_results)])
     return [record(out, loss, seed)["resumed"] for loss, seed in RUNS]
 
@@ -179,6 +186,6 @@ def test_compare_survives_kill_9_at_any_moment(tmp_path):
         b = pool.submit(lambda: (reference(), lane_b(recipe, tmp_path / "b", tmp_path / "cache-b"))[1])
         resumed_a, resumed_b = a.result(), b.result()
     assert resumed_a == [0, 2, 0, 0]  # focal seed 0 was resumed twice, nothing else was ever trained twice
-    assert resumed_b == [2, 0, 0, 0]
+    assert resumed_b == [3, 0, 0, 0]  # ce seed 0: after step 10, while checkpointing, while writing predictions
     for lane in ("a", "b"):
         same_results(tmp_path / lane, tmp_path / "reference")

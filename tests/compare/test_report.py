@@ -2,19 +2,20 @@ import json
 
 import pytest
 from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
 
 from lossbench.compare.fairness import data_fingerprint
 from lossbench.compare.records import read_csv
 from lossbench.compare.report import outcome_sentences, render_report
 from lossbench.compare.stats import compare_losses
-from tests.compare.fake import FINAL, LOSSES, SEEDS, TARGET, make_folder, make_record, write_comparison
+from tests.compare.fake import AUC, FINAL, LOSSES, SEEDS, TARGET, make_folder, make_record, write_comparison
 
 PNG = b"\x89PNG\r\n\x1a\n"
 COLUMNS = [
-    "loss", "seed", "status", "fairness",
+    "loss", "seed", "status", "fairness", "selected_step",
     "final_val/accuracy", "best_val/accuracy", "final_val/ece", "best_val/ece",
-    "steps_to_target", "seconds_to_target", "auc", "backbone_init", "head_init", "data_order",
-    "train_seconds", "seconds_per_step", "skipped_steps", "resumed", "error",
+    "steps_to_target", "auc", "still_improving", "backbone_init", "head_init", "data_order", "data",
+    "train_seconds", "seconds_per_step", "seconds_to_target", "torch_threads", "skipped_steps", "resumed", "error",
 ]  # fmt: skip
 
 
@@ -47,26 +48,41 @@ def test_report_of_a_complete_comparison(tmp_path):
     for seed in (0, 1, 2):
         assert f"all 3 runs of seed {seed} share the same initial weights and batch order" in text
     assert "- Budget: eval_every_n_steps=20, max_epochs=2, max_steps=none" in text
+    assert "- Headline: final val/accuracy on validation (these records hold no test metrics" in text
     # per-loss table: mean ± t half-width (0.02 sd over 3 seeds -> 0.0497), steps as "k/n reached"
-    assert "| focal | 3 | 0.92 ± 0.05 | 0.9267 ± 0.038 | 46.67 (3/3 reached) |" in text
+    assert "| focal | 3 | 0.92 ± 0.05 | 0.9267 ± 0.038 | 46.67 (3/3 reached) | 0.7433 ± 0.1 | — |" in text
     assert "| ce (baseline) | 3 | 0.85 ± 0.12 | 0.86 ± 0.099 | 90 (2/3 reached) |" in text
     assert "| mse | 3 | 0.5167 ± 0.038 | 0.5233 ± 0.063 | not reached (0/3) |" in text
-    # paired comparisons against ce
+    # seconds are shown apart, as machine-dependent, and never ranked
+    assert "Time (machine-dependent" in text and "| focal | 0.1 | 4.667 (3/3 reached) |" in text
+    # paired comparisons against ce: raw p, and Holm over the 5 tests against ce (the 3 AUC/steps/final of
+    # focal and the 2 tested of mse) decides
     p_final = _p(FINAL["focal"], FINAL["ce"])
-    assert f"| focal | final val/accuracy | 3 | +0.07 | [-0.004524, 0.1445] | {p_final} |" in text
-    assert f"| focal | steps to target | 2 | -50 | [-177.1, 77.06] | {_p([40, 40], [100, 80])} |" in text
+    p_steps = _p([40, 40], [100, 80])
+    raw = {"focal final": float(p_final), "focal steps": float(p_steps), "focal auc": float(_p(AUC["focal"], AUC["ce"])),
+           "mse final": float(_p(FINAL["mse"], FINAL["ce"])), "mse auc": float(_p(AUC["mse"], AUC["ce"]))}
+    holm = dict(zip(raw, multipletests(list(raw.values()), method="holm")[1]))
+    assert holm["focal final"] > 0.05 and holm["mse final"] < 0.05  # hand-check of what decides below
+    assert (f"| focal | final val/accuracy | 3 | +0.07 | [-0.004524, 0.1445] | {p_final} | "
+            f"{holm['focal final']:.3g} |") in text
+    assert f"| focal | steps to target | 2 | -50 | [-177.1, 77.06] | {p_steps} | {holm['focal steps']:.3g} |" in text
     assert "| mse | steps to target | <2 | not compared" in text
-    # ranking with the significance flag
-    assert f"| 1 | focal | 0.92 | +0.07 vs ce | not significant (p = {p_final}) |" in text
-    assert "| 2 | ce (baseline) | 0.85 | +0.3333 vs mse | significant (p = " in text
-    # generated sentences
-    assert f"focal ranks first (0.92, next ce with 0.85); the gap is within noise (p = {p_final})." in text
-    assert "mse ends with a significantly worse final val/accuracy than ce" in text
-    assert f"Final val/accuracy differences from ce are within noise for focal (p = {p_final})." in text
+    assert "adjusted over the 5 tests in this table" in text
+    # ranking: its own family of neighbour tests (focal-ce, ce-mse)
+    rank = multipletests([float(p_final), float(_p(FINAL["ce"], FINAL["mse"]))], method="holm")[1]
+    assert f"| 1 | focal | 0.92 | +0.07 vs ce | not significant (p = {p_final}, Holm {rank[0]:.3g}) |" in text
+    assert f"| 2 | ce (baseline) | 0.85 | +0.3333 vs mse | significant (Holm p = {rank[1]:.3g}) |" in text
+    # generated sentences: conditions first, Holm decides, low power said
+    assert "These verdicts hold under a budget of 120 optimizer steps (2 epochs), 3 seeds" in text
+    assert (f"focal ranks first (0.92, next ce with 0.85); the gap is within noise (seeds: p = {p_final}, "
+            f"Holm {rank[0]:.3g}).") in text
+    assert "mse has a significantly worse final val/accuracy than ce (lower by 0.3333" in text
+    assert "Differences in final val/accuracy from ce are within noise for focal" in text
     assert (
-        "focal reached val/accuracy >= 0.85 56% sooner than ce (median 40 vs 90 steps on the 2 seeds where both "
-        f"reached it; p = {_p([40, 40], [100, 80])}, within noise)." in text
+        "focal reached val/accuracy >= 0.85 56% sooner than ce (median 40 vs 90 optimizer steps on the 2 seeds where "
+        f"both reached it; p = {p_steps}, Holm {holm['focal steps']:.3g}, within noise)." in text
     )
+    assert "With 3 seeds (fewer than 5) the comparison has low power" in text
     assert "None: all 9 planned runs finished." in text
     for name in ("target_metric", "train_loss", "grad_norm"):
         assert f"(plots/{name}.png)" in text
@@ -185,8 +201,8 @@ def test_sentences_follow_the_mode_and_equal_steps():
     low = compare_losses(records, "ce", target={**TARGET, "mode": "min"}, losses=LOSSES)
     text = " ".join(outcome_sentences(low))
     assert text.startswith("By mean final val/accuracy, mse ranks first (0.5167, next ce with 0.85)")
-    assert "mse ends with a significantly better final val/accuracy than ce (lower by 0.3333" in text
-    assert "focal ends with a significantly" not in text  # p ~ 0.056: within noise
+    assert "mse has a significantly better final val/accuracy than ce (lower by 0.3333" in text
+    assert "focal has a significantly" not in text  # p ~ 0.056: within noise
     assert "within noise for focal" in text
     high = " ".join(outcome_sentences(compare_losses(records, "ce", target=TARGET, losses=LOSSES)))
     assert "focal reached val/accuracy >= 0.85 at the same median step as ce" in high

@@ -47,7 +47,7 @@ def test_per_loss_summary():
 
 def test_paired_against_baseline():
     result = compare_losses(_records(), "ce", target=TARGET, losses=LOSSES)
-    final = result.vs_baseline["focal"]["final"]
+    final = result.vs_baseline["focal"]["headline"]
     assert final.seeds == (0, 1, 2)
     assert final.diff.mean == pytest.approx(0.07)
     assert final.p == pytest.approx(sps.ttest_rel(FINAL["focal"], FINAL["ce"]).pvalue)
@@ -59,7 +59,7 @@ def test_paired_against_baseline():
     assert result.vs_baseline["mse"]["steps"] is None  # mse never reached the target
     auc = result.vs_baseline["focal"]["auc"]
     assert auc.p == pytest.approx(sps.ttest_rel([0.7, 0.75, 0.78], [0.6, 0.65, 0.7]).pvalue)
-    assert result.vs_baseline["mse"]["final"].significant
+    assert result.vs_baseline["mse"]["headline"].significant
 
 
 def test_paired_without_a_test():
@@ -83,8 +83,8 @@ def test_invalid_and_unfinished_runs_are_excluded():
     result = compare_losses(records, "ce", target=TARGET, losses=LOSSES, invalid={("ce", 0)})
     assert result.summaries["focal"].seeds == (0, 2)
     assert result.summaries["ce"].seeds == (1, 2)
-    assert result.vs_baseline["focal"]["final"].seeds == (2,)
-    assert result.vs_baseline["focal"]["final"].p is None
+    assert result.vs_baseline["focal"]["headline"].seeds == (2,)
+    assert result.vs_baseline["focal"]["headline"].p is None
 
 
 def test_bad_arguments():

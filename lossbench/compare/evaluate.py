@@ -1,0 +1,156 @@
+"""The test split, evaluated once per run on the reported weights, and recomputable from the files kept.
+
+A finished run keeps two small files next to its record:
+
+- ``weights.pt``: the module's state dict (the reported weights: final, or best on validation),
+  a plain ``{name: tensor}`` mapping that ``torch.load(..., weights_only=True)`` reads;
+- ``test_predictions.pt``: what the task metrics read, for every test row: ``target`` and
+  ``proba`` (class probabilities) and/or ``label`` (predicted classes, or predicted values on
+  the target's original scale for regression). Language models keep ``target_proba``, the
+  probability of each target token, instead of the full (N, T, V) probabilities.
+
+The test metrics of a record are :func:`metrics_from_predictions` of that file, so anyone can
+recompute them exactly; :func:`predict` recomputes the file from the weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lossbench.compare.records import atomic_write_bytes
+
+WEIGHTS_FILE = "weights.pt"
+PREDICTIONS_FILE = "test_predictions.pt"
+
+
+def save_tensors(path: str | Path, tensors: dict[str, Tensor]) -> None:
+    """``{name: tensor}`` to ``path`` atomically, readable with ``torch.load(weights_only=True)``."""
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_tensors(path: str | Path) -> dict[str, Tensor]:
+    """Read a file written by :func:`save_tensors` (``weights_only=True``: it cannot run code)."""
+    value = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(value, dict) or not all(isinstance(v, Tensor) for v in value.values()):
+        raise ValueError(f"{path}: expected a mapping of names to tensors, got {type(value).__name__}")
+    return value
+
+
+def _autocast(precision: str, device: torch.device):
+    """The autocast context of a Lightning precision setting (none for full precisions)."""
+    text = str(precision)
+    if text.startswith("bf16") and "mixed" in text:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if text.startswith("16") and "mixed" in text:
+        return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _reads(task: str, num_classes: int | None) -> set[str]:
+    from lossbench.metrics import metric_specs
+
+    return {reads for _, reads, _ in metric_specs(task, num_classes).values()}
+
+
+@torch.no_grad()
+def predict(model: Any, dataset: Any, spec: Any, *, padding: str = "longest", batch_size: int = 256,
+            precision: str = "32") -> dict[str, Tensor]:
+    """Test predictions of ``model`` (a :class:`~lossbench.LossbenchModule`) on a processed split.
+
+    One process, in row order, in eval mode, with the autocast of ``precision``; nothing else
+    is changed on the model.
+    """
+    from torch.utils.data import DataLoader
+
+    from lossbench.data.loading import Collate
+
+    head = model.head
+    task, num_classes = head.task, getattr(head, "num_classes", None)
+    reads = _reads(task, num_classes)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=Collate(spec, padding))
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[Tensor]] = {}
+    try:
+        for batch in loader:
+            inputs, target = batch["inputs"].to(param.device), batch["target"]
+            if inputs.is_floating_point():
+                inputs = inputs.to(param.dtype)
+            with _autocast(precision, param.device):
+                outputs = model(inputs)
+            got: dict[str, Tensor] = {"target": target}
+            if "proba" in reads:
+                proba = head.predict_proba(outputs).float()
+                if task == "lm":  # the target token's probability only: (N, T) instead of (N, T, V)
+                    keep = target != getattr(head, "ignore_index", -100)
+                    index = torch.where(keep, target, 0).to(proba.device).unsqueeze(-1)
+                    got["target_proba"] = proba.gather(-1, index).squeeze(-1)
+                else:
+                    got["proba"] = proba
+            if "label" in reads:
+                got["label"] = _values(model, outputs) if task == "regression" else head.predict(outputs)
+            for key, value in got.items():
+                parts.setdefault(key, []).append(value.detach().cpu())
+    finally:
+        model.train(was_training)
+    return {key: _concat(values) for key, values in parts.items()}
+
+
+def _values(model: Any, outputs: Tensor) -> Tensor:
+    """Regression predictions on the target's original scale (the module undoes its standardisation)."""
+    to_data_scale = getattr(model, "predict_values", None)
+    values = to_data_scale(outputs) if callable(to_data_scale) else model.head.predict(outputs)
+    return values.float()
+
+
+def _concat(values: list[Tensor]) -> Tensor:
+    if values[0].dim() >= 2 and len({v.shape[1:] for v in values}) > 1:  # token batches padded to their longest
+        width = max(v.shape[1] for v in values)
+        fill = -100 if not values[0].is_floating_point() else 1.0
+        values = [torch.nn.functional.pad(v, (0, width - v.shape[1]), value=fill) if v.dim() == 2 else v
+                  for v in values]
+    return torch.cat(values)
+
+
+def metrics_from_predictions(task: str, num_classes: int | None, predictions: dict[str, Tensor],
+                             prefix: str = "test/") -> dict[str, float]:
+    """Every task metric of ``task`` computed from saved predictions, in one pass (deterministic).
+
+    Uses the very torchmetrics objects that training logs (:func:`lossbench.metrics.metric_specs`).
+
+    Example:
+        >>> import torch
+        >>> preds = {"target": torch.tensor([0, 1, 1]), "label": torch.tensor([0, 1, 0]),
+        ...          "proba": torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])}
+        >>> m = metrics_from_predictions("multiclass", 2, preds)
+        >>> round(m["test/accuracy"], 4), round(m["test/nll"], 4)
+        (0.6667, 0.4149)
+    """
+    from lossbench.metrics import metric_specs
+
+    out: dict[str, float] = {}
+    target = predictions["target"]
+    for name, (metric, reads, _) in metric_specs(task, num_classes).items():
+        tgt = target
+        if task == "lm" and reads == "proba":  # stored as the target token's probability
+            keep = target != -100
+            pred = predictions["target_proba"].unsqueeze(-1)
+            tgt = torch.where(keep, torch.zeros_like(target), target)
+        else:
+            pred = predictions[reads]
+        if task == "binary":
+            tgt = target.round().long()
+        elif task == "regression":
+            pred, tgt = pred.float(), target.float()
+        metric.update(pred, tgt)
+        out[f"{prefix}{name}"] = float(metric.compute())
+    return out

@@ -1,0 +1,45 @@
+"""Which weights a run reports: the final ones, or the best on validation (``select: best``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+from lossbench.compare.evaluate import save_tensors
+
+SELECT = ("final", "best")
+
+
+class BestWeights(pl.Callback):
+    """Keeps the weights of the best validation evaluation of ``metric`` (step 0 excluded) in ``path``.
+
+    Strictly better only (the earliest of equal values wins); non-finite values never count.
+    Its best value and step are saved in checkpoints, so a resumed run keeps selecting the same way.
+    """
+
+    def __init__(self, metric: str, mode: str, path: str | Path) -> None:
+        self.metric, self.mode, self.path = metric, mode, Path(path)
+        self.best: float | None = None
+        self.step: int | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        step = int(trainer.global_step)
+        value = trainer.callback_metrics.get(self.metric)
+        if trainer.sanity_checking or step == 0 or value is None:
+            return
+        value = float(value)
+        if not math.isfinite(value):
+            return
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if better:
+            save_tensors(self.path, module.state_dict())
+            self.best, self.step = value, step
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "step": self.step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.step = state_dict.get("best"), state_dict.get("step")

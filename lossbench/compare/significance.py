@@ -1,0 +1,233 @@
+"""Tests that also account for test-set sampling, and the multiple-comparison correction.
+
+A seed-level paired t-test (``stats.py``) says whether a difference holds across training seeds;
+it knows nothing about how many test examples the metric was computed on. A gap of 2 rows out
+of 540 can be "significant" across 3 seeds while being well inside what resampling the test
+set produces. The tests here work on the saved per-example test predictions of both losses
+(the same test rows, in the same order, for every seed):
+
+* accuracy: a pooled exact McNemar test (``statsmodels``) on the discordant pairs summed over
+  seeds: examples one loss gets right and the other wrong;
+* other supported metrics: a paired bootstrap that resamples test examples (the same rows for
+  both losses) and seeds, 2000 resamples with a fixed generator so that a report recomputes.
+
+Prediction dicts hold numpy arrays: ``{"target", "proba", "label"}`` for class tasks (``label``
+may be missing where only probabilities were kept) or ``{"target", "value"}`` for regression.
+
+>>> holm([0.01, 0.04, None, 0.03])
+[0.03, 0.06, None, 0.06]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+RESAMPLES = 2000
+SEED = 0  # the bootstrap's generator: fixed, so that the same predictions give the same p-value
+EPS = 1e-12  # probabilities are clamped here before the log (as ``MeanTargetNLL`` does)
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-adjusted p-values (``statsmodels.stats.multitest.multipletests``); a ``None`` stays ``None``
+    and is not counted in the family."""
+    from statsmodels.stats.multitest import multipletests
+
+    slots = [i for i, p in enumerate(pvalues) if p is not None]
+    out: list[float | None] = [None] * len(pvalues)
+    if slots:
+        adjusted = multipletests([float(pvalues[i]) for i in slots], method="holm")[1]
+        for i, p in zip(slots, adjusted):
+            out[i] = float(p)
+    return out
+
+
+@dataclass(frozen=True)
+class ExampleTest:
+    """An example-level paired test of ``metric``: loss a minus loss b, pooled over seeds."""
+
+    method: str  # "McNemar (exact, pooled over seeds)" or "paired bootstrap over examples and seeds"
+    metric: str
+    n_examples: int
+    n_seeds: int
+    diff: float  # mean over seeds of metric(a) - metric(b) on the full test split
+    p: float | None  # two-sided; None when the test cannot be computed
+    detail: dict[str, Any] = field(default_factory=dict)  # "ci" (95%, bootstrap) or the discordant counts
+
+
+def _correct(pred: dict[str, np.ndarray]) -> np.ndarray:
+    target = np.asarray(pred["target"])
+    if "label" in pred:
+        label = np.asarray(pred["label"])
+    else:
+        proba = np.asarray(pred["proba"])
+        label = (proba >= 0.5).astype(np.int64) if proba.ndim == 1 else proba.argmax(-1)
+    return label.reshape(target.shape) == target
+
+
+def mcnemar_pooled(preds_a: Sequence[dict], preds_b: Sequence[dict]) -> ExampleTest:
+    """Exact McNemar test on the discordant pairs pooled over seeds (a right and b wrong vs the reverse).
+
+    >>> t = np.array([0, 1, 1, 0])
+    >>> a = {"target": t, "label": np.array([0, 1, 1, 1])}
+    >>> b = {"target": t, "label": np.array([1, 0, 1, 1])}
+    >>> test = mcnemar_pooled([a], [b])
+    >>> test.detail["a_only"], test.detail["b_only"], test.diff, test.p
+    (2, 0, 0.5, 0.5)
+    """
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    _check_pairs(preds_a, preds_b)
+    a_only = b_only = 0
+    diffs = []
+    for a, b in zip(preds_a, preds_b):
+        ca, cb = _correct(a), _correct(b)
+        a_only += int(np.sum(ca & ~cb))
+        b_only += int(np.sum(~ca & cb))
+        diffs.append(float(ca.mean() - cb.mean()))
+    n = int(np.asarray(preds_a[0]["target"]).size)
+    if a_only + b_only == 0:
+        p = 1.0  # no discordant example: no evidence of any difference
+    else:
+        p = float(mcnemar([[0, a_only], [b_only, 0]], exact=True).pvalue)
+    return ExampleTest("McNemar (exact, pooled over seeds)", "accuracy", n, len(preds_a), float(np.mean(diffs)),
+                       min(p, 1.0), {"a_only": a_only, "b_only": b_only})
+
+
+# metric -> score(prediction dict, index rows (R, N)) -> (R,) scores of each resampled test set
+def _take(pred: dict, key: str, idx: np.ndarray) -> np.ndarray:
+    return np.asarray(pred[key])[idx]
+
+
+def _labels(pred: dict) -> np.ndarray:
+    if "label" in pred:
+        return np.asarray(pred["label"])
+    proba = np.asarray(pred["proba"])
+    return (proba >= 0.5).astype(np.int64) if proba.ndim == 1 else proba.argmax(-1)
+
+
+def _f1(pred: dict, idx: np.ndarray, classes: list[int]) -> np.ndarray:
+    """F1 averaged over ``classes``, skipping a class absent from both prediction and target (as torchmetrics)."""
+    label, target = _labels(pred)[idx], np.asarray(pred["target"])[idx]
+    total, count = np.zeros(idx.shape[0]), np.zeros(idx.shape[0])
+    for c in classes:
+        tp = np.sum((label == c) & (target == c), -1)
+        denom = np.sum(label == c, -1) + np.sum(target == c, -1)  # 2tp + fp + fn
+        present = denom > 0
+        total += np.where(present, 2 * tp / np.maximum(denom, 1), 0.0)
+        count += present
+    return total / np.maximum(count, 1)
+
+
+def _f1_macro(pred: dict, idx: np.ndarray) -> np.ndarray:
+    proba = pred.get("proba")
+    n_classes = int(np.asarray(proba).shape[-1]) if proba is not None and np.asarray(proba).ndim == 2 else int(
+        max(np.max(pred["target"]), np.max(_labels(pred))) + 1)
+    return _f1(pred, idx, list(range(n_classes)))
+
+
+def _nll(pred: dict, idx: np.ndarray) -> np.ndarray:
+    proba, target = np.asarray(pred["proba"]), np.asarray(pred["target"])
+    per_example = -np.log(np.clip(proba[np.arange(len(target)), target], EPS, None))
+    return per_example[idx].mean(-1)
+
+
+def _r2(pred: dict, idx: np.ndarray) -> np.ndarray:
+    value, target = _take(pred, "value", idx).astype(np.float64), _take(pred, "target", idx).astype(np.float64)
+    value, target = value.reshape(idx.shape[0], -1), target.reshape(idx.shape[0], -1)
+    residual = np.sum((target - value) ** 2, -1)
+    spread = np.sum((target - target.mean(-1, keepdims=True)) ** 2, -1)
+    return 1.0 - residual / np.where(spread > 0, spread, np.nan)
+
+
+def _per_example(fn: Callable[[dict], np.ndarray]) -> Callable[[dict, np.ndarray], np.ndarray]:
+    def score(pred: dict, idx: np.ndarray) -> np.ndarray:
+        return fn(pred)[idx].reshape(idx.shape[0], -1).mean(-1)
+    return score
+
+
+def _err(pred: dict) -> np.ndarray:
+    value = np.asarray(pred["value"], dtype=np.float64)
+    return value.reshape(value.shape[0], -1) - np.asarray(pred["target"], dtype=np.float64).reshape(value.shape[0], -1)
+
+
+SCORES: dict[str, Callable[[dict, np.ndarray], np.ndarray]] = {
+    "accuracy": _per_example(lambda p: _correct(p).astype(np.float64)),
+    "f1_macro": _f1_macro,
+    "f1": lambda p, idx: _f1(p, idx, [1]),
+    "nll": _nll,
+    "mse": _per_example(lambda p: (_err(p) ** 2).mean(-1)),
+    "mae": _per_example(lambda p: np.abs(_err(p)).mean(-1)),
+    "r2": _r2,
+    "rank_mae": _per_example(lambda p: np.abs(np.asarray(p["label"], dtype=np.float64) - p["target"])),
+}
+
+
+def paired_bootstrap(metric: str, preds_a: Sequence[dict], preds_b: Sequence[dict], *,
+                     resamples: int = RESAMPLES, seed: int = SEED) -> ExampleTest:
+    """Paired bootstrap of ``metric(a) - metric(b)``: each resample draws test rows (the same rows for both
+    losses and every seed) and seeds, both with replacement. Two-sided p from the share of resampled
+    differences on the other side of 0; ``detail["ci"]`` is the 95% percentile interval.
+
+    >>> t = np.arange(200) % 2
+    >>> a = {"target": t, "label": t}                   # always right
+    >>> b = {"target": t, "label": np.zeros(200, int)}  # right on half the rows
+    >>> test = paired_bootstrap("accuracy", [a], [b], resamples=500)
+    >>> test.diff, test.p < 0.01, test.detail["ci"][0] > 0.4
+    (0.5, True, True)
+    """
+    if metric not in SCORES:
+        raise ValueError(f"paired_bootstrap: `metric` must be one of {sorted(SCORES)}, got {metric!r}")
+    _check_pairs(preds_a, preds_b)
+    score = SCORES[metric]
+    n, k = int(np.asarray(preds_a[0]["target"]).shape[0]), len(preds_a)
+    full = np.arange(n)[None, :]
+    diff = float(np.mean([score(a, full)[0] - score(b, full)[0] for a, b in zip(preds_a, preds_b)]))
+    rng = np.random.default_rng(seed)
+    stats = np.empty(resamples)
+    chunk = max(1, min(resamples, 4_000_000 // max(n, 1)))
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        idx = rng.integers(0, n, size=(rows, n))
+        draws = rng.integers(0, k, size=(rows, k))
+        per_seed = np.stack([score(a, idx) - score(b, idx) for a, b in zip(preds_a, preds_b)], 1)  # (rows, k)
+        stats[start:start + rows] = np.take_along_axis(per_seed, draws, 1).mean(1)
+    stats = stats[np.isfinite(stats)]
+    if stats.size == 0:
+        return ExampleTest("paired bootstrap over examples and seeds", metric, n, k, diff, None, {"ci": (None, None)})
+    below, above = (np.sum(stats <= 0) + 1) / (stats.size + 1), (np.sum(stats >= 0) + 1) / (stats.size + 1)
+    p = float(min(1.0, 2 * min(below, above)))
+    low, high = (float(x) for x in np.percentile(stats, [2.5, 97.5]))
+    return ExampleTest("paired bootstrap over examples and seeds", metric, n, k, diff, p,
+                       {"ci": (low, high), "resamples": int(stats.size), "seed": seed})
+
+
+def example_level_test(metric: str, preds_a: Sequence[dict], preds_b: Sequence[dict], *,
+                       mode: str = "max") -> ExampleTest | None:
+    """The example-level test of ``metric`` (a name without the ``test/`` prefix), or None when no
+    per-example test is defined for it (the seed-level test then decides alone). ``mode`` is the
+    metric's direction; the test is two-sided either way."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"example_level_test: `mode` must be 'max' or 'min', got {mode!r}")
+    if not preds_a:
+        return None
+    needs = {"nll": "proba", "mse": "value", "mae": "value", "r2": "value", "rank_mae": "label"}.get(metric)
+    if metric not in SCORES or (needs and any(needs not in p for p in (*preds_a, *preds_b))):
+        return None
+    if metric == "accuracy":
+        return mcnemar_pooled(preds_a, preds_b)
+    return paired_bootstrap(metric, preds_a, preds_b)
+
+
+def _check_pairs(preds_a: Sequence[dict], preds_b: Sequence[dict]) -> None:
+    if len(preds_a) != len(preds_b) or not preds_a:
+        raise ValueError(f"example-level test: `preds_a` and `preds_b` must hold one prediction dict per common seed, "
+                         f"got {len(preds_a)} and {len(preds_b)}")
+    reference = np.asarray(preds_a[0]["target"])
+    for i, p in enumerate((*preds_a, *preds_b)):
+        if not np.array_equal(np.asarray(p["target"]), reference):
+            raise ValueError(f"example-level test: every prediction must be on the same test rows; "
+                             f"prediction {i} has other targets (shape {np.asarray(p['target']).shape}, "
+                             f"expected {reference.shape})")
