@@ -6,12 +6,14 @@ with torch's semantics (see :mod:`lossbench.functional.classification`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from lossbench import functional as LF
+from lossbench.functional._checks import check_positive
 from lossbench.heads.base import LossHead, check_num_classes, class_weight_buffer
 from lossbench.heads.registry import register_head
 
@@ -127,7 +129,21 @@ class Poly1Head(LossHead):
 
 @register_head("square")
 class SquareHead(LossHead):
-    """Square loss on one-hot targets (Hui & Belkin 2021), with their k and M rescaling for many classes."""
+    """Square loss on one-hot targets (Hui & Belkin 2021), with their k and M rescaling for many classes.
+
+    The outputs are scores, not logits. ``predict`` is the argmax of the raw scores; ``predict_proba``
+    is a softmax of the scores at ``temperature`` (default ``M / ln(99 (C - 1))``: the ideal score
+    vector, M on one class and 0 elsewhere, maps to probability 0.99 for that class, and an untrained
+    model's near-zero scores to near-uniform probabilities). It never ties where the scores differ and
+    always gives a finite NLL.
+
+    >>> head = SquareHead(4, num_classes=3)
+    >>> scores = torch.tensor([[-0.3, -0.1, -0.2], [1.0, 0.0, 0.0]])
+    >>> head.predict(scores).tolist()
+    [1, 0]
+    >>> round(head.predict_proba(scores)[1, 0].item(), 4)
+    0.99
+    """
 
     task = "multiclass"
 
@@ -139,22 +155,26 @@ class SquareHead(LossHead):
         M: float = 1.0,
         weight: Weight = None,
         ignore_index: int = -100,
+        temperature: float | None = None,
         reduction: str = "mean",
     ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction)
         _setup(self, num_classes, weight, ignore_index, LF.square_loss, k=k, M=M)
+        if temperature is not None:
+            check_positive("SquareHead", "temperature", temperature)
         self.k, self.M = k, M
+        self.temperature = float(temperature) if temperature is not None else M / math.log(99.0 * (num_classes - 1))
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
         return LF.square_loss(outputs, target, self.k, self.M, self.weight, self.ignore_index, reduction=reduction)
 
+    def predict(self, outputs: Tensor) -> Tensor:
+        """The class with the highest score."""
+        return outputs.argmax(-1)
+
     def predict_proba(self, outputs: Tensor) -> Tensor:
-        """Invert the minimiser x = k M p / (k p + 1 - p) per class, clip to [0, 1], normalise."""
-        x = outputs.float().clamp(0.0, self.M)
-        p = x / (self.k * (self.M - x) + x).clamp_min(torch.finfo(x.dtype).tiny)
-        total = p.sum(-1, keepdim=True)
-        uniform = torch.full_like(p, 1.0 / p.shape[-1])
-        return torch.where(total > 0, p / total.clamp_min(torch.finfo(x.dtype).tiny), uniform)
+        """Softmax of the scores at ``self.temperature`` (see the class docstring)."""
+        return torch.softmax(outputs.float() / self.temperature, dim=-1)
 
 
 @register_head("gce")

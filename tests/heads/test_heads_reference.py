@@ -427,19 +427,37 @@ def test_regression_heads_predict_values_not_probabilities(name):
 
 
 @pytest.mark.parametrize("k,M", [(1.0, 1.0), (2.0, 3.0), (1.0, 15.0)])
-def test_square_head_predict_proba_sums_to_one_and_inverts_minimiser(k, M):
+def test_square_head_predicts_the_top_score_and_a_softmax_without_ties(k, M):
     head = _build("square", k=k, M=M)
     outputs = head(_features(11) * 4)
     proba = head.predict_proba(outputs)
-    assert proba.shape == (N, C)
-    assert ((proba >= 0) & (proba <= 1)).all()
+    assert proba.shape == (N, C) and (proba > 0).all()
     torch.testing.assert_close(proba.sum(-1), torch.ones(N), atol=1e-6, rtol=0)
-    # outputs at the population minimiser x = k M p / (k p + 1 - p) give p back
-    p = _probs(11)
-    x = k * M * p / (k * p + 1 - p)
-    torch.testing.assert_close(head.predict_proba(x), p.float(), atol=1e-5, rtol=1e-5)
-    # all outputs at or below 0: uniform
-    torch.testing.assert_close(head.predict_proba(-torch.ones(2, C)), torch.full((2, C), 1 / C))
+    torch.testing.assert_close(head.predict(outputs), outputs.argmax(-1))
+    torch.testing.assert_close(proba.argmax(-1), outputs.argmax(-1))
+    # hand-computed: softmax(x / T) with T = M / ln(99 (C - 1)); the ideal scores M * one-hot give 0.99
+    T = M / math.log(99 * (C - 1))
+    torch.testing.assert_close(proba, torch.softmax(outputs.float() / T, -1))
+    ideal = M * torch.eye(C)
+    torch.testing.assert_close(head.predict_proba(ideal).diagonal(), torch.full((C,), 0.99))
+    assert _build("square", k=k, M=M, temperature=0.5).predict_proba(ideal)[0, 0] == pytest.approx(
+        math.exp(2 * M) / (math.exp(2 * M) + C - 1), rel=1e-5)
+
+
+def test_square_head_regression_scores_below_zero_and_untrained_nll():
+    """Before: scores were clipped to [0, M], so a row of negative scores became uniform and argmax picked
+    class 0 (a tie), and the NLL of an untrained model was 10-17 instead of near ln C."""
+    head = _build("square")
+    negative = torch.tensor([[-0.5, -0.1, -0.3, -0.9, -0.2], [-0.2, -0.3, -0.05, -0.4, -0.6]])[:, :C]
+    assert head.predict(negative).tolist() == negative.argmax(-1).tolist()
+    assert head.predict_proba(negative).argmax(-1).tolist() == negative.argmax(-1).tolist()
+    torch.manual_seed(0)
+    untrained = head(torch.randn(256, head.proj.in_features, dtype=head.proj.weight.dtype) * 0.1)  # near-zero scores of a fresh projection
+    target = torch.randint(0, C, (256,))
+    nll = -head.predict_proba(untrained)[torch.arange(256), target].log().mean().item()
+    assert math.isfinite(nll) and nll < 2 * math.log(C)  # the clipped rule gave 10-17 (p = 0 for many classes)
+    with pytest.raises(ValueError, match="`temperature` must be > 0, got 0"):
+        _build("square", temperature=0)
 
 
 def test_coral_head_predictions():
