@@ -188,7 +188,8 @@ class TaskMetrics(nn.Module):
         self.task = task
 
     @torch.no_grad()
-    def update(self, head, outputs: Tensor, target: Tensor) -> None:
+    def update(self, head, outputs: Tensor, target: Tensor, scale: tuple[float, float] | None = None) -> None:
+        """``scale``: (mean, std) of a standardised regression target; predictions are mapped back by it."""
         cache: dict[str, Tensor] = {}
         for name, metric in self.metrics.items():
             reads = self.reads[name]
@@ -199,4 +200,6 @@ class TaskMetrics(nn.Module):
                 tgt = target.round().long()
             elif self.task == "regression":
                 pred, tgt = pred.float(), target.float()
+                if scale is not None:
+                    pred = pred * scale[1] + scale[0]
             metric.update(pred, tgt)

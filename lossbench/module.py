@@ -96,6 +96,15 @@ def check_head_fits_data(head_name: str, task: str, num_outputs: int | None, spe
         )
 
 
+def _target_scale(spec: DataSpec | None, head: LossHead) -> tuple[float, float] | None:
+    """(mean, std) to standardise a regression head's target with, or None to train on the target as given."""
+    if spec is None or spec.target_kind != "real" or spec.target_std is None or head.task != "regression":
+        return None
+    if not head.standardized_target:
+        return None
+    return float(spec.target_mean or 0.0), float(spec.target_std)
+
+
 class LossbenchModule(pl.LightningModule):
     """A Transformer with a swappable loss head, trained the standard Lightning way.
 
@@ -125,6 +134,13 @@ class LossbenchModule(pl.LightningModule):
         nan_policy: on a non-finite training loss, "raise" (an error naming the step, the loss
             and the non-finite terms) or "skip" (no backward and no optimizer step; counted in
             ``skipped_steps``, logged as ``train/skipped_steps`` and saved in checkpoints).
+
+    Real targets: when ``data_spec`` carries the training split's ``target_mean``/``target_std``
+    (:class:`~lossbench.data.HFDataModule` does by default), the loss is computed on the standardised
+    target, so that every loss and learning rate behaves the same on any target scale; metrics,
+    ``predict_step`` and :meth:`predict_values` are on the original scale (``train/loss`` and
+    ``val/loss`` are on the standardised one). Heads with ``standardized_target = False``
+    (``poisson_nll``) train on the raw target.
 
     Resuming: the module adds a :class:`lossbench.resume.ResumeState` callback to any Trainer
     that fits it (``configure_callbacks``), so its checkpoints carry the RNG states; with an
@@ -214,6 +230,7 @@ class LossbenchModule(pl.LightningModule):
             "metrics": metrics, "seed": seed, "nan_policy": nan_policy,
         })
         self.data_spec = spec
+        self.target_scale = _target_scale(spec, self.head)
         num_classes = getattr(self.head, "num_classes", None)
         ignore = getattr(self.head, "ignore_index", -100)
         # ModuleDict keys may not shadow nn.Module attributes ("train"): prefix the stage
@@ -264,13 +281,13 @@ class LossbenchModule(pl.LightningModule):
     def _step(self, batch: Any, stage: str) -> Tensor:
         inputs, target = self._unpack(batch)
         outputs = self(inputs)
-        loss, terms = self.head.compute(outputs, target)
+        loss, terms = self.head.compute(outputs, self._loss_target(target))
         return self._record(loss, terms, outputs, target, stage)
 
     def _record(self, loss: Tensor, terms: dict[str, Tensor], outputs: Tensor, target: Tensor, stage: str) -> Tensor:
         self._sums[stage].add(loss, terms, target.shape[0])
         if f"{stage}_metrics" in self.metrics:
-            self.metrics[f"{stage}_metrics"].update(self.head, outputs.detach(), target)
+            self.metrics[f"{stage}_metrics"].update(self.head, outputs.detach(), target, scale=self.target_scale)
         if stage == "train" and self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
             # Lightning's self.log costs ~0.4 ms a call on CPU: log the step value only when it is written
             values = {"train/loss": loss.detach(), **{f"train/{k}": v.detach() for k, v in terms.items()}}
@@ -300,7 +317,7 @@ class LossbenchModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         inputs, target = self._unpack(batch)
         outputs = self(inputs)
-        loss, terms = self.head.compute(outputs, target)
+        loss, terms = self.head.compute(outputs, self._loss_target(target))
         finite = here = bool(torch.isfinite(loss.detach()))
         if self._trainer is not None and self._trainer.world_size > 1:
             # every process skips (or raises) together: a process skipping alone would hang DDP's gradient sync
@@ -391,7 +408,22 @@ class LossbenchModule(pl.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         inputs = batch["inputs"] if isinstance(batch, dict) else (batch[0] if isinstance(batch, (list, tuple)) else batch)
         outputs = self(inputs)
-        return self.head.predict(outputs) if self.head.task == "regression" else self.head.predict_proba(outputs)
+        return self.predict_values(outputs) if self.head.task == "regression" else self.head.predict_proba(outputs)
+
+    def predict_values(self, outputs: Tensor) -> Tensor:
+        """Regression predictions on the target's original scale (undoing the target standardisation)."""
+        values = self.head.predict(outputs)
+        if self.target_scale is None:
+            return values
+        mean, std = self.target_scale
+        return values * std + mean
+
+    def _loss_target(self, target: Tensor) -> Tensor:
+        """The target the loss sees: standardised with the training split's mean and std when the spec has them."""
+        if self.target_scale is None:
+            return target
+        mean, std = self.target_scale
+        return (target - mean) / std
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self._zero_backward and not self._loss_backward:  # only skipped batches (DDP): no update, as with None

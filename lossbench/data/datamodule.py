@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,7 +72,9 @@ class HFDataModule(L.LightningDataModule):
 
     Labels (``task="auto"``): ``ClassLabel``, int, bool and str columns are classes (strings map to
     ids in sorted order of the training labels, kept in :attr:`label_names` and the spec); float
-    columns are real targets (kept raw, not standardised); lists of floats are probability rows.
+    columns are real targets (kept raw in the data; with ``standardize_target`` the spec carries the
+    training split's mean and std, the module trains on the standardised target and reports metrics and
+    predictions on the original scale); lists of floats are probability rows.
     ``task="class"`` also accepts integral floats, ``task="real"`` also ints. Labels of ``-1`` are
     rejected: ``datasets`` uses -1 for unlabeled rows (e.g. GLUE test splits), so filter them out
     (``dataset.filter(lambda r: r["label"] != -1)``) or point the split at labelled data.
@@ -130,6 +133,10 @@ class HFDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         seed: seed of the training order.
         standardize: standardise numeric features with the training split's mean and std.
+        standardize_target: for real targets, put the training split's target mean and std in
+            :attr:`spec` (``target_mean``/``target_std``), so that the module trains on the
+            standardised target (losses and learning rates then behave alike on any target scale);
+            metrics and predictions stay on the original scale. False: train on the raw target.
         cache_dir: datasets' cache folder; None: datasets' default (``HF_DATASETS_CACHE``).
 
     Example:
@@ -168,6 +175,7 @@ class HFDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         standardize: bool = True,
+        standardize_target: bool = True,
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -246,6 +254,7 @@ class HFDataModule(L.LightningDataModule):
         self.max_length, self.padding = max_length, padding
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.seed, self.standardize, self.cache_dir = seed, bool(standardize), cache_dir
+        self.standardize_target = bool(standardize_target)
         self._spec: DataSpec | None = None
         self._processed: dict[str, Any] = {}
         self._tokenizer: Any = None
@@ -505,7 +514,10 @@ class HFDataModule(L.LightningDataModule):
             processed, self.feature_stats = _standardize(processed)
         self._processed = {k: v.with_format("torch") for k, v in processed.items()}
         self._tokenizer = plan.tokenizer
-        self._spec = _make_spec(plan, self.task, self.max_length)
+        spec = _make_spec(plan, self.task, self.max_length)
+        if spec.target_kind == "real" and self.standardize_target:
+            spec = replace(spec, **_target_stats(self._processed["train"]))
+        self._spec = spec
 
     def _split_origin(self, split: str) -> str:
         arg = _SPLIT_ARGS[split]
@@ -555,3 +567,11 @@ class HFDataModule(L.LightningDataModule):
                  for t in batch[self.text_column] if isinstance(t, str))
         return train_bpe_tokenizer(texts, self.tokenizer_vocab_size, file)
 
+
+def _target_stats(train: Any) -> dict[str, float]:
+    """Mean and std (float64, ddof 0; 1.0 for a constant target) of a processed training split's real targets."""
+    import numpy as np
+
+    values = np.asarray(train.with_format("numpy")["target"], dtype=np.float64).reshape(-1)
+    mean, std = float(values.mean()), float(values.std())
+    return {"target_mean": mean, "target_std": std if std > 0 else 1.0}

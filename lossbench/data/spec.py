@@ -31,6 +31,10 @@ class DataSpec:
     pad_id: int | None = None  # "tokens" inputs
     image_shape: tuple[int, int, int] | None = None  # "image" inputs: (C, H, W)
     class_names: tuple[str, ...] | None = None
+    # "real" targets: the training split's mean and std; the module trains on (target - mean) / std and
+    # reports metrics and predictions on the original scale. None: trained on the target as given.
+    target_mean: float | None = None
+    target_std: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

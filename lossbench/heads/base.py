@@ -42,6 +42,10 @@ class LossHead(nn.Module, ABC):
     """Registered short name, set by :func:`lossbench.register_head`."""
     reductions: ClassVar[tuple[str, ...]] = ("mean", "sum", "none")
     """Reductions ``loss`` accepts."""
+    standardized_target: ClassVar[bool] = True
+    """Regression heads: whether a training module may train this head on the standardised target
+    ``(target - mean) / std`` and map its predictions back (True for location-scale losses; False where the
+    target's origin and scale mean something, e.g. counts for ``poisson_nll``)."""
 
     def __init__(
         self,

@@ -149,9 +149,10 @@ class QuantileHead(LossHead):
 
 @register_head("poisson_nll")
 class PoissonNLLHead(LossHead):
-    """Poisson NLL for count targets; outputs the log-rate, predicts the rate."""
+    """Poisson NLL for count targets; outputs the log-rate, predicts the rate. Trained on the raw counts."""
 
     task = "regression"
+    standardized_target = False  # counts: a standardised target would be negative
 
     def __init__(self, in_features: int, full: bool = False, reduction: str = "mean") -> None:
         super().__init__(in_features, 1, reduction=reduction, squeeze=True)

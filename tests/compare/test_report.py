@@ -207,3 +207,14 @@ def test_sentences_follow_the_mode_and_equal_steps():
     high = " ".join(outcome_sentences(compare_losses(records, "ce", target=TARGET, losses=LOSSES)))
     assert "focal reached val/accuracy >= 0.85 at the same median step as ce" in high
     assert "untested: identical on every seed" in high and "sooner" not in high
+
+
+def test_report_warns_when_every_loss_is_worse_than_the_mean(tmp_path):
+    def r2(values):
+        return {(loss, seed): {"final": {**make_record(loss, seed).final, "val/r2": values[loss]}}
+                for loss in LOSSES for seed in SEEDS}
+
+    bad = render_report(make_folder(tmp_path / "bad", changes=r2({"ce": -110.0, "focal": -0.2, "mse": 0.0})))
+    assert "WARNING: every loss predicts worse than the mean of the targets" in bad.read_text()
+    good = render_report(make_folder(tmp_path / "good", changes=r2({"ce": -110.0, "focal": 0.4, "mse": 0.0})))
+    assert "worse than the mean" not in good.read_text()
