@@ -34,6 +34,13 @@ def test_compare_then_report_rerenders_identically(tmp_path):
     again = run("report", str(out))
     assert again.returncode == 0, again.stderr
     assert (out / "report.md").read_bytes() == report and (out / "results.csv").read_bytes() == results
+    # a bundled recipe: results.csv and the report lead with test metrics; the Data section lists the splits
+    header = results.decode().splitlines()[0].split(",")
+    assert header[:5] == ["loss", "seed", "status", "fairness", "test/accuracy"], header
+    assert b"| gce | 1 | " in report and b"## Data" in report and b"| test | given: split 'test'" in report
+    checked = run("report", str(out), "--recompute")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "recomputed 2 finished run(s)" in checked.stdout and "all equal to the records" in checked.stdout
     rerun = run("compare", "wine", "--output", str(out), "--seeds", "1", "--losses", "gce",
                 "--trainer.max_epochs", "2", "--trainer.eval_every_n_steps=4")
     assert rerun.returncode == 0 and "finished earlier, skipped" in rerun.stdout
