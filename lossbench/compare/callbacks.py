@@ -62,6 +62,9 @@ class RunRecorder(pl.Callback):
         self._started: float | None = None
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
+        # the last optimizer step's (not checkpointed: a resumed fit steps before its next row)
+        self._grad_norm: torch.Tensor | None = None
+        self._lr: float | None = None
         self.on_row = on_row
 
     # clocks: training time only, validation excluded
@@ -80,6 +83,15 @@ class RunRecorder(pl.Callback):
             self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
             self._loss_count += 1
 
+    def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+        # this step's gradient norm (before clipping, as the module logs it; on the device, no sync) and learning
+        # rate: the module logs train/grad_norm only every log_every_n_steps steps, and the scheduler has stepped
+        # by the evaluation, so neither callback_metrics nor the optimizer holds the last step's at a row
+        grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
+        norms = torch._foreach_norm(grads) if grads else [torch.zeros(())]
+        self._grad_norm = torch.linalg.vector_norm(torch.stack(norms))
+        self._lr = float(optimizer.param_groups[0]["lr"])
+
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -87,8 +99,8 @@ class RunRecorder(pl.Callback):
         if self.rows and self.rows[-1]["step"] == step:  # an evaluation of this step is already recorded
             return
         metrics = trainer.callback_metrics
-        lr = None
-        if trainer.optimizers:
+        lr = self._lr  # the last optimizer step's; before any (step 0) the optimizer's, if there is one
+        if lr is None and trainer.optimizers:
             lr = float(trainer.optimizers[0].param_groups[0]["lr"])
         train_loss = None
         if self._loss_count:
@@ -102,7 +114,7 @@ class RunRecorder(pl.Callback):
             "epoch": int(trainer.current_epoch),
             "wall_time": round(self.train_seconds, 6),
             "train_loss": train_loss,
-            "grad_norm": _float(metrics.get("train/grad_norm")) if step else None,
+            "grad_norm": _float(self._grad_norm) if step else None,
             "lr": lr,
         }
         row.update({k: _float(v) for k, v in sorted(metrics.items()) if k.startswith("val/")})
