@@ -79,9 +79,13 @@ class HFDataModule(L.LightningDataModule):
     rejected: ``datasets`` uses -1 for unlabeled rows (e.g. GLUE test splits), so filter them out
     (``dataset.filter(lambda r: r["label"] != -1)``) or point the split at labelled data.
 
-    Text: byte-level ids by default (no download); ``tokenizer="bpe"`` trains a byte-level BPE on
-    the training split and saves it under the cache (reused by later runs); a path to a saved
-    tokenizer JSON also works. Classification sequences start with ``bos``; language-modelling
+    Text: by default (``tokenizer="bpe"``) a byte-level BPE is trained offline on the training
+    split only (never on validation/test rows), deterministically (the same data gives the same
+    tokens), and saved under the cache, where later runs on the same data reuse it;
+    ``tokenizer="byte"`` gives raw UTF-8 byte ids (259 ids, no training; a small model learns
+    much less from them), and a path to a saved tokenizer JSON also works. The BPE's vocabulary
+    is at most ``tokenizer_vocab_size``: a small training split yields fewer merges, so
+    :attr:`spec` reports the size reached. Classification sequences start with ``bos``; language-modelling
     sequences are ``bos + text + eos`` truncated to ``max_length + 1`` ids, then shifted.
 
     Preprocessing runs through ``Dataset.map`` with fingerprints computed from the source
@@ -123,8 +127,9 @@ class HFDataModule(L.LightningDataModule):
         label_column: the target column; None: ``"label"``, or a bundled dataset's own.
         task: ``"auto"``, ``"class"``, ``"real"``, ``"probability"``, or ``"lm"`` (next-token
             prediction on ``text_column``; ``label_column`` is not used).
-        tokenizer: ``"byte"``, ``"bpe"``, or a path to a saved BPE tokenizer JSON.
-        tokenizer_vocab_size: vocabulary size of a ``"bpe"`` tokenizer (>= 259).
+        tokenizer: ``"bpe"`` (default: a byte-level BPE trained on the training split),
+            ``"byte"`` (UTF-8 bytes), or a path to a saved BPE tokenizer JSON.
+        tokenizer_vocab_size: the largest vocabulary of a ``"bpe"`` tokenizer (>= 259).
         max_length: the most tokens per input sequence (>= 1); longer texts are truncated.
         padding: ``"longest"`` pads each batch to its longest sequence, ``"max_length"`` to
             ``max_length``.
@@ -166,7 +171,7 @@ class HFDataModule(L.LightningDataModule):
         image_column: str | None = None,
         label_column: str | None = None,
         task: Literal["auto", "class", "real", "probability", "lm"] = "auto",
-        tokenizer: str = "byte",
+        tokenizer: str = "bpe",
         tokenizer_vocab_size: int = 4096,
         max_length: int = 128,
         padding: Literal["longest", "max_length"] = "longest",

@@ -1,4 +1,9 @@
-"""Tokenizers that need no download: bytes, or a BPE trained on your own training split.
+"""Tokenizers that need no download: a BPE trained on your own training split, or bytes.
+
+:class:`lossbench.data.HFDataModule` uses the BPE by default (``tokenizer="bpe"``): one id per
+common word or word piece, so a small model learns text in a few epochs. Raw bytes
+(``tokenizer="byte"``) make sequences several times longer and leave the model to learn the
+spelling of every word, which small models and short budgets underfit.
 
 Both share the special ids ``pad=0``, ``bos=1``, ``eos=2`` and one interface:
 ``encode(text, max_length)``, ``encode_batch(texts, max_length, padding)``, ``decode(ids)``,
@@ -178,14 +183,28 @@ def train_bpe_tokenizer(
 ) -> BPETokenizer:
     """Train a byte-level BPE on ``texts`` (your training split), optionally saving it to ``path``.
 
+    Offline and deterministic: the same texts (in the same order) and arguments give the same
+    merges, ids and :attr:`BPETokenizer.fingerprint` in every process.
+
     Args:
         texts: the training texts.
-        vocab_size: the vocabulary size to reach, at least 259 (3 specials + 256 bytes).
+        vocab_size: the largest vocabulary, at least 259 (3 specials + 256 bytes); fewer ids when
+            the texts have fewer pairs seen ``min_frequency`` times.
         path: where to save the tokenizer JSON, or None.
         min_frequency: the fewest occurrences for a merge.
 
     Raises:
         ImportError: the ``tokenizers`` library is not installed (``pip install tokenizers``).
+
+    Example:
+        >>> texts = ["the movie was great", "the movie was awful", "a great story"] * 5
+        >>> tok = train_bpe_tokenizer(texts, 300)
+        >>> tok.encode("the movie was great")  # one id per word
+        [266, 273, 271, 272]
+        >>> tok.decode(tok.encode("the movie", add_bos=True))
+        'the movie'
+        >>> tok.fingerprint == train_bpe_tokenizer(texts, 300).fingerprint
+        True
     """
     tokenizers = _import_tokenizers()
     from tokenizers import decoders, models, pre_tokenizers, trainers

@@ -25,6 +25,34 @@ def text_parquet(tmp_path):
     return str(path)
 
 
+SIGNAL_WORDS = {
+    "positive": ["great", "lovely", "superb", "wonderful"],
+    "negative": ["awful", "boring", "dull", "terrible"],
+    "neutral": ["okay", "average", "fine", "decent"],
+}
+FILLER_WORDS = "the film movie story actor plot scene was and it a with of this that ending music cast".split()
+
+
+def review_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """Short 3-class "reviews": 6-13 shared filler words with one or two words of their class inserted."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = LABELS[i % 3]
+        words = [str(w) for w in rng.choice(FILLER_WORDS, size=int(rng.integers(6, 14)))]
+        for _ in range(int(rng.integers(1, 3))):
+            words.insert(int(rng.integers(0, len(words) + 1)), str(rng.choice(SIGNAL_WORDS[label])))
+        rows.append({"text": " ".join(words), "label": label})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def review_parquet(tmp_path):
+    path = tmp_path / "reviews.parquet"
+    review_frame().to_parquet(path)
+    return str(path)
+
+
 def numeric_frame(n: int = 40, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     x1, x2 = rng.normal(5.0, 2.0, n), rng.normal(-1.0, 0.5, n)
