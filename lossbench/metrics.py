@@ -103,16 +103,21 @@ class RankMAE(Metric):
 
 
 # metric name -> (reads, mode: "max" if higher is better else "min")
-def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100) -> dict[str, tuple[Metric, str, str]]:
-    """The metrics of ``task``: name -> (metric, which prediction it reads, "max" or "min")."""
+def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100,
+                 sync: bool = True) -> dict[str, tuple[Metric, str, str]]:
+    """The metrics of ``task``: name -> (metric, which prediction it reads, "max" or "min").
+
+    ``sync=False``: ``compute`` never gathers from other processes (one process holds all the data).
+    """
     # predictions come from the head and targets were checked by its loss: skip torchmetrics' checks
-    quick = {"validate_args": False}
+    every = {"sync_on_compute": sync}
+    quick = {"validate_args": False, **every}
     if task == "multiclass":
         c = int(num_classes)
         return {
             "accuracy": (MulticlassAccuracy(c, average="micro", ignore_index=ignore_index, **quick), "label", "max"),
             "f1_macro": (MulticlassF1Score(c, average="macro", ignore_index=ignore_index, **quick), "label", "max"),
-            "nll": (MeanTargetNLL(ignore_index=ignore_index), "proba", "min"),
+            "nll": (MeanTargetNLL(ignore_index=ignore_index, **every), "proba", "min"),
             "ece": (MulticlassCalibrationError(c, n_bins=15, ignore_index=ignore_index, **quick), "proba", "min"),
         }
     if task == "binary":
@@ -124,23 +129,23 @@ def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100) -
         }
     if task == "regression":
         return {
-            "mse": (MeanSquaredError(), "label", "min"),
-            "mae": (MeanAbsoluteError(), "label", "min"),
-            "r2": (R2Score(), "label", "max"),
+            "mse": (MeanSquaredError(**every), "label", "min"),
+            "mae": (MeanAbsoluteError(**every), "label", "min"),
+            "r2": (R2Score(**every), "label", "max"),
         }
     if task == "distribution":
         return {
-            "kl": (TargetKL(), "proba", "min"),
-            "top1_agreement": (TopOneAgreement(), "proba", "max"),
+            "kl": (TargetKL(**every), "proba", "min"),
+            "top1_agreement": (TopOneAgreement(**every), "proba", "max"),
         }
     if task == "ordinal":
         return {
             "accuracy": (MulticlassAccuracy(int(num_classes), average="micro", **quick), "label", "max"),
-            "rank_mae": (RankMAE(), "label", "min"),
+            "rank_mae": (RankMAE(**every), "label", "min"),
         }
     if task == "lm":
         return {
-            "perplexity": (MeanTargetNLL(ignore_index=ignore_index, exp=True), "proba", "min"),
+            "perplexity": (MeanTargetNLL(ignore_index=ignore_index, exp=True, **every), "proba", "min"),
             "token_accuracy": (MulticlassAccuracy(int(num_classes), average="micro", ignore_index=ignore_index, **quick), "label", "max"),
         }
     raise ValueError(f"metric_specs: `task` must be a head task, got {task!r}")

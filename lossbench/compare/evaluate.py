@@ -139,7 +139,8 @@ def metrics_from_predictions(task: str, num_classes: int | None, predictions: di
 
     out: dict[str, float] = {}
     target = predictions["target"]
-    for name, (metric, reads, _) in metric_specs(task, num_classes).items():
+    # one process holds the whole split: compute never waits for the other processes of a DDP run
+    for name, (metric, reads, _) in metric_specs(task, num_classes, sync=False).items():
         tgt = target
         if task == "lm" and reads == "proba":  # stored as the target token's probability
             keep = target != -100
