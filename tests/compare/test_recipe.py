@@ -103,3 +103,13 @@ def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
     assert check_fairness([r for r, _ in records]).ok
     text = report.read_text()
     assert "## Outcome" in text and "plots/target_metric.png" in text
+    # the test split is the headline of results.csv and of the report, and the Data section lists the splits
+    from lossbench.compare.recompute import recompute
+
+    headline = "test/" + recipe.target["metric"].split("/", 1)[1]
+    with open(tmp_path / name / "results.csv", encoding="utf-8") as f:
+        assert f.readline().split(",")[4] == headline
+    assert f"- Headline: {headline}, evaluated once per run on the test split" in text
+    for split in ("train", "validation", "test"):
+        assert f"| {split} | given: split '{split}' of 'lossbench:{name}' |" in text
+    assert recompute(tmp_path / name).ok
