@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lossbench.compare.format import _num, _p, _padj, _plain, _pvalue, _untested
+from lossbench.compare.format import _num, _p, _padj, _plain, _pvalue, _signed, _untested
 from lossbench.compare.stats import ComparisonStats, Verdict, median
 
 LOW_POWER_SEEDS = 5
@@ -100,6 +100,16 @@ def _headline_sentences(stats: ComparisonStats) -> list[str]:
             f"{loss} has a significantly {word} {m} than {base} ({direction} by {_num(abs(p.diff.mean))}, "
             f"95% CI [{_num(p.diff.low)}, {_num(p.diff.high)}], {p.n} seeds; {_verdict_ps(v)})."
         )
+    split = [(loss, v) for loss, v in noise if _examples_only(v)]
+    noise = [(loss, v) for loss, v in noise if not _examples_only(v)]
+    if split:
+        names = ", ".join(f"{loss} ({_signed(v.seeds.diff.mean)}; examples Holm {_pvalue(v.examples_p_adj)}, "
+                          f"seeds Holm {_pvalue(v.seeds.decisive_p)})" for loss, v in split)
+        verb = "differs" if len(split) == 1 else "differ"
+        sentences.append(
+            f"The {m} of {names} {verb} from {base} on the pooled test examples but not consistently across seeds: "
+            "not significant, the seed-to-seed spread is too large to call it; more seeds would tell."
+        )
     if noise:
         names = ", ".join(loss for loss, _ in noise)
         sentences.append(
@@ -112,6 +122,12 @@ def _headline_sentences(stats: ComparisonStats) -> list[str]:
             "(fewer than 2 common finished seeds, or every paired difference equal)."
         )
     return sentences
+
+
+def _examples_only(verdict: Verdict) -> bool:
+    """The example-level test is significant (Holm) but the seed-level one is not."""
+    ex, p = verdict.examples, verdict.examples_p_adj
+    return ex is not None and p is not None and p < 0.05 and not verdict.seeds.significant
 
 
 def _steps_sentences(stats: ComparisonStats) -> list[str]:

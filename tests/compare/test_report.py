@@ -218,3 +218,24 @@ def test_report_warns_when_every_loss_is_worse_than_the_mean(tmp_path):
     assert "WARNING: every loss predicts worse than the mean of the targets" in bad.read_text()
     good = render_report(make_folder(tmp_path / "good", changes=r2({"ce": -110.0, "focal": 0.4, "mse": 0.0})))
     assert "worse than the mean" not in good.read_text()
+
+
+def test_examples_without_seed_consistency_are_not_called_significant():
+    """A big per-example difference that flips across seeds: not significant, and said so apart from "noise"."""
+    import numpy as np
+
+    test = {"ce": [0.8, 0.85, 0.9], "focal": [0.95, 0.8, 0.99], "mse": [0.81, 0.86, 0.9]}
+    records = [make_record(loss, seed, test={"test/accuracy": test[loss][i]})
+               for loss in LOSSES for i, seed in enumerate(SEEDS)]
+    target = np.arange(300) % 5
+    right = {"target": target, "label": target}
+    half = {"target": target, "label": np.where(np.arange(300) < 150, target, (target + 1) % 5)}
+    predictions = {("focal", s): right for s in SEEDS} | {("ce", s): half for s in SEEDS} | {
+        ("mse", s): half for s in SEEDS}
+    stats = compare_losses(records, "ce", target=TARGET, losses=LOSSES, predictions=predictions)
+    verdict = stats.verdicts["focal"]
+    assert verdict.examples.p < 1e-10 and verdict.seeds.p > 0.05 and not verdict.significant
+    text = " ".join(outcome_sentences(stats))
+    assert "The test/accuracy of focal (+0.06333; examples Holm <0.001, seeds Holm " in text
+    assert "differs from ce on the pooled test examples but not consistently across seeds" in text
+    assert "within noise for mse" in text and "significantly" not in text
