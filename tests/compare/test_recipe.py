@@ -91,7 +91,7 @@ def test_unknown_recipe_name_and_override():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(bundled_recipes()))
 def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
-    """The whole recipe, 3 seeds (measured on 2 cores: digits ~50 s, the others 14-25 s; no timing asserted)."""
+    """The whole recipe, 3 seeds (measured on 2 cores: digits ~130 s, the others 30-50 s; no timing asserted)."""
     from lossbench.compare.fairness import check_fairness
     from lossbench.compare.records import load_records
 
