@@ -57,6 +57,8 @@ def _overrides(extra: list[str]) -> dict[str, str]:
 
 def _compare(args: argparse.Namespace, extra: list[str]) -> int:
     from lossbench.compare.engine import Comparison, quiet
+    from lossbench.compare.interrupt import Interrupted
+    from lossbench.compare.lock import FolderBusyError
     from lossbench.compare.recipe import RecipeError, load_recipe
     from lossbench.heads import UnknownHeadError
 
@@ -66,7 +68,7 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
             losses=[s for s in args.losses.split(",") if s] if args.losses else None,
         )
         output = args.output or f"runs/{recipe.name}"
-        comparison = Comparison(recipe, output, progress=not args.no_progress)
+        comparison = Comparison(recipe, output, progress=not args.no_progress, wait=args.wait)
         # everything (recipe, output folder, data, losses against the data) is checked before anything is
         # written; the data module's errors (ValueError, FileNotFoundError, HubUnreachableError) are bad input too
         with quiet():
@@ -76,11 +78,21 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
         return 2
     try:
         report = comparison.run()
-    except (RecipeError, UnknownHeadError) as exc:
+    except (RecipeError, UnknownHeadError, FolderBusyError) as exc:
         print(f"lossbench compare: {exc}", file=sys.stderr)
         return 2
-    if comparison.processes.is_global_zero:  # under DDP every process runs this command; one reports
-        print(f"report: {report}")
+    except Interrupted as exc:  # SIGTERM / Ctrl-C: every write was atomic, the interrupted run resumes
+        if comparison.processes.is_global_zero:
+            print(f"lossbench compare: stopped by {exc.name} at {comparison.position}; the folder "
+                  f"{str(comparison.output)!r} is resumable: rerun the same command to continue", file=sys.stderr)
+        return exc.exit_code
+    if not comparison.processes.is_global_zero:  # under DDP every process runs this command; one reports
+        return 0
+    print(f"report: {report}")
+    if comparison.failed:
+        print(f"lossbench compare: {len(comparison.failed)} run(s) failed: {'; '.join(comparison.failed)} "
+              "(details in their record.json and the report); rerunning the command retries them", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -135,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of the recipe's")
     compare.add_argument("--losses", help="comma-separated subset of the recipe's losses (the baseline is kept)")
     compare.add_argument("--no-progress", action="store_true", help="no progress display")
+    compare.add_argument("--wait", action="store_true",
+                         help="if another lossbench compare holds the --output folder, wait for it, then resume "
+                         "what it left (default: refuse, naming its pid)")
     compare.set_defaults(func=_compare, takes_extra=True)
     report = sub.add_parser("report", help="re-render a comparison's report from its records, without training")
     report.add_argument("folder", metavar="DIR")

@@ -30,6 +30,8 @@ from lossbench.compare.callbacks import DataOrderFingerprint, RunRecorder
 from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, load_tensors, metrics_from_predictions, predict
 from lossbench.compare.evaluate import save_tensors
 from lossbench.compare.fingerprints import combine, state_fingerprint
+from lossbench.compare.interrupt import stop_on_signals
+from lossbench.compare.lock import LOCK_FILE, FolderLock
 from lossbench.compare.selection import BestWeights
 from lossbench.compare.recipe import LossSpec, Recipe, RecipeError
 from lossbench.compare.records import (
@@ -132,6 +134,13 @@ class InitialState:
     heads: dict[tuple[int, ...], dict[str, torch.Tensor]]  # projection shape -> projection state
 
 
+def _own_start_up_file(path: Path) -> bool:
+    """What a comparison killed on its first start can leave before comparison.json: its lock, its recipe copy,
+    temporary files. Such a folder resumes instead of being refused as foreign."""
+    name = path.name
+    return name in (LOCK_FILE, "recipe.yaml") or (name.startswith(".") and name.endswith(".tmp"))
+
+
 class Comparison:
     """Train every (loss, seed) of a recipe into ``output`` and report.
 
@@ -141,10 +150,13 @@ class Comparison:
         progress: show one progress display over the runs and a line per finished run.
     """
 
-    def __init__(self, recipe: Recipe, output: str | Path, progress: bool = True) -> None:
+    def __init__(self, recipe: Recipe, output: str | Path, progress: bool = True, wait: bool = False) -> None:
         self.recipe = recipe
         self.output = Path(output)
         self.progress = progress
+        self.wait = wait  # another process holds the folder: wait for it (True) or refuse (FolderBusyError)
+        self.position = "start-up"  # where the comparison is, for the line an interruption prints
+        self.failed: list[str] = []  # "loss seed s: error" of the runs that failed in this invocation
         self._datamodules: dict[int, Any] = {}
         self.data: dict[str, dict[str, Any]] = {}  # split -> source, rows, fingerprint, class counts (prepare)
         self.processes = Processes()  # one process until run() launches the ones the recipe's trainer asks for
@@ -198,7 +210,7 @@ class Comparison:
                     f"({previous.get('name')!r}, setup {str(previous.get('recipe_setup_hash', previous.get('setup_hash')))[:12]} vs "
                     f"{self.recipe.setup_hash[:12]} now): refusing to mix them; use a new --output folder"
                 )
-        elif self.output.exists() and any(self.output.iterdir()):
+        elif self.output.exists() and any(not _own_start_up_file(p) for p in self.output.iterdir()):
             raise RecipeError(
                 f"compare: `--output` {str(self.output)!r} is not empty and holds no lossbench comparison; "
                 "choose an empty or new folder"
@@ -275,13 +287,27 @@ class Comparison:
         return [(seed, loss) for seed in self.recipe.seeds for loss in self.recipe.losses]
 
     def run(self) -> Path:
-        """Validate, train what is not finished, render the report; returns the report's path."""
-        from tqdm.auto import tqdm
+        """Validate, lock the folder, train what is not finished, render the report; returns the report's path.
 
+        Raises :class:`~lossbench.compare.lock.FolderBusyError` when another process holds the folder (unless
+        ``wait``) and :class:`~lossbench.compare.interrupt.Interrupted` on SIGTERM/SIGINT (the folder resumes).
+        """
         with quiet():
             self.prepare()
             self.processes = self._launch()  # every process exists before anything is decided or written
-            remove_temporary_files(self.output)  # left by a process killed mid-write
+        # one writer per folder (rank 0 of a distributed run is the only one that writes)
+        lock = FolderLock(self.output, wait=self.wait) if self.processes.is_global_zero else contextlib.nullcontext()
+        with lock, stop_on_signals():
+            return self._run_locked()
+
+    def _run_locked(self) -> Path:
+        from tqdm.auto import tqdm
+
+        with quiet():
+            if self.processes.is_global_zero:  # under the lock, again: another process may have written meanwhile
+                self._check_output()
+                self._check_data()
+            remove_temporary_files(self.output)  # left by a process killed mid-write (nobody else writes here now)
             self._write_meta()
             plan = self.plan()
             show = self.progress and self.processes.is_global_zero  # one display, on global rank 0
@@ -290,6 +316,7 @@ class Comparison:
             inits: dict[int, InitialState] = {}
             try:
                 for i, (seed, loss) in enumerate(plan, 1):
+                    self.position = f"run {i}/{len(plan)} ({loss.label} seed {seed})"
                     killpoint.kill_point(f"run:{i}")  # test hook (LOSSBENCH_TEST_KILL_AT); a no-op otherwise
                     bar.set_postfix_str(f"run {i}/{len(plan)}: {loss.label} seed {seed}")
                     dm = self.datamodule(seed)
@@ -301,6 +328,7 @@ class Comparison:
                         bar.write(f"[{i}/{len(plan)}] {line}")
             finally:
                 bar.close()
+        self.position = "the report"
         self.processes.barrier()
         from lossbench.compare.report import render_report
 
@@ -352,6 +380,7 @@ class Comparison:
 
     def evaluate_test(self, record: RunRecord, model, dm, folder: Path, best: BestWeights | None, trainer) -> None:
         """Select the reported weights, keep them and the test predictions, and fill ``record.test``."""
+        killpoint.kill_point("test")
         if best is not None and best.step is not None and best.path.is_file():
             model.load_state_dict(load_tensors(best.path))
             record.selected = {"rule": "best", "metric": best.metric, "step": best.step, "value": best.best}
@@ -409,7 +438,8 @@ class Comparison:
         selection = [best] if r.select == "best" else []
         try:
             if not resume:  # evaluation at step 0: every curve starts from the shared initial weights
-                self.trainer([recorder], folder, validate_only=True).validate(model, datamodule=dm, verbose=False)
+                self.trainer([recorder, *killpoint.callbacks()], folder, validate_only=True).validate(
+                    model, datamodule=dm, verbose=False)
             trainer = self.trainer([recorder, order, *selection, checkpoint, *killpoint.callbacks()], folder)
             seed_rngs(seed)  # dropout draws from the global RNG; a resumed run restores the checkpoint's (ResumeState)
             trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt) if resume else None, weights_only=True)
@@ -424,6 +454,7 @@ class Comparison:
             record.skipped_steps = model.skipped_steps
             record.fingerprints["data_order"].update(order.hashes)
             record.save(record_path)
+            self.failed.append(f"{loss.label} seed {seed} ({record.error.splitlines()[0][:200]})")
             return f"{loss.label} seed {seed}: FAILED ({record.error.splitlines()[0][:200]})"
         record.fingerprints["data_order"].update(order.hashes)
         summarise_run(record, recorder.rows, trainer, model)

@@ -1,10 +1,14 @@
 """Test hook: a comparison process SIGKILLs itself at a named moment (``tests/compare/test_kill.py``).
 
 Only for tests of crash safety. ``LOSSBENCH_TEST_KILL_AT="<point>"`` or ``"<point>@<n>"`` makes
-the process ``kill -9`` itself the n-th time (default: the first) it reaches that point:
+the process ``kill -9`` itself the n-th time (default: the first) it reaches that point
+(``LOSSBENCH_TEST_KILL_SIGNAL=TERM`` or ``INT`` sends that signal instead, as a scheduler or Ctrl-C would):
 
 - ``run:<i>``: before planned run ``i`` (1-based) starts, i.e. between runs;
 - ``step:<k>``: at the start of a run's training batch after ``k`` optimizer steps (mid-run);
+- ``validate:<k>``: at the start of an evaluation after ``k`` steps (``validate:0``: the stand-alone
+  evaluation of the initial weights);
+- ``test``: before a run's test split is evaluated;
 - ``finished``: after a run's record says finished, before its checkpoints are deleted;
 - ``write:<file name>``: with half of that file's temporary copy written (``record.json``,
   ``metrics.csv``, ``results.csv``, ``last.ckpt`` ...).
@@ -21,6 +25,7 @@ from collections import Counter
 from typing import Any
 
 _KILL_AT = os.environ.get("LOSSBENCH_TEST_KILL_AT") or None
+_SIGNAL = getattr(signal, "SIG" + os.environ.get("LOSSBENCH_TEST_KILL_SIGNAL", "KILL"))
 _reached: Counter[str] = Counter()
 
 
@@ -35,17 +40,20 @@ def kill_point(point: str) -> None:
     _reached[point] += 1
     name, _, times = _KILL_AT.partition("@")
     if point == name and _reached[point] == int(times or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), _SIGNAL)
 
 
 def callbacks() -> list[Any]:
-    """The ``step:<k>`` points as a Lightning callback while armed; none otherwise."""
-    if _KILL_AT is None or not _KILL_AT.startswith("step:"):
+    """The ``step:<k>`` and ``validate:<k>`` points as a Lightning callback while armed; none otherwise."""
+    if _KILL_AT is None or not _KILL_AT.startswith(("step:", "validate:")):
         return []
     import lightning.pytorch as pl
 
     class StepKill(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
             kill_point(f"step:{trainer.global_step}")
+
+        def on_validation_start(self, trainer, pl_module) -> None:
+            kill_point(f"validate:{trainer.global_step}")
 
     return [StepKill()]
