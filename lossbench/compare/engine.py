@@ -134,6 +134,24 @@ class InitialState:
     heads: dict[tuple[int, ...], dict[str, torch.Tensor]]  # projection shape -> projection state
 
 
+def _quarantine_unreadable(ckpt: Path) -> str | None:
+    """Move an unreadable checkpoint aside (kept for inspection) so that its run starts over instead of failing
+    on every rerun; returns what happened, for the record, or None when there was nothing to do."""
+    if not ckpt.exists():
+        return None
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state and "global_step" in state:
+            return None
+        problem = f"not a Lightning checkpoint (a {type(state).__name__})"
+    except Exception as exc:  # truncated, random bytes, empty, a folder, a pickle that needs code ...
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'unreadable'}"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    aside = ckpt.parent.parent / f"{ckpt.name}.unreadable-{stamp}"  # the run folder: checkpoints/ goes when it ends
+    os.replace(ckpt, aside)
+    return f"checkpoint {ckpt.name} unreadable ({problem}); moved to {aside.name}, run started over"
+
+
 def _own_start_up_file(path: Path) -> bool:
     """What a comparison killed on its first start can leave before comparison.json: its lock, its recipe copy,
     temporary files. Such a folder resumes instead of being refused as foreign."""
@@ -399,6 +417,7 @@ class Comparison:
         record_path = folder / "record.json"
         record = RunRecord.load(record_path) if record_path.exists() else None
         ckpt = folder / "checkpoints" / "last.ckpt"
+        restart = _quarantine_unreadable(ckpt) if self.processes.is_global_zero else None
         # global rank 0's view of the folder decides for every process (skip, resume or start): they stay in step
         finished, resume = self.processes.broadcast(
             (record is not None and record.status == "finished", ckpt.exists()))
@@ -413,7 +432,8 @@ class Comparison:
             same_on_all_ranks(f"the {key} fingerprint of loss {loss.label!r} seed {seed}", value)
         data = {split: info["fingerprint"] for split, info in dm.describe_splits().items()}  # this seed's data
         if record is None or not resume:
-            record = RunRecord(loss=loss.label, head=loss.head, head_args=loss.args, seed=seed)
+            earlier = (record.restarts if record is not None else []) + ([restart] if restart else [])
+            record = RunRecord(loss=loss.label, head=loss.head, head_args=loss.args, seed=seed, restarts=earlier)
             record.fingerprints = {
                 **initial, "head_shape": "x".join(str(s) for s in model.head.proj.weight.shape), "data_order": {},
             }

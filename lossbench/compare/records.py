@@ -170,6 +170,7 @@ class RunRecord:
     auc: float | None = None  # time-average of the target metric over training (trapezoid / steps)
     skipped_steps: int = 0  # optimizer steps skipped by the NaN policy
     resumed: int = 0  # how many times this run was resumed from a checkpoint
+    restarts: list[str] = field(default_factory=list)  # why the run started over (an unreadable checkpoint moved aside)
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

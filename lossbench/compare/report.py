@@ -463,6 +463,9 @@ def _unfinished_section(comparison: dict[str, Any], runs: Runs, outside: list[tu
     if outside:
         shown = ", ".join(f"{loss} seed {seed}" for loss, seed in outside)
         lines += [f"Run records outside the plan in comparison.json (ignored): {shown}.", ""]
+    restarted = [f"{r.loss} seed {r.seed}: {'; '.join(r.restarts)}" for r, _ in runs if r.restarts]
+    if restarted:
+        lines += [f"Runs that started over from their initial weights: {' | '.join(restarted)}.", ""]
     skipped = [f"{r.loss} seed {r.seed}: {r.skipped_steps}" for r, _ in runs if r.skipped_steps]
     if skipped:
         lines += [f"Optimizer steps skipped on a non-finite loss (nan_policy: skip): {'; '.join(skipped)}.", ""]

@@ -1,0 +1,59 @@
+"""Issue 9, finding 3: an unreadable last.ckpt is moved aside and its run starts over (before: the run failed on
+every rerun, forever, with `resumed` rising and exit 0)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import pytest
+import torch
+
+from lossbench.compare.engine import Comparison
+from lossbench.compare.recipe import load_recipe
+from lossbench.compare.records import RunRecord, read_csv, run_dir
+from tests.compare.conftest import tiny_recipe
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("unreadable") / "reference"
+    recipe = load_recipe(tiny_recipe(losses=["ce"], seeds=[0]))
+    Comparison(recipe, out, progress=False).run()
+    return recipe, out
+
+
+BAD = {
+    "truncated": lambda p, good: p.write_bytes(good[: len(good) // 3]),
+    "random": lambda p, good: p.write_bytes(bytes(range(256)) * 40),
+    "empty": lambda p, good: p.write_bytes(b""),
+    "a folder": lambda p, good: p.mkdir(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_an_unreadable_checkpoint_is_moved_aside_and_the_run_starts_over(finished, tmp_path, kind):
+    recipe, reference = finished
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    folder = run_dir(out, "ce", 0)
+    record = RunRecord.load(folder / "record.json")
+    record.status = "running"  # as if interrupted
+    record.save(folder / "record.json")
+    (folder / "checkpoints").mkdir()
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {}, "global_step": 4}, buffer)
+    BAD[kind](folder / "checkpoints" / "last.ckpt", buffer.getvalue())
+
+    report = Comparison(recipe, out, progress=False).run()
+    again = RunRecord.load(folder / "record.json")
+    assert again.status == "finished" and again.resumed == 0, again.error
+    assert len(again.restarts) == 1 and "unreadable" in again.restarts[0] and "run started over" in again.restarts[0]
+    kept = list(folder.glob("last.ckpt.unreadable-*"))
+    assert len(kept) == 1 and (kept[0].is_dir() if kind == "a folder" else kept[0].is_file())
+    # trained from its initial weights: the same results as the uninterrupted run
+    assert read_csv(folder / "metrics.csv")[-1]["val/accuracy"] == read_csv(
+        run_dir(reference, "ce", 0) / "metrics.csv")[-1]["val/accuracy"]
+    assert again.test == RunRecord.load(run_dir(reference, "ce", 0) / "record.json").test
+    assert "Runs that started over from their initial weights: ce seed 0: checkpoint last.ckpt unreadable" in (
+        report.read_text())
