@@ -12,6 +12,7 @@ import copy
 import difflib
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -299,8 +300,9 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         raise RecipeError(f"recipe: `target.metric` must name a validation metric like 'val/accuracy', got {target['metric']!r}")
     if target["mode"] not in ("max", "min"):
         raise RecipeError(f"recipe: `target.mode` must be 'max' or 'min', got {target['mode']!r}")
-    if not isinstance(target["threshold"], (int, float)) or isinstance(target["threshold"], bool):
-        raise RecipeError(f"recipe: `target.threshold` must be a number, got {target['threshold']!r}")
+    threshold = target["threshold"]
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+        raise RecipeError(f"recipe: `target.threshold` must be a finite number, got {threshold!r}")
     optimizer, schedule = _section(raw, "optimizer"), _section(raw, "schedule")
     nan_policy = raw.get("nan_policy", "raise")
     if nan_policy not in ("raise", "skip"):

@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
+
 from lossbench.compare.records import RunRecord
 
 
 def _reached(value: float, threshold: float, mode: str) -> bool:
-    return value >= threshold if mode == "max" else value <= threshold
+    """Metrics are computed in float32: 14/20 is stored as 0.699999988, which reaches a threshold of 0.7."""
+    limit = float(np.float32(threshold))
+    return value >= limit if mode == "max" else value <= limit
 
 
 def time_average(steps: list[int], values: list[float]) -> float | None:

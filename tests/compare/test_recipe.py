@@ -64,6 +64,7 @@ def test_class_path_losses(tmp_path):
         ({"trainer": {"max_steps": -1}}, RecipeError, r"`trainer.max_steps` must be a positive int, got -1"),
         ({"target": {"metric": "accuracy", "mode": "max", "threshold": 1}}, RecipeError, "`target.metric` must name a validation metric"),
         ({"target": {"metric": "val/accuracy", "mode": "up", "threshold": 1}}, RecipeError, "`target.mode` must be 'max' or 'min', got 'up'"),
+        ({"target": {"metric": "val/accuracy", "mode": "max", "threshold": float("nan")}}, RecipeError, "`target.threshold` must be a finite number, got nan"),
         ({"optimizer": {"name": "adamw", "lr": -0.1}}, RecipeError, r"`lr` must be a finite number > 0, got -0.1"),
         ({"data": {"path": "lossbench:wine", "batchsize": 4}}, RecipeError, r"unknown key `data.batchsize`; did you mean 'batch_size'"),
         ({"data": {"path": "lossbench:wine", "seed": 4}}, RecipeError, "`data.seed` is set by the comparison"),

@@ -138,3 +138,17 @@ def test_still_improving_ignores_step_zero_and_noise():
     assert not math.isnan(still_improving(STEPS, [0.2 + 0.001 * s for s in STEPS], "max").noise)
     with pytest.raises(ValueError, match="`mode` must be 'max' or 'min'"):
         still_improving(STEPS, STEPS, "up")
+
+
+def test_steps_to_target_counts_an_exact_hit_in_float32():
+    """Issue 9, finding 7: accuracy 14/20 is stored as 0.699999988 and must reach a threshold of 0.7."""
+    from lossbench.compare.summary import summarise_rows
+
+    value = float(torch.tensor(14 / 20, dtype=torch.float32))
+    assert value < 0.7
+    rows = [{"step": 0, "wall_time": 0.0, "val/accuracy": 0.1}, {"step": 10, "wall_time": 1.0, "val/accuracy": value}]
+    got = summarise_rows(rows, {"val/accuracy": "max"}, {"metric": "val/accuracy", "mode": "max", "threshold": 0.7})
+    assert got["steps_to_target"] == 10
+    low = summarise_rows([{**r, "val/loss": 1 - r["val/accuracy"]} for r in rows], {"val/loss": "min"},
+                         {"metric": "val/loss", "mode": "min", "threshold": 0.3})
+    assert low["steps_to_target"] == 10  # 1 - 0.699999988 = 0.300000012 <= float32(0.3)
