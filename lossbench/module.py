@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -103,6 +104,43 @@ def _target_scale(spec: DataSpec | None, head: LossHead) -> tuple[float, float] 
     if not head.standardized_target:
         return None
     return float(spec.target_mean or 0.0), float(spec.target_std)
+
+
+def _check_checkpoint_hparams(path: str | Path, overrides: dict[str, Any]) -> None:
+    """Refuse what a checkpoint's hyper-parameters would make ``load_from_checkpoint`` do beyond reading weights."""
+    import sys
+
+    owner = "LossbenchModule.load_from_checkpoint"
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    hp = {**(ckpt.get("hyper_parameters") or {}), **overrides} if isinstance(ckpt, dict) else {}
+    head = hp.get("head")
+    if "head" not in overrides and isinstance(head, str) and "." in head and head.rpartition(".")[0] not in sys.modules:
+        raise ValueError(
+            f"{owner}: the checkpoint {str(path)!r} names the head {head!r}, a dotted class path; loading a checkpoint "
+            f"never imports a module. If you trust it, pass head={head!r} (or the class) explicitly"
+        )
+    backbone, spec = hp.get("backbone"), hp.get("data_spec")
+    if not isinstance(backbone, dict) or not isinstance(spec, dict):
+        return
+    stored = sum(t.numel() * t.element_size() for k, t in (ckpt.get("state_dict") or {}).items()
+                 if isinstance(t, Tensor) and k.startswith("backbone."))
+    with torch.device("meta"):  # counts the parameters without allocating them
+        meta = build_backbone(DataSpec.from_dict(spec), BackboneConfig(**backbone))
+    wanted = sum(t.numel() * t.element_size() for t in meta.state_dict().values())
+    if wanted > 2 * stored + 2**20:
+        raise ValueError(
+            f"{owner}: the checkpoint {str(path)!r}'s hyper-parameters build a model of {_size(wanted)} (backbone "
+            f"{backbone}) but its weights hold {_size(stored)}: refusing to allocate it (a corrupt or crafted "
+            "checkpoint); pass `backbone=` explicitly if you mean it"
+        )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
 
 
 class LossbenchModule(pl.LightningModule):
@@ -244,8 +282,12 @@ class LossbenchModule(pl.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, weights_only: bool | None = True, **kwargs: Any):
         """Lightning's loader, reading with ``weights_only=True`` by default: a checkpoint cannot run code.
 
-        Pass ``weights_only=False`` only for files you trust.
+        Its hyper-parameters cannot either: a head named by a dotted class path is never imported on the
+        checkpoint's word (pass ``head=`` explicitly), and a model much larger than the weights the checkpoint
+        holds is refused before it is allocated. Pass ``weights_only=False`` only for files you trust.
         """
+        if weights_only and isinstance(checkpoint_path, (str, Path)):
+            _check_checkpoint_hparams(checkpoint_path, kwargs)
         return super().load_from_checkpoint(checkpoint_path, *args, weights_only=weights_only, **kwargs)
 
     @staticmethod
