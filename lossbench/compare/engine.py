@@ -40,10 +40,12 @@ from lossbench.compare.records import (
     read_json,
     remove_temporary_files,
     run_dir,
+    test_metric,
     write_csv,
     write_json,
 )
 from lossbench.compare.summary import summarise_run
+from lossbench.data.identity import fingerprints_of
 from lossbench.distributed import Processes, RankMismatchError, same_on_all_ranks
 from lossbench.resume import AtomicCheckpointIO, seed_rngs
 
@@ -265,7 +267,7 @@ class Comparison:
 
     @property
     def data_fingerprints(self) -> dict[str, str]:
-        return {split: info["fingerprint"] for split, info in self.data.items()}
+        return fingerprints_of(self.data)
 
     @property
     def setup_hash(self) -> str:
@@ -430,7 +432,7 @@ class Comparison:
                    "head_init": state_fingerprint(model.head.proj.state_dict())}
         for key, value in initial.items():  # every process must start from rank 0's weights (RankMismatchError)
             same_on_all_ranks(f"the {key} fingerprint of loss {loss.label!r} seed {seed}", value)
-        data = {split: info["fingerprint"] for split, info in dm.describe_splits().items()}  # this seed's data
+        data = fingerprints_of(dm.describe_splits())  # this seed's data
         if record is None or not resume:
             earlier = (record.restarts if record is not None else []) + ([restart] if restart else [])
             record = RunRecord(loss=loss.label, head=loss.head, head_args=loss.args, seed=seed, restarts=earlier)
@@ -474,8 +476,9 @@ class Comparison:
             record.skipped_steps = model.skipped_steps
             record.fingerprints["data_order"].update(order.hashes)
             record.save(record_path)
-            self.failed.append(f"{loss.label} seed {seed} ({record.error.splitlines()[0][:200]})")
-            return f"{loss.label} seed {seed}: FAILED ({record.error.splitlines()[0][:200]})"
+            first = record.error.splitlines()[0][:200]
+            self.failed.append(f"{loss.label} seed {seed} ({first})")
+            return f"{loss.label} seed {seed}: FAILED ({first})"
         record.fingerprints["data_order"].update(order.hashes)
         summarise_run(record, recorder.rows, trainer, model)
         record.environment = environment(trainer, r.trainer)
@@ -486,7 +489,7 @@ class Comparison:
         if self.processes.is_global_zero:
             shutil.rmtree(folder / "checkpoints", ignore_errors=True)
         value = record.final.get(r.target["metric"])
-        headline = "test/" + r.target["metric"].split("/", 1)[1]
+        headline = test_metric(r.target["metric"])
         tested = f", {headline} {record.test[headline]:.4f}" if headline in record.test else ""
         reached = f"step {record.steps_to_target}" if record.steps_to_target is not None else "not reached"
         return (f"{loss.label} seed {seed}: {r.target['metric']} {value:.4f} final{tested}, target {reached}, "

@@ -22,6 +22,7 @@ import torch
 
 from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, load_tensors, metrics_from_predictions, predict
 from lossbench.compare.records import RunRecord, load_records, run_dir
+from lossbench.data.identity import fingerprints_of
 
 
 @dataclass
@@ -86,7 +87,7 @@ def recompute(root: str | Path, *, atol: float = 1e-5, predictions_from_weights:
             if record.seed not in modules:
                 modules[record.seed] = HFDataModule(**recipe["data"], seed=record.seed)
             dm = modules[record.seed]
-            now = {split: info["fingerprint"] for split, info in dm.describe_splits().items()}
+            now = fingerprints_of(dm.describe_splits())
             before = record.fingerprints.get("data") or {}
             changed = [split for split in now if before.get(split) not in (None, now[split])]
             if changed:

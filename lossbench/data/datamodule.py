@@ -8,6 +8,7 @@ The work is shared out: :mod:`~lossbench.data.splits` picks or carves the splits
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from dataclasses import replace
@@ -262,6 +263,7 @@ class HFDataModule(L.LightningDataModule):
         self.standardize_target = bool(standardize_target)
         self._spec: DataSpec | None = None
         self._processed: dict[str, Any] = {}
+        self._described: dict[str, dict[str, Any]] | None = None  # describe_splits(), once per loaded data
         self._tokenizer: Any = None
         self._label_names: list[str] | None = None
         self.feature_stats: dict[str, list[float]] | None = None
@@ -320,15 +322,17 @@ class HFDataModule(L.LightningDataModule):
         """
         from lossbench.data.identity import describe_split
 
-        spec = self.spec
-        out = {}
-        for split in SPLITS:
-            data = self._processed.get(split)
-            if data is None:
-                continue
-            info = describe_split(data, spec.target_kind, spec.class_names, spec.num_classes)
-            out[split] = {"source": self._split_sources.get(split, "given"), **info}
-        return out
+        spec = self.spec  # loads the data first
+        if self._described is None:  # hashing every split's contents once, not once per run
+            out = {}
+            for split in SPLITS:
+                data = self._processed.get(split)
+                if data is None:
+                    continue
+                info = describe_split(data, spec.target_kind, spec.class_names, spec.num_classes)
+                out[split] = {"source": self._split_sources.get(split, "given"), **info}
+            self._described = out
+        return copy.deepcopy(self._described)
 
     # ------------------------------------------------------------------ Lightning hooks
 
@@ -518,6 +522,7 @@ class HFDataModule(L.LightningDataModule):
         if plan.input_kind == "features" and self.standardize:
             processed, self.feature_stats = _standardize(processed)
         self._processed = {k: v.with_format("torch") for k, v in processed.items()}
+        self._described = None
         self._tokenizer = plan.tokenizer
         spec = _make_spec(plan, self.task, self.max_length)
         if spec.target_kind == "real" and self.standardize_target:

@@ -82,3 +82,8 @@ def describe_split(dataset: Any, target_kind: str | None, class_names: tuple[str
         info["target_mean"] = float(t.mean()) if t.size else None
         info["target_sd"] = float(t.std(ddof=1)) if t.size > 1 else None
     return info
+
+
+def fingerprints_of(described: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """``{split: content fingerprint}`` of a ``describe_splits()`` result."""
+    return {split: info["fingerprint"] for split, info in described.items()}
