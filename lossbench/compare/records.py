@@ -38,6 +38,11 @@ METRIC_COLUMNS = ("step", "epoch", "wall_time", "train_loss", "grad_norm", "lr")
 """Fixed leading columns of metrics.csv; validation metrics follow as "val/<name>" (e.g. "val/accuracy")."""
 
 
+def test_metric(metric: str) -> str:
+    """The test-split name of a validation metric: ``"val/accuracy"`` -> ``"test/accuracy"``."""
+    return "test/" + metric.split("/", 1)[-1]
+
+
 def is_global_zero() -> bool:
     """True unless this is a process other than global rank 0 of a distributed run (which must not write)."""
     dist = sys.modules.get("torch.distributed")  # no process group without torch imported

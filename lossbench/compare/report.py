@@ -13,7 +13,7 @@ from typing import Any
 
 from lossbench.compare import plots as plotting
 from lossbench.compare.fairness import FairnessResult, check_fairness, data_content_fingerprint, data_fingerprint
-from lossbench.compare.records import RunRecord, atomic_write_text, load_records, read_json, write_csv
+from lossbench.compare.records import RunRecord, atomic_write_text, load_records, read_json, test_metric, write_csv
 from lossbench.compare.format import _ci, _est, _num, _p, _padj, _plain, _pvalue, _reached, _signed, _untested
 from lossbench.compare.outcome import outcome_sentences, worse_than_mean
 from lossbench.compare.stats import OWN_SCALE, ComparisonStats, compare_losses
@@ -108,7 +108,7 @@ def results_table(comparison: dict[str, Any], runs: Runs, fairness: FairnessResu
     Test metrics (on the reported weights) lead; validation final/best values follow.
     """
     metric = comparison["target"]["metric"]
-    headline = "test/" + metric.split("/", 1)[-1]
+    headline = test_metric(metric)
     tests = sorted({m for r, _ in runs for m in r.test} - {headline})
     tests = [headline, *tests] if any(r.test for r, _ in runs) else []
     others = sorted({m for r, _ in runs for m in (*r.final, *r.best) if m.startswith("val/")} - {metric})

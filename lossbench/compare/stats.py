@@ -17,7 +17,7 @@ import numpy as np
 from scipy import stats as sps
 
 from lossbench.compare.fairness import as_records
-from lossbench.compare.records import RunRecord
+from lossbench.compare.records import RunRecord, test_metric
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -296,7 +296,7 @@ def compare_losses(
             used[r.loss][r.seed] = r
     others = sorted({m for rs in used.values() for r in rs.values() for m in (*r.final, *r.best)} - {metric})
     metrics = [metric] + [m for m in others if m.startswith("val/") and m not in OWN_SCALE]
-    tested = "test/" + metric.split("/", 1)[-1]
+    tested = test_metric(metric)
     test_names = sorted({m for rs in used.values() for r in rs.values() for m in r.test} - {tested})
     has_test = any(tested in r.test for rs in used.values() for r in rs.values())
     headline = tested if has_test else metric
