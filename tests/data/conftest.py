@@ -18,11 +18,14 @@ def text_frame(n: int = 60) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def write_parquet(frame: pd.DataFrame, path) -> str:
+    frame.to_parquet(path)
+    return str(path)
+
+
 @pytest.fixture
 def text_parquet(tmp_path):
-    path = tmp_path / "text.parquet"
-    text_frame().to_parquet(path)
-    return str(path)
+    return write_parquet(text_frame(), tmp_path / "text.parquet")
 
 
 SIGNAL_WORDS = {
@@ -48,9 +51,7 @@ def review_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
 
 @pytest.fixture
 def review_parquet(tmp_path):
-    path = tmp_path / "reviews.parquet"
-    review_frame().to_parquet(path)
-    return str(path)
+    return write_parquet(review_frame(), tmp_path / "reviews.parquet")
 
 
 def numeric_frame(n: int = 40, seed: int = 0) -> pd.DataFrame:
