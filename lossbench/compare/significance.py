@@ -59,12 +59,7 @@ class ExampleTest:
 
 def _correct(pred: dict[str, np.ndarray]) -> np.ndarray:
     target = np.asarray(pred["target"])
-    if "label" in pred:
-        label = np.asarray(pred["label"])
-    else:
-        proba = np.asarray(pred["proba"])
-        label = (proba >= 0.5).astype(np.int64) if proba.ndim == 1 else proba.argmax(-1)
-    return label.reshape(target.shape) == target
+    return _labels(pred).reshape(target.shape) == target
 
 
 def mcnemar_pooled(preds_a: Sequence[dict], preds_b: Sequence[dict]) -> ExampleTest:
