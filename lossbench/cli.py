@@ -55,11 +55,15 @@ def _overrides(extra: list[str]) -> dict[str, str]:
     return out
 
 
+EXIT_WRITE_FAILED = 74  # sysexits.h EX_IOERR: the results folder could not be written
+
+
 def _compare(args: argparse.Namespace, extra: list[str]) -> int:
     from lossbench.compare.engine import Comparison, quiet
     from lossbench.compare.interrupt import Interrupted
     from lossbench.compare.lock import FolderBusyError
     from lossbench.compare.recipe import RecipeError, load_recipe
+    from lossbench.compare.storage import WriteFailed
     from lossbench.heads import UnknownHeadError
 
     try:
@@ -86,6 +90,10 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
             print(f"lossbench compare: stopped by {exc.name} at {comparison.position}; the folder "
                   f"{str(comparison.output)!r} is resumable: rerun the same command to continue", file=sys.stderr)
         return exc.exit_code
+    except WriteFailed as exc:  # disk full, quota, read-only: every write is atomic, so the folder resumes
+        print(f"lossbench compare: {exc}; stopped at {comparison.position}; free space (or fix the folder) and "
+              f"rerun the same command to resume {str(comparison.output)!r}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     if not comparison.processes.is_global_zero:  # under DDP every process runs this command; one reports
         return 0
     print(f"report: {report}")

@@ -32,8 +32,7 @@ from lossbench.compare.evaluate import save_tensors
 from lossbench.compare.fingerprints import combine, state_fingerprint
 from lossbench.compare.interrupt import stop_on_signals
 from lossbench.compare.lock import LOCK_FILE, FolderLock
-from lossbench.compare.selection import BestWeights
-from lossbench.compare.recipe import LossSpec, Recipe, RecipeError
+from lossbench.compare.recipe import MAX_PARAMETERS, LossSpec, Recipe, RecipeError
 from lossbench.compare.records import (
     RunRecord,
     atomic_write_text,
@@ -44,6 +43,8 @@ from lossbench.compare.records import (
     write_csv,
     write_json,
 )
+from lossbench.compare.selection import BestWeights
+from lossbench.compare.storage import check_writable, write_failure
 from lossbench.compare.summary import summarise_run
 from lossbench.data.identity import fingerprints_of
 from lossbench.distributed import Processes, RankMismatchError, same_on_all_ranks
@@ -211,6 +212,7 @@ class Comparison:
                     f"recipe: `target.metric` {target!r} is not logged for loss {loss.label!r} ({task} head); "
                     f"it logs {sorted(logged)}"
                 )
+        self._check_model_size(spec)
         probe = self.initial_state(self.recipe.seeds[0], spec)
         for loss in self.recipe.losses:  # the heads' own argument checks, before anything is written
             try:
@@ -218,10 +220,23 @@ class Comparison:
             except (ValueError, TypeError) as exc:
                 raise RecipeError(f"recipe: loss {loss.label!r} cannot be built for the data: {exc}") from None
 
+    def _check_model_size(self, spec) -> None:
+        """Refuse a backbone above MAX_PARAMETERS before allocating it (counted on the meta device)."""
+        from lossbench.module import BackboneConfig, build_backbone
+
+        with torch.device("meta"):
+            meta = build_backbone(spec, BackboneConfig(**self.recipe.backbone))
+        count = sum(p.numel() for p in meta.parameters())
+        if count > MAX_PARAMETERS:
+            raise RecipeError(
+                f"recipe: the backbone would have {count:,} parameters (`backbone` {self.recipe.backbone} on this "
+                f"data), more than the {MAX_PARAMETERS:,} a comparison allows; refused before allocating it")
+
     def _check_output(self) -> None:
         meta = self.output / "comparison.json"
-        if self.output.exists() and not self.output.is_dir():
-            raise RecipeError(f"compare: `--output` {str(self.output)!r} exists and is not a folder")
+        unwritable = check_writable(self.output)
+        if unwritable:
+            raise RecipeError(f"compare: `--output` {unwritable}; choose another folder")
         if meta.exists():
             previous = read_json(meta)
             if previous.get("recipe_setup_hash", previous.get("setup_hash")) != self.recipe.setup_hash:
@@ -318,7 +333,13 @@ class Comparison:
         # one writer per folder (rank 0 of a distributed run is the only one that writes)
         lock = FolderLock(self.output, wait=self.wait) if self.processes.is_global_zero else contextlib.nullcontext()
         with lock, stop_on_signals():
-            return self._run_locked()
+            try:
+                return self._run_locked()
+            except OSError as exc:  # disk full, quota, read-only: stop (every later write would fail too)
+                failure = write_failure(exc, self.output)
+                if failure is None:
+                    raise
+                raise failure from exc
 
     def _run_locked(self) -> Path:
         from tqdm.auto import tqdm
@@ -472,6 +493,8 @@ class Comparison:
         except RankMismatchError:  # processes disagree on the batch order: stop the whole comparison, loudly
             raise
         except Exception as exc:  # a failed run is recorded and reported; the others go on
+            if write_failure(exc, self.output) is not None:  # not the run's fault: stop, the folder resumes
+                raise
             record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
             record.skipped_steps = model.skipped_steps
             record.fingerprints["data_order"].update(order.hashes)

@@ -120,10 +120,57 @@ def bundled_recipes() -> dict[str, Path]:
     return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml")) if not p.stem.startswith("fit_")}
 
 
+# Bounds on what a recipe may ask for, checked before anything is allocated. They guard against typos and
+# hostile files (a YAML alias bomb, a billion seeds), not against real comparisons: each is far above any.
+MAX_YAML_DEPTH = 64  # nesting of mappings/lists in one YAML document
+MAX_YAML_VALUES = 100_000  # values in a document once its aliases (*anchor) are expanded
+MAX_SEEDS = 1_000  # seeds of one comparison (each is a run per loss)
+MAX_SEED = 2**32 - 1  # the largest seed torch and numpy accept
+MAX_LENGTH = 65_536  # `data.max_length`: tokens per sequence (the position table is max_length x d_model)
+MAX_PARAMETERS = 1_000_000_000  # backbone parameters (4 GB in float32), counted before it is allocated
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses documents nested deeper than :data:`MAX_YAML_DEPTH`."""
+
+    depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise RecipeError(f"line {mark.line + 1}: nested more than {MAX_YAML_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
+    """Values in ``node`` with every alias expanded (an alias is the anchored node itself: counted by id once)."""
+    if id(node) not in sizes:
+        children = node.value if isinstance(node.value, list) else []
+        flat = [part for child in children for part in (child if isinstance(child, tuple) else (child,))]
+        sizes[id(node)] = min(1 + sum(_expanded_size(c, sizes) for c in flat), MAX_YAML_VALUES + 1)
+    return sizes[id(node)]
+
+
 def safe_yaml(text: str, where: str) -> Any:
-    """Plain YAML values only (``yaml.safe_load``): a tag such as ``!!python/object`` is refused, never run."""
+    """Plain YAML values only (``yaml.SafeLoader``): a tag such as ``!!python/object`` is refused, never run.
+
+    Documents nested deeper than :data:`MAX_YAML_DEPTH` or holding more than :data:`MAX_YAML_VALUES`
+    values once aliases are expanded (a "billion laughs" file) are refused before they are built.
+    """
+    loader = _BoundedLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise RecipeError(f"expands to more than {MAX_YAML_VALUES} values once its aliases (*name) are expanded")
+        return loader.construct_document(node)
+    except RecipeError as exc:
+        raise RecipeError(f"recipe: {where} is refused: {exc}; recipes are small plain YAML files") from None
     except yaml.constructor.ConstructorError as exc:
         mark = f" (line {exc.problem_mark.line + 1})" if exc.problem_mark is not None else ""
         raise RecipeError(
@@ -132,6 +179,8 @@ def safe_yaml(text: str, where: str) -> Any:
         ) from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe: {where} is not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
 
 
 def recipe_summary(path: Path) -> str:
@@ -198,8 +247,8 @@ def load_recipe(
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
     if seeds is not None:
-        if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-            raise RecipeError(f"recipe: `--seeds` must be a positive int, got {seeds!r}")
+        if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+            raise RecipeError(f"recipe: `--seeds` must be a count in [1, {MAX_SEEDS}], got {seeds!r}")
         raw["seeds"] = list(range(seeds))
     return _validate(raw, keep=losses)
 
@@ -213,12 +262,16 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return {**defaults, **given}
 
 
-def _loss_specs(raw_losses: Any) -> list[LossSpec]:
+def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = None) -> list[LossSpec]:
+    """The recipe's losses (all of them, or those in ``keep`` and the baseline); only their heads are resolved.
+
+    A ``class_path`` module runs code when imported: a loss left out with ``--losses`` is never imported.
+    """
     from lossbench.heads.registry import get_head_class
 
     if not isinstance(raw_losses, list) or not raw_losses:
         raise RecipeError(f"recipe: `losses` must be a non-empty list of loss names or mappings, got {raw_losses!r}")
-    specs = []
+    specs, class_paths = [], set()  # class_paths: labels given by `class_path` (imported), not by `name`
     for i, item in enumerate(raw_losses):
         if isinstance(item, str):
             item = {"name": item}
@@ -228,19 +281,33 @@ def _loss_specs(raw_losses: Any) -> list[LossSpec]:
         if ("name" in item) == ("class_path" in item):
             raise RecipeError(f"recipe: `losses[{i}]` needs exactly one of `name` or `class_path`, got {item!r}")
         head = item.get("name") or item["class_path"]
+        if not isinstance(head, str) or not head:
+            raise RecipeError(f"recipe: `losses[{i}]`'s `name`/`class_path` must be a non-empty string, got {head!r}")
         args = dict(item.get("args") or item.get("init_args") or {})
-        if "name" in item:
-            get_head_class(head)  # unknown name: UnknownHeadError listing the nearest names
-        else:
-            _import_head_class(head, i)
         label = str(item.get("label") or (head.rsplit(".", 1)[-1] if "class_path" in item else head))
         if not label.replace("_", "").replace("-", "").isalnum():
             raise RecipeError(f"recipe: `losses[{i}].label` must be letters, digits, _ or -, got {label!r}")
         specs.append(LossSpec(label, head, args))
+        if "class_path" in item:
+            class_paths.add(label)
     labels = [s.label for s in specs]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise RecipeError(f"recipe: loss labels must be unique, {dupes} appear twice; give each a `label`")
+    if baseline is None:
+        baseline = labels[0]
+    if baseline not in labels:
+        raise RecipeError(f"recipe: `baseline` {baseline!r} is not one of the losses {labels}{_nearest(str(baseline), labels)}")
+    if keep:
+        unknown = [k for k in keep if k not in labels]
+        if unknown:
+            raise RecipeError(f"recipe: `--losses` {unknown} are not in the recipe's losses {labels}")
+        specs = [s for s in specs if s.label in keep or s.label == baseline]
+    for spec in specs:
+        if spec.label in class_paths:
+            _import_head_class(spec.head, labels.index(spec.label))
+        else:
+            get_head_class(spec.head)  # unknown name: UnknownHeadError listing the nearest names
     return specs
 
 
@@ -255,6 +322,9 @@ def _import_head_class(class_path: str, i: int) -> type:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise RecipeError(f"recipe: `losses[{i}].class_path` {class_path!r} cannot be imported: {exc}") from exc
+    except SystemExit as exc:  # a module that exits on import must not end the comparison with its code
+        raise RecipeError(f"recipe: `losses[{i}].class_path` {class_path!r}: importing {module!r} called "
+                          f"sys.exit({exc.code!r}); a head's module must not exit when imported") from None
     if not (isinstance(cls, type) and issubclass(cls, LossHead)):
         raise RecipeError(f"recipe: `losses[{i}].class_path` {class_path!r} is not a LossHead subclass")
     return cls
@@ -266,24 +336,19 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     if not isinstance(data, dict) or not data.get("path"):
         raise RecipeError(f"recipe: `data` must be a mapping with at least `path`, got {data!r}")
     _check_data_args(data)
-    losses = _loss_specs(raw.get("losses"))
-    labels = [s.label for s in losses]
-    baseline = raw.get("baseline", labels[0])
-    if baseline not in labels:
-        raise RecipeError(f"recipe: `baseline` {baseline!r} is not one of the losses {labels}{_nearest(str(baseline), labels)}")
-    if keep:
-        unknown = [k for k in keep if k not in labels]
-        if unknown:
-            raise RecipeError(f"recipe: `--losses` {unknown} are not in the recipe's losses {labels}")
-        losses = [s for s in losses if s.label in keep or s.label == baseline]
+    losses = _loss_specs(raw.get("losses"), keep, raw.get("baseline"))
+    baseline = raw.get("baseline", losses[0].label)
     given_seeds = seeds = raw.get("seeds", [0, 1, 2])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and 1 <= seeds <= MAX_SEEDS:
         seeds = list(range(seeds))
-    ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                   for s in seeds)
+    ok = (isinstance(seeds, list) and 1 <= len(seeds) <= MAX_SEEDS
+          and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds))
     if not ok:
+        long = isinstance(given_seeds, list) and len(given_seeds) > 10
+        shown = f"a list of {len(given_seeds)} starting {given_seeds[:5]}" if long else repr(given_seeds)
         raise RecipeError(
-            f"recipe: `seeds` must be a positive count or a non-empty list of ints >= 0, got {given_seeds!r}"
+            f"recipe: `seeds` must be a count in [1, {MAX_SEEDS}] or a list of 1 to {MAX_SEEDS} ints in "
+            f"[0, {MAX_SEED}], got {shown}"
         )
     if len(set(seeds)) != len(seeds):
         raise RecipeError(f"recipe: `seeds` must be distinct, got {seeds}")
@@ -393,9 +458,33 @@ def _check_trainer_values(trainer: dict[str, Any]) -> None:
         shown = ", ".join(repr(v) for v in allowed if isinstance(v, str))
         raise RecipeError(f"recipe: `trainer.precision` must be one of Lightning's precisions ({shown}), "
                           f"got {trainer['precision']!r}")
+    _check_accelerator(trainer["accelerator"], trainer["devices"])
     clip = trainer["gradient_clip_val"]
     if clip is not None and not (_is_number(clip) and clip >= 0):
         raise RecipeError(f"recipe: `trainer.gradient_clip_val` must be a number >= 0 or null, got {clip!r}")
+
+
+def _check_accelerator(accelerator: Any, devices: Any) -> None:
+    """``trainer.accelerator`` must exist on this machine (Lightning would fail every run, one by one)."""
+    import torch
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    names = sorted(AcceleratorRegistry.available_accelerators())
+    if accelerator == "auto" or not isinstance(accelerator, str):  # not a str: an Accelerator instance
+        return
+    if accelerator not in (*names, "gpu"):
+        raise RecipeError(f"recipe: `trainer.accelerator` must be 'auto', 'gpu' or one of {names}, "
+                          f"got {accelerator!r}{_nearest(accelerator, [*names, 'gpu', 'auto'])}")
+    kinds = ("cuda", "mps") if accelerator == "gpu" else (accelerator,)
+    found = [k for k in kinds if AcceleratorRegistry[k]["accelerator"].is_available()]
+    if not found:
+        raise RecipeError(f"recipe: `trainer.accelerator` is {accelerator!r} but this machine has no "
+                          f"{' or '.join(kinds)} device (torch {torch.__version__}); use 'cpu' or 'auto', "
+                          "or run on a machine that has one")
+    if found[0] == "cuda" and isinstance(devices, int) and not isinstance(devices, bool):
+        count = torch.cuda.device_count()
+        if devices > count:
+            raise RecipeError(f"recipe: `trainer.devices` is {devices} but this machine has {count} CUDA device(s)")
 
 
 def _check_data_args(data: dict[str, Any]) -> None:
@@ -407,3 +496,7 @@ def _check_data_args(data: dict[str, Any]) -> None:
     if "seed" in data:
         raise RecipeError("recipe: `data.seed` is set by the comparison from `seeds` (one batch order per seed); remove it")
     _check_keys("data.", data, allowed)
+    length = data.get("max_length")
+    if _is_number(length) and length > MAX_LENGTH:  # other bad values: HFDataModule's own check names them
+        raise RecipeError(f"recipe: `data.max_length` must be at most {MAX_LENGTH} tokens, got {length!r} "
+                          f"(the position table alone would hold {int(length):,} x d_model numbers)")

@@ -58,7 +58,7 @@ def test_class_path_losses(tmp_path):
         ({"baseline": "cee"}, RecipeError, r"`baseline` 'cee' is not one of the losses .*did you mean 'ce'"),
         ({"losses": ["ce", "ce"]}, RecipeError, "labels must be unique"),
         ({"losses": []}, RecipeError, "`losses` must be a non-empty list"),
-        ({"seeds": 0}, RecipeError, "`seeds` must be a positive count"),
+        ({"seeds": 0}, RecipeError, "`seeds` must be a count in \\[1, 1000\\]"),
         ({"seeds": [0, 0]}, RecipeError, "`seeds` must be distinct"),
         ({"trainer": {"max_steps": 8, "max_epochs": 2}}, RecipeError, "exactly one of `max_epochs` or `max_steps`"),
         ({"trainer": {"max_steps": -1}}, RecipeError, r"`trainer.max_steps` must be a positive int, got -1"),
@@ -83,7 +83,7 @@ def test_unknown_recipe_name_and_override():
         load_recipe("digit")
     with pytest.raises(RecipeError, match=r"unknown override `--trainr.max_epochs`; did you mean 'trainer'"):
         load_recipe("digits", overrides={"trainr.max_epochs": "2"})
-    with pytest.raises(RecipeError, match=r"`--seeds` must be a positive int, got 0"):
+    with pytest.raises(RecipeError, match=r"`--seeds` must be a count in \[1, 1000\], got 0"):
         load_recipe("digits", seeds=0)
     with pytest.raises(RecipeError, match=r"`--losses` \['nope'\] are not in the recipe's losses"):
         load_recipe("digits", losses=["nope"])
