@@ -34,6 +34,7 @@ from lossbench.compare.interrupt import stop_on_signals
 from lossbench.compare.lock import LOCK_FILE, FolderLock
 from lossbench.compare.recipe import MAX_PARAMETERS, LossSpec, Recipe, RecipeError
 from lossbench.compare.records import (
+    STATUS,
     RunRecord,
     atomic_write_text,
     read_json,
@@ -155,6 +156,35 @@ def _quarantine_unreadable(ckpt: Path) -> str | None:
     return f"checkpoint {ckpt.name} unreadable ({problem}); moved to {aside.name}, run started over"
 
 
+_UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError)  # JSON, shape, types
+
+
+def _read_record(path: Path) -> tuple[RunRecord | None, str | None]:
+    """The run's record, or (None, why) when the file is unreadable or ill-typed (it is not moved here)."""
+    if not path.exists():
+        return None, None
+    try:
+        record = RunRecord.load(path)
+        bad = [name for name, ok in (
+            ("status", record.status in STATUS), ("seed", isinstance(record.seed, int)),
+            ("steps", isinstance(record.steps, int)), ("fingerprints", isinstance(record.fingerprints, dict)),
+            *((name, isinstance(getattr(record, name), dict)) for name in ("final", "best", "test", "head_args")),
+        ) if not ok]
+        if bad:
+            raise ValueError(f"ill-typed fields {bad}")
+        return record, None
+    except _UNREADABLE as exc:
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'unreadable'}"
+
+
+def _quarantine_record(path: Path, problem: str) -> str:
+    """Move an unreadable record.json aside (kept for inspection): its run is trained again, which rebuilds it."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.unreadable-{stamp}")
+    os.replace(path, aside)
+    return f"record {path.name} unreadable ({problem}); moved to {aside.name}, run started over"
+
+
 def _own_start_up_file(path: Path) -> bool:
     """What a comparison killed on its first start can leave before comparison.json: its lock, its recipe copy,
     temporary files. Such a folder resumes instead of being refused as foreign."""
@@ -238,7 +268,7 @@ class Comparison:
         if unwritable:
             raise RecipeError(f"compare: `--output` {unwritable}; choose another folder")
         if meta.exists():
-            previous = read_json(meta)
+            previous = self._read_meta()
             if previous.get("recipe_setup_hash", previous.get("setup_hash")) != self.recipe.setup_hash:
                 raise RecipeError(
                     f"compare: `--output` {str(self.output)!r} holds results of another recipe setup "
@@ -252,9 +282,8 @@ class Comparison:
             )
         for loss in self.recipe.losses:
             for seed in self.recipe.seeds:
-                path = run_dir(self.output, loss.label, seed) / "record.json"
-                if path.exists():
-                    record = RunRecord.load(path)
+                record, _ = _read_record(run_dir(self.output, loss.label, seed) / "record.json")
+                if record is not None:  # an unreadable one is moved aside and its run trained again (run_one)
                     if record.head != loss.head or record.head_args != loss.args:
                         raise RecipeError(
                             f"compare: loss {loss.label!r} in {str(self.output)!r} was run as {record.head} "
@@ -267,7 +296,7 @@ class Comparison:
         meta = self.output / "comparison.json"
         if not meta.exists():
             return
-        before = read_json(meta).get("data") or {}
+        before = self._read_meta().get("data") or {}
         changed = [
             f"{split!r} (fingerprint {str(before.get(split, {}).get('fingerprint'))[:12]} then, "
             f"{str(now.get('fingerprint'))[:12]} now; {before.get(split, {}).get('rows')} rows then, {now.get('rows')} now)"
@@ -279,6 +308,22 @@ class Comparison:
                 f"contents of split {', '.join(changed)} differ; refusing to resume or mix runs on different data; "
                 "use a new --output folder (or restore the data)"
             )
+
+    def _read_meta(self) -> dict[str, Any]:
+        """``comparison.json``, or a RecipeError naming it when it is unreadable (it says what the folder holds)."""
+        path = self.output / "comparison.json"
+        try:
+            meta = read_json(path)
+        except (ValueError, UnicodeDecodeError) as exc:
+            meta, problem = None, f"not valid JSON ({str(exc).splitlines()[0][:120]})"
+        else:
+            problem = f"a JSON {type(meta).__name__}, not an object"
+        if not isinstance(meta, dict) or not isinstance(meta.get("data", {}), dict):
+            problem = problem if not isinstance(meta, dict) else "its 'data' is not an object"
+            raise RecipeError(
+                f"compare: {str(path)!r} is unreadable: {problem}; it records which recipe and data this folder "
+                "holds, so its runs cannot be resumed without it: restore it, or use a new --output folder")
+        return meta
 
     @property
     def data_fingerprints(self) -> dict[str, str]:
@@ -396,7 +441,7 @@ class Comparison:
         }
         path = self.output / "comparison.json"
         if path.exists():
-            meta["created"] = read_json(path).get("created", meta["created"])
+            meta["created"] = self._read_meta().get("created", meta["created"])
         atomic_write_text(self.output / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
         write_json(path, meta)
 
@@ -438,12 +483,14 @@ class Comparison:
         """Train one (loss, seed) run, or skip/resume it; return its summary line."""
         folder = run_dir(self.output, loss.label, seed)
         record_path = folder / "record.json"
-        record = RunRecord.load(record_path) if record_path.exists() else None
+        record, unreadable = _read_record(record_path)
         ckpt = folder / "checkpoints" / "last.ckpt"
         restart = _quarantine_unreadable(ckpt) if self.processes.is_global_zero else None
+        if unreadable and self.processes.is_global_zero:
+            restart = _quarantine_record(record_path, unreadable)
         # global rank 0's view of the folder decides for every process (skip, resume or start): they stay in step
         finished, resume = self.processes.broadcast(
-            (record is not None and record.status == "finished", ckpt.exists()))
+            (record is not None and record.status == "finished", ckpt.exists() and not unreadable))
         if finished:
             if self.processes.is_global_zero:
                 shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # left if killed right after finishing

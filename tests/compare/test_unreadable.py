@@ -57,3 +57,56 @@ def test_an_unreadable_checkpoint_is_moved_aside_and_the_run_starts_over(finishe
     assert again.test == RunRecord.load(run_dir(reference, "ce", 0) / "record.json").test
     assert "Runs that started over from their initial weights: ce seed 0: checkpoint last.ckpt unreadable" in (
         report.read_text())
+
+
+# Issue 9, finding 11: an unreadable or ill-typed record.json is moved aside and its run trained again, which
+# rebuilds it (before: a traceback from `lossbench compare` on every rerun); an unreadable comparison.json is one
+# error naming the file (before: JSONDecodeError/AttributeError tracebacks).
+BAD_RECORDS = {
+    "a list": b"[]",
+    "an empty object": b"{}",
+    "final null": None,
+    "a string step count": None,
+    "binary": bytes(range(256)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_RECORDS))
+def test_an_unreadable_record_is_moved_aside_and_its_run_rebuilt(finished, tmp_path, kind):
+    import json
+
+    recipe, reference = finished
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    path = run_dir(out, "ce", 0) / "record.json"
+    values = json.loads(path.read_text())
+    if kind == "final null":
+        values["final"] = None
+    elif kind == "a string step count":
+        values["steps"] = "abc"
+    path.write_bytes(BAD_RECORDS[kind] if BAD_RECORDS[kind] is not None else json.dumps(values).encode())
+
+    Comparison(recipe, out, progress=False).run()
+    again = RunRecord.load(path)
+    assert again.status == "finished" and len(again.restarts) == 1 and "record record.json unreadable" in (
+        again.restarts[0])
+    assert len(list(path.parent.glob("record.json.unreadable-*"))) == 1
+    assert again.test == RunRecord.load(run_dir(reference, "ce", 0) / "record.json").test  # rebuilt, same numbers
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b"{not json", b'{"data": [1]}'])
+def test_an_unreadable_comparison_json_is_one_error_naming_it(finished, tmp_path, capsys, content):
+    import yaml
+
+    from lossbench.cli import main
+
+    recipe, reference = finished
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    (out / "comparison.json").write_bytes(content)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(losses=["ce"], seeds=[0]), sort_keys=False))
+    assert main(["compare", str(path), "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{str(out / 'comparison.json')!r} is unreadable" in err, err
+    assert (out / "comparison.json").read_bytes() == content  # left for the user to restore
