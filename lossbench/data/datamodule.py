@@ -222,6 +222,13 @@ class HFDataModule(L.LightningDataModule):
             feature_columns = list(feature_columns)
             if not feature_columns or not all(isinstance(c, str) and c for c in feature_columns):
                 raise _err(f"`feature_columns` must be a non-empty list of column names, got {feature_columns!r}")
+            counts = {c: feature_columns.count(c) for c in dict.fromkeys(feature_columns)}
+            twice = {c: k for c, k in counts.items() if k > 1}
+            if twice:
+                raise _err(
+                    f"`feature_columns` must name each column once; "
+                    f"{', '.join(f'{c!r} is given {k} times' for c, k in twice.items())} in {feature_columns!r}"
+                )
         given = {k: v for k, v in (("text_column", text_column), ("feature_columns", feature_columns),
                                    ("image_column", image_column)) if v is not None}
         if len(given) > 1:
@@ -239,6 +246,19 @@ class HFDataModule(L.LightningDataModule):
                 feature_columns = [column]
         if label_column is None:
             label_column = BUILTIN_COLUMNS[self.builtin][1] if self.builtin else "label"
+        if task != "lm":  # the target must not also be an input: the model would read the answer
+            if feature_columns is not None and label_column in feature_columns:
+                raise _err(
+                    f"`label_column`={label_column!r} is also in `feature_columns`={feature_columns!r}; the target "
+                    "must not be an input: drop it from `feature_columns` or name another `label_column`"
+                )
+            for arg, column in (("text_column", text_column), ("image_column", image_column)):
+                if column is not None and column == label_column:
+                    hint = " (or task='lm' to model the texts themselves)" if arg == "text_column" else ""
+                    raise _err(
+                        f"`label_column`={label_column!r} is also the `{arg}`; the target must not be the input: "
+                        f"name another `label_column`{hint}"
+                    )
         if task == "lm" and text_column is None:
             raise _err("`task`='lm' (language modelling) needs `text_column`, got None")
         if not isinstance(tokenizer, str) or not tokenizer:

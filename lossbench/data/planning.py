@@ -7,6 +7,7 @@ that the labels fit it; :func:`_make_spec` turns a finished plan into the data's
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,12 @@ def _count_features(train, columns: list[str]) -> int:
 
 
 def _plan_target(plan: _Plan, splits: dict[str, Any], task: str) -> None:
-    """The target kind of ``task`` (resolving "auto"), classes and label names; labels checked on every split."""
+    """The target kind of ``task`` (resolving "auto"), classes and label names; labels checked on every split.
+
+    For classes, refused: missing labels, -1 and other negative ids, string labels mixing numbers and other
+    values, a training split of one class, and sparse integer ids (:func:`_check_dense`), the latter from the
+    distinct labels alone, before any per-class list is built.
+    """
     column = plan.label_column
     feature = splits["train"].features[column]
     kind, _ = _feature_kind(feature)
@@ -111,6 +117,7 @@ def _plan_target(plan: _Plan, splits: dict[str, Any], task: str) -> None:
                 "drop such rows first"
             )
     if kind == "str":
+        _check_not_mixed(column, uniques)
         names = sorted(uniques["train"])
         for split, values in uniques.items():
             unseen = sorted(set(values) - set(names))
@@ -120,6 +127,7 @@ def _plan_target(plan: _Plan, splits: dict[str, Any], task: str) -> None:
                     f"not have: {unseen[:10]}{' ...' if len(unseen) > 10 else ''}; the training labels are "
                     f"{names[:20]}{' ...' if len(names) > 20 else ''}"
                 )
+        _check_two_classes(column, names)
         plan.label_map = {n: i for i, n in enumerate(names)}
         plan.num_classes = len(names)
         plan.label_names = names
@@ -146,14 +154,71 @@ def _plan_target(plan: _Plan, splits: dict[str, Any], task: str) -> None:
             if over:
                 raise _err(f"`label_column`={column!r} holds ids {over[:10]} beyond its {len(names)} ClassLabel "
                            f"names in the {split!r} split")
-    else:  # int, bool or integral floats
-        top = max(max(values) for values in uniques.values())
+        _check_two_classes(column, [names[v] for v in uniques["train"]])
+    elif kind == "bool":
+        _check_two_classes(column, [str(bool(v)) for v in uniques["train"]])
+        names = ["False", "True"]
+    else:  # int or integral floats
         if kind == "float" and not all(float(v).is_integer() for values in uniques.values() for v in values):
             bad = sorted(v for values in uniques.values() for v in values if not float(v).is_integer())
             raise _err(f"`task`='class' needs whole-number labels in `label_column`={column!r}, got {bad[:10]}")
-        names = ["False", "True"] if kind == "bool" else [str(i) for i in range(int(top) + 1)]
+        _check_two_classes(column, [str(int(v)) for v in uniques["train"]])
+        ids = sorted({int(v) for values in uniques.values() for v in values})
+        _check_dense(column, ids)  # before the names: a sparse top id would make billions of them
+        names = [str(i) for i in range(ids[-1] + 1)]
     plan.num_classes = len(names)
     plan.label_names = names
+
+
+# Sparse integer class ids: ids are classes 0..top (one output each), so ids such as {10001, 90210}
+# would make 90211 classes for 2 labels. Refused when more than half the classes would never occur
+# AND more than this many would (a few unused ids, e.g. {0, 5}, stay allowed).
+_SPARSE_SLACK = 16
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _check_dense(column: str, ids: list[int]) -> None:
+    """Refuse integer class ids where ``top + 1 > 2 * n_distinct and top + 1 - n_distinct > 16``."""
+    top, n = ids[-1], len(ids)
+    if top + 1 > 2 * n and top + 1 - n > _SPARSE_SLACK:
+        shown = ids[:5]
+        mapping = "{" + ", ".join(f"{v}: {i}" for i, v in enumerate(shown)) + (", ..." if n > len(shown) else "") + "}"
+        raise _err(
+            f"`label_column`={column!r} holds sparse class ids: the largest id is {top} but there are only {n} "
+            f"distinct labels, so task 'class' would make {top + 1} classes (one per id from 0 to {top}), "
+            f"{top + 1 - n} of them never seen. Map the ids to 0..{n - 1} first, e.g. mapping = {mapping} "
+            f"(all of them: mapping = {{v: i for i, v in enumerate(sorted(set(dataset[{column!r}])))}}) and "
+            f"dataset.map(lambda r: {{{column!r}: mapping[r[{column!r}]]}}) (save_to_disk it and pass that folder "
+            f"as `path`), or cast the column to strings, dataset.cast_column({column!r}, datasets.Value('string')): "
+            "string labels are mapped to dense ids 0..n-1 automatically. If these are quantities to predict rather "
+            "than classes, use task='real'"
+        )
+
+
+def _check_not_mixed(column: str, uniques: dict[str, list]) -> None:
+    """Refuse string labels of which some, but not all, are numbers (a stray value in a numeric CSV column)."""
+    values = {v for vs in uniques.values() for v in vs}
+    numeric = sorted((v for v in values if _NUMBER.fullmatch(v.strip())), key=lambda v: float(v))
+    if not numeric or len(numeric) == len(values):
+        return
+    other = sorted(values - set(numeric))
+    where = [split for split, vs in uniques.items() if set(vs) & set(other)]
+    raise _err(
+        f"`label_column`={column!r} mixes numbers and other values: {other[:5]}{' ...' if len(other) > 5 else ''} "
+        f"(in the {', '.join(map(repr, where))} split{'s' if len(where) > 1 else ''}) among the numeric labels "
+        f"{numeric[:10]}{' ...' if len(numeric) > 10 else ''}. One stray value in a numeric CSV column makes the "
+        "whole column strings, and it would silently become a class of its own: fix or drop the rows holding "
+        f"them, e.g. dataset.filter(lambda r: r[{column!r}] not in {other[:5]!r})"
+    )
+
+
+def _check_two_classes(column: str, train_classes: list[str]) -> None:
+    """Refuse a training split whose labels are all one class (given by name)."""
+    if len(set(train_classes)) == 1:
+        raise _err(
+            f"the 'train' split of `label_column`={column!r} holds one class only ({train_classes[0]!r}); "
+            "a classifier needs at least two classes in training: give training rows of the other classes"
+        )
 
 
 def _make_spec(plan: _Plan, task: str, max_length: int) -> DataSpec:

@@ -15,7 +15,24 @@ import numpy as np
 
 from lossbench.data.errors import _err
 
-PREPROCESS_VERSION = "1"  # bump when preprocessing changes: it keys datasets' cache
+PREPROCESS_VERSION = "2"  # bump when preprocessing changes: it keys datasets' cache
+# (2: finiteness checked in float32, so data cached by 1 with values beyond float32's range is checked again)
+
+def _as_float32(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x`` (float64) cast to float32, and per element: not finite in float32, of which finite in float64.
+
+    The data is used in float32, so that is where finiteness is checked: 1e39 is finite in float64 and inf
+    once cast. The second mask tells "beyond float32's range" apart from NaN/inf in the source.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        x32 = x.astype(np.float32)
+    bad = ~np.isfinite(x32)
+    return x32, bad, bad & np.isfinite(x)
+
+
+def _what_is_wrong(overflow: bool, what: str) -> str:
+    return (f"{what} beyond float32's range (±3.4e38), which become inf in the float32 data training uses," if overflow
+            else f"NaN or infinite {what}")
 
 # Number of batches preprocessed by ``Dataset.map`` in this process: a second run over the same
 # data and arguments must leave it unchanged (datasets' cache answers). Tests read it.
@@ -100,23 +117,25 @@ def _preprocess_batch(batch: dict[str, list], indices: list[int], plan: _Plan) -
                     f"{_where(plan, column)} must hold numbers or equal-length lists of numbers in {where}; "
                     f"got values that do not form a numeric array ({exc})"
                 ) from None
-            x = x.reshape(len(indices), -1)
-            bad = ~np.isfinite(x).all(axis=1)
+            x32, bad_values, overflow = _as_float32(x.reshape(len(indices), -1))
+            bad = bad_values.any(axis=1)
             if bad.any():
                 rows = [indices[j] for j in np.flatnonzero(bad)[:5]]
+                nan_or_inf = (bad_values & ~overflow).any()  # NaN/inf in the source is named first
+                fix = "fill or drop them" if nan_or_inf else "rescale the column or drop those rows"
                 raise _err(
-                    f"{_where(plan, column)} holds NaN or infinite values in {int(bad.sum())} row(s) of {where} "
-                    f"(rows {rows}...); fill or drop them before training"
+                    f"{_where(plan, column)} holds {_what_is_wrong(not nan_or_inf, 'values')} in {int(bad.sum())} "
+                    f"row(s) of {where} (rows {rows}...); {fix} before training"
                 )
-            parts.append(x)
+            parts.append(x32)
         x = np.concatenate(parts, axis=1)
         if x.shape[1] != plan.num_features:
             raise _err(
                 f"`feature_columns`={plan.input_columns!r} give {x.shape[1]} features per row in {where}, "
                 f"but the training split gives {plan.num_features}"
             )
-        out["inputs"] = x.astype(np.float32)
-    else:  # image
+        out["inputs"] = x
+    else:  # image (cast to float32 before its check)
         column = plan.input_columns[0]
         images = []
         for i, value in zip(indices, batch[column]):
@@ -155,12 +174,13 @@ def _targets(values: list, indices: list[int], plan: _Plan, where: str) -> Any:
             )
         return y.astype(np.int64)
     if plan.target_kind == "real":
-        y = np.asarray(values, dtype=np.float64)
-        bad = ~np.isfinite(y)
+        y32, bad, overflow = _as_float32(np.asarray(values, dtype=np.float64))
         if bad.any():
             rows = [indices[j] for j in np.flatnonzero(bad)[:5]]
-            raise _err(f"`label_column`={column!r} holds NaN or infinite targets in rows {rows} of {where}")
-        return y.astype(np.float32)
+            nan_or_inf = (bad & ~overflow).any()
+            raise _err(f"`label_column`={column!r} holds {_what_is_wrong(not nan_or_inf, 'targets')} in rows {rows} "
+                       f"of {where}")
+        return y32
     # probability
     lengths = {len(v) for v in values}
     if lengths != {plan.num_classes}:
@@ -179,11 +199,23 @@ def _targets(values: list, indices: list[int], plan: _Plan, where: str) -> Any:
     return y.astype(np.float32)
 
 
-def _standardize_batch(batch: dict[str, Any], mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:
+def _standardize_batch(
+    batch: dict[str, Any], indices: list[int], mean: np.ndarray, std: np.ndarray, split: str
+) -> dict[str, Any]:
     global PREPROCESS_CALLS
     PREPROCESS_CALLS += 1
     x = np.asarray(batch["inputs"], dtype=np.float64)
-    return {"inputs": ((x - mean) / std).astype(np.float32)}
+    x32, bad, _ = _as_float32((x - mean) / std)
+    rows = bad.any(axis=1)
+    if rows.any():  # a value far outside a feature of tiny training std
+        first = [indices[j] for j in np.flatnonzero(rows)[:5]]
+        feature = int(np.flatnonzero(bad.any(axis=0))[0])
+        raise _err(
+            f"`standardize`=True takes feature {feature} (counting the `feature_columns` values from 0) beyond "
+            f"float32's range (±3.4e38) in {int(rows.sum())} row(s) of the {split!r} split (rows {first}...): its "
+            f"training std is {float(std[feature]):.3g}; rescale or drop that feature, or pass standardize=False"
+        )
+    return {"inputs": x32}
 
 
 def _output_features(plan: _Plan):
@@ -222,7 +254,8 @@ def _preprocess(splits: dict[str, Any], plan: _Plan) -> dict[str, Any]:
 def _standardize(processed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """Standardise ``inputs`` with the training split's mean and std (ddof=0; constant features keep std 1).
 
-    Returns the standardised splits and the statistics ``{"mean": [...], "std": [...]}``.
+    Returns the standardised splits and the statistics ``{"mean": [...], "std": [...]}``. A standardised
+    value beyond float32's range is refused.
     """
     train = processed["train"].with_format("numpy", columns=["inputs"])
     total, total_sq, n = 0.0, 0.0, 0
@@ -242,7 +275,8 @@ def _standardize(processed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, l
             "lossbench-standardize", PREPROCESS_VERSION, ds._fingerprint, mean.tobytes().hex(), std.tobytes().hex()
         )
         out[split] = ds.map(
-            _standardize_batch, batched=True, fn_kwargs={"mean": mean, "std": std}, features=ds.features,
+            _standardize_batch, batched=True, with_indices=True, features=ds.features,
+            fn_kwargs={"mean": mean, "std": std, "split": split},
             new_fingerprint=fp, desc=f"lossbench: standardise {split}",
         )
     return out, {"mean": mean.tolist(), "std": std.tolist()}
