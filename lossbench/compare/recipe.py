@@ -283,6 +283,8 @@ def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = 
         head = item.get("name") or item["class_path"]
         if not isinstance(head, str) or not head:
             raise RecipeError(f"recipe: `losses[{i}]`'s `name`/`class_path` must be a non-empty string, got {head!r}")
+        if "name" in item:  # a registry lookup runs no user code: checked for every loss
+            get_head_class(head)  # unknown name: UnknownHeadError listing the nearest names
         args = dict(item.get("args") or item.get("init_args") or {})
         label = str(item.get("label") or (head.rsplit(".", 1)[-1] if "class_path" in item else head))
         if not label.replace("_", "").replace("-", "").isalnum():
@@ -306,8 +308,6 @@ def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = 
     for spec in specs:
         if spec.label in class_paths:
             _import_head_class(spec.head, labels.index(spec.label))
-        else:
-            get_head_class(spec.head)  # unknown name: UnknownHeadError listing the nearest names
     return specs
 
 
