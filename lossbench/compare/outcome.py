@@ -4,7 +4,8 @@ Rules: "significantly" only when the Holm-adjusted seed-level test and, where on
 example-level test both say so; "within noise" only of differences that are tested and not
 significant; speed verdicts in optimizer steps (never seconds, which depend on the machine);
 every verdict names its conditions (budget, learning rate, seeds, selected weights), and losses
-whose validation curve was still improving at the end are flagged.
+whose validation curve was still improving at the end, or with irregular runs (skipped optimizer
+steps, non-finite validation values), are flagged.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def outcome_sentences(stats: ComparisonStats, conditions: dict[str, Any] | None 
     if not stats.ranking:
         return ["No loss has a finished run that passed the fairness check, so nothing can be concluded yet."]
     out = [conditions_sentence(conditions)] if conditions else []
-    out += [_ranking_sentence(stats), *_headline_sentences(stats), *_steps_sentences(stats)]
-    out += _improving_sentences(stats) + _power_sentences(stats)
+    out += [_ranking_sentence(stats), *_first_irregular_sentences(stats), *_headline_sentences(stats)]
+    out += _steps_sentences(stats) + _improving_sentences(stats) + _irregular_sentences(stats)
+    out += _power_sentences(stats)
     return out
 
 
@@ -66,6 +68,25 @@ def _ranking_sentence(stats: ComparisonStats) -> str:
     if vs.p is None:
         return text + f"; the gap is untested ({_untested(vs)})."
     return text + f"; the gap is within noise ({_verdict_ps(first.verdict)})."
+
+
+def _first_irregular_sentences(stats: ComparisonStats) -> list[str]:
+    """A loss that ranks first on irregular runs is said so right after the ranking (never silently first)."""
+    s = stats.summaries.get(stats.ranking[0].loss)
+    if s is None or not s.irregular:
+        return []
+    k, n = len(s.irregular), s.n
+    had = "had an irregular run" if k == 1 else "had irregular runs"
+    return [f"That first place is flagged: {k} of {s.loss}'s {n} seed{'s' if n != 1 else ''} {had} "
+            f"({', '.join(s.irregular_kinds)}), so read it with care."]
+
+
+def _irregular_sentences(stats: ComparisonStats) -> list[str]:
+    flagged = [s for s in stats.summaries.values() if s.irregular]
+    if not flagged:
+        return []
+    names = "; ".join(f"{s.loss} ({len(s.irregular)}/{s.n} seeds: {', '.join(s.irregular_kinds)})" for s in flagged)
+    return [f"Irregular runs, kept in the statistics and flagged (see \"Unfinished or irregular runs\"): {names}."]
 
 
 def _verdict_ps(verdict: Verdict | None) -> str:

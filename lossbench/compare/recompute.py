@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, load_tensors, metrics_from_predictions, predict
-from lossbench.compare.records import RunRecord, load_records, run_dir
+from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, metrics_from_predictions, predict
+from lossbench.compare.records import CorruptFileError, RunRecord, load_records, load_run_tensors, run_dir
 from lossbench.data.identity import fingerprints_of
 
 
@@ -80,7 +80,11 @@ def recompute(root: str | Path, *, atol: float = 1e-5, predictions_from_weights:
             out.problems.append(f"{name}: {', '.join(missing)} missing in {folder}: its numbers cannot be re-checked")
             continue
         _check_summary(record, rows, out, name)
-        saved = load_tensors(folder / PREDICTIONS_FILE)
+        try:
+            saved = load_run_tensors(folder / PREDICTIONS_FILE, "test predictions")
+        except CorruptFileError as exc:  # a check: every run is still checked, the unreadable file is one problem
+            out.problems.append(f"{name}: {exc}")
+            continue
         if not predictions_from_weights:
             task, classes = _task_of(record, recipe, comparison)
         else:
@@ -95,7 +99,11 @@ def recompute(root: str | Path, *, atol: float = 1e-5, predictions_from_weights:
                                     "those the run was trained and scored on; predictions not recomputed")
                 continue
             model = build_module(recipe, record.head, record.head_args, dm.spec, record.seed)
-            weights = load_tensors(folder / WEIGHTS_FILE)
+            try:
+                weights = load_run_tensors(folder / WEIGHTS_FILE, "the reported weights")
+            except CorruptFileError as exc:
+                out.problems.append(f"{name}: {exc}")
+                continue
             dtype = next((v.dtype for v in weights.values() if v.is_floating_point()), torch.float32)
             model.to(dtype)
             model.load_state_dict(weights)

@@ -124,12 +124,158 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] |
     atomic_write_text(path, buffer.getvalue())
 
 
-def read_csv(path: str | Path) -> list[dict[str, Any]]:
-    """CSV rows with numbers parsed (empty cells become None)."""
+RUN_FIX = ("rerun `lossbench compare` with the same --output to rebuild that run (move the file aside first), "
+           "or delete the run folder")
+"""How to repair a corrupt record.json: :class:`CorruptFileError`'s ``fix``."""
+RUN_FILE_FIX = ("rerun `lossbench compare` with the same --output to rebuild that run (move the file and the run's "
+                "record.json aside first: a run with a finished record is not trained again), or delete the run folder")
+"""How to repair another corrupt file of one run (metrics.csv, test_predictions.pt)."""
+COMPARISON_FIX = ("restore it (from a backup or a copy of the folder), or start a new results folder "
+                  "(`lossbench compare RECIPE --output NEW_DIR`)")
+"""How to repair a corrupt comparison.json."""
+
+
+class CorruptFileError(ValueError):
+    """A file of a results folder exists but does not hold what lossbench writes there.
+
+    The message is one line: ``"<path>: <problem>: expected <expected>, found <found>; <fix>"``.
+
+    Attributes:
+        path: the corrupt file.
+        expected: what the file should hold (``"a JSON object (a run record)"``).
+        found: what it holds (``"the JSON array []"``).
+        fix: how to repair it (:data:`RUN_FIX` for record.json, :data:`RUN_FILE_FIX` for a run's other files,
+            :data:`COMPARISON_FIX` for comparison.json).
+        problem: ``"not valid JSON"`` / ``"not valid CSV"`` when the file cannot be parsed at all, else
+            ``"corrupt"`` (it parses but holds something else).
+    """
+
+    def __init__(self, path: str | Path, expected: str, found: str, fix: str = RUN_FIX,
+                 problem: str = "corrupt") -> None:
+        self.path, self.expected, self.found, self.fix, self.problem = Path(path), expected, found, fix, problem
+        super().__init__(f"{self.path}: {problem}: expected {expected}, found {found}; {fix}")
+
+    def __reduce__(self):  # picklable (multiprocessing, pytest-xdist) despite the 5-argument constructor
+        return type(self), (self.path, self.expected, self.found, self.fix, self.problem)
+
+
+def describe(value: Any) -> str:
+    """A short description of a JSON value for error messages: ``'a JSON array'``, ``"the string 'abc'"``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        shown = json.dumps(value, default=str)
+        return f"the JSON array {shown if len(shown) <= 40 else shown[:37] + '...'}"
+    return type(value).__name__
+
+
+def load_run_tensors(path: str | Path, what: str) -> dict[str, Any]:
+    """A run's torch file of named tensors (``compare.evaluate.load_tensors``, weights only).
+
+    Raises:
+        CorruptFileError: naming ``path`` when torch cannot load it or it holds something else.
+    """
+    import pickle
+
+    from lossbench.compare.evaluate import load_tensors
+
+    try:
+        return load_tensors(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, KeyError, AttributeError,
+            UnicodeDecodeError, OSError) as exc:
+        text = str(exc).strip().replace(str(path) + ": ", "")
+        found = text.splitlines()[0][:200] if text else type(exc).__name__
+        raise CorruptFileError(path, f"a torch file of named tensors ({what})", f"a file torch cannot load ({found})",
+                               RUN_FILE_FIX, "unreadable") from None
+
+
+def read_json_file(path: str | Path, what: str, fix: str = RUN_FIX) -> Any:
+    """The JSON value in ``path``; :class:`CorruptFileError` naming ``path`` when it is not UTF-8 JSON."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(path, f"UTF-8 JSON ({what})", f"bytes that are not UTF-8 (at byte {exc.start})",
+                               fix, "not valid JSON") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # json.JSONDecodeError
+        found = "an empty file" if not text.strip() else f"a JSON syntax error ({exc})"
+        raise CorruptFileError(path, f"JSON ({what})", found, fix, "not valid JSON") from None
+
+
+def read_csv(path: str | Path, *, fix: str = RUN_FILE_FIX) -> list[dict[str, Any]]:
+    """CSV rows with numbers parsed (empty cells become None).
+
+    Raises:
+        CorruptFileError: when the file is not UTF-8, is not parseable CSV, or a row has more or fewer
+            fields than the header (``fix`` says how to repair it).
+    """
+    return _read_table(Path(path), fix)[1]
+
+
+def _read_table(path: Path, fix: str) -> tuple[list[str] | None, list[dict[str, Any]]]:
+    """The header (None for an empty file) and the rows of a CSV file (see :func:`read_csv`)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(path, "UTF-8 CSV text", f"bytes that are not UTF-8 (at byte {exc.start})",
+                               fix, "not valid CSV") from None
+    if "\x00" in text:
+        raise CorruptFileError(path, "CSV text", f"a NUL byte (at character {text.index(chr(0))})", fix,
+                               "not valid CSV")
     rows = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            rows.append({k: _number(v) for k, v in row.items()})
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        if header is None:
+            return None, rows
+        for cells in reader:
+            if not cells:
+                continue  # a blank line, as csv.DictReader skips it
+            if len(cells) != len(header):
+                raise CorruptFileError(path, f"{len(header)} fields per row (as in the header)",
+                                       f"{len(cells)} on line {reader.line_num}", fix, "not valid CSV")
+            rows.append({k: _number(v) for k, v in zip(header, cells)})
+    except csv.Error as exc:
+        raise CorruptFileError(path, "CSV text", f"a CSV syntax error ({exc})", fix, "not valid CSV") from None
+    return header, rows
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The evaluation rows of a run's metrics.csv: a header with a ``step`` column, integer steps, numbers.
+
+    Raises:
+        CorruptFileError: naming the file, for anything :func:`read_csv` refuses, an empty file, a header
+            without ``step``, a step that is not a whole number, or a cell that is not a number.
+    """
+    path = Path(path)
+    header, rows = _read_table(path, RUN_FILE_FIX)
+    if header is None:
+        raise CorruptFileError(path, f"a CSV header line ({', '.join(METRIC_COLUMNS)}, val/...)", "an empty file",
+                               RUN_FILE_FIX)
+    if "step" not in header:
+        shown = ", ".join(header[:6]) + (", ..." if len(header) > 6 else "")
+        raise CorruptFileError(path, "a header with a 'step' column", f"the header {shown!r}", RUN_FILE_FIX)
+    for number, row in enumerate(rows, start=1):
+        step = row.get("step")
+        if not isinstance(step, int) or step < 0:
+            raise CorruptFileError(path, "a whole, non-negative step in every row",
+                                   f"{_cell(step)} in the step column of data row {number}", RUN_FILE_FIX)
+        for key, value in row.items():
+            if value is not None and not isinstance(value, (int, float)):
+                raise CorruptFileError(path, f"numbers (or empty cells) in column {key!r}",
+                                       f"{_cell(value)} in data row {number}", RUN_FILE_FIX)
     return rows
 
 
@@ -144,6 +290,10 @@ def _number(value: str) -> Any:
         return float(value)
     except ValueError:
         return value
+
+
+def _cell(value: Any) -> str:
+    return "an empty cell" if value is None else f"{value!r}"
 
 
 @dataclass
@@ -196,7 +346,73 @@ class RunRecord:
 
     @classmethod
     def load(cls, path: str | Path) -> RunRecord:
-        return cls.from_dict(read_json(path))
+        """Read and check a record.json.
+
+        Raises:
+            CorruptFileError: naming ``path``, when it is not UTF-8 JSON, not an object, lacks one of
+                :data:`REQUIRED_RECORD_KEYS`, has a status outside :data:`STATUS`, or a field of another type
+                than the dataclass's (numbers where numbers go, ``None`` only where the field allows it,
+                ``final``/``best``/``test`` objects of numbers or nulls, ``restarts`` a list of strings).
+        """
+        values = read_json_file(path, "a run record")
+        check_record(values, path)
+        values = dict(values)
+        values.setdefault("head_args", {})  # optional: older records, and hand-written ones
+        return cls.from_dict(values)
+
+
+REQUIRED_RECORD_KEYS = ("loss", "head", "seed", "status")
+_INT, _NUMBER, _STR, _DICT = "a whole number", "a number", "a string", "a JSON object"
+_RECORD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (kind, None allowed)
+    "loss": (_STR, False), "head": (_STR, False), "head_args": (_DICT, False), "seed": (_INT, False),
+    "status": (_STR, False), "recipe_hash": (_STR, False), "setup_hash": (_STR, False),
+    "versions": (_DICT, False), "fingerprints": (_DICT, False), "target": (_DICT, False),
+    "steps": (_INT, False), "epochs": (_INT, False), "train_seconds": (_NUMBER, False),
+    "seconds_per_step": (_NUMBER, True), "steps_to_target": (_INT, True), "seconds_to_target": (_NUMBER, True),
+    "final": (_DICT, False), "best": (_DICT, False), "test": (_DICT, False), "selected": (_DICT, False),
+    "improving": (_DICT, False), "environment": (_DICT, False), "modes": (_DICT, False),
+    "auc": (_NUMBER, True), "skipped_steps": (_INT, False), "resumed": (_INT, False),
+    "restarts": ("a list of strings", False), "error": (_STR, True),
+}  # fmt: skip
+_METRIC_MAPS = ("final", "best", "test")  # "<split>/<metric>" -> a number or null
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == _STR:
+        return isinstance(value, str)
+    if kind == _DICT:
+        return isinstance(value, dict)
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)  # a list of strings
+
+
+def check_record(values: Any, path: str | Path) -> None:
+    """Raise :class:`CorruptFileError` naming ``path`` unless ``values`` is a well-typed run record."""
+    what = "a JSON object (a run record)"
+    if not isinstance(values, dict):
+        raise CorruptFileError(path, what, describe(values))
+    missing = [key for key in REQUIRED_RECORD_KEYS if key not in values]
+    if missing:
+        raise CorruptFileError(path, f"{what} with the keys {list(REQUIRED_RECORD_KEYS)}",
+                               f"no {', '.join(map(repr, missing))}" + (" (an empty object)" if not values else ""))
+    for key, (kind, nullable) in _RECORD_TYPES.items():
+        if key not in values or (nullable and values[key] is None) or _is(values[key], kind):
+            continue
+        allowed = f"{kind} or null" if nullable else kind
+        raise CorruptFileError(path, f"{allowed} for {key!r}", describe(values[key]))
+    if values["status"] not in STATUS:
+        raise CorruptFileError(path, f"'status' one of {list(STATUS)}", describe(values["status"]))
+    for key in _METRIC_MAPS:
+        for metric, value in (values.get(key) or {}).items():
+            if value is not None and not _is(value, _NUMBER):
+                raise CorruptFileError(path, f"a number or null for {key}[{metric!r}]", describe(value))
+    for key in ("data_order", "data"):  # fairness reads both as {name: hash}
+        value = (values.get("fingerprints") or {}).get(key)
+        if value is not None and not isinstance(value, dict):
+            raise CorruptFileError(path, f"a JSON object for fingerprints[{key!r}]", describe(value))
 
 
 def run_dir(root: str | Path, loss: str, seed: int) -> Path:
@@ -204,12 +420,17 @@ def run_dir(root: str | Path, loss: str, seed: int) -> Path:
 
 
 def load_records(root: str | Path) -> list[tuple[RunRecord, list[dict[str, Any]]]]:
-    """Every run record under ``root`` with its metrics rows, sorted by (loss, seed)."""
+    """Every run record under ``root`` with its metrics rows, sorted by (loss, seed).
+
+    Raises:
+        CorruptFileError: naming the first record.json or metrics.csv that is corrupt
+            (:meth:`RunRecord.load`, :func:`read_metrics`).
+    """
     out = []
     for path in sorted(Path(root).glob("runs/*/seed_*/record.json")):
         record = RunRecord.load(path)
         metrics_path = path.parent / "metrics.csv"
-        rows = read_csv(metrics_path) if metrics_path.exists() else []
+        rows = read_metrics(metrics_path) if metrics_path.exists() else []
         out.append((record, rows))
     out.sort(key=lambda item: (item[0].loss, item[0].seed))
     return out

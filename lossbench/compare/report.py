@@ -13,10 +13,22 @@ from typing import Any
 
 from lossbench.compare import plots as plotting
 from lossbench.compare.fairness import FairnessResult, check_fairness, data_content_fingerprint, data_fingerprint
-from lossbench.compare.records import RunRecord, atomic_write_text, load_records, read_json, test_metric, write_csv
+from lossbench.compare.records import (
+    COMPARISON_FIX,
+    CorruptFileError,
+    RunRecord,
+    atomic_write_text,
+    describe,
+    load_records,
+    load_run_tensors,
+    read_json_file,
+    run_dir,
+    test_metric,
+    write_csv,
+)
 from lossbench.compare.format import _ci, _est, _num, _p, _padj, _plain, _pvalue, _reached, _signed, _untested
 from lossbench.compare.outcome import outcome_sentences, worse_than_mean
-from lossbench.compare.stats import OWN_SCALE, ComparisonStats, compare_losses
+from lossbench.compare.stats import OWN_SCALE, ComparisonStats, Irregularity, compare_losses, irregularities
 
 REQUIRED_KEYS = (
     "name", "recipe", "recipe_hash", "setup_hash", "baseline", "losses",
@@ -30,7 +42,9 @@ def load_comparison(root: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: when the file is missing (``root`` is not a comparison folder).
-        ValueError: when a required key is missing or the baseline is not one of the losses.
+        CorruptFileError: (a ValueError) naming the file, when it is not UTF-8 JSON, not an object, a required
+            key is missing, a field has another type than `lossbench compare` writes, or the baseline is not
+            one of the losses.
     """
     path = Path(root) / "comparison.json"
     if not path.is_file():
@@ -38,23 +52,68 @@ def load_comparison(root: str | Path) -> dict[str, Any]:
             f"{path} not found: {Path(root)} is not a lossbench comparison folder "
             "(`lossbench compare RECIPE` creates one)"
         )
-    try:
-        comparison = read_json(path)
-    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
-        raise ValueError(f"{path}: not valid JSON ({exc}); it is written by `lossbench compare`") from None
+    comparison = read_json_file(path, "a comparison description written by `lossbench compare`", COMPARISON_FIX)
+
+    def corrupt(expected: str, found: str) -> CorruptFileError:
+        return CorruptFileError(path, expected, found, COMPARISON_FIX)
+
     if not isinstance(comparison, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(comparison).__name__}")
+        raise corrupt("a JSON object", describe(comparison))
     missing = [key for key in REQUIRED_KEYS if key not in comparison]
     if missing:
-        raise ValueError(f"{path}: missing keys {missing} (expected {list(REQUIRED_KEYS)})")
+        raise corrupt(f"the keys {list(REQUIRED_KEYS)}", f"missing keys {missing}")
+    for key, kind, ok in _COMPARISON_TYPES:
+        value = comparison.get(key)
+        if (key in REQUIRED_KEYS or value is not None) and not ok(value):
+            raise corrupt(f"{kind} for {key!r}", describe(value))
+    for key in ("losses", "seeds"):
+        values = comparison[key]
+        if len(set(values)) != len(values):
+            raise corrupt(f"distinct {key}", f"{key} {values}")
     if comparison["baseline"] not in comparison["losses"]:
-        raise ValueError(
-            f"{path}: 'baseline' must be one of 'losses' {comparison['losses']}, got {comparison['baseline']!r}"
-        )
+        raise corrupt(f"'baseline' one of 'losses' {comparison['losses']}", describe(comparison["baseline"]))
     target = comparison["target"]
-    if not isinstance(target, dict) or not target.get("metric") or target.get("mode") not in ("max", "min"):
-        raise ValueError(f"{path}: 'target' must be {{'metric', 'mode': 'max'|'min', 'threshold'}}, got {target!r}")
+    threshold = target.get("threshold")
+    if (not isinstance(target.get("metric"), str) or not target["metric"] or target.get("mode") not in ("max", "min")
+            or not (threshold is None or _is_number(threshold))):
+        raise corrupt("'target' {'metric': 'val/<name>', 'mode': 'max'|'min', 'threshold': a number or null}",
+                      f"{target!r}")
+    for split, info in (comparison.get("data") or {}).items():
+        if not isinstance(info, dict):
+            raise corrupt(f"a JSON object for data[{split!r}]", describe(info))
     return comparison
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_names(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
+
+
+def _is_seeds(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                           for v in value)
+
+
+_COMPARISON_TYPES = (  # key, what it must be, check (optional keys may also be null)
+    ("name", "a string", lambda v: isinstance(v, str)),
+    ("recipe", "a JSON object", lambda v: isinstance(v, dict)),
+    ("recipe_hash", "a string", lambda v: isinstance(v, str)),
+    ("setup_hash", "a string", lambda v: isinstance(v, str)),
+    ("baseline", "a string", lambda v: isinstance(v, str)),
+    ("losses", "a non-empty list of loss names", _is_names),
+    ("seeds", "a non-empty list of whole numbers", _is_seeds),
+    ("target", "a JSON object", lambda v: isinstance(v, dict)),
+    ("budget", "a JSON object", lambda v: isinstance(v, dict)),
+    ("versions", "a JSON object", lambda v: isinstance(v, dict)),
+    ("created", "a string", lambda v: isinstance(v, str)),
+    ("data", "a JSON object", lambda v: isinstance(v, dict)),
+    ("optimizer", "a JSON object", lambda v: isinstance(v, dict)),
+    ("schedule", "a JSON object", lambda v: isinstance(v, dict)),
+    ("select", "'final' or 'best'", lambda v: v in ("final", "best")),
+)
 
 
 def render_report(root: str | Path) -> Path:
@@ -73,7 +132,7 @@ def render_report(root: str | Path) -> Path:
     fairness = check_fairness(runs)
     stats = compare_losses(
         runs, comparison["baseline"], target=comparison["target"], losses=losses, invalid=fairness.invalid,
-        predictions=load_predictions(root, runs, fairness),
+        predictions=load_predictions(root, runs, fairness), irregular=find_irregular(root, runs),
     )
     used = [(r, rows) for r, rows in runs if r.status == "finished" and (r.loss, r.seed) not in fairness.invalid]
     plot_paths = plotting.render_plots(used, root / "plots", stats.metric, losses)
@@ -85,17 +144,38 @@ def render_report(root: str | Path) -> Path:
     return path
 
 
+def find_irregular(root: Path, runs: Runs) -> dict[tuple[str, int], list[Irregularity]]:
+    """What is irregular about each finished run (:func:`stats.irregularities`), its metrics.csv named by its
+    path relative to ``root`` (so the report does not depend on where the folder is)."""
+    out = {}
+    for r, rows in runs:
+        if r.status == "finished":
+            relative = f"runs/{r.loss}/seed_{r.seed}/metrics.csv"
+            missing = not (run_dir(root, r.loss, r.seed) / "metrics.csv").exists()
+            out[(r.loss, r.seed)] = irregularities(r, rows, relative, missing=missing)
+    return out
+
+
+def steps_done(record: RunRecord, rows: list[dict[str, Any]]) -> int:
+    """Optimizer steps a run did: its record's ``steps``, or its metrics.csv's last step when that is further (a
+    failed or interrupted run's record can lag its metrics, which are written after each evaluation)."""
+    return max([record.steps, *(row["step"] for row in rows[-1:])])
+
+
 def load_predictions(root: Path, runs: Runs, fairness: FairnessResult) -> dict[tuple[str, int], dict[str, Any]]:
-    """The saved test predictions of every finished, fair run, as numpy arrays (for example-level tests)."""
-    from lossbench.compare.evaluate import PREDICTIONS_FILE, load_tensors
-    from lossbench.compare.records import run_dir
+    """The saved test predictions of every finished, fair run, as numpy arrays (for example-level tests).
+
+    Raises:
+        CorruptFileError: naming a test_predictions.pt that cannot be read as a mapping of tensors.
+    """
+    from lossbench.compare.evaluate import PREDICTIONS_FILE
 
     out = {}
     for r, _ in runs:
         path = run_dir(root, r.loss, r.seed) / PREDICTIONS_FILE
         if r.status != "finished" or (r.loss, r.seed) in fairness.invalid or not path.is_file():
             continue
-        arrays = {k: v.numpy() for k, v in load_tensors(path).items()}
+        arrays = {k: v.numpy() for k, v in load_run_tensors(path, "test predictions").items()}
         if "label" in arrays and "proba" not in arrays and arrays["label"].dtype.kind == "f":
             arrays["value"] = arrays.pop("label")  # regression: predicted values
         out[(r.loss, r.seed)] = arrays
@@ -181,7 +261,7 @@ def report_markdown(
     lines += _paired_section(stats)
     lines += _ranking_section(stats)
     lines += ["## Outcome", "", " ".join(outcome_sentences(stats, conditions(comparison, runs, stats))), ""]
-    lines += _unfinished_section(comparison, runs, outside)
+    lines += _unfinished_section(comparison, runs, outside, stats)
     lines += ["## Plots", ""]
     titles = {
         plotting.TARGET_PNG: f"{stats.metric} vs step",
@@ -335,19 +415,22 @@ def _per_loss_section(stats: ComparisonStats, own_scale: list[str]) -> list[str]
     m, h = stats.metric, stats.headline
     tested = h.startswith("test/")
     header = ["loss", "seeds"] + ([h] if tested else []) + [f"final {m}", f"best {m}", "steps to target", "AUC",
-                                                            "still improving"]
+                                                            "still improving", "irregular runs"]
     rows = []
     for loss, s in stats.summaries.items():
         row = [_loss_name(loss, stats), str(s.n)] + ([_est(s.test[h])] if tested else [])
         row += [_est(s.final[m]), _est(s.best[m]), _reached(s.steps_to_target), _est(s.auc)]
         k, n = s.improving
         row.append(f"{k}/{n} seeds" if n else "—")
+        row.append(f"{len(s.irregular)}/{s.n} seeds" if s.irregular else "—")
         rows.append(row)
     lines = ["## Results per loss", "", *_table(header, rows), ""]
     lines += [
         "Steps to target: mean over the seeds that reached the target, with how many did; a seed that never "
         "reached it is not averaged in. Best: over the evaluations after step 0. Still improving: seeds whose "
-        f"validation {m} curve was still rising beyond its noise over the last third of the budget.",
+        f"validation {m} curve was still rising beyond its noise over the last third of the budget. Irregular runs: "
+        "seeds that skipped optimizer steps or had non-finite validation values (kept in the statistics; see "
+        "\"Unfinished or irregular runs\").",
         "",
     ]
     others = stats.test_metrics[1:]
@@ -431,7 +514,7 @@ def _ranking_section(stats: ComparisonStats) -> list[str]:
                 flag = f"not significant: untested ({_untested(e.vs_next)})"
             else:
                 flag = f"not significant (p = {_p(e.vs_next)}, Holm {_padj(e.vs_next)})"
-        rows.append([str(e.rank), _loss_name(e.loss, stats), _num(e.mean), diff, flag])
+        rows.append([str(e.rank), _flagged_name(e.loss, stats), _num(e.mean), diff, flag])
     lines = ["## Ranking", "", f"By mean {stats.headline_label} ({better} is better); neighbours are tested like the "
              "baseline comparisons (seeds and test examples, Holm over the ranking's tests).", ""]
     if rows:
@@ -441,34 +524,51 @@ def _ranking_section(stats: ComparisonStats) -> list[str]:
     return lines
 
 
-def _unfinished_section(comparison: dict[str, Any], runs: Runs, outside: list[tuple[str, int]]) -> list[str]:
-    by_key = {(r.loss, r.seed): r for r, _ in runs}
-    items = []
+def _unfinished_section(comparison: dict[str, Any], runs: Runs, outside: list[tuple[str, int]],
+                        stats: ComparisonStats | None = None) -> list[str]:
+    """Runs that are missing, failed or unfinished (excluded), and finished runs that were irregular (kept)."""
+    by_key = {(r.loss, r.seed): (r, rows) for r, rows in runs}
+    irregular = stats.irregular if stats is not None else {}
+    items, unfinished, flagged, files = [], 0, 0, False
     for loss in comparison["losses"]:
         for seed in comparison["seeds"]:
-            r = by_key.get((loss, int(seed)))
+            r, rows = by_key.get((loss, int(seed)), (None, []))
             if r is None:
                 items.append(f"- {loss}, seed {seed}: missing (no run record)")
+                unfinished += 1
             elif r.status == "failed":
                 error = (r.error or "no error recorded").strip().splitlines() or ["no error recorded"]
-                items.append(f"- {loss}, seed {seed}: failed after {r.steps} steps: {error[-1]}")
+                items.append(f"- {loss}, seed {seed}: failed after {steps_done(r, rows)} steps: {error[-1]}")
+                unfinished += 1
             elif r.status != "finished":
-                items.append(f"- {loss}, seed {seed}: {r.status} ({r.steps} steps done, resumed {r.resumed} times)")
-    lines = ["## Failed or unfinished runs", ""]
+                items.append(f"- {loss}, seed {seed}: {r.status} ({steps_done(r, rows)} steps done, resumed "
+                             f"{r.resumed} times)")
+                unfinished += 1
+            elif irregular.get((loss, int(seed))):
+                found = irregular[(loss, int(seed))]
+                items.append(f"- {loss}, seed {seed}: {'; '.join(i.text for i in found)}")
+                flagged += any(i.flags for i in found)
+                files = files or not all(i.flags for i in found)
+    lines = ["## Unfinished or irregular runs", ""]
     total = len(comparison["losses"]) * len(comparison["seeds"])
     lines += items or [f"None: all {total} planned runs finished."]
     lines.append("")
-    if items:
-        lines += ["These runs are excluded from the statistics.", ""]
+    if unfinished:
+        lines += ["Missing, failed and unfinished runs are excluded from the statistics.", ""]
+    if flagged:
+        # kept, not excluded: see compare_losses (dropping the seeds where a loss went wrong flatters that loss)
+        lines += ["Finished runs that skipped optimizer steps or had non-finite validation values are kept in the "
+                  "statistics (dropping them would judge a loss only on the seeds where it behaved) and their loss "
+                  "is flagged in the tables, the ranking and the outcome.", ""]
+    if files:
+        lines += ["A missing or truncated metrics.csv only affects the plotted curves: every number above comes "
+                  "from the run records.", ""]
     if outside:
         shown = ", ".join(f"{loss} seed {seed}" for loss, seed in outside)
         lines += [f"Run records outside the plan in comparison.json (ignored): {shown}.", ""]
     restarted = [f"{r.loss} seed {r.seed}: {'; '.join(r.restarts)}" for r, _ in runs if r.restarts]
     if restarted:
         lines += [f"Runs that started over from their initial weights: {' | '.join(restarted)}.", ""]
-    skipped = [f"{r.loss} seed {r.seed}: {r.skipped_steps}" for r, _ in runs if r.skipped_steps]
-    if skipped:
-        lines += [f"Optimizer steps skipped on a non-finite loss (nan_policy: skip): {'; '.join(skipped)}.", ""]
     return lines
 
 
@@ -488,6 +588,13 @@ def _head_text(record: RunRecord) -> str:
 
 def _loss_name(loss: str, stats: ComparisonStats) -> str:
     return f"{loss} (baseline)" if loss == stats.baseline else loss
+
+
+def _flagged_name(loss: str, stats: ComparisonStats) -> str:
+    """The loss's name, with how many of its seeds were irregular (the ranking must not hide them)."""
+    s = stats.summaries.get(loss)
+    flag = f" (irregular: {len(s.irregular)}/{s.n} seeds)" if s is not None and s.irregular else ""
+    return _loss_name(loss, stats) + flag
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -134,10 +134,94 @@ class LossSummary:
     auc: Estimate
     ece: float | None  # mean final val/ece where present
     seconds_per_step: float | None
+    irregular: tuple[int, ...] = ()  # seeds among ``seeds`` whose run was irregular (:data:`FLAGGING`)
+    irregular_kinds: tuple[str, ...] = ()  # what was irregular about them (:data:`KIND_LABELS` values), sorted
 
     @property
     def n(self) -> int:
         return len(self.seeds)
+
+
+KIND_LABELS = {
+    "skipped": "skipped optimizer steps",
+    "nonfinite": "non-finite validation loss",
+    "nonfinite_metric": "non-finite validation metrics",
+    "truncated": "a truncated metrics.csv",
+}
+"""What each kind of :class:`Irregularity` is called in the outcome's sentences."""
+FLAGGING = ("skipped", "nonfinite", "nonfinite_metric")
+"""Kinds that flag a loss in the per-loss table, the ranking and the outcome: they say the training itself went
+wrong. A truncated or missing metrics.csv is listed in the report but flags nothing: the record's numbers (and so
+every statistic) do not come from it, only the plotted curves do."""
+
+
+@dataclass(frozen=True)
+class Irregularity:
+    """Something wrong with a finished run that does not stop it from being reported (see :func:`irregularities`)."""
+
+    loss: str
+    seed: int
+    kind: str  # one of KIND_LABELS
+    text: str  # one sentence for the report, e.g. "val/loss was not finite at 2 of 3 evaluations"
+
+    @property
+    def flags(self) -> bool:
+        """True when the loss is flagged for it in the tables and the outcome (:data:`FLAGGING`)."""
+        return self.kind in FLAGGING
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def irregularities(
+    record: RunRecord, rows: list[dict[str, Any]] | None, metrics_file: str = "metrics.csv", missing: bool = False
+) -> list[Irregularity]:
+    """What is irregular about a finished run: its metrics.csv missing or truncated (rows end before the record's
+    ``steps``), optimizer steps skipped under ``nan_policy: skip``, or validation metrics that were not finite at
+    some evaluations (in metrics.csv, or the record's ``final`` values).
+
+    Args:
+        record: the run's record; runs not ``finished`` have none (the report lists them as unfinished).
+        rows: its metrics.csv rows; None when unknown (then only the record is checked).
+        metrics_file: how the report names that file (e.g. ``"runs/ce/seed_0/metrics.csv"``).
+        missing: the run folder has no metrics.csv.
+    """
+    if record.status != "finished":
+        return []
+    out: list[Irregularity] = []
+
+    def add(kind: str, text: str) -> None:
+        out.append(Irregularity(record.loss, record.seed, kind, text))
+
+    if missing:
+        add("truncated", f"{metrics_file} is missing although the run finished at step {record.steps}")
+    elif rows is not None:
+        steps = [row["step"] for row in rows]
+        if not steps and record.steps:
+            add("truncated", f"{metrics_file} has no evaluation rows but the run finished at step {record.steps} "
+                             "(truncated?)")
+        elif steps and steps[-1] < record.steps:
+            add("truncated", f"{metrics_file} ends at step {steps[-1]} but the run finished at step {record.steps} "
+                             "(truncated?)")
+        back = next((i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]), None)
+        if back is not None:
+            add("truncated", f"{metrics_file}'s steps do not increase (row {back + 1}: step {steps[back]} after "
+                             f"{steps[back - 1]})")
+    if record.skipped_steps:
+        add("skipped", f"skipped {record.skipped_steps} of {record.steps} optimizer steps on a non-finite loss "
+                       "(nan_policy: skip)")
+    columns = sorted({k for row in rows or () for k in row if k.startswith("val/")})
+    for metric in sorted({*columns, *(m for m in record.final if m.startswith("val/"))},
+                         key=lambda m: (m != "val/loss", m)):
+        kind = "nonfinite" if metric == "val/loss" else "nonfinite_metric"
+        values = [row[metric] for row in rows or () if row.get(metric) is not None]
+        bad = sum(1 for v in values if not _finite(v))
+        if bad:
+            add(kind, f"{metric} was not finite at {bad} of {len(values)} evaluations")
+        elif not _finite(record.final.get(metric)):
+            add(kind, f"{metric} was not finite at the last evaluation (record.json)")
+    return out
 
 
 @dataclass(frozen=True)
@@ -177,6 +261,8 @@ class ComparisonStats:
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # loss -> headline verdict against the baseline
     ranking: list[RankEntry] = field(default_factory=list)
     unranked: list[str] = field(default_factory=list)  # losses without a finished seed
+    # (loss, seed) -> what was irregular about that finished run (every finished run of the plan, used or not)
+    irregular: dict[tuple[str, int], list[Irregularity]] = field(default_factory=dict)
 
     @property
     def headline_label(self) -> str:
@@ -229,9 +315,14 @@ def paired(
 
 
 def summarize(loss: str, records: list[RunRecord], metric: str, metrics: list[str],
-              test_metrics: list[str] = ()) -> LossSummary:
-    """Summary of one loss over its (finished, valid) records, one per seed."""
+              test_metrics: list[str] = (), irregular: dict[tuple[str, int], list[Irregularity]] | None = None
+              ) -> LossSummary:
+    """Summary of one loss over its (finished, valid) records, one per seed; ``irregular`` as
+    :attr:`ComparisonStats.irregular` (default: from the records alone, :func:`irregularities`)."""
     records = sorted(records, key=lambda r: r.seed)
+    if irregular is None:
+        irregular = {(r.loss, r.seed): irregularities(r, None) for r in records}
+    flagged = {r.seed: [i for i in irregular.get((r.loss, r.seed), ()) if i.flags] for r in records}
     final = {m: mean_ci(r.final.get(m) for r in records) for m in metrics}
     best = {m: mean_ci(r.best.get(m) for r in records) for m in metrics}
     test = {m: mean_ci(r.test.get(m) for r in records) for m in test_metrics}
@@ -251,6 +342,8 @@ def summarize(loss: str, records: list[RunRecord], metric: str, metrics: list[st
         auc=mean_ci(r.auc for r in records),
         ece=ece.mean,
         seconds_per_step=speed.mean,
+        irregular=tuple(seed for seed, found in flagged.items() if found),
+        irregular_kinds=tuple(sorted({KIND_LABELS[i.kind] for found in flagged.values() for i in found})),
     )
 
 
@@ -262,6 +355,7 @@ def compare_losses(
     losses: list[str] | None = None,
     invalid: Iterable[tuple[str, int]] = (),
     predictions: dict[tuple[str, int], dict[str, Any]] | None = None,
+    irregular: dict[tuple[str, int], list[Irregularity]] | None = None,
 ) -> ComparisonStats:
     """Per-loss summaries, paired comparisons against ``baseline`` and the ranking.
 
@@ -278,8 +372,23 @@ def compare_losses(
         losses: loss labels in report order; default: the losses of the records, sorted.
         invalid: (loss, seed) runs the fairness check marked; they enter no statistic.
         predictions: (loss, seed) -> test predictions (``compare.evaluate``) for the example-level tests.
+        irregular: (loss, seed) -> what was irregular about that finished run (the report passes what it found
+            in the run folders); default: :func:`irregularities` of each record with its metrics rows when
+            ``records`` are pairs.
+
+    Irregular runs (skipped steps, non-finite validation losses) stay in every statistic; their loss is flagged
+    (:attr:`LossSummary.irregular`). Excluding them would be survivorship bias: the seeds on which a loss
+    diverged are evidence against that loss, and dropping them would rank an unstable loss on its lucky seeds
+    only (and compare it with the baseline on other seeds than the rest).
     """
+    records = list(records)
     all_records = as_records(records)
+    if irregular is None:
+        irregular = {}
+        for item in records:
+            record, rows = item if isinstance(item, tuple) else (item, None)
+            if record.status == "finished":
+                irregular[(record.loss, record.seed)] = irregularities(record, rows)
     target = dict(target if target is not None else next((r.target for r in all_records if r.target), {}))
     metric, mode = target.get("metric"), target.get("mode")
     if not metric:
@@ -302,9 +411,11 @@ def compare_losses(
     headline = tested if has_test else metric
 
     result = ComparisonStats(metric, mode, target.get("threshold"), baseline, losses, metrics, headline=headline,
-                             test_metrics=[tested, *test_names] if has_test else [])
+                             test_metrics=[tested, *test_names] if has_test else [],
+                             irregular={key: list(found) for key, found in sorted(irregular.items()) if found})
     for loss in losses:
-        result.summaries[loss] = summarize(loss, list(used[loss].values()), metric, metrics, result.test_metrics)
+        result.summaries[loss] = summarize(loss, list(used[loss].values()), metric, metrics, result.test_metrics,
+                                           irregular)
     predictions = predictions or {}
     examples = {}
     for loss in losses:
