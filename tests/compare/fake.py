@@ -113,5 +113,7 @@ def make_folder(root: Path, losses=LOSSES, seeds=SEEDS, changes=None) -> Path:
             change = changes.get((loss, seed), {})
             if change is None:
                 continue
-            write_run(root, make_record(loss, seed, **change), make_rows(loss, seed))
+            record = make_record(loss, seed, **change)
+            # metrics.csv holds the evaluations up to the steps the record says were done
+            write_run(root, record, [row for row in make_rows(loss, seed) if row["step"] <= record.steps])
     return root
