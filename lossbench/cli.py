@@ -68,7 +68,7 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
 
     try:
         recipe = load_recipe(
-            args.recipe, overrides=_overrides(extra), seeds=args.seeds,
+            args.recipe, overrides={**_overrides(extra), **({'executor': args.executor} if args.executor else {})}, seeds=args.seeds,
             losses=[s for s in args.losses.split(",") if s] if args.losses else None,
         )
         output = args.output or f"runs/{recipe.name}"
@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of the recipe's")
     compare.add_argument("--losses", help="comma-separated subset of the recipe's losses (the baseline is kept)")
     compare.add_argument("--no-progress", action="store_true", help="no progress display")
+    compare.add_argument("--executor", choices=("fused", "sequential"),
+                         help="train each seed's losses in lockstep as one model array (fused, the default) or one "
+                         "run after another (sequential); overrides the recipe's `executor`")
     compare.add_argument("--wait", action="store_true",
                          help="if another lossbench compare holds the --output folder, wait for it, then resume "
                          "what it left (default: refuse, naming its pid)")

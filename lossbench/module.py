@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -383,17 +384,8 @@ class LossbenchModule(pl.LightningModule):
             # every process skips (or raises) together: a process skipping alone would hang DDP's gradient sync
             finite = self._trainer.strategy.reduce_boolean_decision(here, all=True)
         if not finite:
-            bad = [name for name, value in terms.items() if not bool(torch.isfinite(value.detach()).all())]
-            where = f"step {self.global_step} (batch {batch_idx})"
-            name = self.head.name or type(self.head).__name__
-            detail = f"non-finite terms: {', '.join(bad)}" if bad else "the loss itself is non-finite"
-            if here:
-                detail = "non-finite in another process of this distributed run"
             if self.nan_policy == "raise":
-                raise FloatingPointError(
-                    f"LossbenchModule: at {where} the {name!r} loss is {float(loss.detach())} ({detail}); "
-                    "check the inputs and the learning rate, or set nan_policy='skip'"
-                )
+                raise FloatingPointError(self.non_finite_message(loss, terms, self.global_step, batch_idx, elsewhere=here))
             self.skipped_steps += 1
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
             if self._trainer is not None and self._trainer.world_size > 1:
@@ -405,6 +397,17 @@ class LossbenchModule(pl.LightningModule):
             return None  # Lightning skips backward and the optimizer step
         self._loss_backward = True
         return self._record(loss, terms, outputs, target, "train")
+
+    def non_finite_message(self, loss: Tensor, terms: dict[str, Tensor], step: int, batch_idx: int,
+                           elsewhere: bool = False) -> str:
+        """The error of ``nan_policy='raise'``: where, the loss and its non-finite terms."""
+        bad = [name for name, value in terms.items() if not bool(torch.isfinite(value.detach()).all())]
+        name = self.head.name or type(self.head).__name__
+        detail = f"non-finite terms: {', '.join(bad)}" if bad else "the loss itself is non-finite"
+        if elsewhere:
+            detail = "non-finite in another process of this distributed run"
+        return (f"LossbenchModule: at step {step} (batch {batch_idx}) the {name!r} loss is {float(loss.detach())} "
+                f"({detail}); check the inputs and the learning rate, or set nan_policy='skip'")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -497,30 +500,45 @@ class LossbenchModule(pl.LightningModule):
             self.log_dict({"train/grad_norm": norm, "train/lr": lr}, on_step=True, on_epoch=False)
 
     # -- optimisation --------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: decayed matrices, then the rest (biases, norms, positions), each
+        with this module's learning rate, weight decay and optimizer settings (so modules may differ per group)."""
         hp = self.hparams
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
             (decay if p.dim() >= 2 and "position" not in name and name != "backbone.cls" else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        if hp.optimizer == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov)
-        else:
-            opt = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas))
+        extra = ({"momentum": hp.momentum, "nesterov": hp.nesterov} if hp.optimizer == "sgd"
+                 else {"betas": tuple(hp.betas)})
+        return [{"params": decay, "weight_decay": hp.weight_decay, "lr": hp.lr, **extra},
+                {"params": no_decay, "weight_decay": 0.0, "lr": hp.lr, **extra}]
+
+    def lr_factor(self, total_steps: int):
+        """The schedule as a function of the step (``LambdaLR``'s factor), or None for a constant rate."""
+        hp = self.hparams
         if hp.schedule == "none" and hp.warmup_steps == 0:
+            return None
+        return partial(schedule_factor, warmup=hp.warmup_steps, kind=hp.schedule, total=max(1, int(total_steps)))
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        groups = self.param_groups()
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups) if hp.optimizer == "sgd" else torch.optim.AdamW(groups)
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        factor = self.lr_factor(total)
+        if factor is None:
             return opt
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-        warmup, kind = hp.warmup_steps, hp.schedule
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if kind == "none":
-                return 1.0
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.5 * (1.0 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
-
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def schedule_factor(step: int, *, warmup: int, kind: str, total: int) -> float:
+    """Linear warmup over ``warmup`` steps, then constant (``"none"``) or ``"cosine"``/``"linear"`` decay to 0
+    at step ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "none":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress

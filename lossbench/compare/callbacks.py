@@ -48,6 +48,40 @@ class DataOrderFingerprint(pl.Callback):
         self.hashes = dict(state_dict.get("hashes", {}))
 
 
+def evaluation_row(step: int, epoch: int, wall_time: float, train_loss: float | None, grad_norm: Any,
+                   lr: float | None, values: dict[str, Any]) -> dict[str, Any]:
+    """One metrics.csv row: METRIC_COLUMNS, then every ``val/`` value in name order."""
+    row = {
+        "step": step, "epoch": epoch, "wall_time": round(wall_time, 6), "train_loss": train_loss,
+        "grad_norm": _float(grad_norm) if step else None, "lr": lr,
+    }
+    row.update({k: _float(v) for k, v in sorted(values.items()) if k.startswith("val/")})
+    return row
+
+
+class LossMean:
+    """The mean training loss since the last evaluation, summed on the device (no sync per step)."""
+
+    def __init__(self) -> None:
+        self._sum: torch.Tensor | None = None
+        self._count = 0
+
+    def add(self, loss: torch.Tensor) -> None:
+        loss = loss.detach().float()
+        self._sum = loss if self._sum is None else self._sum + loss
+        self._count += 1
+
+    def take(self, trainer: pl.Trainer) -> float | None:
+        """The mean (over processes too: they train equal batches in step), then start over; None if no loss."""
+        if not self._count:
+            return None
+        mean = self._sum.double() / self._count
+        if trainer.world_size > 1:
+            mean = trainer.strategy.reduce(mean, reduce_op="mean")
+        self._sum, self._count = None, 0
+        return float(mean)
+
+
 class RunRecorder(pl.Callback):
     """One row per evaluation: step, epoch, training wall time, mean train loss since the last
     evaluation, gradient norm, learning rate and every ``val/`` metric. Its rows and clocks are
@@ -60,8 +94,7 @@ class RunRecorder(pl.Callback):
         self.rows: list[dict[str, Any]] = []
         self.train_seconds = 0.0
         self._started: float | None = None
-        self._loss_sum: torch.Tensor | None = None
-        self._loss_count = 0
+        self._loss = LossMean()
         # the last optimizer step's (not checkpointed: a resumed fit steps before its next row)
         self._grad_norm: torch.Tensor | None = None
         self._lr: float | None = None
@@ -79,9 +112,7 @@ class RunRecorder(pl.Callback):
         if isinstance(outputs, dict) and outputs.get("skipped"):  # skipped under DDP: a zero loss, not a loss
             loss = None
         if isinstance(loss, torch.Tensor):
-            loss = loss.detach().float()
-            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
-            self._loss_count += 1
+            self._loss.add(loss)
 
     def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
         # this step's gradient norm (before clipping, as the module logs it; on the device, no sync) and learning
@@ -98,27 +129,11 @@ class RunRecorder(pl.Callback):
         step = int(trainer.global_step)
         if self.rows and self.rows[-1]["step"] == step:  # an evaluation of this step is already recorded
             return
-        metrics = trainer.callback_metrics
         lr = self._lr  # the last optimizer step's; before any (step 0) the optimizer's, if there is one
         if lr is None and trainer.optimizers:
             lr = float(trainer.optimizers[0].param_groups[0]["lr"])
-        train_loss = None
-        if self._loss_count:
-            mean = self._loss_sum.double() / self._loss_count
-            if trainer.world_size > 1:  # processes train equal batches in step: the mean of their means
-                mean = trainer.strategy.reduce(mean, reduce_op="mean")
-            train_loss = float(mean)
-            self._loss_sum, self._loss_count = None, 0
-        row = {
-            "step": step,
-            "epoch": int(trainer.current_epoch),
-            "wall_time": round(self.train_seconds, 6),
-            "train_loss": train_loss,
-            "grad_norm": _float(self._grad_norm) if step else None,
-            "lr": lr,
-        }
-        row.update({k: _float(v) for k, v in sorted(metrics.items()) if k.startswith("val/")})
-        self.rows.append(row)
+        self.rows.append(evaluation_row(step, int(trainer.current_epoch), self.train_seconds, self._loss.take(trainer),
+                                        self._grad_norm, lr, dict(trainer.callback_metrics)))
         if self.on_row is not None:
             self.on_row(self.rows)
 

@@ -400,6 +400,7 @@ class Comparison:
             bar = tqdm(total=len(plan), desc="lossbench compare", unit="run", disable=not show,
                        file=sys.stderr, dynamic_ncols=True)
             inits: dict[int, InitialState] = {}
+            fused: dict[int, tuple[dict[str, str], dict[str, str]]] = {}  # seed -> (lines, fallbacks) of its array
             try:
                 for i, (seed, loss) in enumerate(plan, 1):
                     self.position = f"run {i}/{len(plan)} ({loss.label} seed {seed})"
@@ -408,7 +409,18 @@ class Comparison:
                     dm = self.datamodule(seed)
                     if seed not in inits:
                         inits[seed] = self.initial_state(seed, dm.spec)
-                    line = self.run_one(loss, seed, dm, inits[seed])
+                    if self.recipe.executor == "fused" and seed not in fused:
+                        from lossbench.compare.fused import run_array
+
+                        self.position = f"the array of seed {seed} (runs {i}-{i + len(self.recipe.losses) - 1}/{len(plan)})"
+                        fused[seed] = run_array(self, seed, self.recipe.losses, dm, inits[seed])
+                    lines, fallbacks = fused.get(seed, ({}, {}))
+                    line = lines.get(loss.label)
+                    if line is None:
+                        execution = {"executor": "sequential"}
+                        if loss.label in fallbacks:
+                            execution["fallback"] = fallbacks[loss.label]
+                        line = self.run_one(loss, seed, dm, inits[seed], execution)
                     bar.update(1)
                     if show:
                         bar.write(f"[{i}/{len(plan)}] {line}")
@@ -479,23 +491,23 @@ class Comparison:
         save_tensors(folder / PREDICTIONS_FILE, predictions)
         record.test = metrics_from_predictions(model.head.task, getattr(model.head, "num_classes", None), predictions)
 
-    def run_one(self, loss: LossSpec, seed: int, dm, init: InitialState) -> str:
-        """Train one (loss, seed) run, or skip/resume it; return its summary line."""
-        folder = run_dir(self.output, loss.label, seed)
-        record_path = folder / "record.json"
+    def read_run(self, loss: LossSpec, seed: int, ckpt: Path) -> tuple[RunRecord | None, str | None, bool, bool]:
+        """A run's record, why it restarts (an unreadable checkpoint or record moved aside), and whether it is
+        finished and can resume from ``ckpt``, as global rank 0 sees it (every process follows rank 0)."""
+        record_path = run_dir(self.output, loss.label, seed) / "record.json"
         record, unreadable = _read_record(record_path)
-        ckpt = folder / "checkpoints" / "last.ckpt"
         restart = _quarantine_unreadable(ckpt) if self.processes.is_global_zero else None
         if unreadable and self.processes.is_global_zero:
             restart = _quarantine_record(record_path, unreadable)
-        # global rank 0's view of the folder decides for every process (skip, resume or start): they stay in step
         finished, resume = self.processes.broadcast(
             (record is not None and record.status == "finished", ckpt.exists() and not unreadable))
-        if finished:
-            if self.processes.is_global_zero:
-                shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # left if killed right after finishing
-            return f"{loss.label} seed {seed}: finished earlier, skipped"
-        model = self.build_model(loss, seed, dm.spec, init)
+        if finished and self.processes.is_global_zero:  # left if killed right after finishing
+            shutil.rmtree(record_path.parent / "checkpoints", ignore_errors=True)
+        return record, restart, finished, resume
+
+    def open_record(self, loss: LossSpec, seed: int, model, dm, record: RunRecord | None, resume: bool,
+                    restart: str | None, execution: dict[str, Any]) -> RunRecord:
+        """The run's record, new or resumed, with its fingerprints, marked running and saved."""
         initial = {"backbone_init": state_fingerprint(model.backbone.state_dict()),
                    "head_init": state_fingerprint(model.head.proj.state_dict())}
         for key, value in initial.items():  # every process must start from rank 0's weights (RankMismatchError)
@@ -516,8 +528,53 @@ class Comparison:
         record.setup_hash = data_setup_hash(r.setup_hash, data)
         record.target = dict(r.target)
         record.environment = environment(settings=r.trainer)
-        record.save(record_path)
+        record.execution = execution
+        record.save(run_dir(self.output, loss.label, seed) / "record.json")
+        return record
 
+    def fail_record(self, record: RunRecord, error: str, skipped_steps: int, order: dict[str, str]) -> str:
+        """Record a failed run (it is reported; the others go on); returns its summary line."""
+        record.status, record.error = "failed", error
+        record.skipped_steps = skipped_steps
+        record.fingerprints["data_order"].update(order)
+        record.save(run_dir(self.output, record.loss, record.seed) / "record.json")
+        first = error.splitlines()[0][:200]
+        self.failed.append(f"{record.loss} seed {record.seed} ({first})")
+        return f"{record.loss} seed {record.seed}: FAILED ({first})"
+
+    def finish_record(self, record: RunRecord, rows: list[dict[str, Any]], trainer, model,
+                      order: dict[str, str]) -> str:
+        """Record a finished run from its evaluation rows, delete its checkpoints; returns its summary line."""
+        r, folder = self.recipe, run_dir(self.output, record.loss, record.seed)
+        record.fingerprints["data_order"].update(order)
+        summarise_run(record, rows, trainer, model)
+        record.environment = environment(trainer, r.trainer)
+        record.skipped_steps = model.skipped_steps
+        record.status = "finished"
+        record.save(folder / "record.json")
+        killpoint.kill_point("finished")
+        if self.processes.is_global_zero:
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+        label = f"{record.loss} seed {record.seed}"
+        value = record.final.get(r.target["metric"])
+        headline = test_metric(r.target["metric"])
+        tested = f", {headline} {record.test[headline]:.4f}" if headline in record.test else ""
+        reached = f"step {record.steps_to_target}" if record.steps_to_target is not None else "not reached"
+        return (f"{label}: {r.target['metric']} {value:.4f} final{tested}, target {reached}, "
+                f"{record.train_seconds:.1f}s train" if value is not None else f"{label}: done")
+
+    def run_one(self, loss: LossSpec, seed: int, dm, init: InitialState,
+                execution: dict[str, Any] | None = None) -> str:
+        """Train one (loss, seed) run, or skip/resume it; return its summary line."""
+        folder = run_dir(self.output, loss.label, seed)
+        ckpt = folder / "checkpoints" / "last.ckpt"
+        record, restart, finished, resume = self.read_run(loss, seed, ckpt)
+        if finished:
+            return f"{loss.label} seed {seed}: finished earlier, skipped"
+        model = self.build_model(loss, seed, dm.spec, init)
+        record = self.open_record(loss, seed, model, dm, record, resume, restart,
+                                  execution or {"executor": "sequential"})
+        r = self.recipe
         recorder = RunRecorder(on_row=lambda rows: write_csv(folder / "metrics.csv", rows))
         order = DataOrderFingerprint()
         # saved after each evaluation, after the recorder's row (Lightning runs checkpoint callbacks last)
@@ -527,10 +584,9 @@ class Comparison:
         best = BestWeights(r.target["metric"], r.target["mode"], folder / "checkpoints" / "best_weights.pt")
         selection = [best] if r.select == "best" else []
         try:
-            if not resume:  # evaluation at step 0: every curve starts from the shared initial weights
-                self.trainer([recorder, *killpoint.callbacks()], folder, validate_only=True).validate(
-                    model, datamodule=dm, verbose=False)
             trainer = self.trainer([recorder, order, *selection, checkpoint, *killpoint.callbacks()], folder)
+            if not resume:  # evaluation at step 0: every curve starts from the shared initial weights
+                trainer.validate(model, datamodule=dm, verbose=False)
             seed_rngs(seed)  # dropout draws from the global RNG; a resumed run restores the checkpoint's (ResumeState)
             trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt) if resume else None, weights_only=True)
             if not recorder.rows or recorder.rows[-1]["step"] != trainer.global_step:
@@ -542,25 +598,5 @@ class Comparison:
         except Exception as exc:  # a failed run is recorded and reported; the others go on
             if write_failure(exc, self.output) is not None:  # not the run's fault: stop, the folder resumes
                 raise
-            record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
-            record.skipped_steps = model.skipped_steps
-            record.fingerprints["data_order"].update(order.hashes)
-            record.save(record_path)
-            first = record.error.splitlines()[0][:200]
-            self.failed.append(f"{loss.label} seed {seed} ({first})")
-            return f"{loss.label} seed {seed}: FAILED ({first})"
-        record.fingerprints["data_order"].update(order.hashes)
-        summarise_run(record, recorder.rows, trainer, model)
-        record.environment = environment(trainer, r.trainer)
-        record.skipped_steps = model.skipped_steps
-        record.status = "finished"
-        record.save(record_path)
-        killpoint.kill_point("finished")
-        if self.processes.is_global_zero:
-            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-        value = record.final.get(r.target["metric"])
-        headline = test_metric(r.target["metric"])
-        tested = f", {headline} {record.test[headline]:.4f}" if headline in record.test else ""
-        reached = f"step {record.steps_to_target}" if record.steps_to_target is not None else "not reached"
-        return (f"{loss.label} seed {seed}: {r.target['metric']} {value:.4f} final{tested}, target {reached}, "
-                f"{record.train_seconds:.1f}s train" if value is not None else f"{loss.label} seed {seed}: done")
+            return self.fail_record(record, f"{type(exc).__name__}: {exc}", model.skipped_steps, order.hashes)
+        return self.finish_record(record, recorder.rows, trainer, model, order.hashes)

@@ -35,7 +35,7 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "target": {"metric": None, "mode": None, "threshold": None},
 }
 TOP_LEVEL = ("name", "description", "data", "backbone", "losses", "baseline", "optimizer", "schedule",
-             "trainer", "seeds", "target", "nan_policy", "select")
+             "trainer", "seeds", "target", "nan_policy", "select", "executor")
 
 
 class RecipeError(ValueError):
@@ -85,6 +85,7 @@ class Recipe:
     target: dict[str, Any]
     nan_policy: str = "raise"
     select: str = "final"  # the weights a run reports on test: "final", or "best" on validation (target metric)
+    executor: str = "fused"  # "fused": a seed's losses trained in lockstep as one model array; or "sequential"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,12 +93,14 @@ class Recipe:
             "losses": [spec.to_dict() for spec in self.losses], "baseline": self.baseline,
             "optimizer": self.optimizer, "schedule": self.schedule, "trainer": self.trainer,
             "seeds": self.seeds, "target": self.target, "nan_policy": self.nan_policy,
-            "select": self.select,
+            "select": self.select, "executor": self.executor,
         }
 
     def setup(self) -> dict[str, Any]:
-        """What must be identical for every loss: everything but the losses, baseline and seeds."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("losses", "baseline", "seeds", "name", "description")}
+        """What must be identical for every loss: everything but the losses, baseline and seeds (and how the runs
+        are executed: fused and sequential runs train the same models on the same batches; records say which)."""
+        left_out = ("losses", "baseline", "seeds", "name", "description", "executor")
+        return {k: v for k, v in self.to_dict().items() if k not in left_out}
 
     @property
     def setup_hash(self) -> str:
@@ -376,6 +379,10 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     if select not in ("final", "best"):
         raise RecipeError(f"recipe: `select` must be 'final' (the last weights) or 'best' (best on validation by "
                           f"`target.metric`), got {select!r}")
+    executor = raw.get("executor", Recipe.executor)
+    if executor not in ("fused", "sequential"):
+        raise RecipeError(f"recipe: `executor` must be 'fused' (each seed's losses trained in lockstep as one model "
+                          f"array) or 'sequential' (one run after another), got {executor!r}")
     from lossbench.module import LossbenchModule
 
     try:  # the module's own checks, now rather than at the first run
@@ -392,7 +399,7 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         name=str(raw.get("name") or "comparison"), description=str(raw.get("description") or ""),
         data=dict(data), backbone=backbone, losses=losses, baseline=baseline,
         optimizer=optimizer, schedule=schedule, trainer=trainer, seeds=seeds, target=target, nan_policy=nan_policy,
-        select=select,
+        select=select, executor=executor,
     )
 
 

@@ -334,6 +334,7 @@ def _setup_section(
         f"- Headline: {_headline_text(stats, select)}",
         f"- Target: {_target_text(stats)}",
         f"- Environment: {_environment_text(runs)}",
+        f"- Execution: {_execution_text(runs)}",
         f"- Versions: {versions or 'not recorded'}",
         f"- Created: {comparison['created']}",
         "- Fairness check (initial weights, setup hash, batch order of every epoch and the contents of every split, "
@@ -375,6 +376,24 @@ def _headline_text(stats: ComparisonStats, select: str) -> str:
     weights = ("the weights of the best validation evaluation of " + stats.metric + " (step 0 excluded)"
                if select == "best" else "the final weights")
     return f"{stats.headline}, evaluated once per run on the test split with {weights}"
+
+
+def _execution_text(runs: Runs) -> str:
+    """How the runs were trained (``record.execution``): fused arrays, sequential runs and why a loss fell back."""
+    fused = sorted({(r.seed, tuple(r.execution.get("members") or ())) for r, _ in runs
+                    if r.execution.get("executor") == "fused"})
+    sequential = [r for r, _ in runs if r.execution.get("executor", "sequential") == "sequential"]
+    parts = []
+    if fused:
+        sizes = sorted({len(members) for _, members in fused})
+        parts.append(f"{len(fused)} fused array(s) (each seed's losses trained in lockstep as one model, "
+                     f"{'/'.join(map(str, sizes))} members; wall times are the array's)")
+    if sequential:
+        parts.append(f"{len(sequential)} sequential run(s)")
+    fallbacks = sorted({f"{r.loss} ({r.execution['fallback']})" for r in sequential if r.execution.get("fallback")})
+    if fallbacks:
+        parts.append("fell back to sequential: " + "; ".join(fallbacks))
+    return ", ".join(parts) if parts else "not recorded"
 
 
 def _environment_text(runs: Runs) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +27,21 @@ class BestWeights(pl.Callback):
         self.step: int | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        step = int(trainer.global_step)
-        value = trainer.callback_metrics.get(self.metric)
-        if trainer.sanity_checking or step == 0 or value is None:
-            return
+        if not trainer.sanity_checking:
+            self.offer(int(trainer.global_step), trainer.callback_metrics.get(self.metric), module.state_dict)
+
+    def offer(self, step: int, value: Any, state_dict: Callable[[], dict[str, Any]]) -> bool:
+        """Keep ``state_dict()`` if ``value`` (at ``step``) is the best so far; returns whether it was."""
+        if step == 0 or value is None:
+            return False
         value = float(value)
         if not math.isfinite(value):
-            return
+            return False
         better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         if better:
-            save_tensors(self.path, module.state_dict())
+            save_tensors(self.path, state_dict())
             self.best, self.step = value, step
+        return better
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "step": self.step}

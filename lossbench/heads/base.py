@@ -42,6 +42,10 @@ class LossHead(nn.Module, ABC):
     """Registered short name, set by :func:`lossbench.register_head`."""
     reductions: ClassVar[tuple[str, ...]] = ("mean", "sum", "none")
     """Reductions ``loss`` accepts."""
+    fusable: ClassVar[bool] = True
+    """Whether ``lossbench compare``'s fused executor may train this head in a model array beside other heads
+    (each head still runs alone on its own features). Set False for a head that must own its process (it keeps
+    global state, or synchronises itself): it then trains in a sequential run."""
     standardized_target: ClassVar[bool] = True
     """Regression heads: whether a training module may train this head on the standardised target
     ``(target - mean) / std`` and map its predictions back (True for location-scale losses; False where the

@@ -13,6 +13,9 @@ def tiny_recipe(**changes):
         "trainer": {"max_steps": 8, "eval_every_n_steps": 4},
         "seeds": [0, 1],
         "target": {"metric": "val/accuracy", "mode": "max", "threshold": 0.5},
+        # these suites test the run-by-run machinery (one checkpoint per run); tests/compare/test_fused*.py
+        # test the default fused executor against it
+        "executor": "sequential",
     }
     for dotted, value in changes.items():
         node = recipe

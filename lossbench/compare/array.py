@@ -1,0 +1,264 @@
+"""``ModelArray``: the members of one seed (one :class:`~lossbench.LossbenchModule` per loss) as ONE module.
+
+The backbones share one architecture, so they run as one vmapped forward over the shared batch
+(``torch.func.functional_call`` + ``vmap`` over the members' stacked parameters). Each member's head
+then runs on its own features and computes its own loss. One backward of the sum of the members'
+losses gives each member exactly its own gradient: members share no parameters (the stack is part
+of the graph, so each member's gradient flows back to its own leaves).
+
+Everything that would couple the members is per member: the optimizer has one pair of parameter
+groups per member (its learning rate, weight decay and schedule), gradient clipping is per member
+(a global norm over the array would couple them), the NaN policy is per member (``skip`` drops that
+member's update only; ``raise`` fails that member and the others go on), and so are the metrics.
+
+The members are ordinary ``LossbenchModule`` s, so a member's ``state_dict`` is the one a sequential
+run of that loss has, and what a sequential run does with it (selection, test predictions) works
+unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from lossbench.module import LossbenchModule
+
+
+class ModelArray(pl.LightningModule):
+    """Train ``members`` (label -> LossbenchModule, same backbone architecture) in lockstep on one batch stream.
+
+    Args:
+        members: the members, by label; their backbones must have the same parameter names and shapes.
+        gradient_clip_val: clip each member's gradient norm to this (None: no clipping). Give it here,
+            not to the Trainer: Lightning's clipping takes one norm over all parameters.
+
+    After each validation, ``values[i]`` holds member ``i``'s ``val/...`` numbers. ``failed`` maps the
+    label of each member that failed (``nan_policy="raise"`` or an error in its head) to its error.
+    """
+
+    def __init__(self, members: dict[str, LossbenchModule], gradient_clip_val: float | None = None) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("ModelArray: `members` must hold at least one LossbenchModule, got none")
+        self.labels = list(members)
+        self.members = nn.ModuleList(members.values())
+        shapes = [{n: tuple(p.shape) for n, p in m.backbone.named_parameters()} for m in self.members]
+        for label, shape in zip(self.labels, shapes):
+            if shape != shapes[0]:
+                raise ValueError(f"ModelArray: member {label!r}'s backbone differs from {self.labels[0]!r}'s; "
+                                 "the members of an array must share the backbone's architecture")
+        optimizers = {m.hparams.optimizer for m in self.members}
+        if len(optimizers) > 1:
+            raise ValueError(f"ModelArray: the members use different optimizers {sorted(optimizers)}; one array "
+                             "has one optimizer (its members may differ in learning rate and weight decay)")
+        # the architecture without weights: functional_call runs it on each member's parameters
+        self._template = [copy.deepcopy(self.members[0].backbone).to("meta")]  # a list: not a submodule
+        self.gradient_clip_val = gradient_clip_val
+        self.vmapped: bool | None = None  # None until the first forward; False: vmap failed, a loop is used
+        self.vmap_error: str | None = None
+        self.failed: dict[str, str] = {}
+        self.values: list[dict[str, float]] = [{} for _ in self.labels]
+        self.step_losses: list[Tensor | None] = [None] * len(self.labels)  # the last training step's, per member
+        self._updated = [False] * len(self.labels)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def features(self, inputs: Tensor) -> Tensor:
+        """Every member's backbone features for one batch, stacked: (members, batch, ...)."""
+        if self.vmapped is not False:
+            try:
+                out = self._vmapped(inputs)
+                self.vmapped = True
+                return out
+            except Exception as exc:  # an op without a batching rule: loop over the members instead
+                if self.vmapped:  # it worked before: a real error, not a missing batching rule
+                    raise
+                self.vmapped, self.vmap_error = False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        return torch.stack(self._looped(inputs))
+
+    def _looped(self, inputs: Tensor) -> list[Tensor]:
+        """The members' backbones one after another, each drawing the same dropout masks (as vmap's
+        ``randomness="same"`` does, and as sequential runs from the same seed do)."""
+        devices = [inputs.device] if inputs.device.type == "cuda" else []
+        outs = []
+        for m in self.members[:-1]:
+            with torch.random.fork_rng(devices=devices):
+                outs.append(m.backbone(inputs))
+        return [*outs, self.members[-1].backbone(inputs)]  # the last one advances the RNG, once
+
+    def _vmapped(self, inputs: Tensor) -> Tensor:
+        from torch.func import functional_call, vmap
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        template = self._template[0]
+        template.train(self.training)
+        named = [dict(m.backbone.named_parameters()) for m in self.members]
+        buffers = [dict(m.backbone.named_buffers()) for m in self.members]
+        params = {name: torch.stack([p[name] for p in named]) for name in named[0]}
+        bufs = {name: torch.stack([b[name] for b in buffers]) for name in buffers[0]}
+
+        def one(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
+            return functional_call(template, (p, b), (x,))
+
+        # the math attention kernel and no encoder fast path: both have batching rules (the fused CPU kernels
+        # have none, and vmap would loop over the members with a warning)
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with sdpa_kernel(SDPBackend.MATH):
+                return vmap(one, in_dims=(0, 0, None), randomness="same")(params, bufs, inputs)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+
+    def member_losses(self, batch: Any) -> list[tuple[Tensor, dict[str, Tensor], Tensor] | BaseException]:
+        """Each member's (loss, terms, outputs) on ``batch``, or the exception its head raised."""
+        inputs, target = LossbenchModule._unpack(batch)
+        feats = self.features(inputs)
+        results: list[Any] = []
+        for i, m in enumerate(self.members):
+            if self.labels[i] in self.failed:
+                results.append(None)
+                continue
+            try:
+                outputs = m.head(feats[i])
+                loss, terms = m.head.compute(outputs, m._loss_target(target))
+                results.append((loss, terms, outputs))
+            except Exception as exc:  # this member's head fails; the others go on
+                results.append(exc)
+        return results
+
+    def forward(self, inputs: Tensor) -> list[Tensor]:
+        """Every member's head outputs for a batch of inputs."""
+        feats = self.features(inputs)
+        return [m.head(feats[i]) for i, m in enumerate(self.members)]
+
+    # -- training --------------------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        results = self.member_losses(batch)
+        losses = [r[0].detach() for r in results if isinstance(r, tuple)]
+        finite = iter(torch.isfinite(torch.stack(losses)).tolist() if losses else [])  # one sync for all members
+        total: list[Tensor] = []
+        distributed = self._trainer is not None and self.trainer.world_size > 1
+        for i, (m, result) in enumerate(zip(self.members, results)):
+            self._updated[i], self.step_losses[i] = False, None
+            if result is None:
+                continue
+            if isinstance(result, BaseException):
+                self.failed[self.labels[i]] = f"{type(result).__name__}: {result}"
+                continue
+            loss, terms, _ = result
+            ok = next(finite)
+            if distributed:  # every process skips (or fails) a member together, as LossbenchModule does
+                ok = self.trainer.strategy.reduce_boolean_decision(ok, all=True)
+            if not ok:
+                if m.nan_policy == "raise":
+                    self.failed[self.labels[i]] = "FloatingPointError: " + m.non_finite_message(
+                        loss, terms, self.global_step, batch_idx)
+                else:
+                    m.skipped_steps += 1
+                continue
+            total.append(loss)
+            self._updated[i], self.step_losses[i] = True, loss.detach()
+        if distributed:  # DDP needs a gradient for every parameter: zeros for the members that do not step
+            total.append(torch.stack([p.sum() for p in self.parameters() if p.requires_grad]).sum() * 0.0)
+        if not total or not any(self._updated):
+            return None if not distributed else total[-1]
+        return torch.stack(total).sum()
+
+    def grad_norm(self, i: int) -> Tensor:
+        """Member ``i``'s gradient norm (on the device, no sync)."""
+        grads = [p.grad.detach() for p in self.members[i].parameters() if p.grad is not None]
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        for i, m in enumerate(self.members):
+            if not self._updated[i]:  # skipped or failed: no update (as a sequential run's skipped step)
+                for p in m.parameters():
+                    p.grad = None
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        clip = self.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
+        if not clip:
+            return
+        for i, m in enumerate(self.members):
+            if self._updated[i]:
+                torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.grad is not None], clip)
+
+    def configure_optimizers(self) -> Any:
+        groups, factors = [], []
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        for m in self.members:
+            member_groups = m.param_groups()
+            factor = m.lr_factor(total)
+            groups += member_groups
+            factors += [factor or _constant] * len(member_groups)
+        opt_class = torch.optim.SGD if self.members[0].hparams.optimizer == "sgd" else torch.optim.AdamW
+        opt = opt_class(groups)
+        if all(f is _constant for f in factors):
+            return opt
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factors)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def member_lr(self, optimizer: torch.optim.Optimizer, i: int) -> float:
+        """Member ``i``'s current learning rate (its first parameter group's)."""
+        first = sum(len(m.param_groups()) for m in self.members[:i])
+        return float(optimizer.param_groups[first]["lr"])
+
+    # -- validation ------------------------------------------------------------------------------
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        _, target = LossbenchModule._unpack(batch)
+        for i, (m, result) in enumerate(zip(self.members, self.member_losses(batch))):
+            if not isinstance(result, tuple):
+                continue
+            loss, terms, outputs = result
+            m._sums["val"].add(loss, terms, target.shape[0])
+            if "val_metrics" in m.metrics:
+                m.metrics["val_metrics"].update(m.head, outputs.detach(), target, scale=m.target_scale)
+
+    def on_validation_epoch_end(self) -> None:
+        reduce = self.trainer.strategy.reduce
+        for i, m in enumerate(self.members):
+            values = {f"val/{k}": v for k, v in m._sums["val"].means(reduce).items()}
+            if "val_metrics" in m.metrics:
+                for name, metric in m.metrics["val_metrics"].metrics.items():
+                    if metric.update_count:
+                        values[f"val/{name}"] = metric.compute()
+                    metric.reset()
+            # as Lightning's logging stores them (LossbenchModule logs these): float32 or float64 tensors
+            self.values[i] = {k: float(_as_logged(v)) for k, v in values.items()}
+
+    # -- state -----------------------------------------------------------------------------------
+    def configure_callbacks(self) -> list[pl.Callback]:
+        from lossbench.resume import ResumeState
+
+        return [ResumeState()]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lossbench_array"] = {
+            "labels": list(self.labels), "failed": dict(self.failed),
+            "skipped_steps": [int(m.skipped_steps) for m in self.members],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("lossbench_array") or {}
+        if state.get("labels", self.labels) != self.labels:
+            raise ValueError(f"ModelArray: the checkpoint holds members {state.get('labels')}, this array "
+                             f"{self.labels}")
+        self.failed = dict(state.get("failed", {}))
+        for m, skipped in zip(self.members, state.get("skipped_steps", [0] * len(self.members))):
+            m.skipped_steps = int(skipped)
+        if self._trainer is not None and str(self.trainer.precision).startswith("64"):
+            self.double()  # before Lightning loads the weights (see LossbenchModule.on_load_checkpoint)
+
+
+def _constant(step: int) -> float:
+    return 1.0
+
+
+def _as_logged(value: Tensor) -> Tensor:
+    """A value as ``LightningModule.log`` keeps it: float32 or float64 kept, other dtypes to the default."""
+    value = value.detach() if isinstance(value, Tensor) else torch.tensor(value)
+    return value if value.dtype in (torch.float32, torch.float64) else value.to(torch.get_default_dtype())

@@ -1,0 +1,294 @@
+"""The fused executor: every pending loss of one seed trained in lockstep as one :class:`ModelArray`.
+
+One Trainer, one pass over each batch for all members (:mod:`lossbench.compare.array`), one
+checkpoint of the whole array (``DIR/arrays/seed_<k>/last.ckpt``, deleted when the array ends).
+Every member writes what a sequential run of its loss writes: its record (with the same
+fingerprints: same initial weights, same data, same batch order), its metrics.csv, its selected
+weights and test predictions. ``record.execution`` says how it was trained::
+
+    {"executor": "fused", "members": ["ce", "focal", ...], "vmapped": true}
+    {"executor": "sequential", "fallback": "<why it could not train in the array>"}
+
+Wall-time columns (``wall_time``, ``seconds_to_target``) of a fused member are the array's: the
+time all its members took together to reach that step. Compare them between members of one array
+or between arrays, not against sequential runs; steps are comparable everywhere.
+
+A member whose head declares ``fusable = False``, or whose loss in the array differs from its loss
+alone on the first batch (or raises only in the array), falls back to a sequential run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+import torch
+
+from lossbench.compare import killpoint
+from lossbench.compare.array import ModelArray
+from lossbench.compare.callbacks import DataOrderFingerprint, LossMean, evaluation_row
+from lossbench.compare.records import RunRecord, is_global_zero, run_dir, write_csv
+from lossbench.compare.selection import BestWeights
+from lossbench.compare.storage import write_failure
+from lossbench.distributed import RankMismatchError
+from lossbench.resume import seed_rngs
+
+if TYPE_CHECKING:
+    from lossbench.compare.engine import Comparison, InitialState
+    from lossbench.compare.recipe import LossSpec
+
+EXECUTORS = ("fused", "sequential")
+PROBE_TOLERANCE = 1e-5  # relative: a member's first-batch loss in the array against alone
+
+
+class ArrayRecorder(pl.Callback):
+    """:class:`~lossbench.compare.callbacks.RunRecorder` for every member of a :class:`ModelArray`.
+
+    ``on_row(i, rows)`` is called after member ``i``'s new row. Failed members get no more rows.
+    """
+
+    def __init__(self, labels: list[str], on_row=None) -> None:
+        self.labels = labels
+        self.rows: list[list[dict[str, Any]]] = [[] for _ in labels]
+        self.train_seconds = 0.0
+        self._started: float | None = None
+        self._loss = [LossMean() for _ in labels]
+        self._grad_norm: list[Any] = [None] * len(labels)
+        self._lr: list[float | None] = [None] * len(labels)
+        self.on_row = on_row
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module: ModelArray, outputs, batch, batch_idx) -> None:
+        if self._started is not None:
+            self.train_seconds += time.perf_counter() - self._started
+            self._started = None
+        for i, loss in enumerate(module.step_losses):
+            if loss is not None:
+                self._loss[i].add(loss)
+
+    def on_before_optimizer_step(self, trainer, module: ModelArray, optimizer) -> None:
+        for i in range(len(self.labels)):  # before clipping (callbacks run before the module's hook)
+            if module._updated[i]:
+                self._grad_norm[i] = module.grad_norm(i)
+                self._lr[i] = module.member_lr(optimizer, i)
+
+    def on_validation_end(self, trainer: pl.Trainer, module: ModelArray) -> None:
+        if trainer.sanity_checking:
+            return
+        step = int(trainer.global_step)
+        for i, label in enumerate(self.labels):
+            rows = self.rows[i]
+            if label in module.failed or (rows and rows[-1]["step"] == step):
+                continue
+            lr = self._lr[i]
+            if lr is None and trainer.optimizers:
+                lr = module.member_lr(trainer.optimizers[0], i)
+            rows.append(evaluation_row(step, int(trainer.current_epoch), self.train_seconds,
+                                       self._loss[i].take(trainer), self._grad_norm[i], lr, module.values[i]))
+            if self.on_row is not None:
+                self.on_row(i, rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": [[dict(r) for r in rows] for rows in self.rows], "train_seconds": self.train_seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = [[dict(r) for r in rows] for rows in state_dict.get("rows", self.rows)]
+        self.train_seconds = float(state_dict.get("train_seconds", 0.0))
+
+
+class ArrayBest(pl.Callback):
+    """:class:`~lossbench.compare.selection.BestWeights` for every member (``select: best``)."""
+
+    def __init__(self, metric: str, mode: str, paths: list[Path]) -> None:
+        self.metric = metric
+        self.best = [BestWeights(metric, mode, path) for path in paths]
+
+    def on_validation_end(self, trainer: pl.Trainer, module: ModelArray) -> None:
+        if trainer.sanity_checking:
+            return
+        for i, (best, member) in enumerate(zip(self.best, module.members)):
+            if module.labels[i] not in module.failed:
+                best.offer(int(trainer.global_step), module.values[i].get(self.metric), member.state_dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": [b.state_dict() for b in self.best]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for best, saved in zip(self.best, state_dict.get("best", [])):
+            best.load_state_dict(saved)
+
+
+def fusable(loss: LossSpec, model, array: ModelArray, i: int, batch: Any) -> str | None:
+    """Why member ``i`` cannot train in ``array`` (None: it can): its head says so, or on the first batch its
+    loss in the array raises or differs from its loss alone."""
+    head = model.head
+    if not getattr(head, "fusable", True):
+        return f"its head {type(head).__name__} declares fusable = False"
+    modes = array.training, model.training
+    array.eval()  # no dropout draws: both see the same function, and the global RNG is left alone
+    try:
+        with torch.no_grad():
+            try:
+                inputs, target = model._unpack(batch)
+                alone = model.head.compute(model(inputs), model._loss_target(target))[0]
+            except Exception:  # fails alone too: the sequential run reports it, as it would have anyway
+                return None
+            fused = array.member_losses(batch)[i]
+    finally:
+        array.train(modes[0])
+        model.train(modes[1])
+    if isinstance(fused, BaseException):
+        return f"its loss raises in the array ({type(fused).__name__}: {str(fused).splitlines()[0][:160]})"
+    a, b = float(alone), float(fused[0])
+    if not (math.isclose(a, b, rel_tol=PROBE_TOLERANCE, abs_tol=PROBE_TOLERANCE) or (a != a and b != b)):
+        return f"its first-batch loss in the array ({b:.8g}) differs from its loss alone ({a:.8g})"
+    return None
+
+
+def _probe_batch(dm) -> Any:
+    """The first validation batch (the validation loader keeps no state; the training one counts its batches)."""
+    dm.setup("fit")
+    return next(iter(dm.val_dataloader()))
+
+
+def _held_members(cmp: Comparison, ckpt: Path) -> tuple[list[str] | None, str | None]:
+    """The member labels ``ckpt`` holds (None: no checkpoint), after moving aside an unreadable one."""
+    from lossbench.compare.engine import _quarantine_unreadable
+
+    held, note = None, None
+    if cmp.processes.is_global_zero:
+        note = _quarantine_unreadable(ckpt)
+        if ckpt.exists():
+            state = torch.load(ckpt, map_location="cpu", weights_only=True).get("lossbench_array") or {}
+            held = list(state.get("labels") or [])
+    return cmp.processes.broadcast((held, note))
+
+
+def _set_aside(ckpt: Path, held: list[str], labels: list[str]) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    aside = ckpt.with_name(f"{ckpt.name}.other-members-{stamp}")
+    if is_global_zero():
+        os.replace(ckpt, aside)
+    return (f"array checkpoint {ckpt.name} holds members {held}, the array now {labels}; moved to {aside.name}, "
+            "run started over")
+
+
+def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
+              init: InitialState) -> tuple[dict[str, str], dict[str, str]]:
+    """Train the pending ``losses`` of ``seed`` as one array.
+
+    Returns label -> summary line of the losses it handled (finished earlier, trained, failed), and label ->
+    why, of those that cannot train in the array (the caller runs them sequentially).
+    """
+    lines: dict[str, str] = {}
+    fallbacks: dict[str, str] = {}
+    root = cmp.output / "arrays" / f"seed_{seed}"
+    ckpt = root / "last.ckpt"
+    state: dict[str, tuple[RunRecord | None, str | None]] = {}
+    for loss in losses:
+        member_ckpt = run_dir(cmp.output, loss.label, seed) / "checkpoints" / "last.ckpt"
+        record, restart, finished, _ = cmp.read_run(loss, seed, member_ckpt)
+        if finished:
+            lines[loss.label] = f"{loss.label} seed {seed}: finished earlier, skipped"
+        else:
+            state[loss.label] = (record, restart)
+    by_label = {loss.label: loss for loss in losses}
+    if not state:  # every member finished (a kill before the array's clean-up leaves its checkpoint)
+        _remove(cmp, root)
+        return lines, fallbacks
+    models = {label: cmp.build_model(by_label[label], seed, dm.spec, init) for label in state}
+    probe = ModelArray(models, cmp.recipe.trainer["gradient_clip_val"])
+    batch = _probe_batch(dm)
+    for i, label in enumerate(models):
+        why = fusable(by_label[label], models[label], probe, i, batch)
+        if why is not None:
+            fallbacks[label] = why
+    pending = [label for label in state if label not in fallbacks]
+    if not pending:
+        return lines, fallbacks
+    held, note = _held_members(cmp, ckpt)
+    labels = pending
+    # killed while the members' records were being finished: the checkpoint (at its last step) also holds
+    # members finished since; they are loaded with it, their records are not touched again
+    if held is not None and set(pending) <= set(held) and all(h in by_label and (h in pending or h in lines)
+                                                               for h in held):
+        labels = held
+    elif held is not None:
+        note = _set_aside(ckpt, held, labels)
+    for label in labels:
+        if label not in models:
+            models[label] = cmp.build_model(by_label[label], seed, dm.spec, init)
+    array = ModelArray({label: models[label] for label in labels}, cmp.recipe.trainer["gradient_clip_val"])
+    resume = cmp.processes.broadcast(ckpt.exists())
+    execution = {"executor": "fused", "members": labels}
+    records: dict[str, RunRecord] = {}
+    for label in pending:
+        record, restart = state[label]
+        restart = restart or note
+        # a member resumes only with its array: without the array's checkpoint it starts over
+        records[label] = cmp.open_record(by_label[label], seed, models[label], dm, record, resume, restart,
+                                         dict(execution))
+    folders = [run_dir(cmp.output, label, seed) for label in labels]
+    recorder = ArrayRecorder(labels, on_row=lambda i, rows: write_csv(folders[i] / "metrics.csv", rows))
+    order = DataOrderFingerprint()
+    r = cmp.recipe
+    best = ArrayBest(r.target["metric"], r.target["mode"], [f / "checkpoints" / "best_weights.pt" for f in folders])
+    selection = [best] if r.select == "best" else []
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=root, filename="last", save_top_k=1,
+                                              enable_version_counter=False)
+    try:
+        trainer = cmp.trainer([recorder, order, *selection, checkpoint, *killpoint.callbacks()], root)
+        if not resume:  # evaluation at step 0, in the same Trainer
+            trainer.validate(array, datamodule=dm, verbose=False)
+        seed_rngs(seed)
+        trainer.fit(array, datamodule=dm, ckpt_path=str(ckpt) if resume else None, weights_only=True)
+        if any(rows and rows[-1]["step"] != trainer.global_step for rows in recorder.rows):
+            trainer.validate(array, datamodule=dm, verbose=False)  # the final point of every curve
+    except RankMismatchError:
+        raise
+    except Exception as exc:  # the array fails as a whole: every member is recorded failed
+        if write_failure(exc, cmp.output) is not None:
+            raise
+        for label, record in records.items():
+            lines[label] = cmp.fail_record(record, f"{type(exc).__name__}: {exc}", models[label].skipped_steps,
+                                           order.hashes)
+        return lines, fallbacks
+    for i, label in enumerate(labels):
+        if label not in records:  # finished before a kill; resumed with the array only to load it
+            continue
+        record, model = records[label], models[label]
+        record.execution["vmapped"] = bool(array.vmapped)
+        if array.vmap_error:
+            record.execution["vmap_error"] = array.vmap_error
+        if label in array.failed:
+            lines[label] = cmp.fail_record(record, array.failed[label], model.skipped_steps, order.hashes)
+            continue
+        try:
+            if cmp.processes.is_global_zero:
+                cmp.evaluate_test(record, model, dm, folders[i], best.best[i] if selection else None, trainer)
+        except Exception as exc:
+            if write_failure(exc, cmp.output) is not None:
+                raise
+            lines[label] = cmp.fail_record(record, f"{type(exc).__name__}: {exc}", model.skipped_steps,
+                                           order.hashes)
+            continue
+        lines[label] = cmp.finish_record(record, recorder.rows[i], trainer, model, order.hashes)
+    _remove(cmp, root)
+    return lines, fallbacks
+
+
+def _remove(cmp: Comparison, root: Path) -> None:
+    """Delete an array's folder (its checkpoint) and ``arrays/`` with its last array."""
+    if cmp.processes.is_global_zero:
+        shutil.rmtree(root, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            root.parent.rmdir()

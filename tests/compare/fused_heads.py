@@ -1,0 +1,40 @@
+"""Heads for the fused executor's tests (imported by ``class_path``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lossbench.heads.base import LossHead
+
+
+class NaNFromHead(LossHead):
+    """Cross-entropy whose training loss is NaN from its ``nan_from``-th training call on (counted per instance)."""
+
+    task = "multiclass"
+
+    def __init__(self, in_features: int, num_classes: int, nan_from: int = 3, **kwargs) -> None:
+        super().__init__(in_features, num_classes, **kwargs)
+        self.num_classes, self.nan_from, self.calls = num_classes, nan_from, 0
+
+    def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
+        loss = torch.nn.functional.cross_entropy(outputs.float(), target, reduction=reduction)
+        if self.training and torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls >= self.nan_from:
+                return loss * float("nan")
+        return loss
+
+
+class SoloHead(LossHead):
+    """Cross-entropy that must train alone (``fusable = False``)."""
+
+    task = "multiclass"
+    fusable = False
+
+    def __init__(self, in_features: int, num_classes: int, **kwargs) -> None:
+        super().__init__(in_features, num_classes, **kwargs)
+        self.num_classes = num_classes
+
+    def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
+        return torch.nn.functional.cross_entropy(outputs.float(), target, reduction=reduction)
