@@ -1,0 +1,62 @@
+"""The fused executor survives kill -9 (as ``test_kill.py`` does for sequential runs): a real subprocess is
+SIGKILLed mid-array, while writing the array's checkpoint, after the first member of an array is recorded
+finished and between arrays. Each rerun resumes the array from its one checkpoint, never trains a finished
+member again, and the end equals an uninterrupted fused comparison (timings aside)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+import yaml
+
+from tests.compare.test_kill import RECIPE, compare, record, same_results, survive
+
+pytestmark = pytest.mark.slow
+
+FUSED = {**RECIPE, "executor": "fused"}  # ce and focal, seeds 0 and 1, dropout 0.1, 12 steps, evaluations every 4
+
+
+def array_step(out, seed):
+    path = out / "arrays" / f"seed_{seed}" / "last.ckpt"
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"] if path.exists() else None
+
+
+def status(out):
+    return [(record(out, loss, seed) or {}).get("status") for loss, seed in
+            [("ce", 0), ("focal", 0), ("ce", 1), ("focal", 1)]]
+
+
+def test_fused_compare_survives_kill_9_and_resumes_its_arrays_exactly(tmp_path):
+    recipe = tmp_path / "fused.yaml"
+    recipe.write_text(yaml.safe_dump(FUSED, sort_keys=False), encoding="utf-8")
+
+    def mid_array(o):  # killed at step 6: the array's checkpoint is the evaluation of step 4, one for both members
+        assert status(o) == ["running", "running", None, None] and array_step(o, 0) == 4
+        assert not (o / "runs" / "ce" / "seed_0" / "checkpoints").exists()
+
+    def writing_checkpoint(o):  # resumed from 4, killed writing step 8's checkpoint: step 4's is there, whole
+        assert array_step(o, 0) == 4
+
+    def first_member_finished(o):  # resumed again, trained to the end; ce recorded finished, focal not yet
+        assert status(o) == ["finished", "running", None, None] and array_step(o, 0) == 12
+
+    def between_arrays(o):  # focal finished from the array's last checkpoint (ce loaded with it, not retrained)
+        assert status(o) == ["finished", "finished", None, None] and not (o / "arrays").exists()
+
+    def reference():
+        done = compare(recipe, tmp_path / "reference", tmp_path / "cache-ref")
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    with ThreadPoolExecutor(2) as pool:
+        ref = pool.submit(reference)
+        survive(recipe, tmp_path / "killed", tmp_path / "cache", [
+            ("step:6", mid_array), ("write:last.ckpt", writing_checkpoint), ("finished", first_member_finished),
+            ("run:3", between_arrays)])
+        ref.result()
+    out = tmp_path / "killed"
+    assert [record(out, loss, 0)["resumed"] for loss in ("ce", "focal")] == [2, 3]
+    assert [record(out, loss, 1)["resumed"] for loss in ("ce", "focal")] == [0, 0]
+    assert record(out, "ce", 0)["execution"]["members"] == ["ce", "focal"]
+    same_results(out, tmp_path / "reference")
