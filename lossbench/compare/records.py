@@ -8,7 +8,8 @@ Layout of a comparison folder::
     DIR/runs/<loss>/seed_<k>/metrics.csv one row per evaluation (METRIC_COLUMNS + "val/..." columns)
     DIR/runs/<loss>/seed_<k>/weights.pt  the reported weights (a state dict, weights_only)
     DIR/runs/<loss>/seed_<k>/test_predictions.pt   test targets and predictions (compare.evaluate)
-    DIR/runs/<loss>/seed_<k>/checkpoints/last.ckpt   while the run is unfinished
+    DIR/runs/<loss>/seed_<k>/checkpoints/last.ckpt   while the run is unfinished (sequential executor)
+    DIR/arrays/seed_<k>/last.ckpt        while a fused array of seed k is unfinished (compare.fused)
     DIR/results.csv, DIR/report.md, DIR/plots/*.png  rendered from the records alone
 
 Every file is written to a temporary file in the same folder, flushed, fsynced and

@@ -31,3 +31,18 @@ def test_heads_benchmark_quick_runs_and_prints_a_table(tmp_path):
     assert "torch loss" in rows["mse"] and "torch loss" in rows["ce"], proc.stdout
     assert "ERROR" not in proc.stdout
     assert out.exists() and '"training"' in out.read_text()
+
+
+def test_fused_benchmark_quick_runs_all_three_cases(tmp_path):
+    out = tmp_path / "fused.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fused.py"), "--quick", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    import json
+
+    results = json.loads(out.read_text())
+    assert set(results) == {"a", "b", "c"}
+    for case in results.values():
+        assert case["fused/sequential"] > 0 and len(case["seconds"]["fused"]) == 1
+    assert results["a"]["fused/loop"] > 0 and "sequential/loop" in results["a"]
+    assert "(a) median fused" in proc.stdout
