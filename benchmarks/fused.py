@@ -54,14 +54,14 @@ def thirty_members(copies: int = 5) -> dict:
     return raw
 
 
-def text_recipe(folder: Path) -> dict:
+def text_recipe(folder: Path, count: int = 900) -> dict:
     import datasets
 
     rng = random.Random(0)
     good, bad, filler = ["great", "fine", "lovely", "superb"], ["awful", "poor", "dull", "broken"], \
         ["the", "film", "was", "very", "a", "plot", "and", "it", "felt", "quite"]
     rows = []
-    for _ in range(900):
+    for _ in range(count):
         label = rng.random() < 0.5
         words = [rng.choice(filler) for _ in range(rng.randint(4, 12))]
         words.insert(rng.randrange(len(words) + 1), rng.choice(good if label else bad))
@@ -134,9 +134,11 @@ def hand_loop(recipe: dict, root: Path) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, recipe: dict, modes: list[str], rounds: int, root: Path) -> dict[str, list[float]]:
+def measure(name: str, recipe: dict, modes: list[str], rounds: int, root: Path,
+            warm_up: bool = True) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {m: [] for m in modes}
-    run_comparison(recipe, "fused", root)  # warm-up: data preparation cached, imports done
+    if warm_up:
+        run_comparison(recipe, "fused", root)  # data preparation cached, imports done
     for i in range(rounds):
         order = modes[i % len(modes):] + modes[:i % len(modes)]
         for mode in order:
@@ -161,7 +163,7 @@ def main() -> int:
     parser.add_argument("--cases", default="a,b,c")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--json")
-    parser.add_argument("--quick", action="store_true", help="10 steps per run, 12 members in (b), one round (a smoke test)")
+    parser.add_argument("--quick", action="store_true", help="4 steps per run, 6 members in (b), one round, no warm-up (a smoke test)")
     args = parser.parse_args()
     if args.quick:
         args.rounds = 1
@@ -170,16 +172,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cases = {"a": ("digits, 6 losses, 1 seed, 6 epochs", lambda: digits(), ["sequential", "fused", "loop"]),
-                 "b": ("digits, 30 members, 1 seed, 2 epochs", lambda: thirty_members(2 if args.quick else 5),
+                 "b": ("digits, 30 members, 1 seed, 2 epochs", lambda: thirty_members(1 if args.quick else 5),
                        ["sequential", "fused"]),
-                 "c": ("text, 3 losses, d_model 64, 2 epochs", lambda: text_recipe(root), ["sequential", "fused"])}
+                 "c": ("text, 3 losses, d_model 64, 2 epochs", lambda: text_recipe(root, 200 if args.quick else 900), ["sequential", "fused"])}
         for key in args.cases.split(","):
             title, make, modes = cases[key]
             print(f"({key}) {title}", flush=True)
             recipe = make()
             if args.quick:
-                recipe["trainer"] = {**recipe["trainer"], "max_epochs": None, "max_steps": 10}
-            times = measure(key, recipe, modes, args.rounds, root)
+                recipe["trainer"] = {**recipe["trainer"], "max_epochs": None, "max_steps": 4, "eval_every_n_steps": 2}
+            times = measure(key, recipe, modes, args.rounds, root, warm_up=not args.quick)
             med = {m: statistics.median(v) for m, v in times.items()}
             results[key] = {"title": title, "seconds": times, "median": med,
                             "fused/sequential": med["fused"] / med["sequential"]}
