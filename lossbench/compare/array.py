@@ -68,6 +68,10 @@ class ModelArray(pl.LightningModule):
     # -- forward ---------------------------------------------------------------------------------
     def features(self, inputs: Tensor) -> Tensor:
         """Every member's backbone features for one batch, stacked: (members, batch, ...)."""
+        if not self.training and not torch.is_grad_enabled():
+            # evaluation: each backbone alone takes the encoder's fused inference kernels (faster on CPU than the
+            # vmapped math path), and computes exactly what a sequential run's evaluation does
+            return torch.stack(self._looped(inputs))
         if self.vmapped is not False:
             try:
                 out = self._vmapped(inputs)
@@ -113,10 +117,11 @@ class ModelArray(pl.LightningModule):
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
 
-    def member_losses(self, batch: Any) -> list[tuple[Tensor, dict[str, Tensor], Tensor] | BaseException]:
-        """Each member's (loss, terms, outputs) on ``batch``, or the exception its head raised."""
+    def member_losses(self, batch: Any, feats: Tensor | None = None
+                      ) -> list[tuple[Tensor, dict[str, Tensor], Tensor] | BaseException | None]:
+        """Each member's (loss, terms, outputs) on ``batch``, the exception its head raised, or None (failed)."""
         inputs, target = LossbenchModule._unpack(batch)
-        feats = self.features(inputs)
+        feats = self.features(inputs) if feats is None else feats
         results: list[Any] = []
         for i, m in enumerate(self.members):
             if self.labels[i] in self.failed:
@@ -129,6 +134,21 @@ class ModelArray(pl.LightningModule):
             except Exception as exc:  # this member's head fails; the others go on
                 results.append(exc)
         return results
+
+    @torch.no_grad()
+    def probe_losses(self, batch: Any) -> list[tuple[Tensor, dict[str, Tensor], Tensor] | BaseException | None]:
+        """:meth:`member_losses` through the training path's vmapped forward (in eval mode: no dropout)."""
+        inputs, _ = LossbenchModule._unpack(batch)
+        training = self.training
+        self.eval()
+        try:
+            try:
+                feats = self._vmapped(inputs)
+            except Exception:  # no batching rule: training will loop over the members
+                feats = torch.stack(self._looped(inputs))
+            return self.member_losses(batch, feats)
+        finally:
+            self.train(training)
 
     def forward(self, inputs: Tensor) -> list[Tensor]:
         """Every member's head outputs for a batch of inputs."""
@@ -196,7 +216,8 @@ class ModelArray(pl.LightningModule):
             groups += member_groups
             factors += [factor or _constant] * len(member_groups)
         opt_class = torch.optim.SGD if self.members[0].hparams.optimizer == "sgd" else torch.optim.AdamW
-        opt = opt_class(groups)
+        # foreach: one call per group instead of a Python loop over every member's tensors (the same updates)
+        opt = opt_class(groups, foreach=True)
         if all(f is _constant for f in factors):
             return opt
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factors)

@@ -133,19 +133,17 @@ def fusable(loss: LossSpec, model, array: ModelArray, i: int, batch: Any) -> str
     head = model.head
     if not getattr(head, "fusable", True):
         return f"its head {type(head).__name__} declares fusable = False"
-    modes = array.training, model.training
-    array.eval()  # no dropout draws: both see the same function, and the global RNG is left alone
+    training = model.training
+    model.eval()  # no dropout draws: both compute the same function, and the global RNG is left alone
     try:
         with torch.no_grad():
-            try:
-                inputs, target = model._unpack(batch)
-                alone = model.head.compute(model(inputs), model._loss_target(target))[0]
-            except Exception:  # fails alone too: the sequential run reports it, as it would have anyway
-                return None
-            fused = array.member_losses(batch)[i]
+            inputs, target = model._unpack(batch)
+            alone = model.head.compute(model(inputs), model._loss_target(target))[0]
+    except Exception:  # fails alone too: the sequential run reports it, as it would have anyway
+        return None
     finally:
-        array.train(modes[0])
-        model.train(modes[1])
+        model.train(training)
+    fused = array.probe_losses(batch)[i]
     if isinstance(fused, BaseException):
         return f"its loss raises in the array ({type(fused).__name__}: {str(fused).splitlines()[0][:160]})"
     a, b = float(alone), float(fused[0])

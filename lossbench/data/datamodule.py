@@ -30,7 +30,7 @@ from lossbench.data.errors import (
     _looks_offline,
 )
 from lossbench.data.features import _feature_kind
-from lossbench.data.loading import IGNORE_INDEX, Collate, ResumableDataLoader, SeededShuffleSampler
+from lossbench.data.loading import IGNORE_INDEX, Collate, ResumableDataLoader, SeededShuffleSampler, in_memory
 from lossbench.data.planning import _count_features, _make_spec, _plan_image, _plan_target
 from lossbench.data.preprocess import PREPROCESS_VERSION, _fingerprint, _Plan, _preprocess, _standardize
 from lossbench.data.spec import DataSpec
@@ -283,6 +283,7 @@ class HFDataModule(L.LightningDataModule):
         self.standardize_target = bool(standardize_target)
         self._spec: DataSpec | None = None
         self._processed: dict[str, Any] = {}
+        self._memory: dict[str, Any] = {}  # split -> its rows for the loaders (loading.in_memory), built on first use
         self._described: dict[str, dict[str, Any]] | None = None  # describe_splits(), once per loaded data
         self._tokenizer: Any = None
         self._label_names: list[str] | None = None
@@ -371,6 +372,9 @@ class HFDataModule(L.LightningDataModule):
         data = self._split(split)
         if data is None:
             return []
+        if split not in self._memory:  # built once per split: every loader (and every run of a seed) shares it
+            self._memory[split] = in_memory(data)
+        data = self._memory[split]
         return (ResumableDataLoader if shuffle else DataLoader)(
             data,
             batch_size=self.batch_size if shuffle else (self.eval_batch_size or self.batch_size),
@@ -542,6 +546,7 @@ class HFDataModule(L.LightningDataModule):
         if plan.input_kind == "features" and self.standardize:
             processed, self.feature_stats = _standardize(processed)
         self._processed = {k: v.with_format("torch") for k, v in processed.items()}
+        self._memory = {}
         self._described = None
         self._tokenizer = plan.tokenizer
         spec = _make_spec(plan, self.task, self.max_length)

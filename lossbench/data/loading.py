@@ -84,6 +84,43 @@ class ResumableDataLoader(DataLoader):
         pass
 
 
+MAX_MEMORY_ROWS = 500_000
+"""Splits up to this many rows are served from memory (:class:`MemoryRows`); larger ones from the Arrow table."""
+
+
+class MemoryRows(torch.utils.data.Dataset):
+    """A processed split's rows held as tensors: a loader's fetch is a list lookup, not an Arrow read per batch.
+
+    Row ``i`` is ``data[i]`` (the same tensors, the same dtypes); reading the Arrow table per batch costs ~20 ms
+    for a batch of 64 digits rows, more than a training step of a small model.
+
+    Example:
+        >>> import datasets
+        >>> data = datasets.Dataset.from_dict({"inputs": [[1.0, 2.0], [3.0, 4.0]], "target": [0, 1]}).with_format("torch")
+        >>> rows = MemoryRows(data)
+        >>> len(rows), rows[1]["inputs"].tolist(), int(rows[1]["target"]) == int(data[1]["target"])
+        (2, [3.0, 4.0], True)
+    """
+
+    def __init__(self, data: Any) -> None:
+        columns = data[:]
+        self.rows = [{name: values[i] for name, values in columns.items()} for i in range(len(data))]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.rows[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        return [self.rows[i] for i in indices]
+
+
+def in_memory(data: Any) -> Any:
+    """``data`` as :class:`MemoryRows` when it has at most :data:`MAX_MEMORY_ROWS` rows, else ``data``."""
+    return MemoryRows(data) if len(data) <= MAX_MEMORY_ROWS else data
+
+
 class Collate:
     """Rows of the processed dataset -> ``{"inputs": Tensor, "target": Tensor}`` with the spec's dtypes."""
 
