@@ -44,7 +44,7 @@ def _trainer(**kw):
 def test_spec_carries_the_training_splits_target_stats(tmp_path):
     dm = _dm(tmp_path)
     dm.setup("fit")
-    train = dm.train_dataloader().dataset.with_format("numpy")["target"][:].astype(np.float64)
+    train = dm.train_dataset.with_format("numpy")["target"][:].astype(np.float64)  # the processed training split
     spec = dm.spec
     assert spec.target_mean == pytest.approx(train.mean(), rel=1e-9)
     assert spec.target_std == pytest.approx(train.std(), rel=1e-9)

@@ -103,6 +103,7 @@ class MemoryRows(torch.utils.data.Dataset):
     """
 
     def __init__(self, data: Any) -> None:
+        self.data = data  # the Arrow split these rows come from
         columns = data[:]
         self.rows = [{name: values[i] for name, values in columns.items()} for i in range(len(data))]
 

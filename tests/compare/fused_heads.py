@@ -38,3 +38,18 @@ class SoloHead(LossHead):
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
         return torch.nn.functional.cross_entropy(outputs.float(), target, reduction=reduction)
+
+
+class CountingHead(LossHead):
+    """Cross-entropy plus the number of times it was computed: state across calls, so the array's first-batch loss
+    differs from the loss alone (the fusability probe sends it to a sequential run)."""
+
+    task = "multiclass"
+
+    def __init__(self, in_features: int, num_classes: int, **kwargs) -> None:
+        super().__init__(in_features, num_classes, **kwargs)
+        self.num_classes, self.calls = num_classes, 0
+
+    def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
+        self.calls += 1
+        return torch.nn.functional.cross_entropy(outputs.float(), target, reduction=reduction) + self.calls

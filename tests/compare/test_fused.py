@@ -161,3 +161,13 @@ def test_a_head_that_cannot_fuse_falls_back_to_a_sequential_run(tmp_path):
     assert record.fingerprints == {**runs[("ce", 0)][0].fingerprints, "head_init": record.fingerprints["head_init"]}
     assert "fell back to sequential: solo (its head SoloHead declares fusable = False)" in (out / "report.md").read_text()
     assert json.loads((run_dir(out, "solo", 0) / "record.json").read_text())["execution"]["fallback"]
+
+
+def test_a_head_whose_loss_differs_in_the_array_falls_back_with_the_numbers(tmp_path):
+    counting = {"class_path": "tests.compare.fused_heads.CountingHead", "label": "counting"}
+    out, runs = run(tmp_path, tiny_recipe(losses=["ce", counting], seeds=[0]), "fused")
+    execution = runs[("counting", 0)][0].execution
+    assert execution["executor"] == "sequential" and runs[("counting", 0)][0].status == "finished"
+    assert "its first-batch loss in the array" in execution["fallback"] and "differs from its loss alone" in \
+        execution["fallback"]
+    assert runs[("ce", 0)][0].execution["members"] == ["ce"]  # an array of one: still fused

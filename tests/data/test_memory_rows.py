@@ -23,7 +23,7 @@ def test_memory_rows_give_the_arrow_batches_of_every_split(kind, cache_dir, text
     dm.setup("fit")
     loaders = {"train": (dm.train_dataloader(), dm.train_order(0)), "validation": (dm.val_dataloader(), None)}
     for split, (loader, order) in loaders.items():
-        assert isinstance(loader.dataset, MemoryRows), split
+        assert isinstance(loader.dataset, MemoryRows) and loader.dataset.data is dm._split(split), split
         order = order if order is not None else list(range(len(dm._split(split))))
         expected = arrow_batches(dm, split, order, loader.batch_size)
         got = list(loader)
