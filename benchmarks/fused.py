@@ -163,7 +163,8 @@ def main() -> int:
     parser.add_argument("--cases", default="a,b,c")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--json")
-    parser.add_argument("--quick", action="store_true", help="4 steps per run, 6 members in (b), one round, no warm-up (a smoke test)")
+    parser.add_argument("--quick", action="store_true",
+                        help="4 steps per run, 6 members in (b), one round, no warm-up (a smoke test)")
     args = parser.parse_args()
     if args.quick:
         args.rounds = 1
@@ -174,7 +175,8 @@ def main() -> int:
         cases = {"a": ("digits, 6 losses, 1 seed, 6 epochs", lambda: digits(), ["sequential", "fused", "loop"]),
                  "b": ("digits, 30 members, 1 seed, 2 epochs", lambda: thirty_members(1 if args.quick else 5),
                        ["sequential", "fused"]),
-                 "c": ("text, 3 losses, d_model 64, 2 epochs", lambda: text_recipe(root, 200 if args.quick else 900), ["sequential", "fused"])}
+                 "c": ("text, 3 losses, d_model 64, 2 epochs", lambda: text_recipe(root, 200 if args.quick else 900),
+                       ["sequential", "fused"])}
         for key in args.cases.split(","):
             title, make, modes = cases[key]
             print(f"({key}) {title}", flush=True)

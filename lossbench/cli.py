@@ -68,7 +68,8 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
 
     try:
         recipe = load_recipe(
-            args.recipe, overrides={**_overrides(extra), **({'executor': args.executor} if args.executor else {})}, seeds=args.seeds,
+            args.recipe, seeds=args.seeds,
+            overrides={**_overrides(extra), **({"executor": args.executor} if args.executor else {})},
             losses=[s for s in args.losses.split(",") if s] if args.losses else None,
         )
         output = args.output or f"runs/{recipe.name}"
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of the recipe's")
     compare.add_argument("--losses", help="comma-separated subset of the recipe's losses (the baseline is kept)")
     compare.add_argument("--no-progress", action="store_true", help="no progress display")
-    compare.add_argument("--executor", choices=("fused", "sequential"),
+    compare.add_argument("--executor", choices=("fused", "sequential"),  # recipe.EXECUTORS (unimported: a light CLI)
                          help="train each seed's losses in lockstep as one model array (fused, the default) or one "
                          "run after another (sequential); overrides the recipe's `executor`")
     compare.add_argument("--wait", action="store_true",

@@ -385,7 +385,8 @@ class LossbenchModule(pl.LightningModule):
             finite = self._trainer.strategy.reduce_boolean_decision(here, all=True)
         if not finite:
             if self.nan_policy == "raise":
-                raise FloatingPointError(self.non_finite_message(loss, terms, self.global_step, batch_idx, elsewhere=here))
+                raise FloatingPointError(
+                    self.non_finite_message(loss, terms, self.global_step, batch_idx, elsewhere=here))
             self.skipped_steps += 1
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
             if self._trainer is not None and self._trainer.world_size > 1:

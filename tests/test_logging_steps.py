@@ -102,9 +102,9 @@ def test_compare_rows_hold_the_last_optimizer_steps_grad_norm_and_lr(tmp_path, l
     comparison = Comparison(recipe, out, progress=False)
     make = comparison.trainer
 
-    def trainer(callbacks, root, validate_only=False):
-        made = make(callbacks + ([] if validate_only else [spy]), root, validate_only)
-        if log_every is not None and not validate_only:  # the module's step logs fall elsewhere than the rows
+    def trainer(callbacks, root):
+        made = make(callbacks + [spy], root)
+        if log_every is not None:  # the module's step logs fall elsewhere than the rows
             made.log_every_n_steps = log_every
         return made
 

@@ -33,8 +33,9 @@ class ModelArray(pl.LightningModule):
 
     Args:
         members: the members, by label; their backbones must have the same parameter names and shapes.
-        gradient_clip_val: clip each member's gradient norm to this (None: no clipping). Give it here,
-            not to the Trainer: Lightning's clipping takes one norm over all parameters.
+        gradient_clip_val: clip each member's gradient norm to this (None: no clipping). A Trainer's
+            ``gradient_clip_val`` takes its place: Lightning hands it to ``configure_gradient_clipping``,
+            which clips per member (Lightning's own clipping would take one norm over all members).
 
     After each validation, ``values[i]`` holds member ``i``'s ``val/...`` numbers. ``failed`` maps the
     label of each member that failed (``nan_policy="raise"`` or an error in its head) to its error.
@@ -64,6 +65,7 @@ class ModelArray(pl.LightningModule):
         self.values: list[dict[str, float]] = [{} for _ in self.labels]
         self.step_losses: list[Tensor | None] = [None] * len(self.labels)  # the last training step's, per member
         self._updated = [False] * len(self.labels)
+        self._first_group: list[int] = []  # member -> index of its first optimizer group (configure_optimizers)
 
     # -- forward ---------------------------------------------------------------------------------
     def features(self, inputs: Tensor) -> Tensor:
@@ -184,8 +186,8 @@ class ModelArray(pl.LightningModule):
             self._updated[i], self.step_losses[i] = True, loss.detach()
         if distributed:  # DDP needs a gradient for every parameter: zeros for the members that do not step
             total.append(torch.stack([p.sum() for p in self.parameters() if p.requires_grad]).sum() * 0.0)
-        if not total or not any(self._updated):
-            return None if not distributed else total[-1]
+        if not any(self._updated) and not distributed:
+            return None  # no member steps: Lightning skips backward and the optimizer step
         return torch.stack(total).sum()
 
     def grad_norm(self, i: int) -> Tensor:
@@ -210,9 +212,11 @@ class ModelArray(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         groups, factors = [], []
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        self._first_group = []
         for m in self.members:
             member_groups = m.param_groups()
             factor = m.lr_factor(total)
+            self._first_group.append(len(groups))
             groups += member_groups
             factors += [factor or _constant] * len(member_groups)
         opt_class = torch.optim.SGD if self.members[0].hparams.optimizer == "sgd" else torch.optim.AdamW
@@ -225,8 +229,7 @@ class ModelArray(pl.LightningModule):
 
     def member_lr(self, optimizer: torch.optim.Optimizer, i: int) -> float:
         """Member ``i``'s current learning rate (its first parameter group's)."""
-        first = sum(len(m.param_groups()) for m in self.members[:i])
-        return float(optimizer.param_groups[first]["lr"])
+        return float(optimizer.param_groups[self._first_group[i]]["lr"])
 
     # -- validation ------------------------------------------------------------------------------
     def validation_step(self, batch: Any, batch_idx: int) -> None:

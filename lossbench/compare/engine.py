@@ -138,22 +138,34 @@ class InitialState:
     heads: dict[tuple[int, ...], dict[str, torch.Tensor]]  # projection shape -> projection state
 
 
+def move_aside(path: Path, why: str, folder: Path | None = None) -> Path:
+    """Rename ``path`` to ``<name>.<why>-<UTC time>`` (in ``folder``, default its own), kept for inspection."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    aside = (folder or path.parent) / f"{path.name}.{why}-{stamp}"
+    os.replace(path, aside)
+    return aside
+
+
 def _quarantine_unreadable(ckpt: Path) -> str | None:
     """Move an unreadable checkpoint aside (kept for inspection) so that its run starts over instead of failing
     on every rerun; returns what happened, for the record, or None when there was nothing to do."""
+    return checkpoint_state(ckpt)[1]
+
+
+def checkpoint_state(ckpt: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``ckpt``'s contents (read once, weights only), or (None, what happened) after moving an unreadable one
+    aside (:func:`_quarantine_unreadable`); (None, None) when there is none."""
     if not ckpt.exists():
-        return None
+        return None, None
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state and "global_step" in state:
-            return None
+            return state, None
         problem = f"not a Lightning checkpoint (a {type(state).__name__})"
     except Exception as exc:  # truncated, random bytes, empty, a folder, a pickle that needs code ...
         problem = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'unreadable'}"
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    aside = ckpt.parent.parent / f"{ckpt.name}.unreadable-{stamp}"  # the run folder: checkpoints/ goes when it ends
-    os.replace(ckpt, aside)
-    return f"checkpoint {ckpt.name} unreadable ({problem}); moved to {aside.name}, run started over"
+    aside = move_aside(ckpt, "unreadable", ckpt.parent.parent)  # the run folder: checkpoints/ goes when it ends
+    return None, f"checkpoint {ckpt.name} unreadable ({problem}); moved to {aside.name}, run started over"
 
 
 _UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError)  # JSON, shape, types
@@ -179,9 +191,7 @@ def _read_record(path: Path) -> tuple[RunRecord | None, str | None]:
 
 def _quarantine_record(path: Path, problem: str) -> str:
     """Move an unreadable record.json aside (kept for inspection): its run is trained again, which rebuilds it."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    aside = path.with_name(f"{path.name}.unreadable-{stamp}")
-    os.replace(path, aside)
+    aside = move_aside(path, "unreadable")
     return f"record {path.name} unreadable ({problem}); moved to {aside.name}, run started over"
 
 
@@ -412,7 +422,8 @@ class Comparison:
                     if self.recipe.executor == "fused" and seed not in fused:
                         from lossbench.compare.fused import run_array
 
-                        self.position = f"the array of seed {seed} (runs {i}-{i + len(self.recipe.losses) - 1}/{len(plan)})"
+                        last = i + len(self.recipe.losses) - 1
+                        self.position = f"the array of seed {seed} (runs {i}-{last}/{len(plan)})"
                         fused[seed] = run_array(self, seed, self.recipe.losses, dm, inits[seed])
                     lines, fallbacks = fused.get(seed, ({}, {}))
                     line = lines.get(loss.label)
@@ -457,24 +468,21 @@ class Comparison:
         atomic_write_text(self.output / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
         write_json(path, meta)
 
-    def trainer(self, callbacks: list[pl.Callback], root: Path, validate_only: bool = False) -> pl.Trainer:
+    def trainer(self, callbacks: list[pl.Callback], root: Path) -> pl.Trainer:
+        """A run's (or an array's) one Trainer: its step-0 evaluation, its fit and its final evaluation."""
         t = self.recipe.trainer
-        kwargs: dict[str, Any] = dict(
+        every = t["eval_every_n_steps"]
+        return pl.Trainer(
             accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"], strategy=t["strategy"],
             precision=t["precision"], deterministic=t["deterministic"], logger=False, enable_progress_bar=False,
             enable_model_summary=False, callbacks=callbacks, default_root_dir=str(root), num_sanity_val_steps=0,
             plugins=[AtomicCheckpointIO()],  # a checkpoint is whole or absent, even after kill -9
             inference_mode=False,  # validation under no_grad: inference tensors would leak into metric states
+            max_epochs=t["max_epochs"] if t["max_epochs"] is not None else -1,
+            max_steps=t["max_steps"] if t["max_steps"] is not None else -1,
+            val_check_interval=every, check_val_every_n_epoch=None, log_every_n_steps=min(every, 50),
+            gradient_clip_val=t["gradient_clip_val"],
         )
-        if not validate_only:
-            every = t["eval_every_n_steps"]
-            kwargs.update(
-                max_epochs=t["max_epochs"] if t["max_epochs"] is not None else -1,
-                max_steps=t["max_steps"] if t["max_steps"] is not None else -1,
-                val_check_interval=every, check_val_every_n_epoch=None, log_every_n_steps=min(every, 50),
-                gradient_clip_val=t["gradient_clip_val"],
-            )
-        return pl.Trainer(**kwargs)
 
     def evaluate_test(self, record: RunRecord, model, dm, folder: Path, best: BestWeights | None, trainer) -> None:
         """Select the reported weights, keep them and the test predictions, and fill ``record.test``."""

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +42,6 @@ if TYPE_CHECKING:
     from lossbench.compare.engine import Comparison, InitialState
     from lossbench.compare.recipe import LossSpec
 
-EXECUTORS = ("fused", "sequential")
 PROBE_TOLERANCE = 1e-5  # relative: a member's first-batch loss in the array against alone
 
 
@@ -127,7 +124,7 @@ class ArrayBest(pl.Callback):
             best.load_state_dict(saved)
 
 
-def fusable(loss: LossSpec, model, array: ModelArray, i: int, batch: Any) -> str | None:
+def fusable(model, array: ModelArray, i: int, batch: Any) -> str | None:
     """Why member ``i`` cannot train in ``array`` (None: it can): its head says so, or on the first batch its
     loss in the array raises or differs from its loss alone."""
     head = model.head
@@ -160,23 +157,21 @@ def _probe_batch(dm) -> Any:
 
 def _held_members(cmp: Comparison, ckpt: Path) -> tuple[list[str] | None, str | None]:
     """The member labels ``ckpt`` holds (None: no checkpoint), after moving aside an unreadable one."""
-    from lossbench.compare.engine import _quarantine_unreadable
+    from lossbench.compare.engine import checkpoint_state
 
     held, note = None, None
     if cmp.processes.is_global_zero:
-        note = _quarantine_unreadable(ckpt)
-        if ckpt.exists():
-            state = torch.load(ckpt, map_location="cpu", weights_only=True).get("lossbench_array") or {}
-            held = list(state.get("labels") or [])
+        state, note = checkpoint_state(ckpt)
+        if state is not None:
+            held = list((state.get("lossbench_array") or {}).get("labels") or [])
     return cmp.processes.broadcast((held, note))
 
 
 def _set_aside(ckpt: Path, held: list[str], labels: list[str]) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    aside = ckpt.with_name(f"{ckpt.name}.other-members-{stamp}")
-    if is_global_zero():
-        os.replace(ckpt, aside)
-    return (f"array checkpoint {ckpt.name} holds members {held}, the array now {labels}; moved to {aside.name}, "
+    from lossbench.compare.engine import move_aside
+
+    name = move_aside(ckpt, "other-members").name if is_global_zero() else f"{ckpt.name}.other-members-*"
+    return (f"array checkpoint {ckpt.name} holds members {held}, the array now {labels}; moved to {name}, "
             "run started over")
 
 
@@ -204,10 +199,10 @@ def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
         _remove(cmp, root)
         return lines, fallbacks
     models = {label: cmp.build_model(by_label[label], seed, dm.spec, init) for label in state}
-    probe = ModelArray(models, cmp.recipe.trainer["gradient_clip_val"])
+    probe = ModelArray(models)  # the Trainer's gradient_clip_val reaches it (configure_gradient_clipping)
     batch = _probe_batch(dm)
     for i, label in enumerate(models):
-        why = fusable(by_label[label], models[label], probe, i, batch)
+        why = fusable(models[label], probe, i, batch)
         if why is not None:
             fallbacks[label] = why
     pending = [label for label in state if label not in fallbacks]
@@ -225,7 +220,7 @@ def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
     for label in labels:
         if label not in models:
             models[label] = cmp.build_model(by_label[label], seed, dm.spec, init)
-    array = ModelArray({label: models[label] for label in labels}, cmp.recipe.trainer["gradient_clip_val"])
+    array = probe if labels == probe.labels else ModelArray({label: models[label] for label in labels})
     resume = cmp.processes.broadcast(ckpt.exists())
     execution = {"executor": "fused", "members": labels}
     records: dict[str, RunRecord] = {}

@@ -34,6 +34,8 @@ SECTIONS: dict[str, dict[str, Any]] = {
                 "gradient_clip_val": None},
     "target": {"metric": None, "mode": None, "threshold": None},
 }
+EXECUTORS = ("fused", "sequential")
+"""How a comparison trains its runs: each seed's losses in lockstep as one model array, or one run after another."""
 TOP_LEVEL = ("name", "description", "data", "backbone", "losses", "baseline", "optimizer", "schedule",
              "trainer", "seeds", "target", "nan_policy", "select", "executor")
 
@@ -380,7 +382,7 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         raise RecipeError(f"recipe: `select` must be 'final' (the last weights) or 'best' (best on validation by "
                           f"`target.metric`), got {select!r}")
     executor = raw.get("executor", Recipe.executor)
-    if executor not in ("fused", "sequential"):
+    if executor not in EXECUTORS:
         raise RecipeError(f"recipe: `executor` must be 'fused' (each seed's losses trained in lockstep as one model "
                           f"array) or 'sequential' (one run after another), got {executor!r}")
     from lossbench.module import LossbenchModule

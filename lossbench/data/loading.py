@@ -96,7 +96,8 @@ class MemoryRows(torch.utils.data.Dataset):
 
     Example:
         >>> import datasets
-        >>> data = datasets.Dataset.from_dict({"inputs": [[1.0, 2.0], [3.0, 4.0]], "target": [0, 1]}).with_format("torch")
+        >>> data = datasets.Dataset.from_dict({"inputs": [[1.0, 2.0], [3.0, 4.0]], "target": [0, 1]})
+        >>> data = data.with_format("torch")
         >>> rows = MemoryRows(data)
         >>> len(rows), rows[1]["inputs"].tolist(), int(rows[1]["target"]) == int(data[1]["target"])
         (2, [3.0, 4.0], True)

@@ -70,8 +70,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
 
     comparison = Comparison(recipe, out, progress=False)
     make = comparison.trainer
-    comparison.trainer = lambda callbacks, root, validate_only=False: make(
-        callbacks + ([] if validate_only else [Stop()]), root, validate_only)
+    comparison.trainer = lambda callbacks, root: make(callbacks + [Stop()], root)
     comparison.run()
     record = RunRecord.load(run_dir(out, "ce", 0) / "record.json")
     assert record.status == "failed" and "simulated crash" in record.error

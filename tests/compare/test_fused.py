@@ -21,8 +21,8 @@ from lossbench.compare.records import load_records, run_dir
 from lossbench.data import DataSpec
 from tests.compare.conftest import tiny_recipe
 
-# wine (3 classes): ce (3 outputs, multiclass), coral (1 projection output and 2 thresholds, ordinal), square (3 outputs); 124 rows in
-# batches of 16 -> 8 steps per epoch, so 12 steps cross an epoch boundary
+# wine (3 classes): ce (3 outputs, multiclass), coral (1 projection output and 2 thresholds, ordinal),
+# square (3 outputs); 124 rows in batches of 16 -> 8 steps per epoch, so 12 steps cross an epoch boundary
 LOSSES = ["ce", "coral", {"name": "square", "label": "sq"}]
 RECIPE64 = tiny_recipe(losses=LOSSES, data__batch_size=16, backbone={"d_model": 16, "nhead": 2, "num_layers": 1},
                        trainer={"max_steps": 12, "eval_every_n_steps": 4, "precision": "64-true"},
@@ -159,7 +159,8 @@ def test_a_head_that_cannot_fuse_falls_back_to_a_sequential_run(tmp_path):
     assert record.execution == {"executor": "sequential", "fallback": "its head SoloHead declares fusable = False"}
     assert runs[("ce", 0)][0].execution["members"] == ["ce", "focal"]
     assert record.fingerprints == {**runs[("ce", 0)][0].fingerprints, "head_init": record.fingerprints["head_init"]}
-    assert "fell back to sequential: solo (its head SoloHead declares fusable = False)" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "fell back to sequential: solo (its head SoloHead declares fusable = False)" in report
     assert json.loads((run_dir(out, "solo", 0) / "record.json").read_text())["execution"]["fallback"]
 
 
@@ -171,3 +172,12 @@ def test_a_head_whose_loss_differs_in_the_array_falls_back_with_the_numbers(tmp_
     assert "its first-batch loss in the array" in execution["fallback"] and "differs from its loss alone" in \
         execution["fallback"]
     assert runs[("ce", 0)][0].execution["members"] == ["ce"]  # an array of one: still fused
+
+
+def test_the_cli_offers_exactly_the_recipe_executors():
+    from lossbench.cli import build_parser
+    from lossbench.compare.recipe import EXECUTORS
+
+    compare = build_parser()._subparsers._group_actions[0].choices["compare"]
+    executor = next(a for a in compare._actions if a.dest == "executor")
+    assert tuple(executor.choices) == EXECUTORS
