@@ -19,6 +19,7 @@ unchanged.
 from __future__ import annotations
 
 import copy
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
@@ -190,10 +191,24 @@ class ModelArray(pl.LightningModule):
             return None  # no member steps: Lightning skips backward and the optimizer step
         return torch.stack(total).sum()
 
+    def grad_norms(self) -> list[Tensor]:
+        """Every member's gradient norm (on the device, no sync): one ``_foreach_norm`` over all members' grads."""
+        grads, owner = [], []
+        for i, m in enumerate(self.members):
+            for p in m.parameters():
+                if p.grad is not None:
+                    grads.append(p.grad.detach())
+                    owner.append(i)
+        if not grads:
+            return [torch.zeros(()) for _ in self.members]
+        squares = torch.stack(torch._foreach_norm(grads)).square()
+        sums = torch.zeros(len(self.members), dtype=squares.dtype, device=squares.device)
+        sums.index_add_(0, torch.tensor(owner, device=squares.device), squares)
+        return list(sums.sqrt().unbind())
+
     def grad_norm(self, i: int) -> Tensor:
         """Member ``i``'s gradient norm (on the device, no sync)."""
-        grads = [p.grad.detach() for p in self.members[i].parameters() if p.grad is not None]
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+        return self.grad_norms()[i]
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         for i, m in enumerate(self.members):
@@ -210,15 +225,24 @@ class ModelArray(pl.LightningModule):
                 torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.grad is not None], clip)
 
     def configure_optimizers(self) -> Any:
-        groups, factors = [], []
+        # members whose groups have the same settings and schedule share one group (the same update per tensor,
+        # fewer calls); members that differ (learning rate, weight decay, schedule) get their own
+        groups: list[dict[str, Any]] = []
+        factors: list[Any] = []
+        merged: dict[Any, int] = {}
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         self._first_group = []
         for m in self.members:
-            member_groups = m.param_groups()
             factor = m.lr_factor(total)
-            self._first_group.append(len(groups))
-            groups += member_groups
-            factors += [factor or _constant] * len(member_groups)
+            for j, group in enumerate(m.param_groups()):
+                key = (repr(sorted((k, v) for k, v in group.items() if k != "params")), _schedule_key(factor))
+                if key not in merged:
+                    merged[key] = len(groups)
+                    groups.append({**group, "params": []})
+                    factors.append(factor or _constant)
+                groups[merged[key]]["params"] += group["params"]
+                if j == 0:
+                    self._first_group.append(merged[key])
         opt_class = torch.optim.SGD if self.members[0].hparams.optimizer == "sgd" else torch.optim.AdamW
         # foreach: one call per group instead of a Python loop over every member's tensors (the same updates)
         opt = opt_class(groups, foreach=True)
@@ -280,6 +304,15 @@ class ModelArray(pl.LightningModule):
 
 def _constant(step: int) -> float:
     return 1.0
+
+
+def _schedule_key(factor: Any) -> Any:
+    """Equal for equal schedules (``functools.partial`` factors with the same function and arguments)."""
+    if factor is None:
+        return None
+    if isinstance(factor, partial):
+        return (factor.func, factor.args, tuple(sorted(factor.keywords.items())))
+    return id(factor)  # another callable: its own group
 
 
 def _as_logged(value: Tensor) -> Tensor:

@@ -1,13 +1,15 @@
-"""Callbacks of a comparison run: the evaluation recorder and the batch-order fingerprint."""
+"""Callbacks of a comparison run: the evaluation recorder, the batch-order fingerprint and the resume point."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 
 from lossbench.compare.fingerprints import order_fingerprint
 from lossbench.distributed import same_on_all_ranks
@@ -123,6 +125,10 @@ class RunRecorder(pl.Callback):
         self._grad_norm = torch.linalg.vector_norm(torch.stack(norms))
         self._lr = float(optimizer.param_groups[0]["lr"])
 
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if self.rows and self.on_row is not None:  # resumed: the table is the checkpoint's (rows after it are redone)
+            self.on_row(self.rows)
+
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -143,3 +149,48 @@ class RunRecorder(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(r) for r in state_dict.get("rows", [])]
         self.train_seconds = float(state_dict.get("train_seconds", 0.0))
+
+
+class LastCheckpoint(Checkpoint):
+    """Saves the resume point (``path``, e.g. ``last.ckpt``) after an evaluation during ``fit``, at most once every
+    ``every_s`` seconds (0: after every evaluation). A kill -9 loses at most that much training: the run resumes
+    from its last checkpoint and replays the same steps on the same batches (the recorder's rows, the selection's
+    best weights and the RNG states are in the checkpoint, so the replay continues exactly).
+
+    A :class:`~lightning.pytorch.callbacks.Checkpoint`, so Lightning runs it after the other callbacks (the
+    evaluation's row is recorded before it is saved) and adds no default ``ModelCheckpoint``. Under DDP the
+    moment is global rank 0's, so every process saves together.
+    """
+
+    clock = staticmethod(time.monotonic)  # seconds (tests replace it)
+
+    def __init__(self, path: str | Path, every_s: float) -> None:
+        self.path, self.every_s = Path(path), float(every_s)
+        self.saves = 0
+        self._since = 0.0
+        self.step: int | None = None  # the step last saved (an evaluation of it may run twice)
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._since = self.clock()
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or self.step == trainer.global_step:
+            return
+        due = self.every_s <= 0 or self.clock() - self._since >= self.every_s
+        if trainer.world_size > 1:
+            due = trainer.strategy.broadcast(due)
+        if due:
+            self.save(trainer)
+
+    def save(self, trainer: pl.Trainer) -> None:
+        """Save now (on every process: Lightning writes on global rank 0)."""
+        self.step = int(trainer.global_step)
+        trainer.save_checkpoint(self.path)
+        self._since = self.clock()
+        self.saves += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.step = state_dict.get("step")

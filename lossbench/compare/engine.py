@@ -26,9 +26,8 @@ import torch
 import yaml
 
 from lossbench.compare import killpoint
-from lossbench.compare.callbacks import DataOrderFingerprint, RunRecorder
-from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, load_tensors, metrics_from_predictions, predict
-from lossbench.compare.evaluate import save_tensors
+from lossbench.compare.callbacks import DataOrderFingerprint, LastCheckpoint, RunRecorder
+from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, metrics_from_predictions, predict, save_tensors
 from lossbench.compare.fingerprints import combine, state_fingerprint
 from lossbench.compare.interrupt import stop_on_signals
 from lossbench.compare.lock import LOCK_FILE, FolderLock
@@ -487,8 +486,8 @@ class Comparison:
     def evaluate_test(self, record: RunRecord, model, dm, folder: Path, best: BestWeights | None, trainer) -> None:
         """Select the reported weights, keep them and the test predictions, and fill ``record.test``."""
         killpoint.kill_point("test")
-        if best is not None and best.step is not None and best.path.is_file():
-            model.load_state_dict(load_tensors(best.path))
+        if best is not None and best.weights is not None:
+            model.load_state_dict(best.weights)
             record.selected = {"rule": "best", "metric": best.metric, "step": best.step, "value": best.best}
         else:
             rule = "final" if best is None else "final (no finite validation value after step 0 to select on)"
@@ -585,11 +584,8 @@ class Comparison:
         r = self.recipe
         recorder = RunRecorder(on_row=lambda rows: write_csv(folder / "metrics.csv", rows))
         order = DataOrderFingerprint()
-        # saved after each evaluation, after the recorder's row (Lightning runs checkpoint callbacks last)
-        checkpoint = pl.callbacks.ModelCheckpoint(
-            dirpath=folder / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False,
-        )
-        best = BestWeights(r.target["metric"], r.target["mode"], folder / "checkpoints" / "best_weights.pt")
+        checkpoint = LastCheckpoint(ckpt, r.trainer["checkpoint_every_s"])
+        best = BestWeights(r.target["metric"], r.target["mode"])
         selection = [best] if r.select == "best" else []
         try:
             trainer = self.trainer([recorder, order, *selection, checkpoint, *killpoint.callbacks()], folder)

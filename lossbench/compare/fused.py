@@ -31,7 +31,7 @@ import torch
 
 from lossbench.compare import killpoint
 from lossbench.compare.array import ModelArray
-from lossbench.compare.callbacks import DataOrderFingerprint, LossMean, evaluation_row
+from lossbench.compare.callbacks import DataOrderFingerprint, LastCheckpoint, LossMean, evaluation_row
 from lossbench.compare.records import RunRecord, is_global_zero, run_dir, write_csv
 from lossbench.compare.selection import BestWeights
 from lossbench.compare.storage import write_failure
@@ -61,6 +61,11 @@ class ArrayRecorder(pl.Callback):
         self._lr: list[float | None] = [None] * len(labels)
         self.on_row = on_row
 
+    def on_train_start(self, trainer: pl.Trainer, module: ModelArray) -> None:
+        for i, rows in enumerate(self.rows):  # resumed: each table is the checkpoint's (rows after it are redone)
+            if rows and self.on_row is not None:
+                self.on_row(i, rows)
+
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         self._started = time.perf_counter()
 
@@ -73,9 +78,10 @@ class ArrayRecorder(pl.Callback):
                 self._loss[i].add(loss)
 
     def on_before_optimizer_step(self, trainer, module: ModelArray, optimizer) -> None:
-        for i in range(len(self.labels)):  # before clipping (callbacks run before the module's hook)
+        norms = module.grad_norms()  # before clipping (callbacks run before the module's hook)
+        for i in range(len(self.labels)):
             if module._updated[i]:
-                self._grad_norm[i] = module.grad_norm(i)
+                self._grad_norm[i] = norms[i]
                 self._lr[i] = module.member_lr(optimizer, i)
 
     def on_validation_end(self, trainer: pl.Trainer, module: ModelArray) -> None:
@@ -105,9 +111,9 @@ class ArrayRecorder(pl.Callback):
 class ArrayBest(pl.Callback):
     """:class:`~lossbench.compare.selection.BestWeights` for every member (``select: best``)."""
 
-    def __init__(self, metric: str, mode: str, paths: list[Path]) -> None:
+    def __init__(self, metric: str, mode: str, members: int) -> None:
         self.metric = metric
-        self.best = [BestWeights(metric, mode, path) for path in paths]
+        self.best = [BestWeights(metric, mode) for _ in range(members)]
 
     def on_validation_end(self, trainer: pl.Trainer, module: ModelArray) -> None:
         if trainer.sanity_checking:
@@ -124,9 +130,9 @@ class ArrayBest(pl.Callback):
             best.load_state_dict(saved)
 
 
-def fusable(model, array: ModelArray, i: int, batch: Any) -> str | None:
-    """Why member ``i`` cannot train in ``array`` (None: it can): its head says so, or on the first batch its
-    loss in the array raises or differs from its loss alone."""
+def fusable(model, fused: Any, batch: Any) -> str | None:
+    """Why ``model`` cannot train in its array (None: it can): its head says so, or on the first batch its loss in
+    the array (``fused``: its entry of :meth:`ModelArray.probe_losses`) raises or differs from its loss alone."""
     head = model.head
     if not getattr(head, "fusable", True):
         return f"its head {type(head).__name__} declares fusable = False"
@@ -140,7 +146,6 @@ def fusable(model, array: ModelArray, i: int, batch: Any) -> str | None:
         return None
     finally:
         model.train(training)
-    fused = array.probe_losses(batch)[i]
     if isinstance(fused, BaseException):
         return f"its loss raises in the array ({type(fused).__name__}: {str(fused).splitlines()[0][:160]})"
     a, b = float(alone), float(fused[0])
@@ -201,8 +206,8 @@ def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
     models = {label: cmp.build_model(by_label[label], seed, dm.spec, init) for label in state}
     probe = ModelArray(models)  # the Trainer's gradient_clip_val reaches it (configure_gradient_clipping)
     batch = _probe_batch(dm)
-    for i, label in enumerate(models):
-        why = fusable(models[label], probe, i, batch)
+    for label, fused in zip(models, probe.probe_losses(batch)):  # the array's losses, once for every member
+        why = fusable(models[label], fused, batch)
         if why is not None:
             fallbacks[label] = why
     pending = [label for label in state if label not in fallbacks]
@@ -231,13 +236,17 @@ def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
         records[label] = cmp.open_record(by_label[label], seed, models[label], dm, record, resume, restart,
                                          dict(execution))
     folders = [run_dir(cmp.output, label, seed) for label in labels]
-    recorder = ArrayRecorder(labels, on_row=lambda i, rows: write_csv(folders[i] / "metrics.csv", rows))
+
+    def on_row(i: int, rows: list[dict[str, Any]]) -> None:
+        if labels[i] in records:  # a member finished before a kill keeps its files as they are
+            write_csv(folders[i] / "metrics.csv", rows)
+
+    recorder = ArrayRecorder(labels, on_row=on_row)
     order = DataOrderFingerprint()
     r = cmp.recipe
-    best = ArrayBest(r.target["metric"], r.target["mode"], [f / "checkpoints" / "best_weights.pt" for f in folders])
+    best = ArrayBest(r.target["metric"], r.target["mode"], len(labels))
     selection = [best] if r.select == "best" else []
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=root, filename="last", save_top_k=1,
-                                              enable_version_counter=False)
+    checkpoint = LastCheckpoint(ckpt, r.trainer["checkpoint_every_s"])
     try:
         trainer = cmp.trainer([recorder, order, *selection, checkpoint, *killpoint.callbacks()], root)
         if not resume:  # evaluation at step 0, in the same Trainer
@@ -246,6 +255,8 @@ def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
         trainer.fit(array, datamodule=dm, ckpt_path=str(ckpt) if resume else None, weights_only=True)
         if any(rows and rows[-1]["step"] != trainer.global_step for rows in recorder.rows):
             trainer.validate(array, datamodule=dm, verbose=False)  # the final point of every curve
+        if checkpoint.step != trainer.global_step:  # a kill while the members are recorded resumes from the end
+            checkpoint.save(trainer)
     except RankMismatchError:
         raise
     except Exception as exc:  # the array fails as a whole: every member is recorded failed

@@ -31,9 +31,12 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "schedule": {"name": "none", "warmup_steps": 0},
     "trainer": {"max_epochs": None, "max_steps": None, "eval_every_n_steps": 20, "precision": "32",
                 "accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "deterministic": True,
-                "gradient_clip_val": None},
+                "gradient_clip_val": None, "checkpoint_every_s": 60},
     "target": {"metric": None, "mode": None, "threshold": None},
 }
+TRAINER_UNHASHED = ("checkpoint_every_s",)
+"""Trainer keys that change how a run is saved, not what it computes: outside the setup hash (a folder resumes
+with another value)."""
 EXECUTORS = ("fused", "sequential")
 """How a comparison trains its runs: each seed's losses in lockstep as one model array, or one run after another."""
 TOP_LEVEL = ("name", "description", "data", "backbone", "losses", "baseline", "optimizer", "schedule",
@@ -102,7 +105,9 @@ class Recipe:
         """What must be identical for every loss: everything but the losses, baseline and seeds (and how the runs
         are executed: fused and sequential runs train the same models on the same batches; records say which)."""
         left_out = ("losses", "baseline", "seeds", "name", "description", "executor")
-        return {k: v for k, v in self.to_dict().items() if k not in left_out}
+        setup = {k: v for k, v in self.to_dict().items() if k not in left_out}
+        setup["trainer"] = {k: v for k, v in self.trainer.items() if k not in TRAINER_UNHASHED}
+        return setup
 
     @property
     def setup_hash(self) -> str:
@@ -365,6 +370,10 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         value = trainer[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise RecipeError(f"recipe: `trainer.{key}` must be a positive int, got {value!r}")
+    every = trainer["checkpoint_every_s"]
+    if not _is_number(every) or not math.isfinite(every) or every < 0:
+        raise RecipeError("recipe: `trainer.checkpoint_every_s` must be a number of seconds >= 0 (0: a checkpoint "
+                          f"after every evaluation), got {every!r}")
     target = _section(raw, "target")
     if not isinstance(target["metric"], str) or not target["metric"].startswith("val/"):
         raise RecipeError(f"recipe: `target.metric` must name a validation metric like 'val/accuracy', got {target['metric']!r}")

@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-
-from lossbench.compare.evaluate import save_tensors
+import torch
 
 SELECT = ("final", "best")
 
 
 class BestWeights(pl.Callback):
-    """Keeps the weights of the best validation evaluation of ``metric`` (step 0 excluded) in ``path``.
+    """Keeps a copy (on the CPU) of the weights of the best validation evaluation of ``metric`` (step 0 excluded).
 
     Strictly better only (the earliest of equal values wins); non-finite values never count.
-    Its best value and step are saved in checkpoints, so a resumed run keeps selecting the same way.
+    The best value, step and weights are saved in checkpoints, so a run resumed from any of its checkpoints
+    holds the best weights of the evaluations before it and keeps selecting the same way (and nothing is
+    written when a new best is found).
     """
 
-    def __init__(self, metric: str, mode: str, path: str | Path) -> None:
-        self.metric, self.mode, self.path = metric, mode, Path(path)
+    def __init__(self, metric: str, mode: str) -> None:
+        self.metric, self.mode = metric, mode
         self.best: float | None = None
         self.step: int | None = None
+        self.weights: dict[str, torch.Tensor] | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -39,12 +40,13 @@ class BestWeights(pl.Callback):
             return False
         better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         if better:
-            save_tensors(self.path, state_dict())
+            self.weights = {k: v.detach().to("cpu", copy=True) for k, v in state_dict().items()}
             self.best, self.step = value, step
         return better
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "step": self.step}
+        return {"best": self.best, "step": self.step, "weights": self.weights}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best, self.step = state_dict.get("best"), state_dict.get("step")
+        self.weights = state_dict.get("weights")

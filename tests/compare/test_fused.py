@@ -108,8 +108,12 @@ def test_each_member_has_its_own_learning_rate_and_clipping():
     members = make_members([("a", "ce"), ("b", "ce")], lrs={"a": 1e-3, "b": 3e-2})
     array = ModelArray(members, gradient_clip_val=0.01)
     opt = array.configure_optimizers()
-    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-3, 3e-2, 3e-2]  # (decayed, not decayed) per member
+    # one group per distinct setting (weight decay 0: decayed and not decayed tensors share it)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 3e-2]
+    assert [len(g["params"]) for g in opt.param_groups] == [len(list(m.parameters())) for m in members.values()]
     assert array.member_lr(opt, 1) == 3e-2
+    same = ModelArray(make_members([("a", "ce"), ("b", "ce")])).configure_optimizers()
+    assert len(same.param_groups) == 1  # equal settings: one group, one foreach call per step
     batch = (torch.randn(16, 5), torch.randint(0, 3, (16,)))
     array.training_step(batch, 0).backward()
     norms = [float(array.grad_norm(i)) for i in range(2)]
