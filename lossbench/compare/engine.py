@@ -91,11 +91,18 @@ def data_setup_hash(recipe_setup_hash: str, data: dict[str, str]) -> str:
     return combine([recipe_setup_hash, *(f"{split}={fp}" for split, fp in sorted(data.items()))])
 
 
-def build_module(recipe: dict[str, Any], head: str, head_args: dict[str, Any], spec, seed: int):
-    """The LossbenchModule of one run, from a resolved recipe dict (``Recipe.to_dict()`` / comparison.json)."""
+def build_module(recipe: dict[str, Any], head: str, head_args: dict[str, Any], spec, seed: int,
+                 overrides: dict[str, Any] | None = None):
+    """The LossbenchModule of one run, from a resolved recipe dict (``Recipe.to_dict()`` / comparison.json) and the
+    run's own ``optimizer.*`` values (a tuning trial's point, :attr:`LossSpec.overrides`)."""
     from lossbench.module import LossbenchModule
 
-    opt, sched = recipe["optimizer"], recipe["schedule"]
+    opt, sched = dict(recipe["optimizer"]), recipe["schedule"]
+    for path, value in (overrides or {}).items():
+        section, key = path.split(".", 1)
+        if section != "optimizer":
+            raise ValueError(f"build_module: `overrides` may set optimizer.* values only, got {path!r}")
+        opt[key] = value
     return LossbenchModule(
         head, head_args=head_args, data_spec=spec, backbone=recipe["backbone"],
         optimizer=opt["name"], lr=opt["lr"], weight_decay=opt["weight_decay"], momentum=opt["momentum"],
@@ -194,6 +201,10 @@ def _quarantine_record(path: Path, problem: str) -> str:
     return f"record {path.name} unreadable ({problem}); moved to {aside.name}, run started over"
 
 
+def _untuned(args: dict[str, Any], tuned: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in args.items() if k not in tuned}
+
+
 def _own_start_up_file(path: Path) -> bool:
     """What a comparison killed on its first start can leave before comparison.json: its lock, its recipe copy,
     temporary files. Such a folder resumes instead of being refused as foreign."""
@@ -217,6 +228,7 @@ class Comparison:
         self.wait = wait  # another process holds the folder: wait for it (True) or refuse (FolderBusyError)
         self.position = "start-up"  # where the comparison is, for the line an interruption prints
         self.failed: list[str] = []  # "loss seed s: error" of the runs that failed in this invocation
+        self.losses: list[LossSpec] = list(recipe.losses)  # trained on the final seeds: at the chosen points once tuned
         self._datamodules: dict[int, Any] = {}
         self.data: dict[str, dict[str, Any]] = {}  # split -> source, rows, fingerprint, class counts (prepare)
         self.processes = Processes()  # one process until run() launches the ones the recipe's trainer asks for
@@ -258,6 +270,22 @@ class Comparison:
                 self.build_model(loss, self.recipe.seeds[0], spec, probe)
             except (ValueError, TypeError) as exc:
                 raise RecipeError(f"recipe: loss {loss.label!r} cannot be built for the data: {exc}") from None
+        if self.recipe.tune is not None:
+            self._check_trials(spec, probe)
+
+    def _check_trials(self, spec, probe: InitialState) -> None:
+        """Every loss builds at every trial point (a head argument or optimizer value out of its range is refused
+        now, not when its trial starts)."""
+        from lossbench.compare.tuning import with_point
+
+        tune = self.recipe.tune
+        for loss in self.recipe.losses:
+            for j, point in enumerate(tune.loss_points(loss.label)):
+                try:
+                    self.build_model(with_point(loss, point, "trial", j), self.recipe.seeds[0], spec, probe)
+                except (ValueError, TypeError) as exc:
+                    raise RecipeError(f"recipe: loss {loss.label!r} cannot be built at tuning trial {j} "
+                                      f"({point}): {exc}; narrow `tune.space`") from None
 
     def _check_model_size(self, spec) -> None:
         """Refuse a backbone above MAX_PARAMETERS before allocating it (counted on the meta device)."""
@@ -290,10 +318,12 @@ class Comparison:
                 "choose an empty or new folder"
             )
         for loss in self.recipe.losses:
+            tune = self.recipe.tune  # a tuned head argument is the chosen trial's: compared after tuning, not here
+            tuned = {d.key for d in tune.space if d.loss == loss.label} if tune is not None else set()
             for seed in self.recipe.seeds:
                 record, _ = _read_record(run_dir(self.output, loss.label, seed) / "record.json")
                 if record is not None:  # an unreadable one is moved aside and its run trained again (run_one)
-                    if record.head != loss.head or record.head_args != loss.args:
+                    if record.head != loss.head or _untuned(record.head_args, tuned) != _untuned(loss.args, tuned):
                         raise RecipeError(
                             f"compare: loss {loss.label!r} in {str(self.output)!r} was run as {record.head} "
                             f"{record.head_args}, the recipe now says {loss.head} {loss.args}; "
@@ -361,7 +391,7 @@ class Comparison:
 
     def build_model(self, loss: LossSpec, seed: int, spec, init: InitialState):
         """A LossbenchModule for ``loss`` whose backbone (and same-shape head projection) is ``init``'s."""
-        model = build_module(self.recipe.to_dict(), loss.head, loss.args, spec, seed)
+        model = build_module(self.recipe.to_dict(), loss.head, loss.args, spec, seed, loss.overrides)
         model.backbone.load_state_dict(init.backbone)
         proj = model.head.proj
         shape = tuple(proj.weight.shape)
@@ -373,7 +403,30 @@ class Comparison:
 
     # -- running ---------------------------------------------------------------------------------
     def plan(self) -> list[tuple[int, LossSpec]]:
-        return [(seed, loss) for seed in self.recipe.seeds for loss in self.recipe.losses]
+        return [(seed, loss) for seed in self.recipe.seeds for loss in self.losses]
+
+    def _tune(self) -> None:
+        """Train every loss's trials (``DIR/tuning``, a comparison of its own), then set :attr:`losses` to the
+        points their trials select on validation (written to ``DIR/tuning.json``)."""
+        from lossbench.compare.tuning import TUNING_DIR, select_trials, tuning_recipe, with_point, write_summary
+
+        tune = self.recipe.tune
+        sub = Comparison(tuning_recipe(self.recipe), self.output / TUNING_DIR, progress=self.progress)
+        sub.processes = self.processes
+        self.position = "tuning"
+        sub.prepare()
+        sub._run_locked(report=False)
+        self.failed += [f"tuning: {line}" for line in sub.failed]
+        chosen = None
+        if self.processes.is_global_zero:
+            from lossbench.compare.tuning import tuning_records
+
+            chosen = select_trials(tune, [l.label for l in self.recipe.losses], tuning_records(self.output),
+                                   self.recipe.select)
+            write_summary(self.output, tune, chosen)
+        chosen = self.processes.broadcast(chosen)
+        self.losses = [with_point(loss, chosen[loss.label].point, "final", chosen[loss.label].chosen)
+                       for loss in self.recipe.losses]
 
     def run(self) -> Path:
         """Validate, lock the folder, train what is not finished, render the report; returns the report's path.
@@ -395,7 +448,7 @@ class Comparison:
                     raise
                 raise failure from exc
 
-    def _run_locked(self) -> Path:
+    def _run_locked(self, report: bool = True) -> Path:
         from tqdm.auto import tqdm
 
         with quiet():
@@ -404,6 +457,8 @@ class Comparison:
                 self._check_data()
             remove_temporary_files(self.output)  # left by a process killed mid-write (nobody else writes here now)
             self._write_meta()
+            if self.recipe.tune is not None:
+                self._tune()
             plan = self.plan()
             show = self.progress and self.processes.is_global_zero  # one display, on global rank 0
             bar = tqdm(total=len(plan), desc="lossbench compare", unit="run", disable=not show,
@@ -421,9 +476,9 @@ class Comparison:
                     if self.recipe.executor == "fused" and seed not in fused:
                         from lossbench.compare.fused import run_array
 
-                        last = i + len(self.recipe.losses) - 1
+                        last = i + len(self.losses) - 1
                         self.position = f"the array of seed {seed} (runs {i}-{last}/{len(plan)})"
-                        fused[seed] = run_array(self, seed, self.recipe.losses, dm, inits[seed])
+                        fused[seed] = run_array(self, seed, self.losses, dm, inits[seed])
                     lines, fallbacks = fused.get(seed, ({}, {}))
                     line = lines.get(loss.label)
                     if line is None:
@@ -440,7 +495,7 @@ class Comparison:
         self.processes.barrier()
         from lossbench.compare.report import render_report
 
-        if not self.processes.is_global_zero:  # the report is rank 0's to write
+        if not self.processes.is_global_zero or not report:  # the report is rank 0's to write
             return self.output / "report.md"
         return render_report(self.output)
 
@@ -457,7 +512,7 @@ class Comparison:
             "recipe_setup_hash": r.setup_hash, "data": self.data, "select": r.select, "baseline": r.baseline, "losses": [l.label for l in r.losses], "seeds": r.seeds, "target": r.target,
             "budget": {"max_epochs": r.trainer["max_epochs"], "max_steps": r.trainer["max_steps"],
                        "eval_every_n_steps": r.trainer["eval_every_n_steps"]},
-            "optimizer": dict(r.optimizer), "schedule": dict(r.schedule), "tuned": False,
+            "optimizer": dict(r.optimizer), "schedule": dict(r.schedule), "tuned": r.tune is not None,
             "versions": library_versions(),
             "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         }
@@ -536,6 +591,7 @@ class Comparison:
         record.target = dict(r.target)
         record.environment = environment(settings=r.trainer)
         record.execution = execution
+        record.tuning = dict(loss.tuning)
         record.save(run_dir(self.output, loss.label, seed) / "record.json")
         return record
 

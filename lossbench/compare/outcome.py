@@ -25,7 +25,13 @@ def conditions_sentence(conditions: dict[str, Any]) -> str:
     if steps:
         parts.append(f"a budget of {steps} optimizer steps" + (f" ({epochs} epochs)" if epochs else ""))
     opt = conditions.get("optimizer") or {}
-    if opt:
+    tuning = conditions.get("tuning")
+    if tuning:
+        paths = ", ".join(tuning["paths"])
+        parts.append(f"{opt.get('name', 'the optimizer')} with {paths} tuned per loss under an equal budget of "
+                     f"{tuning['trials']} trials (the same points for every loss, selected by {tuning['metric']} on "
+                     f"tuning seed(s) {', '.join(str(s) for s in tuning['seeds'])})")
+    elif opt:
         tuned = "tuned per loss" if conditions.get("tuned") else "shared by every loss and not tuned per loss"
         sched = conditions.get("schedule") or {}
         schedule = f", {sched.get('name')} schedule" if sched.get("name") not in (None, "none") else ""
@@ -39,7 +45,8 @@ def conditions_sentence(conditions: dict[str, Any]) -> str:
     text = "These verdicts hold under " + (", ".join(parts) if parts else "the recipe's settings")
     if conditions.get("test_rows"):
         text += f", scored once on the {conditions['test_rows']}-row test split"
-    return text + "; another budget or learning rate can change them."
+    return text + ("; another budget or search space can change them." if tuning else
+                   "; another budget or learning rate can change them.")
 
 
 def outcome_sentences(stats: ComparisonStats, conditions: dict[str, Any] | None = None) -> list[str]:

@@ -13,11 +13,14 @@ import difflib
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from lossbench.compare.tuning import TuneSpec
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -40,7 +43,7 @@ with another value)."""
 EXECUTORS = ("fused", "sequential")
 """How a comparison trains its runs: each seed's losses in lockstep as one model array, or one run after another."""
 TOP_LEVEL = ("name", "description", "data", "backbone", "losses", "baseline", "optimizer", "schedule",
-             "trainer", "seeds", "target", "nan_policy", "select", "executor")
+             "trainer", "seeds", "target", "nan_policy", "select", "executor", "tune")
 
 
 class RecipeError(ValueError):
@@ -68,9 +71,16 @@ class LossSpec:
     label: str
     head: str
     args: dict[str, Any]
+    tuning: dict[str, Any] = field(default_factory=dict)  # a tuned run's {role, loss, trial, point} (compare.tuning)
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The recipe values this run sets for itself (a trial point's ``optimizer.*``): dotted path -> value."""
+        return {p: v for p, v in (self.tuning.get("point") or {}).items() if not p.startswith("losses.")}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "head": self.head, "args": self.args}
+        out = {"label": self.label, "head": self.head, "args": self.args}
+        return {**out, "tuning": self.tuning} if self.tuning else out
 
 
 @dataclass
@@ -91,15 +101,19 @@ class Recipe:
     nan_policy: str = "raise"
     select: str = "final"  # the weights a run reports on test: "final", or "best" on validation (target metric)
     executor: str = "fused"  # "fused": a seed's losses trained in lockstep as one model array; or "sequential"
+    tune: TuneSpec | None = None  # equal-budget tuning per loss before the final seeds (compare.tuning)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name, "description": self.description, "data": self.data, "backbone": self.backbone,
             "losses": [spec.to_dict() for spec in self.losses], "baseline": self.baseline,
             "optimizer": self.optimizer, "schedule": self.schedule, "trainer": self.trainer,
             "seeds": self.seeds, "target": self.target, "nan_policy": self.nan_policy,
             "select": self.select, "executor": self.executor,
         }
+        if self.tune is not None:  # only then: an untuned recipe's hashes are those it always had
+            out["tune"] = self.tune.to_dict()
+        return out
 
     def setup(self) -> dict[str, Any]:
         """What must be identical for every loss: everything but the losses, baseline and seeds (and how the runs
@@ -296,7 +310,7 @@ def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = 
         if "name" in item:  # a registry lookup runs no user code: checked for every loss
             get_head_class(head)  # unknown name: UnknownHeadError listing the nearest names
         args = dict(item.get("args") or item.get("init_args") or {})
-        label = str(item.get("label") or (head.rsplit(".", 1)[-1] if "class_path" in item else head))
+        label = _label(item)
         if not label.replace("_", "").replace("-", "").isalnum():
             raise RecipeError(f"recipe: `losses[{i}].label` must be letters, digits, _ or -, got {label!r}")
         specs.append(LossSpec(label, head, args))
@@ -319,6 +333,17 @@ def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = 
         if spec.label in class_paths:
             _import_head_class(spec.head, labels.index(spec.label))
     return specs
+
+
+def _labels(raw_losses: list[Any]) -> list[str]:
+    """Every loss label of a recipe's (checked) `losses`, without importing any head."""
+    return [_label({"name": item} if isinstance(item, str) else item) for item in raw_losses]
+
+
+def _label(item: dict[str, Any]) -> str:
+    """A loss's label: its `label`, else its `name`, else its `class_path`'s class name."""
+    head = item.get("name") or item["class_path"]
+    return str(item.get("label") or (head.rsplit(".", 1)[-1] if "class_path" in item else head))
 
 
 def _import_head_class(class_path: str, i: int) -> type:
@@ -403,6 +428,11 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     except ValueError as exc:
         raise RecipeError(f"recipe: `{_optim_key(str(exc))}`: {exc}") from exc
     _check_betas(optimizer["betas"])
+    tune = None
+    if raw.get("tune") is not None:
+        from lossbench.compare.tuning import parse_tune
+
+        tune = parse_tune(raw["tune"], _labels(raw["losses"]), target, seeds)
     backbone = _section(raw, "backbone")
     _check_backbone(backbone)
     _check_trainer_values(trainer)
@@ -410,7 +440,7 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         name=str(raw.get("name") or "comparison"), description=str(raw.get("description") or ""),
         data=dict(data), backbone=backbone, losses=losses, baseline=baseline,
         optimizer=optimizer, schedule=schedule, trainer=trainer, seeds=seeds, target=target, nan_policy=nan_policy,
-        select=select, executor=executor,
+        select=select, executor=executor, tune=tune,
     )
 
 

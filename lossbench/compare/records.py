@@ -333,6 +333,7 @@ class RunRecord:
     resumed: int = 0  # how many times this run was resumed from a checkpoint
     restarts: list[str] = field(default_factory=list)  # why the run started over (an unreadable checkpoint moved aside)
     execution: dict[str, Any] = field(default_factory=dict)  # how it was trained (compare.fused): executor, members
+    tuning: dict[str, Any] = field(default_factory=dict)  # a tuned run's {role, loss, trial, point} (compare.tuning)
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -374,7 +375,8 @@ _RECORD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (kind, None allowed)
     "final": (_DICT, False), "best": (_DICT, False), "test": (_DICT, False), "selected": (_DICT, False),
     "improving": (_DICT, False), "environment": (_DICT, False), "modes": (_DICT, False),
     "auc": (_NUMBER, True), "skipped_steps": (_INT, False), "resumed": (_INT, False),
-    "restarts": ("a list of strings", False), "execution": (_DICT, False), "error": (_STR, True),
+    "restarts": ("a list of strings", False), "execution": (_DICT, False), "tuning": (_DICT, False),
+    "error": (_STR, True),
 }  # fmt: skip
 _METRIC_MAPS = ("final", "best", "test")  # "<split>/<metric>" -> a number or null
 

@@ -29,6 +29,8 @@ from lossbench.compare.records import (
 from lossbench.compare.format import _ci, _est, _num, _p, _padj, _plain, _pvalue, _reached, _signed, _untested
 from lossbench.compare.outcome import outcome_sentences, worse_than_mean
 from lossbench.compare.stats import OWN_SCALE, ComparisonStats, Irregularity, compare_losses, irregularities
+from lossbench.compare.tuning import LossTuning, TuneSpec, check_tuning, select_trials, tuning_records
+from lossbench.compare.tuning_report import TUNING_PNG, plot_sensitivity, tuning_conditions, tuning_section
 
 REQUIRED_KEYS = (
     "name", "recipe", "recipe_hash", "setup_hash", "baseline", "losses",
@@ -130,18 +132,39 @@ def render_report(root: str | Path) -> Path:
     runs = [(r, rows) for r, rows in every if (r.loss, r.seed) in planned]
     outside = sorted((r.loss, r.seed) for r, _ in every if (r.loss, r.seed) not in planned)
     fairness = check_fairness(runs)
+    tuning = _tuning(root, comparison, runs, fairness)
     stats = compare_losses(
         runs, comparison["baseline"], target=comparison["target"], losses=losses, invalid=fairness.invalid,
         predictions=load_predictions(root, runs, fairness), irregular=find_irregular(root, runs),
     )
     used = [(r, rows) for r, rows in runs if r.status == "finished" and (r.loss, r.seed) not in fairness.invalid]
     plot_paths = plotting.render_plots(used, root / "plots", stats.metric, losses)
+    if tuning is not None:
+        plot_paths.append(plot_sensitivity(*tuning, root / "plots" / TUNING_PNG))
     columns, rows = results_table(comparison, runs, fairness)
     write_csv(root / "results.csv", rows, columns)
-    text = report_markdown(comparison, runs, fairness, stats, [p.relative_to(root) for p in plot_paths], outside)
+    text = report_markdown(comparison, runs, fairness, stats, [p.relative_to(root) for p in plot_paths], outside,
+                           tuning)
     path = root / "report.md"
     atomic_write_text(path, text)
     return path
+
+
+def _tuning(root: Path, comparison: dict[str, Any], runs: Runs,
+            fairness: FairnessResult) -> tuple[TuneSpec, dict[str, LossTuning]] | None:
+    """A tuned comparison's spec and per-loss trials, recomputed from ``DIR/tuning``'s records; its budget and
+    choices are checked (:func:`tuning.check_tuning`) and their problems added to ``fairness``."""
+    raw = (comparison.get("recipe") or {}).get("tune")
+    if not raw:
+        return None
+    tune = TuneSpec.from_dict(raw)
+    records = tuning_records(root)
+    problems, invalid = check_tuning(comparison, records, [r for r, _ in runs])
+    fairness.problems += problems
+    fairness.invalid |= invalid
+    fairness.ok = fairness.ok and not problems
+    select = comparison.get("select") or "final"
+    return tune, select_trials(tune, list(comparison["losses"]), records, select)
 
 
 def find_irregular(root: Path, runs: Runs) -> dict[tuple[str, int], list[Irregularity]]:
@@ -242,6 +265,7 @@ def report_markdown(
     stats: ComparisonStats,
     plot_paths: list[Path],
     outside: list[tuple[str, int]] = (),
+    tuning: tuple[TuneSpec, dict[str, LossTuning]] | None = None,
 ) -> str:
     """The text of report.md."""
     lines: list[str] = []
@@ -255,12 +279,18 @@ def report_markdown(
         ]
     lines += [f"# Loss comparison: {comparison['name']}", ""]
     lines += _setup_section(comparison, runs, fairness, stats)
+    if tuning is not None:
+        plot = next((p for p in plot_paths if p.name == TUNING_PNG), None)
+        lines += tuning_section(*tuning, [int(s) for s in comparison["seeds"]], plot)
     lines += _data_section(comparison)
     own_scale = sorted({m for r, _ in runs for m in (*r.final, *r.best) if m in OWN_SCALE})
     lines += _per_loss_section(stats, own_scale)
     lines += _paired_section(stats)
     lines += _ranking_section(stats)
-    lines += ["## Outcome", "", " ".join(outcome_sentences(stats, conditions(comparison, runs, stats))), ""]
+    told = conditions(comparison, runs, stats)
+    if tuning is not None:
+        told["tuning"] = tuning_conditions(tuning[0])
+    lines += ["## Outcome", "", " ".join(outcome_sentences(stats, told)), ""]
     lines += _unfinished_section(comparison, runs, outside, stats)
     lines += ["## Plots", ""]
     titles = {
@@ -269,6 +299,8 @@ def report_markdown(
         plotting.GRAD_NORM_PNG: "gradient norm vs step",
     }
     for path in plot_paths:
+        if path.name == TUNING_PNG:  # shown in the tuning section
+            continue
         lines += [f"![{titles.get(path.name, path.stem)}]({path.as_posix()})", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -326,7 +358,13 @@ def _setup_section(
         f"- Seeds: {', '.join(str(s) for s in comparison['seeds'])}",
         f"- Budget: {budget or 'not given'}",
     ]
-    if opt:
+    tune = (comparison.get("recipe") or {}).get("tune")
+    if opt and tune:
+        lines.append(f"- Tuned per loss, {tune['trials']} trials each (the same points for every loss): "
+                     f"{', '.join(f'`{p}`' for p in tune['space'])}; {opt.get('name')}, the rest as the recipe says "
+                     f"(lr {_plain(opt.get('lr'))}, weight decay {_plain(opt.get('weight_decay'))} where not tuned); "
+                     "the chosen values are in the Tuning section")
+    elif opt:
         lines.append(f"- Learning rate: {opt.get('name')} lr {_plain(opt.get('lr'))}, weight decay "
                      f"{_plain(opt.get('weight_decay'))}, shared by every loss"
                      + (" (tuned)" if comparison.get("tuned") else " and not tuned per loss"))

@@ -1,0 +1,370 @@
+"""Equal-budget tuning per loss: the same quasirandom trial points for every loss, selected on validation.
+
+A recipe's ``tune:`` section::
+
+    tune:
+      trials: 8                     # per loss; every loss gets the same trial points
+      seeds: [1000]                 # tuning seeds, disjoint from the final seeds
+      select: {metric: val/accuracy, mode: max}   # default: the recipe's target
+      space:
+        optimizer.lr: {low: 1.0e-4, high: 3.0e-2, log: true}
+        optimizer.weight_decay: {low: 0.0, high: 0.1}
+        losses.focal.args.gamma: {low: 0.5, high: 4.0}   # a head argument, tuned for that loss only
+
+The points are the first ``trials`` points of a scrambled Sobol sequence (``scipy.stats.qmc``,
+seeded by ``tune.seed``, default 0) over every dimension of the space: each dimension has its
+own column (in the order of the paths' names, not of the YAML), so the shared dimensions (``optimizer.*``) of trial ``j`` are the same numbers for
+every loss, and a loss's own dimensions (``losses.<label>.args.<name>``) vary for that loss
+only. Every (loss, trial) is a run of the tuning comparison in ``DIR/tuning`` (same initial
+weights, batches and budget as every other run of its seed; on the fused executor one array
+per tuning seed). Each loss's trial with the best mean selection metric over the tuning seeds
+(ties: the lowest trial) is its chosen configuration, trained on the recipe's ``seeds`` and
+scored on the test split. Everything here is recomputed from the records by the report and
+the fairness check (:func:`check_tuning`); ``DIR/tuning.json`` is a summary of it.
+
+Only the optimizer and the heads' arguments are tunable: the backbone, the data and the
+trainer are what every run of a seed shares (initial weights, batch order, budget).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lossbench.compare.recipe import MAX_SEED, RecipeError, _check_keys, _is_number, _nearest
+from lossbench.compare.records import RunRecord, load_records, write_json
+
+if TYPE_CHECKING:
+    from lossbench.compare.recipe import LossSpec, Recipe
+
+TUNABLE_OPTIMIZER = ("lr", "weight_decay", "momentum")
+"""``optimizer.<key>`` paths a trial may set (a number each; the optimizer's name is shared)."""
+MAX_TRIALS = 1024
+POINT_TOLERANCE = 1e-9  # relative: a recorded trial point against the recipe's regenerated one
+TUNING_DIR = "tuning"
+SUMMARY_FILE = "tuning.json"
+
+
+class TuneError(RecipeError):
+    """A ``tune:`` section that cannot run; the message names the key, the expected and the given value."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One tuned value: a dotted recipe path and its range (``log``: sampled uniformly in log space)."""
+
+    path: str
+    low: float
+    high: float
+    log: bool = False
+
+    @property
+    def loss(self) -> str | None:
+        """The loss label a ``losses.<label>.args.<name>`` dimension belongs to (None: shared by every loss)."""
+        parts = self.path.split(".")
+        return parts[1] if parts[0] == "losses" else None
+
+    @property
+    def key(self) -> str:
+        """The optimizer key or head argument this dimension sets."""
+        return self.path.rsplit(".", 1)[-1]
+
+    def value(self, u: float) -> float:
+        """The value at ``u`` in [0, 1)."""
+        if self.log:
+            return float(math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low))))
+        return float(self.low + u * (self.high - self.low))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"low": self.low, "high": self.high, "log": self.log}
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """A validated ``tune:`` section."""
+
+    trials: int
+    seeds: tuple[int, ...]
+    metric: str
+    mode: str
+    space: tuple[Dimension, ...]
+    seed: int = 0  # scrambling seed of the Sobol sequence
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trials": self.trials, "seeds": list(self.seeds), "select": {"metric": self.metric, "mode": self.mode},
+                "space": {d.path: d.to_dict() for d in self.space}, "seed": self.seed}
+
+    @property
+    def shared(self) -> tuple[Dimension, ...]:
+        return tuple(d for d in self.space if d.loss is None)
+
+    def points(self) -> list[dict[str, float]]:
+        """Every trial's values of every dimension (path -> value), from the seeded scrambled Sobol sequence."""
+        from scipy.stats import qmc
+
+        with warnings.catch_warnings():  # "balance properties ... power of 2": any n is a valid prefix
+            warnings.simplefilter("ignore")
+            unit = qmc.Sobol(d=len(self.space), scramble=True, seed=self.seed).random(self.trials)
+        columns = sorted(self.space, key=lambda d: d.path)  # by path: the points do not depend on the YAML's order
+        return [{d.path: d.value(float(u[i])) for i, d in enumerate(columns)} for u in unit]
+
+    def loss_points(self, label: str) -> list[dict[str, float]]:
+        """The trial points of loss ``label``: the shared dimensions and its own."""
+        own = [d.path for d in self.space if d.loss in (None, label)]
+        return [{path: point[path] for path in own} for point in self.points()]
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TuneSpec:
+        """Rebuild a spec from :meth:`to_dict` (comparison.json); no checks."""
+        space = tuple(Dimension(path, float(d["low"]), float(d["high"]), bool(d.get("log", False)))
+                      for path, d in raw["space"].items())
+        select = raw.get("select") or {}
+        return cls(int(raw["trials"]), tuple(int(s) for s in raw["seeds"]), str(select.get("metric")),
+                   str(select.get("mode")), space, int(raw.get("seed", 0)))
+
+
+# -- validation ------------------------------------------------------------------------------------
+def parse_tune(raw: Any, labels: list[str], target: dict[str, Any], seeds: list[int]) -> TuneSpec:
+    """Check a recipe's ``tune:`` section against its loss labels, target and final seeds."""
+    if not isinstance(raw, dict):
+        raise TuneError(f"recipe: `tune` must be a mapping with `trials` and `space`, got {raw!r}")
+    _check_keys("tune.", raw, ["trials", "seeds", "select", "space", "seed"])
+    trials = raw.get("trials")
+    if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
+        raise TuneError(f"recipe: `tune.trials` must be a whole number of trials per loss in [1, {MAX_TRIALS}], "
+                        f"got {trials!r}")
+    tune_seeds = raw.get("seeds", [1000])
+    ok = (isinstance(tune_seeds, list) and tune_seeds
+          and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in tune_seeds))
+    if not ok or len(set(tune_seeds)) != len(tune_seeds):
+        raise TuneError(f"recipe: `tune.seeds` must be a non-empty list of distinct ints in [0, {MAX_SEED}], "
+                        f"got {tune_seeds!r}")
+    overlap = sorted(set(tune_seeds) & set(seeds))
+    if overlap:
+        raise TuneError(f"recipe: `tune.seeds` must be disjoint from the final `seeds` (a configuration chosen on a "
+                        f"seed would be scored on the same seed), both hold {overlap}")
+    select = raw.get("select") or {}
+    if not isinstance(select, dict):
+        raise TuneError(f"recipe: `tune.select` must be a mapping {{metric, mode}}, got {select!r}")
+    _check_keys("tune.select.", select, ["metric", "mode"])
+    metric, mode = select.get("metric", target.get("metric")), select.get("mode", target.get("mode"))
+    if not isinstance(metric, str) or not metric.startswith("val/"):
+        raise TuneError(f"recipe: `tune.select.metric` must name a validation metric like 'val/accuracy' (trials are "
+                        f"selected on validation, never on test), got {metric!r}")
+    if mode not in ("max", "min"):
+        raise TuneError(f"recipe: `tune.select.mode` must be 'max' or 'min', got {mode!r}")
+    scramble = raw.get("seed", 0)
+    if isinstance(scramble, bool) or not isinstance(scramble, int) or not 0 <= scramble <= MAX_SEED:
+        raise TuneError(f"recipe: `tune.seed` (the Sobol sequence's scrambling seed) must be an int in "
+                        f"[0, {MAX_SEED}], got {scramble!r}")
+    space = raw.get("space")
+    if not isinstance(space, dict) or not space:
+        raise TuneError(f"recipe: `tune.space` must map dotted paths to ranges {{low, high, log}}, got {space!r}")
+    dims = []
+    for path, rng in space.items():
+        where = f"tune.space.{path}"
+        _check_path(str(path), labels)
+        if not isinstance(rng, dict):
+            raise TuneError(f"recipe: `{where}` must be a mapping {{low, high, log}}, got {rng!r}")
+        _check_keys(f"{where}.", rng, ["low", "high", "log"])
+        low, high, log = rng.get("low"), rng.get("high"), rng.get("log", False)
+        for name, value in (("low", low), ("high", high)):
+            if not _is_number(value) or not math.isfinite(value):
+                raise TuneError(f"recipe: `{where}.{name}` must be a finite number, got {value!r}")
+        if not low < high:
+            raise TuneError(f"recipe: `{where}` needs low < high, got low={low!r}, high={high!r}")
+        if not isinstance(log, bool):
+            raise TuneError(f"recipe: `{where}.log` must be true or false, got {log!r}")
+        if log and low <= 0:
+            raise TuneError(f"recipe: `{where}` is log-scaled, so `low` must be > 0, got {low!r}")
+        dims.append(Dimension(str(path), float(low), float(high), log))
+    return TuneSpec(trials, tuple(tune_seeds), metric, mode, tuple(dims), scramble)
+
+
+def _check_path(path: str, labels: list[str]) -> None:
+    parts = path.split(".")
+    allowed = [f"optimizer.{k}" for k in TUNABLE_OPTIMIZER] + ["losses.<label>.args.<name>"]
+    if parts[0] == "optimizer" and len(parts) == 2:
+        if parts[1] in TUNABLE_OPTIMIZER:
+            return
+        raise TuneError(f"recipe: `tune.space.{path}` is not a tunable optimizer value"
+                        f"{_nearest(path, allowed[:-1])} (tunable: {', '.join(allowed)})")
+    if parts[0] == "losses" and len(parts) == 4 and parts[2] == "args" and parts[3]:
+        if parts[1] in labels:
+            return
+        raise TuneError(f"recipe: `tune.space.{path}` names loss {parts[1]!r}, which is not one of the losses "
+                        f"{labels}{_nearest(parts[1], labels)}")
+    raise TuneError(
+        f"recipe: `tune.space.{path}` cannot be tuned{_nearest(path, allowed)}: tunable are {', '.join(allowed)}; the "
+        "backbone, data and trainer are shared by every run of a seed (same initial weights, batches and budget)")
+
+
+# -- the runs ----------------------------------------------------------------------------------------
+def trial_label(label: str, trial: int, trials: int) -> str:
+    """The run folder name of ``label``'s trial ``trial``: ``ce.t03``."""
+    return f"{label}.t{trial:0{len(str(trials - 1))}d}"
+
+
+def with_point(loss: LossSpec, point: dict[str, float], role: str, trial: int, label: str | None = None) -> LossSpec:
+    """``loss`` at a trial point: its head arguments set, the optimizer values as overrides, the point recorded."""
+    args = dict(loss.args)
+    args.update({p.rsplit(".", 1)[-1]: v for p, v in point.items() if p.startswith("losses.")})
+    tuning = {"role": role, "loss": loss.label, "trial": trial, "point": dict(point)}
+    return dataclasses.replace(loss, label=label or loss.label, args=args, tuning=tuning)
+
+
+def tuning_recipe(recipe: Recipe) -> Recipe:
+    """The tuning comparison: every (loss, trial) of ``recipe`` a run, on the tuning seeds, selected by tune.select."""
+    tune = recipe.tune
+    assert tune is not None
+    losses = [with_point(loss, point, "trial", j, trial_label(loss.label, j, tune.trials))
+              for loss in recipe.losses for j, point in enumerate(tune.loss_points(loss.label))]
+    return dataclasses.replace(
+        recipe, name=f"{recipe.name}-tuning", losses=losses, baseline=losses[0].label, seeds=list(tune.seeds),
+        tune=None, target={**recipe.target, "metric": tune.metric, "mode": tune.mode},
+    )
+
+
+def trial_score(record: RunRecord, metric: str, select: str) -> float | None:
+    """A finished trial run's selection value: its best validation value (``select: best``) or its final one."""
+    if record.status != "finished":
+        return None
+    value = (record.best if select == "best" else record.final).get(metric)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+@dataclass
+class LossTuning:
+    """One loss's trials: their points, scores (mean over tuning seeds; None: a trial without a finite score on
+    every seed) and the chosen trial."""
+
+    loss: str
+    points: list[dict[str, float]]
+    scores: list[float | None]
+    chosen: int
+    reason: str = ""  # why the chosen trial is not the best one (none had a finite score)
+
+    @property
+    def point(self) -> dict[str, float]:
+        return self.points[self.chosen]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"points": self.points, "scores": self.scores, "chosen": self.chosen, "point": self.point,
+                "reason": self.reason}
+
+
+def select_trials(tune: TuneSpec, labels: list[str], records: list[RunRecord], select: str) -> dict[str, LossTuning]:
+    """Each loss's trial with the best mean score over the tuning seeds, from the tuning comparison's records."""
+    scores: dict[tuple[str, int], list[float | None]] = {}
+    points: dict[tuple[str, int], dict[str, float]] = {}
+    for r in records:
+        info = r.tuning or {}
+        if info.get("role") != "trial" or r.seed not in tune.seeds:
+            continue
+        key = (str(info.get("loss")), int(info.get("trial", -1)))
+        scores.setdefault(key, []).append(trial_score(r, tune.metric, select))
+        points.setdefault(key, dict(info.get("point") or {}))
+    out = {}
+    sign = 1.0 if tune.mode == "max" else -1.0
+    for label in labels:
+        expected = tune.loss_points(label)
+        means: list[float | None] = []
+        for j in range(tune.trials):
+            values = scores.get((label, j), [])
+            ok = len(values) == len(tune.seeds) and all(v is not None for v in values)
+            means.append(statistics.fmean(values) if ok else None)  # type: ignore[arg-type]
+        finite = [j for j, m in enumerate(means) if m is not None]
+        if finite:
+            chosen, reason = max(finite, key=lambda j: (sign * means[j], -j)), ""  # type: ignore[operator]
+        else:
+            chosen, reason = 0, "no trial finished with a finite score on every tuning seed: trial 0 is used"
+        recorded = [points.get((label, j), expected[j]) for j in range(tune.trials)]
+        out[label] = LossTuning(label, recorded, means, chosen, reason)
+    return out
+
+
+def write_summary(root: Path, tune: TuneSpec, chosen: dict[str, LossTuning]) -> None:
+    """``DIR/tuning.json``: the spec and every loss's points, scores and choice (recomputable from the records)."""
+    write_json(root / SUMMARY_FILE, {"tune": tune.to_dict(), "losses": {k: v.to_dict() for k, v in chosen.items()}})
+
+
+def tuning_records(root: Path) -> list[RunRecord]:
+    folder = Path(root) / TUNING_DIR
+    return [r for r, _ in load_records(folder)] if folder.is_dir() else []
+
+
+# -- the fairness check ------------------------------------------------------------------------------
+def _same(a: Any, b: Any) -> bool:
+    return (isinstance(a, (int, float)) and isinstance(b, (int, float))
+            and math.isclose(float(a), float(b), rel_tol=POINT_TOLERANCE, abs_tol=1e-15))
+
+
+def check_tuning(comparison: dict[str, Any], records: list[RunRecord],
+                 final: list[RunRecord]) -> tuple[list[str], set[tuple[str, int]]]:
+    """Problems with a tuned comparison's budget and choices, and the final (loss, seed) runs they make invalid.
+
+    Checks, from the records alone: every loss has the recipe's number of trials on every tuning seed, with the
+    same number of steps; trial ``j``'s shared values are the same for every loss and equal the recipe's
+    regenerated point (a tampered record fails); each final run was trained at the point its loss's trials
+    select on validation.
+    """
+    tune = TuneSpec.from_dict((comparison.get("recipe") or {})["tune"])
+    select = comparison.get("select") or "final"
+    labels = list(comparison["losses"])
+    problems: list[str] = []
+    bad_losses: set[str] = set()
+    expected = tune.points()
+    trials = [r for r in records if (r.tuning or {}).get("role") == "trial"]
+    by_loss: dict[str, list[RunRecord]] = {}
+    for r in trials:
+        by_loss.setdefault(str(r.tuning.get("loss")), []).append(r)
+    for label in labels:
+        runs = by_loss.get(label, [])
+        for seed in tune.seeds:
+            done = sorted(int(r.tuning.get("trial", -1)) for r in runs if r.seed == seed)
+            if done != list(range(tune.trials)):
+                problems.append(f"Tuning: loss '{label}' has trials {done} on tuning seed {seed}, the budget is "
+                                f"{tune.trials} trials (0 to {tune.trials - 1}) for every loss.")
+                bad_losses.add(label)
+        for r in runs:
+            j, point = int(r.tuning.get("trial", -1)), r.tuning.get("point") or {}
+            want = {p: v for p, v in expected[j].items() if _owns(p, label)} if 0 <= j < tune.trials else {}
+            wrong = sorted(p for p in set(want) | set(point) if not _same(point.get(p), want.get(p)))
+            if wrong:
+                shown = ", ".join(f"{p}={point.get(p)!r} (the recipe's point: {want.get(p)!r})" for p in wrong)
+                problems.append(f"Tuning: trial {j} of loss '{label}' (seed {r.seed}) was recorded at {shown}: its "
+                                "point is not the recipe's, so the losses did not get the same trials.")
+                bad_losses.add(label)
+    for j in range(tune.trials):  # the shared dimensions of trial j, across losses
+        for dim in tune.shared:
+            values = {label: (r.tuning.get("point") or {}).get(dim.path) for label in labels
+                      for r in by_loss.get(label, []) if int(r.tuning.get("trial", -1)) == j}
+            if len({repr(v) for v in values.values()}) > 1:
+                shown = ", ".join(f"{k}={v!r}" for k, v in sorted(values.items()))
+                problems.append(f"Tuning: trial {j} has different {dim.path} across losses ({shown}).")
+                bad_losses.update(values)
+    steps = {r.steps for r in trials if r.status == "finished"}
+    if len(steps) > 1:
+        problems.append(f"Tuning: finished trials trained different numbers of steps ({sorted(steps)}); every trial "
+                        "must get the same budget.")
+        bad_losses.update(labels)
+    chosen = select_trials(tune, labels, records, select)
+    invalid = {(r.loss, r.seed) for r in final if r.loss in bad_losses}
+    for r in final:
+        point = (r.tuning or {}).get("point") or {}
+        want = chosen[r.loss].point if r.loss in chosen else None
+        if want is None or set(point) != set(want) or not all(_same(point[p], want[p]) for p in want):
+            problems.append(f"Tuning: the final run of '{r.loss}' seed {r.seed} was trained at {point}, its trials "
+                            f"select {want} on validation.")
+            invalid.add((r.loss, r.seed))
+    return problems, invalid
+
+
+def _owns(path: str, label: str) -> bool:
+    parts = path.split(".")
+    return parts[0] != "losses" or parts[1] == label
