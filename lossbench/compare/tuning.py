@@ -92,7 +92,7 @@ class TuneSpec:
     seeds: tuple[int, ...]
     metric: str
     mode: str
-    space: tuple[Dimension, ...]
+    space: tuple[Dimension, ...]  # sorted by path: the Sobol columns, whatever the YAML's order
     seed: int = 0  # scrambling seed of the Sobol sequence
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,8 +110,7 @@ class TuneSpec:
         with warnings.catch_warnings():  # "balance properties ... power of 2": any n is a valid prefix
             warnings.simplefilter("ignore")
             unit = qmc.Sobol(d=len(self.space), scramble=True, seed=self.seed).random(self.trials)
-        columns = sorted(self.space, key=lambda d: d.path)  # by path: the points do not depend on the YAML's order
-        return [{d.path: d.value(float(u[i])) for i, d in enumerate(columns)} for u in unit]
+        return [{d.path: d.value(float(u[i])) for i, d in enumerate(self.space)} for u in unit]
 
     def loss_points(self, label: str) -> list[dict[str, float]]:
         """The trial points of loss ``label``: the shared dimensions and its own."""
@@ -122,7 +121,7 @@ class TuneSpec:
     def from_dict(cls, raw: dict[str, Any]) -> TuneSpec:
         """Rebuild a spec from :meth:`to_dict` (comparison.json); no checks."""
         space = tuple(Dimension(path, float(d["low"]), float(d["high"]), bool(d.get("log", False)))
-                      for path, d in raw["space"].items())
+                      for path, d in sorted(raw["space"].items()))
         select = raw.get("select") or {}
         return cls(int(raw["trials"]), tuple(int(s) for s in raw["seeds"]), str(select.get("metric")),
                    str(select.get("mode")), space, int(raw.get("seed", 0)))
@@ -183,7 +182,7 @@ def parse_tune(raw: Any, labels: list[str], target: dict[str, Any], seeds: list[
         if log and low <= 0:
             raise TuneError(f"recipe: `{where}` is log-scaled, so `low` must be > 0, got {low!r}")
         dims.append(Dimension(str(path), float(low), float(high), log))
-    return TuneSpec(trials, tuple(tune_seeds), metric, mode, tuple(dims), scramble)
+    return TuneSpec(trials, tuple(tune_seeds), metric, mode, tuple(sorted(dims, key=lambda d: d.path)), scramble)
 
 
 def _check_path(path: str, labels: list[str]) -> None:
