@@ -22,7 +22,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/lossbench compare digits --output runs/demo
+	$(BIN)/lossbench compare digits_tuned --output runs/demo
 	@echo "report: runs/demo/report.md (plots in runs/demo/plots/; re-render with: $(BIN)/lossbench report runs/demo)"
 
 bench: install

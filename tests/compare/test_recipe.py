@@ -9,7 +9,7 @@ from tests.compare.conftest import tiny_recipe
 
 def test_bundled_recipes_are_the_documented_four_and_open_with_their_command():
     recipes = bundled_recipes()
-    assert set(recipes) >= {"digits", "breast_cancer", "diabetes", "wine"}
+    assert set(recipes) >= {"digits", "digits_tuned", "breast_cancer", "diabetes", "wine"}
     for name, path in recipes.items():
         text = path.read_text()
         assert text.startswith("#") and f"lossbench compare {name}" in text
@@ -96,7 +96,9 @@ def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
     from lossbench.compare.fairness import check_fairness
     from lossbench.compare.records import load_records
 
-    recipe = load_recipe(name, seeds=2 if name == "digits" else None)  # digits in full is `make demo`'s run
+    # digits in full is `make demo`'s run (digits_tuned); here on 2 seeds, the tuned one with 4 trials
+    recipe = load_recipe(name, seeds=2 if name.startswith("digits") else None,
+                         overrides={"tune.trials": 4} if name == "digits_tuned" else None)
     report = Comparison(recipe, tmp_path / name, progress=False).run()
     records = load_records(tmp_path / name)
     assert len(records) == len(recipe.losses) * len(recipe.seeds)
@@ -112,5 +114,6 @@ def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
         assert f.readline().split(",")[4] == headline
     assert f"- Headline: {headline}, evaluated once per run on the test split" in text
     for split in ("train", "validation", "test"):
-        assert f"| {split} | given: split '{split}' of 'lossbench:{name}' |" in text
+        assert f"| {split} | given: split '{split}' of '{recipe.data['path']}' |" in text
+    assert "WARNING: the fairness check failed" not in text  # tuned: the tuning's budget and choices too
     assert recompute(tmp_path / name).ok
