@@ -72,6 +72,9 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
             overrides={**_overrides(extra), **({"executor": args.executor} if args.executor else {})},
             losses=[s for s in args.losses.split(",") if s] if args.losses else None,
         )
+        if args.print_config:  # the resolved recipe (defaults filled in, overrides applied), nothing run
+            print(recipe.to_yaml(), end="")
+            return 0
         output = args.output or f"runs/{recipe.name}"
         comparison = Comparison(recipe, output, progress=not args.no_progress, wait=args.wait)
         # everything (recipe, output folder, data, losses against the data) is checked before anything is
@@ -156,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of the recipe's")
     compare.add_argument("--losses", help="comma-separated subset of the recipe's losses (the baseline is kept)")
     compare.add_argument("--no-progress", action="store_true", help="no progress display")
+    compare.add_argument("--print_config", "--print-config", action="store_true",
+                         help="print the resolved recipe (defaults filled in, overrides applied) as YAML and exit; "
+                         "it runs as given (lossbench compare FILE)")
     compare.add_argument("--executor", choices=("fused", "sequential"),  # recipe.EXECUTORS (unimported: a light CLI)
                          help="train each seed's losses in lockstep as one model array (fused, the default) or one "
                          "run after another (sequential); overrides the recipe's `executor`")
@@ -176,12 +182,16 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from_console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_COMMANDS:
-        from lossbench.fit import run_lightning_cli
+        from lossbench.fit import resolve_configs, run_lightning_cli
 
-        return run_lightning_cli(None if from_console else argv)  # LightningCLI reads sys.argv itself
+        try:  # bundled configs by name (`--config fit_digits`), after a plain pip install too
+            argv = resolve_configs(argv)
+        except ValueError as exc:
+            print(f"lossbench {argv[0]}: {exc}", file=sys.stderr)
+            return 2
+        return run_lightning_cli(argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_extra", False):

@@ -139,14 +139,31 @@ def test_lossbench_fit_command_trains_from_a_config(tmp_path):
     import subprocess
     import sys
 
+    # the README's command, run outside the repository: the bundled config is found by its name
     out = subprocess.run(
-        [sys.executable, "-m", "lossbench.cli", "fit", "--config", str(RECIPES / "fit_digits.yaml"),
+        [sys.executable, "-m", "lossbench.cli", "fit", "--config", "recipes/fit_digits.yaml",
          "--trainer.max_steps", "5", "--trainer.default_root_dir", str(tmp_path), "--model.head", "focal",
          "--model.head_args", "{gamma: 1.0}", "--data.cache_dir", str(tmp_path / "cache")],
-        capture_output=True, text=True, env={**os.environ, "HF_DATASETS_OFFLINE": "1"},
+        capture_output=True, text=True, env={**os.environ, "HF_DATASETS_OFFLINE": "1"}, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     checkpoints = list(tmp_path.rglob("*.ckpt"))
     assert checkpoints, out.stderr[-2000:]
     model = LossbenchModule.load_from_checkpoint(checkpoints[0])
     assert model.head.name == "focal" and model.head.gamma == 1.0
+
+
+def test_bundled_fit_configs_are_found_by_name_and_files_are_left_alone(tmp_path):
+    from lossbench.fit import bundled_configs, resolve_configs
+
+    digits = str(RECIPES / "fit_digits.yaml")
+    assert set(bundled_configs()) >= {"fit_digits", "fit_breast_cancer", "fit_diabetes", "fit_text_parquet"}
+    assert resolve_configs(["fit", "--config", "fit_digits"]) == ["fit", "--config", digits]
+    assert resolve_configs(["fit", "--config=elsewhere/fit_digits.yaml", "--x", "1"]) == ["fit", f"--config={digits}",
+                                                                                       "--x", "1"]
+    mine = tmp_path / "fit_digits.yaml"
+    mine.write_text("trainer: {max_steps: 1}\n")
+    assert resolve_configs(["fit", "-c", str(mine)]) == ["fit", "-c", str(mine)]  # a file of that name wins
+    with pytest.raises(ValueError, match=r"`--config` 'fit_digts' is neither a file nor a bundled config; "
+                                         r"did you mean 'fit_digits'"):
+        resolve_configs(["fit", "--config", "fit_digts"])

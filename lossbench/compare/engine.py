@@ -23,7 +23,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import yaml
 
 from lossbench.compare import killpoint
 from lossbench.compare.callbacks import DataOrderFingerprint, LastCheckpoint, RunRecorder
@@ -519,7 +518,7 @@ class Comparison:
         path = self.output / "comparison.json"
         if path.exists():
             meta["created"] = self._read_meta().get("created", meta["created"])
-        atomic_write_text(self.output / "recipe.yaml", yaml.safe_dump(r.to_dict(), sort_keys=False))
+        atomic_write_text(self.output / "recipe.yaml", r.to_yaml())  # runnable: `lossbench compare DIR/recipe.yaml`
         write_json(path, meta)
 
     def trainer(self, callbacks: list[pl.Callback], root: Path) -> pl.Trainer:

@@ -82,6 +82,10 @@ class LossSpec:
         out = {"label": self.label, "head": self.head, "args": self.args}
         return {**out, "tuning": self.tuning} if self.tuning else out
 
+    def to_recipe(self) -> dict[str, Any]:
+        """This loss as a recipe's `losses` item."""
+        return {"class_path" if "." in self.head else "name": self.head, "label": self.label, "args": self.args}
+
 
 @dataclass
 class Recipe:
@@ -114,6 +118,12 @@ class Recipe:
         if self.tune is not None:  # only then: an untuned recipe's hashes are those it always had
             out["tune"] = self.tune.to_dict()
         return out
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as a recipe file (defaults filled in): ``load_recipe`` of it gives this recipe."""
+        values = self.to_dict()
+        values["losses"] = [spec.to_recipe() for spec in self.losses]
+        return yaml.safe_dump(values, sort_keys=False)
 
     def setup(self) -> dict[str, Any]:
         """What must be identical for every loss: everything but the losses, baseline and seeds (and how the runs

@@ -21,6 +21,21 @@ def test_recipes_lists_the_bundled_ones(capsys):
         assert any(line.startswith(name) for line in out.splitlines())
 
 
+def test_print_config_prints_the_resolved_recipe_which_runs_as_given(capsys, tmp_path):
+    from lossbench.compare import load_recipe
+
+    assert main(["compare", "digits_tuned", "--print_config", "--tune.trials", "4", "--trainer.max_epochs", "2",
+                 "--seeds", "2"]) == 0
+    text = capsys.readouterr().out
+    path = tmp_path / "resolved.yaml"
+    path.write_text(text)
+    again, given = load_recipe(path), load_recipe("digits_tuned", overrides={"tune.trials": 4,
+                                                                         "trainer.max_epochs": 2}, seeds=2)
+    assert again.to_dict() == given.to_dict() and again.setup_hash == given.setup_hash
+    assert "checkpoint_every_s: 60" in text and "trials: 4" in text  # defaults filled in, overrides applied
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_compare_then_report_rerenders_identically(tmp_path):
     out = tmp_path / "cmp"
