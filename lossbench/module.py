@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -12,29 +12,11 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from lossbench.config import BackboneConfig, Optimizer, OptimizerConfig, Schedule, ScheduleConfig
 from lossbench.data.spec import DataSpec
 from lossbench.heads import CLASS_TASKS, LossHead, get_head_class
 from lossbench.metrics import RunningSums, TaskMetrics
 from lossbench.models import FeatureTokenizer, PatchEmbedding, TokenEmbedding, TransformerBackbone
-
-Optimizer = Literal["sgd", "adamw"]
-Schedule = Literal["none", "cosine", "linear"]
-
-
-@dataclass
-class BackboneConfig:
-    """Shape of the Transformer built from a :class:`DataSpec`; every field maps to ``TransformerBackbone``."""
-
-    d_model: int = 64  # token width
-    nhead: int = 4  # attention heads (must divide d_model)
-    num_layers: int = 2  # encoder layers
-    dim_feedforward: int | None = None  # feed-forward width (default 4 * d_model)
-    dropout: float = 0.0  # dropout inside the encoder
-    norm_first: bool = True  # pre-LayerNorm
-    activation: str = "gelu"  # "gelu" or "relu"
-    pooling: Literal["cls", "mean"] = "cls"  # sequence pooling (language modelling always uses none)
-    patch_size: int | None = None  # images: None = one token per row, else square patches
-
 
 def build_backbone(spec: DataSpec, config: BackboneConfig, seed: int | None = None) -> TransformerBackbone:
     """The backbone that fits ``spec``'s inputs: adapter chosen by the input kind."""
@@ -203,14 +185,14 @@ class LossbenchModule(pl.LightningModule):
         head_args: dict[str, Any] | None = None,
         data_spec: DataSpec | dict[str, Any] | None = None,
         backbone: BackboneConfig | dict[str, Any] | nn.Module | None = None,
-        optimizer: Optimizer = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        betas: tuple[float, float] = (0.9, 0.999),
-        schedule: Schedule = "none",
-        warmup_steps: int = 0,
+        optimizer: Optimizer = OptimizerConfig.name,  # defaults: lossbench.config, defined once
+        lr: float = OptimizerConfig.lr,
+        weight_decay: float = OptimizerConfig.weight_decay,
+        momentum: float = OptimizerConfig.momentum,
+        nesterov: bool = OptimizerConfig.nesterov,
+        betas: tuple[float, float] = OptimizerConfig.betas,
+        schedule: Schedule = ScheduleConfig.name,
+        warmup_steps: int = ScheduleConfig.warmup_steps,
         metrics: bool = True,
         seed: int | None = None,
         nan_policy: Literal["raise", "skip"] = "raise",
@@ -223,7 +205,7 @@ class LossbenchModule(pl.LightningModule):
         self._resumed_train_epoch: dict[str, Any] | None = None  # a checkpoint's mid-epoch sums, for on_train_start
         # since the last optimizer step: a batch skipped under DDP backpropagated a zero / a batch its loss
         self._zero_backward = self._loss_backward = False
-        self._check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps)
+        self._check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps, betas)
         spec = DataSpec.from_dict(data_spec) if isinstance(data_spec, dict) else data_spec
         if backbone is None or isinstance(backbone, (dict, BackboneConfig)):
             config = BackboneConfig(**backbone) if isinstance(backbone, dict) else (backbone or BackboneConfig())
@@ -292,22 +274,12 @@ class LossbenchModule(pl.LightningModule):
         return super().load_from_checkpoint(checkpoint_path, *args, weights_only=weights_only, **kwargs)
 
     @staticmethod
-    def _check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps) -> None:
-        owner = "LossbenchModule"
-        if optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"{owner}: `optimizer` must be 'sgd' or 'adamw', got {optimizer!r}")
-        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"{owner}: `lr` must be a finite number > 0, got {lr!r}")
-        if not weight_decay >= 0:
-            raise ValueError(f"{owner}: `weight_decay` must be >= 0, got {weight_decay!r}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"{owner}: `momentum` must be in [0, 1), got {momentum!r}")
-        if nesterov and (optimizer != "sgd" or momentum == 0):
-            raise ValueError(f"{owner}: `nesterov=True` needs optimizer='sgd' and momentum > 0")
-        if schedule not in ("none", "cosine", "linear"):
-            raise ValueError(f"{owner}: `schedule` must be 'none', 'cosine' or 'linear', got {schedule!r}")
-        if not (isinstance(warmup_steps, int) and warmup_steps >= 0):
-            raise ValueError(f"{owner}: `warmup_steps` must be an int >= 0, got {warmup_steps!r}")
+    def _check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps,
+                     betas=OptimizerConfig.betas) -> None:
+        """The optimizer and schedule arguments' checks (:class:`OptimizerConfig`, :class:`ScheduleConfig`)."""
+        OptimizerConfig(optimizer, lr, weight_decay, momentum, nesterov, betas).check(
+            "LossbenchModule", lambda f: "optimizer" if f == "name" else f)
+        ScheduleConfig(schedule, warmup_steps).check("LossbenchModule", lambda f: "schedule" if f == "name" else f)
 
     # -- forward and steps -----------------------------------------------------------------------
     def forward(self, inputs: Tensor) -> Tensor:

@@ -155,9 +155,10 @@ def test_head_with_fewer_outputs_than_classes_is_refused():
     [
         ({"lr": -1.0}, "`lr` must be a finite number > 0, got -1.0"),
         ({"optimizer": "adam"}, "`optimizer` must be 'sgd' or 'adamw', got 'adam'"),
-        ({"weight_decay": -0.1}, "`weight_decay` must be >= 0"),
+        ({"weight_decay": -0.1}, "`weight_decay` must be a number >= 0, got -0.1"),
         ({"momentum": 1.0}, "`momentum` must be in"),
-        ({"nesterov": True}, "`nesterov=True` needs optimizer='sgd'"),
+        ({"nesterov": True}, "`nesterov=True` needs `optimizer`='sgd' and `momentum` > 0"),
+        ({"betas": (0.9, 1.0)}, r"`betas` must be two numbers in \[0, 1\), got \(0.9, 1.0\)"),
         ({"schedule": "step"}, "`schedule` must be"),
         ({"warmup_steps": -1}, "`warmup_steps` must be an int >= 0"),
     ],

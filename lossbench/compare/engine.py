@@ -94,19 +94,19 @@ def build_module(recipe: dict[str, Any], head: str, head_args: dict[str, Any], s
                  overrides: dict[str, Any] | None = None):
     """The LossbenchModule of one run, from a resolved recipe dict (``Recipe.to_dict()`` / comparison.json) and the
     run's own ``optimizer.*`` values (a tuning trial's point, :attr:`LossSpec.overrides`)."""
+    from lossbench.config import OptimizerConfig, ScheduleConfig, module_args
     from lossbench.module import LossbenchModule
 
-    opt, sched = dict(recipe["optimizer"]), recipe["schedule"]
+    opt = dict(recipe["optimizer"])
     for path, value in (overrides or {}).items():
         section, key = path.split(".", 1)
         if section != "optimizer":
             raise ValueError(f"build_module: `overrides` may set optimizer.* values only, got {path!r}")
         opt[key] = value
     return LossbenchModule(
-        head, head_args=head_args, data_spec=spec, backbone=recipe["backbone"],
-        optimizer=opt["name"], lr=opt["lr"], weight_decay=opt["weight_decay"], momentum=opt["momentum"],
-        nesterov=opt["nesterov"], betas=tuple(opt["betas"]), schedule=sched["name"],
-        warmup_steps=sched["warmup_steps"], seed=seed, nan_policy=recipe.get("nan_policy", "raise"),
+        head, head_args=head_args, data_spec=spec, backbone=recipe["backbone"], seed=seed,
+        nan_policy=recipe.get("nan_policy", "raise"),
+        **module_args(OptimizerConfig(**opt), ScheduleConfig(**recipe["schedule"])),
     )
 
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from lossbench.config import BackboneConfig, ConfigError, OptimizerConfig, ScheduleConfig, defaults
+
 if TYPE_CHECKING:
     from lossbench.compare.tuning import TuneSpec
 
@@ -27,11 +29,9 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 SECTIONS: dict[str, dict[str, Any]] = {
     # section -> allowed keys and their defaults (None: required or no default)
     "data": {},  # HFDataModule arguments, checked against its signature
-    "backbone": {"d_model": 32, "nhead": 4, "num_layers": 2, "dim_feedforward": None, "dropout": 0.0,
-                 "norm_first": True, "activation": "gelu", "pooling": "cls", "patch_size": None},
-    "optimizer": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0, "momentum": 0.9, "nesterov": False,
-                  "betas": [0.9, 0.999]},
-    "schedule": {"name": "none", "warmup_steps": 0},
+    "backbone": defaults(BackboneConfig),  # the module's own configs: one definition of each default
+    "optimizer": defaults(OptimizerConfig),
+    "schedule": defaults(ScheduleConfig),
     "trainer": {"max_epochs": None, "max_steps": None, "eval_every_n_steps": 20, "precision": "32",
                 "accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "deterministic": True,
                 "gradient_clip_val": None, "checkpoint_every_s": 60},
@@ -429,22 +429,21 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     if executor not in EXECUTORS:
         raise RecipeError(f"recipe: `executor` must be 'fused' (each seed's losses trained in lockstep as one model "
                           f"array) or 'sequential' (one run after another), got {executor!r}")
-    from lossbench.module import LossbenchModule
-
-    try:  # the module's own checks, now rather than at the first run
-        LossbenchModule._check_optim(optimizer["name"], optimizer["lr"], optimizer["weight_decay"],
-                                     optimizer["momentum"], optimizer["nesterov"], schedule["name"],
-                                     schedule["warmup_steps"])
-    except ValueError as exc:
-        raise RecipeError(f"recipe: `{_optim_key(str(exc))}`: {exc}") from exc
-    _check_betas(optimizer["betas"])
+    try:  # the module's own configs and checks, now rather than at the first run
+        OptimizerConfig(**optimizer).check("recipe", lambda f: f"optimizer.{f}")
+        ScheduleConfig(**schedule).check("recipe", lambda f: f"schedule.{f}")
+    except ConfigError as exc:
+        raise RecipeError(str(exc)) from None
     tune = None
     if raw.get("tune") is not None:
         from lossbench.compare.tuning import parse_tune
 
         tune = parse_tune(raw["tune"], _labels(raw["losses"]), target, seeds)
     backbone = _section(raw, "backbone")
-    _check_backbone(backbone)
+    try:
+        BackboneConfig(**backbone).check("recipe", lambda f: f"backbone.{f}")
+    except ConfigError as exc:
+        raise RecipeError(str(exc)) from None
     _check_trainer_values(trainer)
     return Recipe(
         name=str(raw.get("name") or "comparison"), description=str(raw.get("description") or ""),
@@ -454,52 +453,8 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     )
 
 
-_OPTIM_KEYS = {"optimizer": "optimizer.name", "lr": "optimizer.lr", "weight_decay": "optimizer.weight_decay",
-               "momentum": "optimizer.momentum", "nesterov": "optimizer.nesterov", "schedule": "schedule.name",
-               "warmup_steps": "schedule.warmup_steps"}
-
-
-def _optim_key(message: str) -> str:
-    """The recipe key of the LossbenchModule argument that ``message`` names first."""
-    named = [(message.find(f"`{arg}"), key) for arg, key in _OPTIM_KEYS.items() if f"`{arg}" in message]
-    return min(named)[1] if named else "optimizer"
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_betas(betas: Any) -> None:
-    ok = isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas)
-    if not ok:
-        raise RecipeError(f"recipe: `optimizer.betas` must be two numbers in [0, 1), got {betas!r}")
-
-
-def _check_backbone(backbone: dict[str, Any]) -> None:
-    """The backbone values that do not depend on the data (the input adapter is checked with the data)."""
-    def positive(key: str, allow_none: bool = False) -> None:
-        value = backbone[key]
-        if value is None and allow_none:
-            return
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise RecipeError(f"recipe: `backbone.{key}` must be a positive int{' or null' if allow_none else ''}, "
-                              f"got {value!r}")
-
-    for key in ("d_model", "nhead", "num_layers"):
-        positive(key)
-    positive("dim_feedforward", allow_none=True)
-    positive("patch_size", allow_none=True)
-    if backbone["d_model"] % backbone["nhead"]:
-        raise RecipeError(f"recipe: `backbone.nhead`={backbone['nhead']} must divide "
-                          f"`backbone.d_model`={backbone['d_model']}")
-    if backbone["activation"] not in ("gelu", "relu"):
-        raise RecipeError(f"recipe: `backbone.activation` must be 'gelu' or 'relu', got {backbone['activation']!r}")
-    if backbone["pooling"] not in ("cls", "mean"):
-        raise RecipeError(f"recipe: `backbone.pooling` must be 'cls' or 'mean', got {backbone['pooling']!r}")
-    if not (_is_number(backbone["dropout"]) and 0 <= backbone["dropout"] < 1):
-        raise RecipeError(f"recipe: `backbone.dropout` must be a number in [0, 1), got {backbone['dropout']!r}")
-    if not isinstance(backbone["norm_first"], bool):
-        raise RecipeError(f"recipe: `backbone.norm_first` must be true or false, got {backbone['norm_first']!r}")
 
 
 def _check_trainer_values(trainer: dict[str, Any]) -> None:

@@ -65,7 +65,16 @@ def test_class_path_losses(tmp_path):
         ({"target": {"metric": "accuracy", "mode": "max", "threshold": 1}}, RecipeError, "`target.metric` must name a validation metric"),
         ({"target": {"metric": "val/accuracy", "mode": "up", "threshold": 1}}, RecipeError, "`target.mode` must be 'max' or 'min', got 'up'"),
         ({"target": {"metric": "val/accuracy", "mode": "max", "threshold": float("nan")}}, RecipeError, "`target.threshold` must be a finite number, got nan"),
-        ({"optimizer": {"name": "adamw", "lr": -0.1}}, RecipeError, r"`lr` must be a finite number > 0, got -0.1"),
+        ({"optimizer": {"name": "adamw", "lr": -0.1}}, RecipeError, r"`optimizer.lr` must be a finite number > 0, got -0.1"),
+        ({"optimizer": {"name": "adam"}}, RecipeError, r"recipe: `optimizer.name` must be 'sgd' or 'adamw', got 'adam'"),
+        ({"optimizer": {"name": "adamw", "nesterov": True}}, RecipeError,
+         r"`optimizer.nesterov=True` needs `optimizer.name`='sgd' and `optimizer.momentum` > 0"),
+        ({"schedule": {"name": "step"}}, RecipeError, r"`schedule.name` must be 'none', 'cosine' or 'linear'"),
+        ({"schedule": {"warmup_steps": 1.5}}, RecipeError, r"`schedule.warmup_steps` must be an int >= 0, got 1.5"),
+        ({"backbone": {"d_model": 8, "nhead": 2, "num_layers": 0}}, RecipeError,
+         r"`backbone.num_layers` must be a positive int, got 0"),
+        ({"backbone": {"d_model": 8, "nhead": 2, "dropout": 1.0}}, RecipeError,
+         r"`backbone.dropout` must be a number in \[0, 1\), got 1.0"),
         ({"data": {"path": "lossbench:wine", "batchsize": 4}}, RecipeError, r"unknown key `data.batchsize`; did you mean 'batch_size'"),
         ({"data": {"path": "lossbench:wine", "seed": 4}}, RecipeError, "`data.seed` is set by the comparison"),
         ({"nan_policy": "ignore"}, RecipeError, "`nan_policy` must be 'raise' or 'skip'"),
@@ -73,7 +82,7 @@ def test_class_path_losses(tmp_path):
         ({"losses": ["ce", {"class_path": "torch.nn.Linear"}]}, RecipeError, "is not a LossHead subclass"),
     ],
 )
-def test_bad_recipes_name_the_key_and_the_value(changes, error, match):
+def test_bad_recipes_name_the_key_and_the_value(changes, error, match):  # the module's own checks (config.py)
     with pytest.raises(error, match=match):
         load_recipe(tiny_recipe(**changes))
 
@@ -117,3 +126,23 @@ def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
         assert f"| {split} | given: split '{split}' of '{recipe.data['path']}' |" in text
     assert "WARNING: the fairness check failed" not in text  # tuned: the tuning's budget and choices too
     assert recompute(tmp_path / name).ok
+
+
+def test_each_default_is_defined_once_by_the_module_configs():
+    from dataclasses import fields
+
+    from lossbench.compare.recipe import SECTIONS
+    from lossbench.config import BackboneConfig, OptimizerConfig, ScheduleConfig
+    from lossbench.module import LossbenchModule
+    import inspect
+
+    for section, config in (("backbone", BackboneConfig), ("optimizer", OptimizerConfig), ("schedule", ScheduleConfig)):
+        assert list(SECTIONS[section]) == [f.name for f in fields(config)]
+        for f in fields(config):
+            assert SECTIONS[section][f.name] == (list(f.default) if isinstance(f.default, tuple) else f.default)
+    module = inspect.signature(LossbenchModule).parameters
+    names = {"optimizer": "name", "schedule": "name"}
+    for arg in ("optimizer", "lr", "weight_decay", "momentum", "nesterov", "betas"):
+        assert module[arg].default == getattr(OptimizerConfig, names.get(arg, arg))
+    assert module["schedule"].default == ScheduleConfig.name and module["warmup_steps"].default == 0
+    assert load_recipe(tiny_recipe(backbone={})).backbone["d_model"] == BackboneConfig.d_model == 64
