@@ -137,10 +137,3 @@ class ScheduleConfig:
 def defaults(config: type) -> dict[str, Any]:
     """A config's fields and defaults as plain YAML values (tuples as lists)."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config()).items()}
-
-
-def module_args(optimizer: OptimizerConfig, schedule: ScheduleConfig) -> dict[str, Any]:
-    """``LossbenchModule``'s keyword arguments for an optimizer and schedule config."""
-    return {"optimizer": optimizer.name, "lr": optimizer.lr, "weight_decay": optimizer.weight_decay,
-            "momentum": optimizer.momentum, "nesterov": optimizer.nesterov, "betas": tuple(optimizer.betas),
-            "schedule": schedule.name, "warmup_steps": schedule.warmup_steps}

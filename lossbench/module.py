@@ -18,6 +18,14 @@ from lossbench.heads import CLASS_TASKS, LossHead, get_head_class
 from lossbench.metrics import RunningSums, TaskMetrics
 from lossbench.models import FeatureTokenizer, PatchEmbedding, TokenEmbedding, TransformerBackbone
 
+def _config_only(arg: str, config: Any, flat: dict[str, Any]) -> None:
+    """Refuse flat arguments set next to a config that holds them (which one would win is not obvious)."""
+    given = [k for k, v in flat.items() if v != getattr(type(config), k)]
+    if given:
+        raise ValueError(f"LossbenchModule: `{arg}` is a {type(config).__name__}, which holds every {arg} setting; "
+                         f"leave {', '.join(f'`{k}`' for k in given)} at the default (set them in the config)")
+
+
 def build_backbone(spec: DataSpec, config: BackboneConfig, seed: int | None = None) -> TransformerBackbone:
     """The backbone that fits ``spec``'s inputs: adapter chosen by the input kind."""
     d = config.d_model
@@ -140,7 +148,8 @@ class LossbenchModule(pl.LightningModule):
         data_spec: the data's :class:`DataSpec` (or its dict); needed to build the backbone.
         backbone: a :class:`BackboneConfig` (or dict) to build from ``data_spec``, or a
             ready ``nn.Module`` returning features of width ``out_features``.
-        optimizer: "adamw" or "sgd".
+        optimizer: "adamw" or "sgd", or an :class:`~lossbench.config.OptimizerConfig` holding every optimizer
+            setting (then ``lr`` ... ``betas`` must be left at their defaults).
         lr: peak learning rate.
         weight_decay: decoupled (AdamW) or L2 (SGD) decay, applied to matrices only (not
             biases, norms or positions).
@@ -148,7 +157,8 @@ class LossbenchModule(pl.LightningModule):
         nesterov: SGD Nesterov momentum.
         betas: AdamW betas.
         schedule: "none", or linear warmup then "cosine" or "linear" decay to 0 over the
-            Trainer's total steps.
+            Trainer's total steps; or a :class:`~lossbench.config.ScheduleConfig` (then ``warmup_steps`` is
+            left at its default).
         warmup_steps: linear warmup steps.
         metrics: compute task metrics on train/val/test.
         seed: initialise the backbone and head from this seed (same seed, same weights).
@@ -185,13 +195,13 @@ class LossbenchModule(pl.LightningModule):
         head_args: dict[str, Any] | None = None,
         data_spec: DataSpec | dict[str, Any] | None = None,
         backbone: BackboneConfig | dict[str, Any] | nn.Module | None = None,
-        optimizer: Optimizer = OptimizerConfig.name,  # defaults: lossbench.config, defined once
+        optimizer: Optimizer | OptimizerConfig = OptimizerConfig.name,  # defaults: lossbench.config, defined once
         lr: float = OptimizerConfig.lr,
         weight_decay: float = OptimizerConfig.weight_decay,
         momentum: float = OptimizerConfig.momentum,
         nesterov: bool = OptimizerConfig.nesterov,
         betas: tuple[float, float] = OptimizerConfig.betas,
-        schedule: Schedule = ScheduleConfig.name,
+        schedule: Schedule | ScheduleConfig = ScheduleConfig.name,
         warmup_steps: int = ScheduleConfig.warmup_steps,
         metrics: bool = True,
         seed: int | None = None,
@@ -205,6 +215,15 @@ class LossbenchModule(pl.LightningModule):
         self._resumed_train_epoch: dict[str, Any] | None = None  # a checkpoint's mid-epoch sums, for on_train_start
         # since the last optimizer step: a batch skipped under DDP backpropagated a zero / a batch its loss
         self._zero_backward = self._loss_backward = False
+        if isinstance(optimizer, OptimizerConfig):
+            flat = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov, "betas": betas}
+            _config_only("optimizer", optimizer, flat)
+            opt = optimizer
+            optimizer, lr, weight_decay, momentum, nesterov, betas = (
+                opt.name, opt.lr, opt.weight_decay, opt.momentum, opt.nesterov, tuple(opt.betas))
+        if isinstance(schedule, ScheduleConfig):
+            _config_only("schedule", schedule, {"warmup_steps": warmup_steps})
+            schedule, warmup_steps = schedule.name, schedule.warmup_steps
         self._check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps, betas)
         spec = DataSpec.from_dict(data_spec) if isinstance(data_spec, dict) else data_spec
         if backbone is None or isinstance(backbone, (dict, BackboneConfig)):

@@ -178,3 +178,22 @@ def test_unknown_head_name_lists_nearest():
 def test_missing_spec_is_explained():
     with pytest.raises(ValueError, match="`data_spec` is needed to build the backbone"):
         LossbenchModule("ce", backbone=SMALL)
+
+
+def test_the_optimizer_and_schedule_configs_are_accepted_and_stored_flat():
+    from lossbench.config import OptimizerConfig, ScheduleConfig
+
+    model = LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, metrics=False,
+                            optimizer=OptimizerConfig(name="sgd", lr=0.1, momentum=0.5, nesterov=True),
+                            schedule=ScheduleConfig(name="cosine", warmup_steps=3))
+    hp = model.hparams
+    assert (hp.optimizer, hp.lr, hp.momentum, hp.nesterov, hp.schedule, hp.warmup_steps) == ("sgd", 0.1, 0.5, True,
+                                                                                              "cosine", 3)
+    same = LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, metrics=False, optimizer="sgd", lr=0.1,
+                           momentum=0.5, nesterov=True, schedule="cosine", warmup_steps=3)
+    assert dict(same.hparams) == dict(hp)  # a checkpoint holds plain values either way (weights_only loads it)
+    with pytest.raises(ValueError, match=r"`optimizer` is a OptimizerConfig, which holds every optimizer setting; "
+                                         r"leave `lr` at the default"):
+        LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, optimizer=OptimizerConfig(), lr=0.5)
+    with pytest.raises(ValueError, match=r"`lr` must be a finite number > 0, got 0.0"):
+        LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, optimizer=OptimizerConfig(lr=0.0))

@@ -94,7 +94,7 @@ def build_module(recipe: dict[str, Any], head: str, head_args: dict[str, Any], s
                  overrides: dict[str, Any] | None = None):
     """The LossbenchModule of one run, from a resolved recipe dict (``Recipe.to_dict()`` / comparison.json) and the
     run's own ``optimizer.*`` values (a tuning trial's point, :attr:`LossSpec.overrides`)."""
-    from lossbench.config import OptimizerConfig, ScheduleConfig, module_args
+    from lossbench.config import OptimizerConfig, ScheduleConfig
     from lossbench.module import LossbenchModule
 
     opt = dict(recipe["optimizer"])
@@ -105,8 +105,8 @@ def build_module(recipe: dict[str, Any], head: str, head_args: dict[str, Any], s
         opt[key] = value
     return LossbenchModule(
         head, head_args=head_args, data_spec=spec, backbone=recipe["backbone"], seed=seed,
-        nan_policy=recipe.get("nan_policy", "raise"),
-        **module_args(OptimizerConfig(**opt), ScheduleConfig(**recipe["schedule"])),
+        nan_policy=recipe.get("nan_policy", "raise"), optimizer=OptimizerConfig(**opt),
+        schedule=ScheduleConfig(**recipe["schedule"]),
     )
 
 
