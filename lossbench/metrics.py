@@ -18,6 +18,7 @@ from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassCalibrationError,
     MulticlassF1Score,
+    MulticlassRecall,
 )
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
@@ -43,6 +44,56 @@ class MeanTargetNLL(Metric):
     def compute(self) -> Tensor:
         mean = self.total / self.count.clamp_min(1.0)
         return mean.exp() if self.exp else mean
+
+
+class Brier(Metric):
+    """Brier score: mean over examples of the squared error of the probabilities against the one-hot target
+    (multiclass, summed over classes; Brier 1950) or of ``p(y=1)`` against the 0/1 target (binary)."""
+
+    full_state_update = False
+
+    def __init__(self, ignore_index: int | None = -100, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.ignore_index = ignore_index
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, proba: Tensor, target: Tensor) -> None:
+        proba = proba.double()
+        if proba.dim() == target.dim():  # binary: p(y=1) per example
+            squared = (proba - target.double()) ** 2
+            keep = torch.ones_like(squared, dtype=torch.bool)
+        else:
+            keep = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+            onehot = torch.nn.functional.one_hot(torch.where(keep, target, 0), proba.shape[-1]).double()
+            squared = ((proba - onehot) ** 2).sum(-1)
+        self.total += (squared * keep).sum()
+        self.count += keep.sum().double()
+
+    def compute(self) -> Tensor:
+        return self.total / self.count.clamp_min(1.0)
+
+
+class BinaryBalancedAccuracy(Metric):
+    """Mean of the true-positive and true-negative rates at threshold 0.5 (a class absent from both the targets and
+    the predictions is left out, as torchmetrics' macro averages do)."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("counts", torch.zeros(2, 2, dtype=torch.float64), dist_reduce_fx="sum")  # [target, predicted]
+
+    def update(self, proba: Tensor, target: Tensor) -> None:
+        predicted, target = (proba >= 0.5).long().reshape(-1), target.long().reshape(-1)
+        self.counts += torch.bincount(target * 2 + predicted, minlength=4).reshape(2, 2).double()
+
+    def compute(self) -> Tensor:
+        tp = self.counts.diagonal()
+        support, predicted = self.counts.sum(1), self.counts.sum(0)
+        present = (support + predicted) > 0
+        recall = tp / support.clamp_min(1.0)
+        return (recall * present).sum() / present.sum().clamp_min(1.0)
 
 
 class TargetKL(Metric):
@@ -117,15 +168,21 @@ def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100,
         return {
             "accuracy": (MulticlassAccuracy(c, average="micro", ignore_index=ignore_index, **quick), "label", "max"),
             "f1_macro": (MulticlassF1Score(c, average="macro", ignore_index=ignore_index, **quick), "label", "max"),
+            # the mean of per-class recalls: what accuracy means when the classes are imbalanced
+            "balanced_accuracy": (MulticlassRecall(c, average="macro", ignore_index=ignore_index, **quick), "label",
+                                  "max"),
             "nll": (MeanTargetNLL(ignore_index=ignore_index, **every), "proba", "min"),
             "ece": (MulticlassCalibrationError(c, n_bins=15, ignore_index=ignore_index, **quick), "proba", "min"),
+            "brier": (Brier(ignore_index=ignore_index, **every), "proba", "min"),
         }
     if task == "binary":
         return {
             "accuracy": (BinaryAccuracy(**quick), "proba", "max"),
             "auroc": (BinaryAUROC(**quick), "proba", "max"),
             "f1": (BinaryF1Score(**quick), "proba", "max"),
+            "balanced_accuracy": (BinaryBalancedAccuracy(**every), "proba", "max"),
             "ece": (BinaryCalibrationError(n_bins=15, **quick), "proba", "min"),
+            "brier": (Brier(**every), "proba", "min"),
         }
     if task == "regression":
         return {

@@ -90,10 +90,23 @@ def data_setup_hash(recipe_setup_hash: str, data: dict[str, str]) -> str:
     return combine([recipe_setup_hash, *(f"{split}={fp}" for split, fp in sorted(data.items()))])
 
 
+def balanced_weights(class_counts: dict[str, int], spec) -> list[float]:
+    """``weight: balanced`` (scikit-learn's rule): ``n / (C * n_c)`` per class id, from the training split's counts
+    (``describe_splits()["train"]["class_counts"]``, keyed by class name), so that every class weighs the same."""
+    names = list(spec.class_names) if spec.class_names else [str(i) for i in range(int(spec.num_classes))]
+    counts = [int(class_counts.get(name, 0)) for name in names]
+    if min(counts, default=0) <= 0:
+        missing = [name for name, n in zip(names, counts) if n <= 0]
+        raise ValueError(f"`weight: balanced` needs training rows of every class; classes {missing} have none")
+    total = sum(counts)
+    return [total / (len(counts) * n) for n in counts]
+
+
 def build_module(recipe: dict[str, Any], head: str, head_args: dict[str, Any], spec, seed: int,
-                 overrides: dict[str, Any] | None = None):
+                 overrides: dict[str, Any] | None = None, class_counts: dict[str, int] | None = None):
     """The LossbenchModule of one run, from a resolved recipe dict (``Recipe.to_dict()`` / comparison.json) and the
-    run's own ``optimizer.*`` values (a tuning trial's point, :attr:`LossSpec.overrides`)."""
+    run's own ``optimizer.*`` values (a tuning trial's point, :attr:`LossSpec.overrides`). A head argument
+    ``weight: balanced`` becomes :func:`balanced_weights` of the training split's ``class_counts``."""
     from lossbench.config import OptimizerConfig, ScheduleConfig
     from lossbench.module import LossbenchModule
 
@@ -103,6 +116,10 @@ def build_module(recipe: dict[str, Any], head: str, head_args: dict[str, Any], s
         if section != "optimizer":
             raise ValueError(f"build_module: `overrides` may set optimizer.* values only, got {path!r}")
         opt[key] = value
+    if head_args.get("weight") == "balanced":
+        if class_counts is None:
+            raise ValueError("`weight: balanced` needs the training split's class counts")
+        head_args = {**head_args, "weight": balanced_weights(class_counts, spec)}
     return LossbenchModule(
         head, head_args=head_args, data_spec=spec, backbone=recipe["backbone"], seed=seed,
         nan_policy=recipe.get("nan_policy", "raise"), optimizer=OptimizerConfig(**opt),
@@ -390,7 +407,8 @@ class Comparison:
 
     def build_model(self, loss: LossSpec, seed: int, spec, init: InitialState):
         """A LossbenchModule for ``loss`` whose backbone (and same-shape head projection) is ``init``'s."""
-        model = build_module(self.recipe.to_dict(), loss.head, loss.args, spec, seed, loss.overrides)
+        counts = (self.data.get("train") or {}).get("class_counts")
+        model = build_module(self.recipe.to_dict(), loss.head, loss.args, spec, seed, loss.overrides, counts)
         model.backbone.load_state_dict(init.backbone)
         proj = model.head.proj
         shape = tuple(proj.weight.shape)

@@ -98,7 +98,8 @@ def recompute(root: str | Path, *, atol: float = 1e-5, predictions_from_weights:
                 out.problems.append(f"{name}: the contents of split {', '.join(map(repr, changed))} differ from "
                                     "those the run was trained and scored on; predictions not recomputed")
                 continue
-            model = build_module(recipe, record.head, record.head_args, dm.spec, record.seed)
+            counts = (dm.describe_splits().get("train") or {}).get("class_counts")
+            model = build_module(recipe, record.head, record.head_args, dm.spec, record.seed, class_counts=counts)
             try:
                 weights = load_run_tensors(folder / WEIGHTS_FILE, "the reported weights")
             except CorruptFileError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.compare import plots as plotting
+from lossbench.compare.calibration import render_reliability
 from lossbench.compare.fairness import FairnessResult, check_fairness, data_content_fingerprint, data_fingerprint
 from lossbench.compare.records import (
     COMPARISON_FIX,
@@ -28,6 +29,8 @@ from lossbench.compare.records import (
 )
 from lossbench.compare.format import _ci, _est, _num, _p, _padj, _plain, _pvalue, _reached, _signed, _untested
 from lossbench.compare.outcome import outcome_sentences, worse_than_mean
+from lossbench.compare.per_class import per_class_section
+from lossbench.compare.report_data import _table, data_section
 from lossbench.compare.stats import OWN_SCALE, ComparisonStats, Irregularity, compare_losses, irregularities
 from lossbench.compare.tuning import LossTuning, TuneSpec, check_tuning, select_trials, tuning_records
 from lossbench.compare.tuning_report import TUNING_PNG, plot_sensitivity, tuning_conditions, tuning_section
@@ -133,18 +136,20 @@ def render_report(root: str | Path) -> Path:
     outside = sorted((r.loss, r.seed) for r, _ in every if (r.loss, r.seed) not in planned)
     fairness = check_fairness(runs)
     tuning = _tuning(root, comparison, runs, fairness)
+    predictions = load_predictions(root, runs, fairness)
     stats = compare_losses(
         runs, comparison["baseline"], target=comparison["target"], losses=losses, invalid=fairness.invalid,
-        predictions=load_predictions(root, runs, fairness), irregular=find_irregular(root, runs),
+        predictions=predictions, irregular=find_irregular(root, runs),
     )
     used = [(r, rows) for r, rows in runs if r.status == "finished" and (r.loss, r.seed) not in fairness.invalid]
     plot_paths = plotting.render_plots(used, root / "plots", stats.metric, losses)
     if tuning is not None:
         plot_paths.append(plot_sensitivity(*tuning, root / "plots" / TUNING_PNG))
+    plot_paths += render_reliability(predictions, losses, root / "plots")  # class tasks: calibration on test
     columns, rows = results_table(comparison, runs, fairness)
     write_csv(root / "results.csv", rows, columns)
     text = report_markdown(comparison, runs, fairness, stats, [p.relative_to(root) for p in plot_paths], outside,
-                           tuning)
+                           tuning, predictions)
     path = root / "report.md"
     atomic_write_text(path, text)
     return path
@@ -266,6 +271,7 @@ def report_markdown(
     plot_paths: list[Path],
     outside: list[tuple[str, int]] = (),
     tuning: tuple[TuneSpec, dict[str, LossTuning]] | None = None,
+    predictions: dict[tuple[str, int], dict[str, Any]] | None = None,
 ) -> str:
     """The text of report.md."""
     lines: list[str] = []
@@ -282,9 +288,13 @@ def report_markdown(
     if tuning is not None:
         plot = next((p for p in plot_paths if p.name == TUNING_PNG), None)
         lines += tuning_section(*tuning, [int(s) for s in comparison["seeds"]], plot)
-    lines += _data_section(comparison)
+    lines += data_section(comparison)
     own_scale = sorted({m for r, _ in runs for m in (*r.final, *r.best) if m in OWN_SCALE})
     lines += _per_loss_section(stats, own_scale)
+    imbalance = ((comparison.get("data") or {}).get("train") or {}).get("imbalance")
+    if imbalance and predictions:
+        counts = imbalance.get("after") or []
+        lines += per_class_section(predictions, stats.losses, [f"{i} (n={n})" for i, n in enumerate(counts)], _table)
     lines += _paired_section(stats)
     lines += _ranking_section(stats)
     told = conditions(comparison, runs, stats)
@@ -301,7 +311,9 @@ def report_markdown(
     for path in plot_paths:
         if path.name == TUNING_PNG:  # shown in the tuning section
             continue
-        lines += [f"![{titles.get(path.name, path.stem)}]({path.as_posix()})", ""]
+        title = titles.get(path.name) or (f"reliability diagram (test): {path.stem[len('reliability_'):]}"
+                                          if path.name.startswith("reliability_") else path.stem)
+        lines += [f"![{title}]({path.as_posix()})", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -444,28 +456,6 @@ def _environment_text(runs: Runs) -> str:
         values = sorted({str(e.get(key)) for e in envs})
         parts.append(f"{name} {'/'.join(values)}")
     return ", ".join(parts) + "; seconds are machine-dependent and never decide a verdict"
-
-
-def _data_section(comparison: dict[str, Any]) -> list[str]:
-    data = comparison.get("data") or {}
-    if not data:
-        return ["## Data", "", "Not recorded (a results folder from an older lossbench).", ""]
-    lines = ["## Data", "", *_table(["split", "source", "rows", "targets", "content fingerprint"], [
-        [split, info.get("source", "—"), str(info.get("rows", "—")), _targets_text(info),
-         f"`{str(info.get('fingerprint'))[:12]}`"] for split, info in data.items()
-    ]), ""]
-    lines += ["Validation drives every choice made during a run (curves, steps to target, the selected weights); "
-              "the test split is used once per run, for the headline numbers. The fingerprints are of the "
-              "processed rows' contents, not of file paths.", ""]
-    return lines
-
-
-def _targets_text(info: dict[str, Any]) -> str:
-    if "class_counts" in info:
-        return ", ".join(f"{name}: {count}" for name, count in info["class_counts"].items())
-    if info.get("target_mean") is not None:
-        return f"mean {_num(info['target_mean'])}, sd {_num(info.get('target_sd'))}"
-    return "—"
 
 
 def _per_loss_section(stats: ComparisonStats, own_scale: list[str]) -> list[str]:
@@ -652,10 +642,3 @@ def _flagged_name(loss: str, stats: ComparisonStats) -> str:
     s = stats.summaries.get(loss)
     flag = f" (irregular: {len(s.irregular)}/{s.n} seeds)" if s is not None and s.irregular else ""
     return _loss_name(loss, stats) + flag
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    return [line(header), "|" + "|".join("---" for _ in header) + "|", *(line(r) for r in rows)]

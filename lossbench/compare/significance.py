@@ -116,11 +116,35 @@ def _f1(pred: dict, idx: np.ndarray, classes: list[int]) -> np.ndarray:
     return total / np.maximum(count, 1)
 
 
-def _f1_macro(pred: dict, idx: np.ndarray) -> np.ndarray:
+def _classes(pred: dict) -> list[int]:
     proba = pred.get("proba")
     n_classes = int(np.asarray(proba).shape[-1]) if proba is not None and np.asarray(proba).ndim == 2 else int(
         max(np.max(pred["target"]), np.max(_labels(pred))) + 1)
-    return _f1(pred, idx, list(range(n_classes)))
+    return list(range(max(n_classes, 2)))
+
+
+def _f1_macro(pred: dict, idx: np.ndarray) -> np.ndarray:
+    return _f1(pred, idx, _classes(pred))
+
+
+def _balanced_accuracy(pred: dict, idx: np.ndarray) -> np.ndarray:
+    """Mean recall over the classes, skipping a class absent from both prediction and target (as torchmetrics)."""
+    label, target = _labels(pred)[idx], np.asarray(pred["target"])[idx]
+    total, count = np.zeros(idx.shape[0]), np.zeros(idx.shape[0])
+    for c in _classes(pred):
+        tp, support = np.sum((label == c) & (target == c), -1), np.sum(target == c, -1)
+        present = (support + np.sum(label == c, -1)) > 0
+        total += np.where(present, tp / np.maximum(support, 1), 0.0)
+        count += present
+    return total / np.maximum(count, 1)
+
+
+def _brier(pred: dict) -> np.ndarray:
+    proba, target = np.asarray(pred["proba"], dtype=np.float64), np.asarray(pred["target"])
+    if proba.ndim == 1:
+        return (proba - target) ** 2
+    onehot = np.eye(proba.shape[-1])[target]
+    return ((proba - onehot) ** 2).sum(-1)
 
 
 def _nll(pred: dict, idx: np.ndarray) -> np.ndarray:
@@ -153,6 +177,8 @@ SCORES: dict[str, Callable[[dict, np.ndarray], np.ndarray]] = {
     "f1_macro": _f1_macro,
     "f1": lambda p, idx: _f1(p, idx, [1]),
     "nll": _nll,
+    "balanced_accuracy": _balanced_accuracy,
+    "brier": _per_example(_brier),
     "mse": _per_example(lambda p: (_err(p) ** 2).mean(-1)),
     "mae": _per_example(lambda p: np.abs(_err(p)).mean(-1)),
     "r2": _r2,
@@ -208,7 +234,7 @@ def example_level_test(metric: str, preds_a: Sequence[dict], preds_b: Sequence[d
         raise ValueError(f"example_level_test: `mode` must be 'max' or 'min', got {mode!r}")
     if not preds_a:
         return None
-    needs = {"nll": "proba", "mse": "value", "mae": "value", "r2": "value", "rank_mae": "label"}.get(metric)
+    needs = {"nll": "proba", "brier": "proba", "mse": "value", "mae": "value", "r2": "value", "rank_mae": "label"}.get(metric)
     if metric not in SCORES or (needs and any(needs not in p for p in (*preds_a, *preds_b))):
         return None
     if metric == "accuracy":

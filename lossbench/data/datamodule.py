@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from lossbench.data.corrupt import Imbalance, LabelNoise
 from lossbench.data.builtin import BUILTIN_COLUMNS, BUILTIN_PREFIX, BUILTIN_VERSION, check_builtin_name, load_builtin
 from lossbench.data.errors import (
     _OWNER,
@@ -183,6 +185,8 @@ class HFDataModule(L.LightningDataModule):
         standardize: bool = True,
         standardize_target: bool = True,
         cache_dir: str | None = None,
+        label_noise: dict[str, Any] | None = None,
+        imbalance: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         path, data_files, cache_dir = _plain_paths(path), _plain_paths(data_files), _plain_paths(cache_dir)
@@ -270,6 +274,8 @@ class HFDataModule(L.LightningDataModule):
             elif not Path(tokenizer).is_file():
                 raise _err(f"`tokenizer` must be 'byte', 'bpe' or a path to a saved tokenizer JSON, got {tokenizer!r} "
                            "(no such file)")
+        self.label_noise = LabelNoise.parse(label_noise) if label_noise is not None else None
+        self.imbalance = Imbalance.parse(imbalance) if imbalance is not None else None
         self.save_hyperparameters()
         self.path, self.name, self.data_files = path, name, data_files
         self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
@@ -289,6 +295,7 @@ class HFDataModule(L.LightningDataModule):
         self._label_names: list[str] | None = None
         self.feature_stats: dict[str, list[float]] | None = None
         self._resume_position: dict[str, int] | None = None  # from a checkpoint, for the next train_dataloader()
+        self.corruption: dict[str, dict[str, Any]] = {}  # split -> label noise / imbalance done (_corrupt)
 
     # ------------------------------------------------------------------ public properties
 
@@ -351,7 +358,8 @@ class HFDataModule(L.LightningDataModule):
                 if data is None:
                     continue
                 info = describe_split(data, spec.target_kind, spec.class_names, spec.num_classes)
-                out[split] = {"source": self._split_sources.get(split, "given"), **info}
+                out[split] = {"source": self._split_sources.get(split, "given"), **info,
+                              **self.corruption.get(split, {})}
             self._described = out
         return copy.deepcopy(self._described)
 
@@ -543,6 +551,7 @@ class HFDataModule(L.LightningDataModule):
         plan = self._plan(splits)
         self._label_names = plan.label_names
         processed = _preprocess(splits, plan)
+        self.corruption = self._corrupt(processed, plan)
         if plan.input_kind == "features" and self.standardize:
             processed, self.feature_stats = _standardize(processed)
         self._processed = {k: v.with_format("torch") for k, v in processed.items()}
@@ -553,6 +562,32 @@ class HFDataModule(L.LightningDataModule):
         if spec.target_kind == "real" and self.standardize_target:
             spec = replace(spec, **_target_stats(self._processed["train"]))
         self._spec = spec
+
+    def _corrupt(self, processed: dict[str, Any], plan: _Plan) -> dict[str, dict[str, Any]]:
+        """Subsample (``imbalance``), then make noisy (``label_noise``) the processed class ids; split -> what was
+        done (:mod:`lossbench.data.corrupt`). The test split is never touched."""
+        done: dict[str, dict[str, Any]] = {}
+        if self.label_noise is None and self.imbalance is None:
+            return done
+        if plan.target_kind != "class":
+            used = "label_noise" if self.label_noise is not None else "imbalance"
+            raise _err(f"`{used}` needs class labels, this data's target is {plan.target_kind!r} (`task`={self.task!r})")
+        classes = int(plan.num_classes)
+        if self.imbalance is not None:
+            keep, info = self.imbalance.rows(np.asarray(processed["train"]["target"]), classes)
+            processed["train"] = processed["train"].select(keep).flatten_indices()
+            done["train"] = {"imbalance": info}
+        if self.label_noise is not None:
+            for split in ("train", "validation") if self.label_noise.validation else ("train",):
+                if split not in processed:
+                    continue
+                ds = processed[split]
+                noisy, info = self.label_noise.apply(np.asarray(ds["target"]), classes, split)
+                info["flipped_fingerprint"] = _fingerprint("lossbench-label-noise", noisy.tolist())
+                processed[split] = ds.remove_columns("target").add_column("target", noisy.tolist(),
+                                                                          feature=ds.features["target"])
+                done.setdefault(split, {})["label_noise"] = info
+        return done
 
     def _split_origin(self, split: str) -> str:
         arg = _SPLIT_ARGS[split]

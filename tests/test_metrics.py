@@ -1,0 +1,57 @@
+"""Issue 12: balanced accuracy and Brier score for class tasks, against scikit-learn; the example-level scores the
+significance tests resample agree with the logged metrics."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, brier_score_loss
+
+from lossbench.compare.significance import SCORES, example_level_test
+from lossbench.metrics import metric_specs
+
+
+def multiclass(n=300, c=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    proba = torch.softmax(torch.randn(n, c, generator=g) * 2, -1)
+    target = torch.randint(0, c, (n,), generator=g)
+    target[: n // 3] = 0  # imbalanced
+    return proba, target
+
+
+def value(task, name, pred, target, classes=None):
+    metric, _, _ = metric_specs(task, classes, sync=False)[name]
+    metric.update(pred, target)
+    return float(metric.compute())
+
+
+def test_multiclass_balanced_accuracy_and_brier_match_references():
+    proba, target = multiclass()
+    label = proba.argmax(-1)
+    assert value("multiclass", "balanced_accuracy", label, target, 5) == pytest.approx(
+        balanced_accuracy_score(target, label), abs=1e-7)
+    onehot = np.eye(5)[target.numpy()]
+    assert value("multiclass", "brier", proba, target, 5) == pytest.approx(
+        ((proba.numpy() - onehot) ** 2).sum(-1).mean(), rel=1e-6)
+    perfect = torch.nn.functional.one_hot(target, 5).float()
+    assert value("multiclass", "brier", perfect, target, 5) == 0.0
+
+
+def test_binary_balanced_accuracy_and_brier_match_references():
+    g = torch.Generator().manual_seed(1)
+    proba, target = torch.rand(200, generator=g), (torch.rand(200, generator=g) < 0.2).long()
+    assert value("binary", "balanced_accuracy", proba, target) == pytest.approx(
+        balanced_accuracy_score(target, (proba >= 0.5).long()), abs=1e-12)
+    assert value("binary", "brier", proba, target) == pytest.approx(brier_score_loss(target, proba), abs=1e-7)
+
+
+def test_the_resampled_scores_equal_the_logged_metrics_on_the_full_split():
+    proba, target = multiclass(seed=2)
+    pred = {"target": target.numpy(), "label": proba.argmax(-1).numpy(), "proba": proba.numpy()}
+    full = np.arange(len(target))[None]
+    assert SCORES["balanced_accuracy"](pred, full)[0] == pytest.approx(
+        value("multiclass", "balanced_accuracy", proba.argmax(-1), target, 5), abs=1e-7)
+    assert SCORES["brier"](pred, full)[0] == pytest.approx(value("multiclass", "brier", proba, target, 5), rel=1e-6)
+    good = {**pred, "label": np.where(np.arange(len(target)) % 5 == 0, pred["label"], pred["target"])}  # ~80% right
+    worse = {**pred, "label": np.zeros_like(pred["label"])}  # always the majority class: balanced accuracy 1/5
+    test = example_level_test("balanced_accuracy", [good], [worse])
+    assert test.method.startswith("paired bootstrap") and test.diff > 0.5 and test.p < 0.01
