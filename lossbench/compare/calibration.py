@@ -35,6 +35,7 @@ class ReliabilityBins:
     confidence: np.ndarray
     accuracy: np.ndarray
     count: np.ndarray
+    centers: np.ndarray  # of the non-empty bins, where their bars are drawn
     edges: np.ndarray
     ece: float
     binary: bool
@@ -56,7 +57,8 @@ def reliability_bins(predictions: list[dict[str, Any]], n_bins: int = N_BINS) ->
     acc = np.bincount(index, weights=hit, minlength=n_bins) / np.maximum(count, 1)
     keep = count > 0
     ece = float(np.sum(count[keep] * np.abs(acc[keep] - conf[keep])) / max(len(confidence), 1))
-    return ReliabilityBins(conf[keep], acc[keep], count[keep], edges, ece, binary)
+    centers = (edges[:-1] + edges[1:]) / 2
+    return ReliabilityBins(conf[keep], acc[keep], count[keep], centers[keep], edges, ece, binary)
 
 
 def plot_reliability(loss: str, predictions: list[dict[str, Any]], path: str | Path) -> Path:
@@ -65,14 +67,15 @@ def plot_reliability(loss: str, predictions: list[dict[str, Any]], path: str | P
     fig = _figure((4.2, 4.6))
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     width = bins.edges[1] - bins.edges[0]
-    top.bar(bins.confidence, bins.accuracy, width=width * 0.9, color="tab:blue", alpha=0.75, label="observed")
+    top.bar(bins.centers, bins.accuracy, width=width * 0.9, color="tab:blue", alpha=0.75, label="observed")
+    top.plot(bins.confidence, bins.accuracy, "o", color="tab:red", ms=3, label="bin mean confidence")
     top.plot([0, 1], [0, 1], color="0.4", ls="--", lw=1, label="calibrated")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("share of positives" if bins.binary else "accuracy")
     top.set_title(f"{loss}: test ECE {bins.ece:.4f} ({len(predictions)} seed(s) pooled)", fontsize=9)
     top.legend(fontsize=7, loc="upper left")
-    bottom.bar(bins.confidence, bins.count, width=width * 0.9, color="0.5")
+    bottom.bar(bins.centers, bins.count, width=width * 0.9, color="0.5")
     bottom.set_xlabel("p(y = 1)" if bins.binary else "confidence (top probability)")
     bottom.set_ylabel("examples", fontsize=8)
     return _save(fig, path)

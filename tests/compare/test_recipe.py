@@ -18,7 +18,7 @@ def test_bundled_recipes_are_the_documented_four_and_open_with_their_command():
 @pytest.mark.parametrize("name", sorted(bundled_recipes()))
 def test_bundled_recipe_validates_against_its_data(name, tmp_path):
     recipe = load_recipe(name)
-    assert recipe.baseline in [l.label for l in recipe.losses] and len(recipe.seeds) == 3
+    assert recipe.baseline in [l.label for l in recipe.losses] and len(recipe.seeds) >= 3
     Comparison(recipe, tmp_path / "out").prepare()  # data loads, every loss fits, target is logged
     assert not (tmp_path / "out").exists()
 
@@ -98,6 +98,14 @@ def test_unknown_recipe_name_and_override():
         load_recipe("digits", losses=["nope"])
 
 
+REDUCED = {  # CI's budget for the recipes that are slow in full (`make demo` and the commands run them in full)
+    "digits_tuned": {"tune.trials": 2, "trainer.max_epochs": 3},
+    "digits_noisy": {"trainer.max_epochs": 4},
+    "digits_imbalanced": {"trainer.max_epochs": 8},
+    "digits_calibration": {"trainer.max_epochs": 4},
+}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(bundled_recipes()))
 def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
@@ -105,9 +113,8 @@ def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
     from lossbench.compare.fairness import check_fairness
     from lossbench.compare.records import load_records
 
-    # digits in full is `make demo`'s run (digits_tuned); here on 2 seeds, the tuned one with 4 trials
-    recipe = load_recipe(name, seeds=2 if name.startswith("digits") else None,
-                         overrides={"tune.trials": 4} if name == "digits_tuned" else None)
+    # digits recipes on 2 seeds; the situation recipes at a reduced budget (they run in full from the command)
+    recipe = load_recipe(name, seeds=2 if name.startswith("digits") else None, overrides=REDUCED.get(name))
     report = Comparison(recipe, tmp_path / name, progress=False).run()
     records = load_records(tmp_path / name)
     assert len(records) == len(recipe.losses) * len(recipe.seeds)
