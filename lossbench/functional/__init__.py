@@ -18,6 +18,7 @@ from lossbench.functional.classification import (
     square_loss,
     symmetric_cross_entropy,
 )
+from lossbench.functional.distillation import distillation_loss, soft_target_loss
 from lossbench.functional.distribution import (
     js_divergence,
     kl_divergence,
@@ -45,6 +46,7 @@ __all__ = [
     "check_same_shape",
     "coral_loss",
     "cross_entropy",
+    "distillation_loss",
     "focal_loss",
     "gaussian_nll_loss",
     "generalized_cross_entropy",
@@ -67,6 +69,7 @@ __all__ = [
     "set_validate_args",
     "smooth_l1_loss",
     "soft_cross_entropy",
+    "soft_target_loss",
     "square_loss",
     "squared_hinge_loss",
     "symmetric_cross_entropy",

@@ -3,7 +3,7 @@
 Importing this package registers the built-in heads; see :func:`list_heads`.
 """
 
-from lossbench.heads import binary, classification, distribution, language, ordinal, regression  # noqa: F401  (registers)
+from lossbench.heads import binary, classification, distillation, distribution, language, ordinal, regression  # noqa: F401,E501  (registers)
 from lossbench.heads.base import CLASS_TASKS, TASKS, LossHead
 from lossbench.heads.binary import BCEHead, BinaryFocalHead, SquaredHingeHead
 from lossbench.heads.classification import (
@@ -17,6 +17,7 @@ from lossbench.heads.classification import (
     SCEHead,
     SquareHead,
 )
+from lossbench.heads.distillation import DistillationHead
 from lossbench.heads.distribution import JSHead, KLHead, ReverseKLHead, SoftCrossEntropyHead
 from lossbench.heads.language import FusedLMCrossEntropyHead, LMCrossEntropyHead
 from lossbench.heads.ordinal import CoralHead
@@ -47,6 +48,7 @@ __all__ = [
     "BCEHead",
     "BinaryFocalHead",
     "CoralHead",
+    "DistillationHead",
     "CrossEntropyHead",
     "DuplicateHeadError",
     "FocalHead",

@@ -46,6 +46,9 @@ class LossHead(nn.Module, ABC):
     """Whether ``lossbench compare``'s fused executor may train this head in a model array beside other heads
     (each head still runs alone on its own features). Set False for a head that must own its process (it keeps
     global state, or synchronises itself): it then trains in a sequential run."""
+    distils: ClassVar[bool] = False
+    """Whether the head learns from a teacher too: training batches that carry the teacher's logits
+    (``batch["teacher"]``, set by ``lossbench compare``'s ``teacher:``) reach ``_distil`` instead of ``_loss``."""
     standardized_target: ClassVar[bool] = True
     """Regression heads: whether a training module may train this head on the standardised target
     ``(target - mean) / std`` and map its predictions back (True for location-scale losses; False where the
@@ -92,9 +95,17 @@ class LossHead(nn.Module, ABC):
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor | dict[str, Tensor]:
         """The loss (calling ``lossbench.functional``), or its named terms whose sum is the loss."""
 
-    def compute(self, outputs: Tensor, target: Tensor, reduction: str | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """The loss and its named terms (empty for a single-term loss), computed once."""
-        result = self._loss(outputs, target, self.reduction if reduction is None else reduction)
+    def _distil(self, outputs: Tensor, target: Tensor, teacher: Tensor, reduction: str) -> Tensor | dict[str, Tensor]:
+        """The loss given the teacher's logits too (heads with ``distils = True``); others never see a teacher."""
+        raise TypeError(f"{type(self).__name__} does not distil from a teacher (distils = False)")
+
+    def compute(self, outputs: Tensor, target: Tensor, reduction: str | None = None,
+                teacher: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The loss and its named terms (empty for a single-term loss), computed once; ``teacher``: the teacher's
+        logits for the same rows (heads with ``distils = True`` only)."""
+        reduction = self.reduction if reduction is None else reduction
+        result = self._loss(outputs, target, reduction) if teacher is None else self._distil(
+            outputs, target, teacher, reduction)
         if isinstance(result, dict):
             terms = dict(result)
             total = terms.pop("loss", None)

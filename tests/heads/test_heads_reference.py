@@ -243,7 +243,7 @@ def test_fused_lm_head_matches_torch_on_its_logits(reduction, z_loss, chunk_size
 
 REGRESSION_SQUEEZED = ["mse", "mae", "huber", "smooth_l1", "log_cosh", "poisson_nll"]
 BINARY = ["bce", "binary_focal", "squared_hinge"]
-MULTICLASS = ["ce", "label_smoothing", "focal", "poly1", "square", "gce", "sce", "nce_rce", "mae_prob"]
+MULTICLASS = ["ce", "label_smoothing", "focal", "poly1", "square", "gce", "sce", "nce_rce", "mae_prob", "kd"]
 DISTRIBUTION = ["kl", "reverse_kl", "js", "soft_ce"]
 
 
