@@ -312,10 +312,16 @@ class LossbenchModule(pl.LightningModule):
         inputs, target = batch
         return inputs, target
 
+    def head_loss(self, outputs: Tensor, target: Tensor, batch: Any = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """The head's loss and terms on ``outputs``; a head that distils also gets the batch's teacher logits
+        (``batch["teacher"]``, present in training batches of a comparison with a ``teacher:``)."""
+        teacher = batch.get("teacher") if self.head.distils and isinstance(batch, dict) else None
+        return self.head.compute(outputs, self._loss_target(target), teacher=teacher)
+
     def _step(self, batch: Any, stage: str) -> Tensor:
         inputs, target = self._unpack(batch)
         outputs = self(inputs)
-        loss, terms = self.head.compute(outputs, self._loss_target(target))
+        loss, terms = self.head_loss(outputs, target, batch)
         return self._record(loss, terms, outputs, target, stage)
 
     def _record(self, loss: Tensor, terms: dict[str, Tensor], outputs: Tensor, target: Tensor, stage: str) -> Tensor:
@@ -369,7 +375,7 @@ class LossbenchModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         inputs, target = self._unpack(batch)
         outputs = self(inputs)
-        loss, terms = self.head.compute(outputs, self._loss_target(target))
+        loss, terms = self.head_loss(outputs, target, batch)
         finite = here = bool(torch.isfinite(loss.detach()))
         if self._trainer is not None and self._trainer.world_size > 1:
             # every process skips (or raises) together: a process skipping alone would hang DDP's gradient sync

@@ -132,7 +132,7 @@ class ModelArray(pl.LightningModule):
                 continue
             try:
                 outputs = m.head(feats[i])
-                loss, terms = m.head.compute(outputs, m._loss_target(target))
+                loss, terms = m.head_loss(outputs, target, batch)
                 results.append((loss, terms, outputs))
             except Exception as exc:  # this member's head fails; the others go on
                 results.append(exc)

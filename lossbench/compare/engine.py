@@ -245,6 +245,7 @@ class Comparison:
         self.position = "start-up"  # where the comparison is, for the line an interruption prints
         self.failed: list[str] = []  # "loss seed s: error" of the runs that failed in this invocation
         self.losses: list[LossSpec] = list(recipe.losses)  # trained on the final seeds: at the chosen points once tuned
+        self.teacher_fingerprints: dict[int, str] = {}  # seed -> sha256 of its teacher's training logits (_teach)
         self._datamodules: dict[int, Any] = {}
         self.data: dict[str, dict[str, Any]] = {}  # split -> source, rows, fingerprint, class counts (prepare)
         self.processes = Processes()  # one process until run() launches the ones the recipe's trainer asks for
@@ -280,6 +281,11 @@ class Comparison:
                     f"it logs {sorted(logged)}"
                 )
         self._check_model_size(spec)
+        from lossbench.compare.teacher import check_distillers, load_checkpoint_teacher
+
+        check_distillers(self.recipe)
+        if self.recipe.teacher is not None and "checkpoint" in self.recipe.teacher:
+            load_checkpoint_teacher(self.recipe.teacher["checkpoint"], spec)  # its classes and data, now
         probe = self.initial_state(self.recipe.seeds[0], spec)
         for loss in self.recipe.losses:  # the heads' own argument checks, before anything is written
             try:
@@ -422,6 +428,41 @@ class Comparison:
     def plan(self) -> list[tuple[int, LossSpec]]:
         return [(seed, loss) for seed in self.recipe.seeds for loss in self.losses]
 
+    def _teach(self) -> None:
+        """Every seed's teacher (trained in ``DIR/teacher``, or the checkpoint): its logits on the training rows go
+        with the seed's training batches (``HFDataModule.set_teacher``) and their fingerprint into each record."""
+        from lossbench.compare.evaluate import WEIGHTS_FILE, load_tensors
+        from lossbench.compare.teacher import (
+            TEACHER_DIR, TEACHER_LABEL, fingerprint, load_checkpoint_teacher, teacher_recipe, training_logits,
+        )
+
+        given = self.recipe.teacher or {}
+        self.position = "the teachers"
+        if "checkpoint" in given:
+            model = load_checkpoint_teacher(given["checkpoint"], self.datamodule(self.recipe.seeds[0]).spec)
+            models = {seed: model for seed in self.recipe.seeds}
+        else:
+            sub = Comparison(teacher_recipe(self.recipe), self.output / TEACHER_DIR, progress=self.progress)
+            sub.processes = self.processes
+            sub.prepare()
+            sub._run_locked(report=False)
+            models = {}
+            for seed in self.recipe.seeds:
+                folder = run_dir(sub.output, TEACHER_LABEL, seed)
+                record, _ = _read_record(folder / "record.json")
+                if record is None or record.status != "finished":
+                    why = record.error if record is not None else "no record"
+                    raise RecipeError(f"compare: the teacher of seed {seed} did not finish ({why}); its students "
+                                      f"cannot distil from it (see {folder})")
+                model = sub.build_model(sub.recipe.losses[0], seed, self.datamodule(seed).spec,
+                                        sub.initial_state(seed, self.datamodule(seed).spec))
+                model.load_state_dict(load_tensors(folder / WEIGHTS_FILE))
+                models[seed] = model
+        for seed, model in models.items():
+            logits = training_logits(model, self.datamodule(seed))
+            self.datamodule(seed).set_teacher(logits)
+            self.teacher_fingerprints[seed] = fingerprint(logits)
+
     def _tune(self) -> None:
         """Train every loss's trials (``DIR/tuning``, a comparison of its own), then set :attr:`losses` to the
         points their trials select on validation (written to ``DIR/tuning.json``)."""
@@ -474,6 +515,8 @@ class Comparison:
                 self._check_data()
             remove_temporary_files(self.output)  # left by a process killed mid-write (nobody else writes here now)
             self._write_meta()
+            if self.recipe.teacher is not None:
+                self._teach()
             if self.recipe.tune is not None:
                 self._tune()
             plan = self.plan()
@@ -602,6 +645,8 @@ class Comparison:
             record.resumed += 1
         r = self.recipe
         record.fingerprints["data"] = data
+        if seed in self.teacher_fingerprints:
+            record.fingerprints["teacher"] = self.teacher_fingerprints[seed]
         record.status, record.error = "running", None
         record.recipe_hash, record.versions = r.recipe_hash, library_versions()
         record.setup_hash = data_setup_hash(r.setup_hash, data)

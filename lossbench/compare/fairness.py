@@ -94,6 +94,7 @@ def check_fairness(records: Iterable[Any]) -> FairnessResult:
         checked[seed] = [r.loss for r in runs]
         groups = [
             ("backbone_init", _DESCRIPTIONS["backbone_init"], _values(runs, "backbone_init")),
+            ("teacher", "teacher's logits on the training rows (teacher)", _values(runs, "teacher")),
             ("setup_hash", _DESCRIPTIONS["setup_hash"], {r.loss: r.setup_hash or None for r in runs}),
         ]
         for split in sorted({k for r in runs for k in (r.fingerprints.get("data") or {})}):

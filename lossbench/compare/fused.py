@@ -141,7 +141,7 @@ def fusable(model, fused: Any, batch: Any) -> str | None:
     try:
         with torch.no_grad():
             inputs, target = model._unpack(batch)
-            alone = model.head.compute(model(inputs), model._loss_target(target))[0]
+            alone = model.head_loss(model(inputs), target, batch)[0]
     except Exception:  # fails alone too: the sequential run reports it, as it would have anyway
         return None
     finally:

@@ -43,7 +43,7 @@ with another value)."""
 EXECUTORS = ("fused", "sequential")
 """How a comparison trains its runs: each seed's losses in lockstep as one model array, or one run after another."""
 TOP_LEVEL = ("name", "description", "data", "backbone", "losses", "baseline", "optimizer", "schedule",
-             "trainer", "seeds", "target", "nan_policy", "select", "executor", "tune")
+             "trainer", "seeds", "target", "nan_policy", "select", "executor", "tune", "teacher")
 
 
 class RecipeError(ValueError):
@@ -106,6 +106,7 @@ class Recipe:
     select: str = "final"  # the weights a run reports on test: "final", or "best" on validation (target metric)
     executor: str = "fused"  # "fused": a seed's losses trained in lockstep as one model array; or "sequential"
     tune: TuneSpec | None = None  # equal-budget tuning per loss before the final seeds (compare.tuning)
+    teacher: dict[str, Any] | None = None  # distillation: a checkpoint, or a teacher to train first (compare.teacher)
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -117,6 +118,8 @@ class Recipe:
         }
         if self.tune is not None:  # only then: an untuned recipe's hashes are those it always had
             out["tune"] = self.tune.to_dict()
+        if self.teacher is not None:
+            out["teacher"] = dict(self.teacher)
         return out
 
     def to_yaml(self) -> str:
@@ -434,6 +437,11 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         ScheduleConfig(**schedule).check("recipe", lambda f: f"schedule.{f}")
     except ConfigError as exc:
         raise RecipeError(str(exc)) from None
+    teacher = None
+    if raw.get("teacher") is not None:
+        from lossbench.compare.teacher import parse_teacher
+
+        teacher = parse_teacher(raw["teacher"])
     tune = None
     if raw.get("tune") is not None:
         from lossbench.compare.tuning import parse_tune
@@ -449,7 +457,7 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         name=str(raw.get("name") or "comparison"), description=str(raw.get("description") or ""),
         data=dict(data), backbone=backbone, losses=losses, baseline=baseline,
         optimizer=optimizer, schedule=schedule, trainer=trainer, seeds=seeds, target=target, nan_policy=nan_policy,
-        select=select, executor=executor, tune=tune,
+        select=select, executor=executor, tune=tune, teacher=teacher,
     )
 
 

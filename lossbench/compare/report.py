@@ -31,6 +31,7 @@ from lossbench.compare.format import _ci, _est, _num, _p, _padj, _plain, _pvalue
 from lossbench.compare.outcome import outcome_sentences, worse_than_mean
 from lossbench.compare.per_class import per_class_section
 from lossbench.compare.report_data import _table, data_section
+from lossbench.compare.teacher import teacher_section
 from lossbench.compare.stats import OWN_SCALE, ComparisonStats, Irregularity, compare_losses, irregularities
 from lossbench.compare.tuning import LossTuning, TuneSpec, check_tuning, select_trials, tuning_records
 from lossbench.compare.tuning_report import TUNING_PNG, plot_sensitivity, tuning_conditions, tuning_section
@@ -149,7 +150,7 @@ def render_report(root: str | Path) -> Path:
     columns, rows = results_table(comparison, runs, fairness)
     write_csv(root / "results.csv", rows, columns)
     text = report_markdown(comparison, runs, fairness, stats, [p.relative_to(root) for p in plot_paths], outside,
-                           tuning, predictions)
+                           tuning, predictions, root)
     path = root / "report.md"
     atomic_write_text(path, text)
     return path
@@ -272,6 +273,7 @@ def report_markdown(
     outside: list[tuple[str, int]] = (),
     tuning: tuple[TuneSpec, dict[str, LossTuning]] | None = None,
     predictions: dict[tuple[str, int], dict[str, Any]] | None = None,
+    root: Path | None = None,
 ) -> str:
     """The text of report.md."""
     lines: list[str] = []
@@ -285,6 +287,7 @@ def report_markdown(
         ]
     lines += [f"# Loss comparison: {comparison['name']}", ""]
     lines += _setup_section(comparison, runs, fairness, stats)
+    lines += teacher_section(root, comparison, _table) if root is not None else []
     if tuning is not None:
         plot = next((p for p in plot_paths if p.name == TUNING_PNG), None)
         lines += tuning_section(*tuning, [int(s) for s in comparison["seeds"]], plot)

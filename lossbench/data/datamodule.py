@@ -32,7 +32,14 @@ from lossbench.data.errors import (
     _looks_offline,
 )
 from lossbench.data.features import _feature_kind
-from lossbench.data.loading import IGNORE_INDEX, Collate, ResumableDataLoader, SeededShuffleSampler, in_memory
+from lossbench.data.loading import (
+    IGNORE_INDEX,
+    Collate,
+    ResumableDataLoader,
+    SeededShuffleSampler,
+    TeacherRows,
+    in_memory,
+)
 from lossbench.data.planning import _count_features, _make_spec, _plan_image, _plan_target
 from lossbench.data.preprocess import PREPROCESS_VERSION, _fingerprint, _Plan, _preprocess, _standardize
 from lossbench.data.spec import DataSpec
@@ -296,6 +303,7 @@ class HFDataModule(L.LightningDataModule):
         self.feature_stats: dict[str, list[float]] | None = None
         self._resume_position: dict[str, int] | None = None  # from a checkpoint, for the next train_dataloader()
         self.corruption: dict[str, dict[str, Any]] = {}  # split -> label noise / imbalance done (_corrupt)
+        self.teacher_logits: torch.Tensor | None = None  # (train rows, C): training batches carry them (set_teacher)
 
     # ------------------------------------------------------------------ public properties
 
@@ -372,6 +380,16 @@ class HFDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self._ensure_loaded()
 
+    def set_teacher(self, logits: torch.Tensor | None) -> None:
+        """Give every training batch a teacher's logits for its rows (``batch["teacher"]``), for heads that distil;
+        None removes them. Validation and test batches never carry them."""
+        if logits is not None:
+            rows, classes = len(self.train_dataset), self.spec.num_classes
+            if logits.dim() != 2 or tuple(logits.shape) != (rows, classes):
+                raise _err(f"`set_teacher` needs logits of shape ({rows}, {classes}) (training rows, classes), "
+                           f"got {tuple(logits.shape)}")
+        self.teacher_logits = logits
+
     def train_order(self, epoch: int = 0) -> list[int]:
         """The training rows in the order of ``epoch``: a function of ``(seed, epoch)``."""
         return SeededShuffleSampler(len(self.train_dataset), self.seed).order(epoch)
@@ -383,6 +401,8 @@ class HFDataModule(L.LightningDataModule):
         if split not in self._memory:  # built once per split: every loader (and every run of a seed) shares it
             self._memory[split] = in_memory(data)
         data = self._memory[split]
+        if split == "train" and self.teacher_logits is not None:
+            data = TeacherRows(data, self.teacher_logits)
         return (ResumableDataLoader if shuffle else DataLoader)(
             data,
             batch_size=self.batch_size if shuffle else (self.eval_batch_size or self.batch_size),

@@ -118,6 +118,22 @@ class MemoryRows(torch.utils.data.Dataset):
         return [self.rows[i] for i in indices]
 
 
+class TeacherRows(torch.utils.data.Dataset):
+    """A split's rows, each with its teacher's logits (``row["teacher"]``, float32 (C,)) for distillation."""
+
+    def __init__(self, rows: Any, logits: torch.Tensor) -> None:
+        if logits.dim() != 2 or logits.shape[0] != len(rows):
+            raise ValueError(f"TeacherRows: `logits` must have one row per example ({len(rows)}, C), "
+                             f"got {tuple(logits.shape)}")
+        self.rows, self.logits = rows, logits.detach().to(torch.float32).cpu()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.rows[index], "teacher": self.logits[index]}
+
+
 def in_memory(data: Any) -> Any:
     """``data`` as :class:`MemoryRows` when it has at most :data:`MAX_MEMORY_ROWS` rows, else ``data``."""
     return MemoryRows(data) if len(data) <= MAX_MEMORY_ROWS else data
@@ -153,4 +169,6 @@ class Collate:
             inputs = torch.stack([torch.as_tensor(r["inputs"]) for r in rows]).to(torch.float32)
         target = torch.stack([torch.as_tensor(r["target"]) for r in rows])
         target = target.to(torch.int64) if self.target_kind == "class" else target.to(torch.float32)
+        if "teacher" in rows[0]:  # a teacher's logits for these rows (TeacherRows): distillation
+            return {"inputs": inputs, "target": target, "teacher": torch.stack([r["teacher"] for r in rows])}
         return {"inputs": inputs, "target": target}

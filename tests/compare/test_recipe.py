@@ -103,6 +103,7 @@ REDUCED = {  # CI's budget for the recipes that are slow in full (`make demo` an
     "digits_noisy": {"trainer.max_epochs": 4},
     "digits_imbalanced": {"trainer.max_epochs": 8},
     "digits_calibration": {"trainer.max_epochs": 4},
+    "digits_distill": {"trainer.max_epochs": 3, "teacher.max_epochs": 3},
 }
 
 

@@ -1,0 +1,144 @@
+"""Issue 12, distillation: a `teacher:` (trained first per seed, or a checkpoint) whose logits on the training rows
+the `kd` students learn from; validated up front, fingerprinted per run, checked by the fairness check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from lossbench import LossbenchModule
+from lossbench.compare import Comparison, RecipeError, load_recipe
+from lossbench.compare.evaluate import WEIGHTS_FILE, load_tensors
+from lossbench.compare.fairness import check_fairness
+from lossbench.compare.records import RunRecord, load_records, read_csv, run_dir
+from lossbench.compare.recompute import recompute
+from lossbench.compare.report import render_report
+from lossbench.compare.teacher import fingerprint, training_logits
+from lossbench.data import HFDataModule
+from lossbench.functional import distillation_loss
+from tests.compare.conftest import tiny_recipe
+
+TEACHER = {"head": "ce", "backbone": {"d_model": 16, "nhead": 2, "num_layers": 1}, "max_steps": 12}
+STUDENTS = ["ce", {"name": "kd", "args": {"temperature": 2.0, "alpha": 0.5}},
+            {"name": "kd", "label": "kd_hard", "args": {"alpha": 1.0}}]
+
+
+def distil(teacher=TEACHER, losses=STUDENTS, **changes):
+    raw = tiny_recipe(executor="fused", losses=losses, **changes)
+    raw["teacher"] = teacher
+    return raw
+
+
+@pytest.mark.parametrize(("teacher", "losses", "message"), [
+    ({"hed": "ce"}, STUDENTS, "unknown key `teacher.hed`; did you mean 'head'"),
+    ({"checkpoint": "nowhere.ckpt"}, STUDENTS, "`teacher.checkpoint` must be a LossbenchModule checkpoint file, "
+                                               "got 'nowhere.ckpt' (no such file)"),
+    ({"head": "kd"}, STUDENTS, "`teacher.head` 'kd' distils itself"),
+    ({"head": "ce", "backbone": {"d_model": 10, "nhead": 3}}, STUDENTS,
+     "`teacher.backbone.nhead`=3 must divide `teacher.backbone.d_model`=10"),
+    ({"head": "ce", "max_epochs": 0}, STUDENTS, "`teacher.max_epochs` must be a positive int, got 0"),
+])
+def test_bad_teacher_sections_are_refused_naming_the_key(teacher, losses, message):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(distil(teacher, losses))
+    assert message in str(info.value)
+
+
+def test_students_need_a_teacher_and_a_teacher_needs_a_student(tmp_path):
+    raw = tiny_recipe(losses=STUDENTS)
+    with pytest.raises(RecipeError, match=r"losses \['kd', 'kd_hard'\] distil from a teacher: give a `teacher:`"):
+        Comparison(load_recipe(raw), tmp_path / "a", progress=False).prepare()
+    with pytest.raises(RecipeError, match="`teacher` is given but no loss distils from it"):
+        Comparison(load_recipe(distil(losses=["ce", "focal"])), tmp_path / "b", progress=False).prepare()
+
+
+def test_a_checkpoint_teacher_whose_classes_differ_is_refused_before_anything_is_written(tmp_path):
+    dm = HFDataModule("lossbench:breast_cancer", batch_size=32)  # 2 classes; the comparison's wine has 3
+    model = LossbenchModule("ce", head_args={"num_classes": 2}, data_spec=dm.spec, backbone={"d_model": 8, "nhead": 2},
+                            seed=0, metrics=False)
+    ckpt = tmp_path / "teacher.ckpt"
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer.fit(model, datamodule=dm)
+    trainer.save_checkpoint(ckpt)
+    with pytest.raises(RecipeError, match=r"`teacher.checkpoint` .* predicts 2 classes .*the data has 3 classes"):
+        Comparison(load_recipe(distil({"checkpoint": str(ckpt)})), tmp_path / "out", progress=False).prepare()
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    out = tmp_path_factory.mktemp("distil") / "out"
+    recipe = load_recipe(distil())
+    Comparison(recipe, out, progress=False).run()
+    return recipe, out
+
+
+def test_each_seed_trains_its_teacher_and_every_run_records_its_logits(done):
+    recipe, out = done
+    cmp = Comparison(recipe, out, progress=False)
+    for seed in (0, 1):
+        folder = run_dir(out / "teacher", "teacher", seed)
+        teacher = RunRecord.load(folder / "record.json")
+        assert teacher.status == "finished" and teacher.steps == 12 and teacher.test["test/accuracy"] > 0
+        from lossbench.compare.teacher import teacher_recipe
+
+        sub = Comparison(teacher_recipe(recipe), out / "teacher", progress=False)
+        dm = cmp.datamodule(seed)
+        model = sub.build_model(sub.recipe.losses[0], seed, dm.spec, sub.initial_state(seed, dm.spec))
+        model.load_state_dict(load_tensors(folder / WEIGHTS_FILE))
+        assert sum(p.numel() for p in model.backbone.parameters()) != sum(
+            p.numel() for p in cmp.build_model(recipe.losses[0], seed, dm.spec, cmp.initial_state(seed, dm.spec))
+            .backbone.parameters())  # the teacher's own backbone (d_model 16), not the students' (8)
+        want = fingerprint(training_logits(model, dm))  # recomputed from what the folder keeps
+        for loss in ("ce", "kd", "kd_hard"):
+            assert RunRecord.load(run_dir(out, loss, seed) / "record.json").fingerprints["teacher"] == want
+
+
+def test_alpha_one_ignores_the_teacher_and_alpha_half_learns_from_it(done):
+    recipe, out = done
+    for seed in (0, 1):
+        ce = read_csv(run_dir(out, "ce", seed) / "metrics.csv")
+        hard = read_csv(run_dir(out, "kd_hard", seed) / "metrics.csv")
+        kd = read_csv(run_dir(out, "kd", seed) / "metrics.csv")
+        assert hard[0]["train_loss"] is None  # step 0: no training yet
+        assert [r["train_loss"] for r in hard[1:]] == pytest.approx([r["train_loss"] for r in ce[1:]], rel=1e-6)
+        assert [r["val/accuracy"] for r in hard] == [r["val/accuracy"] for r in ce]
+        assert [r["train_loss"] for r in kd][1:] != pytest.approx([r["train_loss"] for r in ce][1:], rel=1e-3)
+
+
+def test_the_report_shows_the_teachers_and_the_fairness_check_compares_their_logits(done, tmp_path):
+    recipe, src = done
+    text = (src / "report.md").read_text()
+    assert "## Teacher" in text and "| teacher test metric | seeds | mean |" in text and "WARNING" not in text
+    assert check_fairness([r for r, _ in load_records(src)]).ok
+    assert recompute(src).ok
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    path = run_dir(out, "kd", 1) / "record.json"
+    values = json.loads(path.read_text())
+    values["fingerprints"]["teacher"] = "0" * 64
+    path.write_text(json.dumps(values))
+    text = render_report(out).read_text()
+    assert "Seed 1: 'kd' has a different teacher's logits on the training rows (teacher)" in text
+
+
+def test_the_module_hands_the_batch_teacher_to_a_head_that_distils():
+    dm = HFDataModule("lossbench:wine", batch_size=16)
+    logits = torch.randn(len(dm.train_dataset), 3, generator=torch.Generator().manual_seed(0))
+    dm.set_teacher(logits)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["teacher"].shape == (16, 3)
+    model = LossbenchModule("kd", head_args={"temperature": 3.0, "alpha": 0.2}, data_spec=dm.spec,
+                            backbone={"d_model": 8, "nhead": 2}, seed=0, metrics=False)
+    outputs = model(batch["inputs"])
+    loss, terms = model.head_loss(outputs, batch["target"], batch)
+    assert torch.allclose(loss, distillation_loss(outputs, batch["target"], batch["teacher"], 3.0, 0.2))
+    ce = LossbenchModule("ce", data_spec=dm.spec, backbone={"d_model": 8, "nhead": 2}, seed=0, metrics=False)
+    assert ce.head_loss(ce(batch["inputs"]), batch["target"], batch)[1] == {}  # the teacher is not for it
+    with pytest.raises(ValueError, match=r"`set_teacher` needs logits of shape \(124, 3\)"):
+        dm.set_teacher(torch.zeros(5, 3))
