@@ -74,6 +74,26 @@ class Brier(Metric):
         return self.total / self.count.clamp_min(1.0)
 
 
+class BinaryNLL(Metric):
+    """Mean negative log-likelihood of the 0/1 target under ``p(y=1)``: binary cross-entropy on probabilities."""
+
+    full_state_update = False
+
+    def __init__(self, eps: float = 1e-12, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.eps = eps
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, proba: Tensor, target: Tensor) -> None:
+        p, y = proba.double().clamp(self.eps, 1 - self.eps), target.double()
+        self.total += -(y * p.log() + (1 - y) * (1 - p).log()).sum()
+        self.count += y.numel()
+
+    def compute(self) -> Tensor:
+        return self.total / self.count.clamp_min(1.0)
+
+
 class BinaryBalancedAccuracy(Metric):
     """Mean of the true-positive and true-negative rates at threshold 0.5 (a class absent from both the targets and
     the predictions is left out, as torchmetrics' macro averages do)."""
@@ -181,6 +201,7 @@ def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100,
             "auroc": (BinaryAUROC(**quick), "proba", "max"),
             "f1": (BinaryF1Score(**quick), "proba", "max"),
             "balanced_accuracy": (BinaryBalancedAccuracy(**every), "proba", "max"),
+            "nll": (BinaryNLL(**every), "proba", "min"),
             "ece": (BinaryCalibrationError(n_bins=15, **quick), "proba", "min"),
             "brier": (Brier(**every), "proba", "min"),
         }

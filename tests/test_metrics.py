@@ -36,12 +36,17 @@ def test_multiclass_balanced_accuracy_and_brier_match_references():
     assert value("multiclass", "brier", perfect, target, 5) == 0.0
 
 
-def test_binary_balanced_accuracy_and_brier_match_references():
+def test_binary_balanced_accuracy_brier_and_nll_match_references():
     g = torch.Generator().manual_seed(1)
     proba, target = torch.rand(200, generator=g), (torch.rand(200, generator=g) < 0.2).long()
     assert value("binary", "balanced_accuracy", proba, target) == pytest.approx(
         balanced_accuracy_score(target, (proba >= 0.5).long()), abs=1e-12)
     assert value("binary", "brier", proba, target) == pytest.approx(brier_score_loss(target, proba), abs=1e-7)
+    from sklearn.metrics import log_loss
+
+    assert value("binary", "nll", proba, target) == pytest.approx(log_loss(target, proba), rel=1e-6)
+    pred = {"target": target.numpy(), "proba": proba.numpy()}
+    assert SCORES["nll"](pred, np.arange(200)[None])[0] == pytest.approx(log_loss(target, proba), rel=1e-6)
 
 
 def test_the_resampled_scores_equal_the_logged_metrics_on_the_full_split():

@@ -148,7 +148,11 @@ def _brier(pred: dict) -> np.ndarray:
 
 
 def _nll(pred: dict, idx: np.ndarray) -> np.ndarray:
-    proba, target = np.asarray(pred["proba"]), np.asarray(pred["target"])
+    proba, target = np.asarray(pred["proba"], dtype=np.float64), np.asarray(pred["target"])
+    if proba.ndim == 1:  # binary: p(y=1)
+        p = np.clip(proba, EPS, 1 - EPS)
+        per_example = -(target * np.log(p) + (1 - target) * np.log(1 - p))
+        return per_example[idx].mean(-1)
     per_example = -np.log(np.clip(proba[np.arange(len(target)), target], EPS, None))
     return per_example[idx].mean(-1)
 
