@@ -23,75 +23,79 @@ from torchmetrics.classification import (
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 
-class MeanTargetNLL(Metric):
-    """Mean negative log-likelihood of the target class from probabilities (perplexity with ``exp=True``)."""
+class _MeanOf(Metric):
+    """A mean over examples of a per-example value (float64 sums, summed over processes); subclasses give
+    ``update`` and add their values with :meth:`_add`."""
 
     full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _add(self, values: Tensor, keep: Tensor | None = None) -> None:
+        """Add per-example ``values``; ``keep`` (bool, same shape) leaves out the examples where it is False."""
+        if keep is None:  # summed in the values' own dtype, then accumulated in float64
+            self.total += values.sum().double()
+            self.count += values.numel()
+        else:
+            self.total += (values * keep).sum().double()
+            self.count += keep.sum().double()
+
+    def compute(self) -> Tensor:
+        return self.total / self.count.clamp_min(1.0)
+
+
+def _kept(target: Tensor, ignore_index: int | None) -> Tensor:
+    return target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+
+
+class MeanTargetNLL(_MeanOf):
+    """Mean negative log-likelihood of the target class from probabilities (perplexity with ``exp=True``)."""
 
     def __init__(self, ignore_index: int | None = -100, exp: bool = False, eps: float = 1e-12, **kwargs) -> None:
         super().__init__(**kwargs)
         self.ignore_index, self.exp, self.eps = ignore_index, exp, eps
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, proba: Tensor, target: Tensor) -> None:
-        keep = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+        keep = _kept(target, self.ignore_index)
         index = torch.where(keep, target, 0).unsqueeze(-1)
-        nll = -proba.gather(-1, index).squeeze(-1).clamp_min(self.eps).log()
-        self.total += (nll * keep).sum().double()
-        self.count += keep.sum().double()
+        self._add(-proba.gather(-1, index).squeeze(-1).clamp_min(self.eps).log(), keep)
 
     def compute(self) -> Tensor:
-        mean = self.total / self.count.clamp_min(1.0)
+        mean = super().compute()
         return mean.exp() if self.exp else mean
 
 
-class Brier(Metric):
+class Brier(_MeanOf):
     """Brier score: mean over examples of the squared error of the probabilities against the one-hot target
     (multiclass, summed over classes; Brier 1950) or of ``p(y=1)`` against the 0/1 target (binary)."""
-
-    full_state_update = False
 
     def __init__(self, ignore_index: int | None = -100, **kwargs) -> None:
         super().__init__(**kwargs)
         self.ignore_index = ignore_index
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, proba: Tensor, target: Tensor) -> None:
         proba = proba.double()
         if proba.dim() == target.dim():  # binary: p(y=1) per example
-            squared = (proba - target.double()) ** 2
-            keep = torch.ones_like(squared, dtype=torch.bool)
-        else:
-            keep = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
-            onehot = torch.nn.functional.one_hot(torch.where(keep, target, 0), proba.shape[-1]).double()
-            squared = ((proba - onehot) ** 2).sum(-1)
-        self.total += (squared * keep).sum()
-        self.count += keep.sum().double()
-
-    def compute(self) -> Tensor:
-        return self.total / self.count.clamp_min(1.0)
+            self._add((proba - target.double()) ** 2)
+            return
+        keep = _kept(target, self.ignore_index)
+        onehot = torch.nn.functional.one_hot(torch.where(keep, target, 0), proba.shape[-1]).double()
+        self._add(((proba - onehot) ** 2).sum(-1), keep)
 
 
-class BinaryNLL(Metric):
+class BinaryNLL(_MeanOf):
     """Mean negative log-likelihood of the 0/1 target under ``p(y=1)``: binary cross-entropy on probabilities."""
-
-    full_state_update = False
 
     def __init__(self, eps: float = 1e-12, **kwargs) -> None:
         super().__init__(**kwargs)
         self.eps = eps
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, proba: Tensor, target: Tensor) -> None:
         p, y = proba.double().clamp(self.eps, 1 - self.eps), target.double()
-        self.total += -(y * p.log() + (1 - y) * (1 - p).log()).sum()
-        self.count += y.numel()
-
-    def compute(self) -> Tensor:
-        return self.total / self.count.clamp_min(1.0)
+        self._add(-(y * p.log() + (1 - y) * (1 - p).log()))
 
 
 class BinaryBalancedAccuracy(Metric):
@@ -116,61 +120,30 @@ class BinaryBalancedAccuracy(Metric):
         return (recall * present).sum() / present.sum().clamp_min(1.0)
 
 
-class TargetKL(Metric):
+class TargetKL(_MeanOf):
     """KL(target || predicted) per example, summed over classes and averaged over examples."""
-
-    full_state_update = False
 
     def __init__(self, eps: float = 1e-12, **kwargs) -> None:
         super().__init__(**kwargs)
         self.eps = eps
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, proba: Tensor, target: Tensor) -> None:
         p = target.float()
-        kl = (torch.xlogy(p, p) - p * proba.float().clamp_min(self.eps).log()).sum(-1)
-        self.total += kl.sum().double()
-        self.count += kl.numel()
-
-    def compute(self) -> Tensor:
-        return self.total / self.count.clamp_min(1.0)
+        self._add((torch.xlogy(p, p) - p * proba.float().clamp_min(self.eps).log()).sum(-1))
 
 
-class TopOneAgreement(Metric):
+class TopOneAgreement(_MeanOf):
     """Share of examples whose most probable predicted class is the target distribution's most probable class."""
 
-    full_state_update = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("hits", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
     def update(self, proba: Tensor, target: Tensor) -> None:
-        self.hits += (proba.argmax(-1) == target.argmax(-1)).sum().double()
-        self.count += proba.shape[:-1].numel()
-
-    def compute(self) -> Tensor:
-        return self.hits / self.count.clamp_min(1.0)
+        self._add((proba.argmax(-1) == target.argmax(-1)).double())
 
 
-class RankMAE(Metric):
+class RankMAE(_MeanOf):
     """Mean absolute error in ranks between predicted and true ordinal classes."""
 
-    full_state_update = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
     def update(self, label: Tensor, target: Tensor) -> None:
-        self.total += (label.double() - target.double()).abs().sum()
-        self.count += target.numel()
-
-    def compute(self) -> Tensor:
-        return self.total / self.count.clamp_min(1.0)
+        self._add((label.double() - target.double()).abs())
 
 
 # metric name -> (reads, mode: "max" if higher is better else "min")
