@@ -47,6 +47,15 @@ def _check_keys(arg: str, given: dict[str, Any], allowed: tuple[str, ...]) -> No
             raise _error(f"{arg}.{key}", f" is not a setting{hint} (settings: {', '.join(allowed)})")
 
 
+def _from_mapping(cls: type, given: Any, arg: str) -> Any:
+    """``cls`` with the settings of the mapping ``given`` over its defaults (unknown settings refused by name)."""
+    names = tuple(asdict(cls()))
+    if not isinstance(given, dict):
+        raise _error(arg, f" must be a mapping {{{', '.join(names)}}}, got {given!r}")
+    _check_keys(arg, given, names)
+    return cls(**{**asdict(cls()), **given})
+
+
 def _seed(arg: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
         raise _error(f"{arg}.seed", f" must be an int in [0, 2**32), got {value!r}")
@@ -66,10 +75,7 @@ class LabelNoise:
     def parse(cls, given: Any, arg: str = "label_noise") -> LabelNoise:
         if isinstance(given, LabelNoise):
             return given
-        if not isinstance(given, dict):
-            raise _error(arg, f" must be a mapping {{kind, rate, seed, validation}}, got {given!r}")
-        _check_keys(arg, given, tuple(f for f in asdict(cls())))
-        noise = cls(**{**asdict(cls()), **given})
+        noise = _from_mapping(cls, given, arg)
         if noise.kind not in NOISE_KINDS:
             raise _error(f"{arg}.kind", f" must be one of {', '.join(map(repr, NOISE_KINDS))}, got {noise.kind!r}")
         rate = noise.rate
@@ -115,10 +121,7 @@ class Imbalance:
     def parse(cls, given: Any, arg: str = "imbalance") -> Imbalance:
         if isinstance(given, Imbalance):
             return given
-        if not isinstance(given, dict):
-            raise _error(arg, f" must be a mapping {{kind, ratio, seed}}, got {given!r}")
-        _check_keys(arg, given, tuple(f for f in asdict(cls())))
-        imbalance = cls(**{**asdict(cls()), **given})
+        imbalance = _from_mapping(cls, given, arg)
         if imbalance.kind not in IMBALANCE_KINDS:
             raise _error(f"{arg}.kind", f" must be one of {', '.join(map(repr, IMBALANCE_KINDS))}, "
                                         f"got {imbalance.kind!r}")
