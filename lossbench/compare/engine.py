@@ -339,8 +339,8 @@ class Comparison:
                 f"compare: `--output` {str(self.output)!r} is not empty and holds no lossbench comparison; "
                 "choose an empty or new folder"
             )
+        tune = self.recipe.tune  # a tuned head argument is the chosen trial's: compared after tuning, not here
         for loss in self.recipe.losses:
-            tune = self.recipe.tune  # a tuned head argument is the chosen trial's: compared after tuning, not here
             tuned = {d.key for d in tune.space if d.loss == loss.label} if tune is not None else set()
             for seed in self.recipe.seeds:
                 record, _ = _read_record(run_dir(self.output, loss.label, seed) / "record.json")
@@ -428,6 +428,16 @@ class Comparison:
     def plan(self) -> list[tuple[int, LossSpec]]:
         return [(seed, loss) for seed in self.recipe.seeds for loss in self.losses]
 
+    def _run_part(self, recipe: Recipe, folder: str) -> Comparison:
+        """Run ``recipe`` as a comparison of its own in ``DIR/<folder>`` (teachers, tuning trials), in this
+        comparison's processes and under its lock, without a report; its failed runs are this one's too."""
+        sub = Comparison(recipe, self.output / folder, progress=self.progress)
+        sub.processes = self.processes
+        sub.prepare()
+        sub._run_locked(report=False)
+        self.failed += [f"{folder}: {line}" for line in sub.failed]
+        return sub
+
     def _teach(self) -> None:
         """Every seed's teacher (trained in ``DIR/teacher``, or the checkpoint): its logits on the training rows go
         with the seed's training batches (``HFDataModule.set_teacher``) and their fingerprint into each record."""
@@ -442,10 +452,7 @@ class Comparison:
             model = load_checkpoint_teacher(given["checkpoint"], self.datamodule(self.recipe.seeds[0]).spec)
             models = {seed: model for seed in self.recipe.seeds}
         else:
-            sub = Comparison(teacher_recipe(self.recipe), self.output / TEACHER_DIR, progress=self.progress)
-            sub.processes = self.processes
-            sub.prepare()
-            sub._run_locked(report=False)
+            sub = self._run_part(teacher_recipe(self.recipe), TEACHER_DIR)
             models = {}
             for seed in self.recipe.seeds:
                 folder = run_dir(sub.output, TEACHER_LABEL, seed)
@@ -469,12 +476,8 @@ class Comparison:
         from lossbench.compare.tuning import TUNING_DIR, select_trials, tuning_recipe, with_point, write_summary
 
         tune = self.recipe.tune
-        sub = Comparison(tuning_recipe(self.recipe), self.output / TUNING_DIR, progress=self.progress)
-        sub.processes = self.processes
         self.position = "tuning"
-        sub.prepare()
-        sub._run_locked(report=False)
-        self.failed += [f"tuning: {line}" for line in sub.failed]
+        self._run_part(tuning_recipe(self.recipe), TUNING_DIR)
         chosen = None
         if self.processes.is_global_zero:
             from lossbench.compare.tuning import tuning_records

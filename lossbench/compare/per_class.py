@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lossbench.compare.format import _num
+from lossbench.compare.report_data import _table
 
 
 def class_recalls(predictions: list[dict[str, Any]], num_classes: int) -> np.ndarray:
@@ -32,7 +33,7 @@ def class_recalls(predictions: list[dict[str, Any]], num_classes: int) -> np.nda
 
 
 def per_class_section(predictions: dict[tuple[str, int], dict[str, Any]], losses: list[str],
-                      class_names: list[str], table) -> list[str]:
+                      class_names: list[str]) -> list[str]:
     """Markdown: a row per loss, a column per class (its training count in the header when known)."""
     rows = []
     for loss in losses:
@@ -44,4 +45,4 @@ def per_class_section(predictions: dict[tuple[str, int], dict[str, Any]], losses
         return []
     return ["### Per-class recall (test)", "",
             "Recall of each class on the test split, mean over seeds; the header gives each class's training rows.",
-            "", *table(["loss", "seeds", *class_names], rows), ""]
+            "", *_table(["loss", "seeds", *class_names], rows), ""]

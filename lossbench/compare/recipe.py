@@ -432,11 +432,8 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     if executor not in EXECUTORS:
         raise RecipeError(f"recipe: `executor` must be 'fused' (each seed's losses trained in lockstep as one model "
                           f"array) or 'sequential' (one run after another), got {executor!r}")
-    try:  # the module's own configs and checks, now rather than at the first run
-        OptimizerConfig(**optimizer).check("recipe", lambda f: f"optimizer.{f}")
-        ScheduleConfig(**schedule).check("recipe", lambda f: f"schedule.{f}")
-    except ConfigError as exc:
-        raise RecipeError(str(exc)) from None
+    check_config(OptimizerConfig(**optimizer), "optimizer")  # the module's own checks, now, not at the first run
+    check_config(ScheduleConfig(**schedule), "schedule")
     teacher = None
     if raw.get("teacher") is not None:
         from lossbench.compare.teacher import parse_teacher
@@ -448,10 +445,7 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
 
         tune = parse_tune(raw["tune"], _labels(raw["losses"]), target, seeds)
     backbone = _section(raw, "backbone")
-    try:
-        BackboneConfig(**backbone).check("recipe", lambda f: f"backbone.{f}")
-    except ConfigError as exc:
-        raise RecipeError(str(exc)) from None
+    check_config(BackboneConfig(**backbone), "backbone")
     _check_trainer_values(trainer)
     return Recipe(
         name=str(raw.get("name") or "comparison"), description=str(raw.get("description") or ""),
@@ -459,6 +453,14 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         optimizer=optimizer, schedule=schedule, trainer=trainer, seeds=seeds, target=target, nan_policy=nan_policy,
         select=select, executor=executor, tune=tune, teacher=teacher,
     )
+
+
+def check_config(config: Any, section: str) -> None:
+    """A config's own check (:mod:`lossbench.config`), naming its fields as ``<section>.<field>`` keys."""
+    try:
+        config.check("recipe", lambda f: f"{section}.{f}")
+    except ConfigError as exc:
+        raise RecipeError(str(exc)) from None
 
 
 def _is_number(value: Any) -> bool:

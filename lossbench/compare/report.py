@@ -165,12 +165,12 @@ def _tuning(root: Path, comparison: dict[str, Any], runs: Runs,
         return None
     tune = TuneSpec.from_dict(raw)
     records = tuning_records(root)
-    problems, invalid = check_tuning(comparison, records, [r for r, _ in runs])
+    chosen = select_trials(tune, list(comparison["losses"]), records, comparison.get("select") or "final")
+    problems, invalid = check_tuning(comparison, records, [r for r, _ in runs], chosen)
     fairness.problems += problems
     fairness.invalid |= invalid
     fairness.ok = fairness.ok and not problems
-    select = comparison.get("select") or "final"
-    return tune, select_trials(tune, list(comparison["losses"]), records, select)
+    return tune, chosen
 
 
 def find_irregular(root: Path, runs: Runs) -> dict[tuple[str, int], list[Irregularity]]:
@@ -287,7 +287,7 @@ def report_markdown(
         ]
     lines += [f"# Loss comparison: {comparison['name']}", ""]
     lines += _setup_section(comparison, runs, fairness, stats)
-    lines += teacher_section(root, comparison, _table) if root is not None else []
+    lines += teacher_section(root, comparison) if root is not None else []
     if tuning is not None:
         plot = next((p for p in plot_paths if p.name == TUNING_PNG), None)
         lines += tuning_section(*tuning, [int(s) for s in comparison["seeds"]], plot)
@@ -297,7 +297,7 @@ def report_markdown(
     imbalance = ((comparison.get("data") or {}).get("train") or {}).get("imbalance")
     if imbalance and predictions:
         counts = imbalance.get("after") or []
-        lines += per_class_section(predictions, stats.losses, [f"{i} (n={n})" for i, n in enumerate(counts)], _table)
+        lines += per_class_section(predictions, stats.losses, [f"{i} (n={n})" for i, n in enumerate(counts)])
     lines += _paired_section(stats)
     lines += _ranking_section(stats)
     told = conditions(comparison, runs, stats)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lossbench.compare.recipe import LossSpec, RecipeError, _check_keys
+from lossbench.compare.recipe import LossSpec, RecipeError, _check_keys, check_config
 
 if TYPE_CHECKING:
     from lossbench.compare.recipe import Recipe
@@ -34,7 +34,7 @@ KEYS = ("checkpoint", "head", "head_args", "backbone", "max_epochs", "max_steps"
 
 def parse_teacher(raw: Any) -> dict[str, Any]:
     """Check a recipe's ``teacher:`` section; returns it with its defaults (``head: ce``)."""
-    from lossbench.config import BackboneConfig, ConfigError, defaults
+    from lossbench.config import BackboneConfig, defaults
     from lossbench.heads.registry import get_head_class
 
     if not isinstance(raw, dict) or not raw:
@@ -65,10 +65,7 @@ def parse_teacher(raw: Any) -> dict[str, Any]:
         if not isinstance(backbone, dict):
             raise RecipeError(f"recipe: `teacher.backbone` must be a mapping, got {backbone!r}")
         _check_keys("teacher.backbone.", backbone, list(defaults(BackboneConfig)))
-        try:
-            BackboneConfig(**{**defaults(BackboneConfig), **backbone}).check("recipe", lambda f: f"teacher.backbone.{f}")
-        except ConfigError as exc:
-            raise RecipeError(str(exc)) from None
+        check_config(BackboneConfig(**{**defaults(BackboneConfig), **backbone}), "teacher.backbone")
     budget = {k: raw[k] for k in ("max_epochs", "max_steps") if raw.get(k) is not None}
     for key, value in budget.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -150,12 +147,13 @@ def load_checkpoint_teacher(path: str, spec: Any) -> Any:
 
 
 
-def teacher_section(root: Path, comparison: dict[str, Any], table) -> list[str]:
+def teacher_section(root: Path, comparison: dict[str, Any]) -> list[str]:
     """Markdown: what the students distilled from, and the teachers' own test metrics (mean over seeds)."""
     import statistics
 
     from lossbench.compare.format import _num
     from lossbench.compare.records import load_records
+    from lossbench.compare.report_data import _table
 
     given = (comparison.get("recipe") or {}).get("teacher")
     if not given:
@@ -176,5 +174,5 @@ def teacher_section(root: Path, comparison: dict[str, Any], table) -> list[str]:
     if finished and metrics:
         rows = [[m, str(len(finished)), _num(statistics.fmean(r.test[m] for r in finished if m in r.test))]
                 for m in metrics]
-        lines += table(["teacher test metric", "seeds", "mean"], rows) + [""]
+        lines += _table(["teacher test metric", "seeds", "mean"], rows) + [""]
     return lines

@@ -303,14 +303,14 @@ def _same(a: Any, b: Any) -> bool:
             and math.isclose(float(a), float(b), rel_tol=POINT_TOLERANCE, abs_tol=1e-15))
 
 
-def check_tuning(comparison: dict[str, Any], records: list[RunRecord],
-                 final: list[RunRecord]) -> tuple[list[str], set[tuple[str, int]]]:
+def check_tuning(comparison: dict[str, Any], records: list[RunRecord], final: list[RunRecord],
+                 chosen: dict[str, LossTuning] | None = None) -> tuple[list[str], set[tuple[str, int]]]:
     """Problems with a tuned comparison's budget and choices, and the final (loss, seed) runs they make invalid.
 
     Checks, from the records alone: every loss has the recipe's number of trials on every tuning seed, with the
     same number of steps; trial ``j``'s shared values are the same for every loss and equal the recipe's
     regenerated point (a tampered record fails); each final run was trained at the point its loss's trials
-    select on validation.
+    select on validation (``chosen``: :func:`select_trials` of these records, computed here when not given).
     """
     tune = TuneSpec.from_dict((comparison.get("recipe") or {})["tune"])
     select = comparison.get("select") or "final"
@@ -352,7 +352,7 @@ def check_tuning(comparison: dict[str, Any], records: list[RunRecord],
         problems.append(f"Tuning: finished trials trained different numbers of steps ({sorted(steps)}); every trial "
                         "must get the same budget.")
         bad_losses.update(labels)
-    chosen = select_trials(tune, labels, records, select)
+    chosen = select_trials(tune, labels, records, select) if chosen is None else chosen
     invalid = {(r.loss, r.seed) for r in final if r.loss in bad_losses}
     for r in final:
         point = (r.tuning or {}).get("point") or {}
