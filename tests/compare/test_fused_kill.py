@@ -5,13 +5,11 @@ member again, and the end equals an uninterrupted fused comparison (timings asid
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 import torch
 import yaml
 
-from tests.compare.test_kill import RECIPE, compare, record, same_results, survive
+from tests.compare.test_kill import RECIPE, record, same_results, survive_beside_reference
 
 pytestmark = pytest.mark.slow
 
@@ -45,18 +43,10 @@ def test_fused_compare_survives_kill_9_and_resumes_its_arrays_exactly(tmp_path):
     def between_arrays(o):  # focal finished from the array's last checkpoint (ce loaded with it, not retrained)
         assert status(o) == ["finished", "finished", None, None] and not (o / "arrays").exists()
 
-    def reference():
-        done = compare(recipe, tmp_path / "reference", tmp_path / "cache-ref")
-        assert done.returncode == 0, done.stderr[-3000:]
-
-    with ThreadPoolExecutor(2) as pool:
-        ref = pool.submit(reference)
-        survive(recipe, tmp_path / "killed", tmp_path / "cache", [
-            ("step:6", mid_array), ("write:last.ckpt", writing_checkpoint), ("finished", first_member_finished),
-            ("run:3", between_arrays)])
-        ref.result()
-    out = tmp_path / "killed"
+    out, reference = survive_beside_reference(recipe, tmp_path, [
+        ("step:6", mid_array), ("write:last.ckpt", writing_checkpoint), ("finished", first_member_finished),
+        ("run:3", between_arrays)])
     assert [record(out, loss, 0)["resumed"] for loss in ("ce", "focal")] == [2, 3]
     assert [record(out, loss, 1)["resumed"] for loss in ("ce", "focal")] == [0, 0]
     assert record(out, "ce", 0)["execution"]["members"] == ["ce", "focal"]
-    same_results(out, tmp_path / "reference")
+    same_results(out, reference)

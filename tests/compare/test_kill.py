@@ -123,6 +123,20 @@ def survive(recipe: Path, out: Path, cache: Path, kills: list[tuple[str, object]
     assert check_files(out) == [] and not list(out.rglob("checkpoints"))
 
 
+def survive_beside_reference(recipe: Path, tmp_path: Path, kills: list[tuple[str, object]]) -> tuple[Path, Path]:
+    """:func:`survive` in ``tmp_path/killed`` while an uninterrupted run fills ``tmp_path/reference`` (two
+    processes at a time: each command spends seconds importing); returns both folders."""
+    def reference() -> None:
+        done = compare(recipe, tmp_path / "reference", tmp_path / "cache-ref")
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    with ThreadPoolExecutor(2) as pool:
+        ref = pool.submit(reference)
+        survive(recipe, tmp_path / "killed", tmp_path / "cache", kills)
+        ref.result()
+    return tmp_path / "killed", tmp_path / "reference"
+
+
 def same_results(out: Path, reference: Path) -> None:
     def table(path, drop):
         with open(path, encoding="utf-8", newline="") as f:

@@ -5,14 +5,12 @@ resumes, never trains a finished trial again, and the end equals an uninterrupte
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 import yaml
 
 from lossbench.compare.records import RunRecord
 from lossbench.compare.tuning import trial_label
-from tests.compare.test_kill import RECIPE, compare, same_results, survive
+from tests.compare.test_kill import RECIPE, same_results, survive_beside_reference
 
 pytestmark = pytest.mark.slow
 
@@ -45,18 +43,10 @@ def test_a_tuned_compare_survives_kill_9_mid_tuning_and_ends_as_an_uninterrupted
         assert RunRecord.load(o / "runs" / "ce" / "seed_0" / "record.json").status == "finished"
         assert not (o / "runs" / "ce" / "seed_1").exists()
 
-    def reference():
-        done = compare(recipe, tmp_path / "reference", tmp_path / "cache-ref")
-        assert done.returncode == 0, done.stderr[-3000:]
-
-    with ThreadPoolExecutor(2) as pool:
-        ref = pool.submit(reference)
-        # run:2 is the tuning comparison's second run (its array trained them all at run:1); "finished" the first
-        # run recorded finished by the third process: every trial finished before it started
-        survive(recipe, tmp_path / "killed", tmp_path / "cache", [
-            ("step:6", mid_tuning), ("run:2", tuned_not_selected), ("finished", final_recorded)])
-        ref.result()
-    out, reference_out = tmp_path / "killed", tmp_path / "reference"
+    # run:2 is the tuning comparison's second run (its array trained them all at run:1); "finished" the first
+    # run recorded finished by the third process: every trial finished before it started
+    out, reference_out = survive_beside_reference(recipe, tmp_path, [
+        ("step:6", mid_tuning), ("run:2", tuned_not_selected), ("finished", final_recorded)])
     assert [RunRecord.load(out / "tuning" / "runs" / t / "seed_100" / "record.json").resumed for t in TRIALS] == [1] * 4
     assert json.loads((out / "tuning.json").read_text()) == json.loads((reference_out / "tuning.json").read_text())
     same_results(out, reference_out)
