@@ -15,6 +15,7 @@ from lossbench.functional._checks import (
     check_same_shape,
     shape_str,
 )
+from lossbench.functional._focal import modulating_factor
 from lossbench.functional._reduce import reduce, upcast
 
 
@@ -109,9 +110,10 @@ def binary_focal_loss(
         check_range(fn, "alpha", alpha, 0.0, 1.0)
     x = upcast(input)
     ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-    p = torch.sigmoid(x)
-    p_t = p * y + (1.0 - p) * (1.0 - y)
-    loss = ce * (1.0 - p_t).pow(gamma) if gamma else ce
+    if gamma:  # 1 - p_t from sigmoid(-x), not 1 - sigmoid(x), which rounds to 0 from a logit of about 17
+        loss = ce * modulating_factor(y * torch.sigmoid(-x) + (1.0 - y) * torch.sigmoid(x), gamma)
+    else:
+        loss = ce
     if alpha is not None:
         loss = (alpha * y + (1.0 - alpha) * (1.0 - y)) * loss
     return reduce(loss, reduction)

@@ -21,6 +21,7 @@ from lossbench.functional._checks import (
     shape_str,
     validate_args_enabled,
 )
+from lossbench.functional._focal import modulating_factor
 from lossbench.functional._reduce import class_weights, normalise, upcast, weighted_reduce
 
 
@@ -116,7 +117,7 @@ def focal_loss(
     x = upcast(input)
     index, w = class_weights(target, weight, ignore, x.dtype)
     ce = F.cross_entropy(_rows(x), index.reshape(-1), reduction="none").reshape(target.shape)
-    loss = ce * (-torch.expm1(-ce)).clamp_min(0.0).pow(gamma) if gamma else ce  # (1 - p_y)^gamma * -log p_y
+    loss = ce * modulating_factor(-torch.expm1(-ce), gamma) if gamma else ce  # (1 - p_y)^gamma * -log p_y
     return weighted_reduce(loss, w, reduction)
 
 

@@ -187,6 +187,28 @@ def test_binary_focal_hand_values():
     assert ratio[0] < 1e-3 and ratio[1] > 0.9
 
 
+@pytest.mark.parametrize("gamma", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_binary_focal_saturated_logits_keep_the_value_and_a_finite_gradient(gamma, dtype):
+    """Issue 19: 1 - sigmoid(x) rounds to 0 from a logit of about 16.7 (float32), and (1 - p_t)^gamma, 0 < gamma < 1,
+    then has an infinite derivative: torchvision's formula gives a nan gradient there."""
+    x64 = torch.tensor([17.0, 20.0, 30.0, 40.0, 100.0, 200.0, -17.0, -100.0, -200.0, 200.0, -30.0, 0.5, -1.0],
+                       dtype=torch.float64)
+    y64 = torch.tensor([1.0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0], dtype=torch.float64)
+    x = x64.to(dtype).requires_grad_(True)
+    per = LF.binary_focal_loss(x, y64.to(dtype), alpha=0.25, gamma=gamma, reduction="none")
+    (g,) = torch.autograd.grad(per.sum(), x)
+    assert torch.isfinite(per).all() and torch.isfinite(g).all()
+    leaf = x64.clone().requires_grad_(True)  # the formula in float64, where its gradient is finite
+    ref = _torchvision_focal(leaf, y64, 0.25, gamma, "none")
+    (ref_g,) = torch.autograd.grad(ref.sum(), leaf)
+    finite = torch.isfinite(ref_g)
+    assert finite[:3].all() and not finite.all()  # 17, 20, 30 are compared; 100 and 200 overflow the formula
+    tol = {"rtol": 1e-5, "atol": 1e-6 if dtype == torch.float32 else 1e-12}
+    torch.testing.assert_close(per.double(), ref.detach(), **tol)
+    torch.testing.assert_close(g.double()[finite], ref_g[finite], **tol)
+
+
 # ----------------------------------------------------------------------------------------------
 # squared hinge
 # ----------------------------------------------------------------------------------------------

@@ -253,6 +253,51 @@ def test_focal_hand_values():
     torch.testing.assert_close(out, torch.tensor([0.25 * LOG2, math.log(4 / 3) / 16], dtype=torch.float64))
 
 
+def test_focal_issue_19_reproduction_has_finite_gradient_and_zero_for_the_ignored_row():
+    """0 < gamma < 1: (1 - p)^gamma has an infinite derivative at p = 1; the ignored row got 0 * inf = nan."""
+    x = torch.tensor([[20.0, 0.0, 0.0], [1.0, 0.5, -0.3], [30.0, 0.0, 0.0]], requires_grad=True)
+    loss = LF.focal_loss(x, torch.tensor([0, 2, -100]), gamma=0.5)
+    (g,) = torch.autograd.grad(loss, x)
+    assert torch.isfinite(loss) and torch.isfinite(g).all()
+    assert (g[2] == 0).all()
+
+
+def _focal_reference(a, t, gamma):
+    """The focal loss written from its formula, per position: -(1 - p_y)^gamma log p_y (ignored rows: 0)."""
+    valid = t != -100
+    logp = F.log_softmax(a, -1).gather(-1, torch.where(valid, t, 0)[:, None]).squeeze(-1)
+    return -(1 - logp.exp()) ** gamma * logp * valid
+
+
+@pytest.mark.parametrize("gamma", [0.1, 0.5, 0.9])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_focal_saturated_logits_keep_the_value_and_a_finite_gradient(gamma, dtype):
+    rows = [[20, 0, 0], [-20, 0, 0], [30, 0, 0], [100, 0, 0], [200, -200, 0], [1, 0.5, -0.3], [200, 0, 0], [35, 0, 1]]
+    x64 = torch.tensor(rows, dtype=torch.float64)
+    t = torch.tensor([0, 0, 0, 0, 0, 2, -100, 0])
+    w = torch.tensor([1.0, 2.0, 0.5], dtype=dtype)
+    x = x64.to(dtype).requires_grad_(True)
+    per = LF.focal_loss(x, t, gamma=gamma, weight=w, reduction="none")
+    (g,) = torch.autograd.grad(per.sum(), x)
+    assert torch.isfinite(per).all() and torch.isfinite(g).all()
+    assert (g[t == -100] == 0).all()
+    leaf = x64.clone().requires_grad_(True)  # the formula in float64: its gradient is nan where 1 - p_y rounds to 0
+    ref = _focal_reference(leaf, t, gamma) * w.double()[torch.where(t == -100, 0, t)]
+    (ref_g,) = torch.autograd.grad(ref.sum(), leaf)
+    tol = {"rtol": 1e-5, "atol": 1e-6 if dtype == torch.float32 else 1e-12}
+    torch.testing.assert_close(per.double(), ref.detach(), **tol)
+    finite = torch.isfinite(ref_g).all(-1)
+    assert finite.sum() >= 4  # the comparison covers saturated rows too ([20, 0, 0], [-20, 0, 0], ...)
+    torch.testing.assert_close(g.double()[finite], ref_g[finite], **tol)
+
+
+@pytest.mark.parametrize("gamma", [0.25, 0.5, 2.0])
+def test_focal_gradcheck_float64(gamma):
+    x = _logits(10, (6, C)).requires_grad_(True)
+    t = _targets(10, (6,), ignore=-100, n_ignored=2)
+    assert torch.autograd.gradcheck(lambda a: LF.focal_loss(a, t, gamma=gamma, weight=_weight()), (x,))
+
+
 # ----------------------------------------------------------------------------------------------
 # poly-1
 # ----------------------------------------------------------------------------------------------
