@@ -22,6 +22,8 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
+from lossbench.heads.base import BINARY_THRESHOLD, binary_labels
+
 
 class _MeanOf(Metric):
     """A mean over examples of a per-example value (float64 sums, summed over processes); subclasses give
@@ -99,8 +101,8 @@ class BinaryNLL(_MeanOf):
 
 
 class BinaryBalancedAccuracy(Metric):
-    """Mean of the true-positive and true-negative rates at threshold 0.5 (a class absent from both the targets and
-    the predictions is left out, as torchmetrics' macro averages do)."""
+    """Mean of the true-positive and true-negative rates, class 1 where p > 0.5 (:func:`binary_labels`; a class
+    absent from both the targets and the predictions is left out, as torchmetrics' macro averages do)."""
 
     full_state_update = False
 
@@ -109,7 +111,7 @@ class BinaryBalancedAccuracy(Metric):
         self.add_state("counts", torch.zeros(2, 2, dtype=torch.float64), dist_reduce_fx="sum")  # [target, predicted]
 
     def update(self, proba: Tensor, target: Tensor) -> None:
-        predicted, target = (proba >= 0.5).long().reshape(-1), target.long().reshape(-1)
+        predicted, target = binary_labels(proba).long().reshape(-1), target.long().reshape(-1)
         self.counts += torch.bincount(target * 2 + predicted, minlength=4).reshape(2, 2).double()
 
     def compute(self) -> Tensor:
@@ -170,9 +172,9 @@ def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100,
         }
     if task == "binary":
         return {
-            "accuracy": (BinaryAccuracy(**quick), "proba", "max"),
+            "accuracy": (BinaryAccuracy(BINARY_THRESHOLD, **quick), "proba", "max"),
             "auroc": (BinaryAUROC(**quick), "proba", "max"),
-            "f1": (BinaryF1Score(**quick), "proba", "max"),
+            "f1": (BinaryF1Score(BINARY_THRESHOLD, **quick), "proba", "max"),
             "balanced_accuracy": (BinaryBalancedAccuracy(**every), "proba", "max"),
             "nll": (BinaryNLL(**every), "proba", "min"),
             "ece": (BinaryCalibrationError(n_bins=15, **quick), "proba", "min"),

@@ -40,7 +40,7 @@ def test_binary_balanced_accuracy_brier_and_nll_match_references():
     g = torch.Generator().manual_seed(1)
     proba, target = torch.rand(200, generator=g), (torch.rand(200, generator=g) < 0.2).long()
     assert value("binary", "balanced_accuracy", proba, target) == pytest.approx(
-        balanced_accuracy_score(target, (proba >= 0.5).long()), abs=1e-12)
+        balanced_accuracy_score(target, (proba > 0.5).long()), abs=1e-12)
     assert value("binary", "brier", proba, target) == pytest.approx(brier_score_loss(target, proba), abs=1e-7)
     from sklearn.metrics import log_loss
 
@@ -60,3 +60,49 @@ def test_the_resampled_scores_equal_the_logged_metrics_on_the_full_split():
     worse = {**pred, "label": np.zeros_like(pred["label"])}  # always the majority class: balanced accuracy 1/5
     test = example_level_test("balanced_accuracy", [good], [worse])
     assert test.method.startswith("paired bootstrap") and test.diff > 0.5 and test.p < 0.01
+
+
+def test_a_binary_probability_of_exactly_one_half_is_class_0_for_every_metric_and_test():
+    """Issue 19: one threshold rule (p > 0.5) for head.predict, torchmetrics, balanced accuracy and the example-level
+    scores of the significance tests; at p = 0.5 they used to disagree (accuracy 0.0, significance scores 0.75)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from lossbench import get_head
+
+    proba, target = torch.tensor([0.5, 0.5, 0.5, 0.9]), torch.tensor([1, 1, 1, 0])
+    label = get_head("bce", in_features=4).predict(torch.logit(proba))  # sigmoid(0) is exactly 0.5
+    assert label.tolist() == [0, 0, 0, 1]
+    pred, full = {"target": target.numpy(), "proba": proba.numpy()}, np.arange(4)[None]
+    for name, reference in (("accuracy", accuracy_score), ("balanced_accuracy", balanced_accuracy_score),
+                            ("f1", f1_score)):
+        expected = reference(target.numpy(), label.numpy())
+        assert value("binary", name, proba, target) == pytest.approx(expected, abs=1e-12), name
+        assert SCORES[name](pred, full)[0] == pytest.approx(expected, abs=1e-12), name
+    other = {"target": target.numpy(), "proba": np.array([0.9, 0.9, 0.9, 0.1])}  # right on every row
+    assert example_level_test("accuracy", [other], [pred]).detail == {"a_only": 4, "b_only": 0}
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 1])
+def test_multiclass_task_metrics_take_classes_last_positions_as_the_flattened_rows(ignore_index):
+    """Issue 19: (N, T, C) outputs (the token-level layout of docs/heads.md) raised IndexError in the calibration
+    error; every metric must equal that of the (N * T, C) rows, and of the non-ignored rows alone."""
+    import lossbench
+    from lossbench.metrics import TaskMetrics
+
+    g = torch.Generator().manual_seed(3)
+    head = lossbench.get_head("ce", in_features=8, num_classes=4, ignore_index=ignore_index)
+    outputs = torch.randn(3, 7, 4, generator=g) * 2
+    target = torch.randint(0, 4, (3, 7), generator=g)
+    target[0, :3] = target[2, 5] = ignore_index
+
+    def computed(out, tgt):
+        metrics = TaskMetrics("multiclass", 4, ignore_index)
+        metrics.update(head, out, tgt)
+        return {name: float(metric.compute()) for name, metric in metrics.metrics.items()}
+
+    tokens = computed(outputs, target)
+    rows = computed(outputs.reshape(-1, 4), target.reshape(-1))
+    keep = target.reshape(-1) != ignore_index
+    kept = computed(outputs.reshape(-1, 4)[keep], target.reshape(-1)[keep])
+    assert set(tokens) == {"accuracy", "f1_macro", "balanced_accuracy", "nll", "ece", "brier"}
+    assert tokens == pytest.approx(rows, abs=1e-7) and tokens == pytest.approx(kept, abs=1e-7)

@@ -25,6 +25,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from lossbench.heads.base import binary_labels
+
 RESAMPLES = 2000
 SEED = 0  # the bootstrap's generator: fixed, so that the same predictions give the same p-value
 EPS = 1e-12  # probabilities are clamped here before the log (as ``MeanTargetNLL`` does)
@@ -100,7 +102,7 @@ def _labels(pred: dict) -> np.ndarray:
     if "label" in pred:
         return np.asarray(pred["label"])
     proba = np.asarray(pred["proba"])
-    return (proba >= 0.5).astype(np.int64) if proba.ndim == 1 else proba.argmax(-1)
+    return binary_labels(proba).astype(np.int64) if proba.ndim == 1 else proba.argmax(-1)
 
 
 def _f1(pred: dict, idx: np.ndarray, classes: list[int]) -> np.ndarray:

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from lossbench.functional._checks import check_reduction, shape_str
 
+BINARY_THRESHOLD = 0.5
+"""A binary prediction is class 1 where ``p(y=1) > BINARY_THRESHOLD``, strictly (``p = 0.5`` is class 0), as
+torchmetrics' binary metrics threshold it: every binary label in lossbench comes from :func:`binary_labels`."""
+
 TASKS = ("regression", "binary", "multiclass", "distribution", "ordinal", "lm")
 CLASS_TASKS = ("multiclass", "distribution", "ordinal", "lm")
 """Tasks whose heads take ``num_classes`` (the vocabulary size for ``lm``)."""
+
+
+def binary_labels(proba: Any) -> Any:
+    """Whether each ``p(y=1)`` predicts class 1 (a bool Tensor or numpy array, like ``proba``): ``proba > 0.5``.
+
+    Example:
+        >>> binary_labels(torch.tensor([0.2, 0.5, 0.5001, 1.0])).tolist()
+        [False, False, True, True]
+    """
+    return proba > BINARY_THRESHOLD
 
 
 class LossHead(nn.Module, ABC):
@@ -137,7 +151,7 @@ class LossHead(nn.Module, ABC):
             return outputs
         proba = self.predict_proba(outputs)
         if self.task == "binary":
-            return (proba > 0.5).long()
+            return binary_labels(proba).long()
         return proba.argmax(-1)
 
     def extra_repr(self) -> str:
