@@ -234,8 +234,33 @@ class RunningSums:
         return {name: (packed[i] / packed[-1]).float() for i, name in enumerate(names)}
 
 
+def positions_as_rows(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Class predictions at several positions per example as one row per position.
+
+    Classes-last probabilities ``(N, T, ..., C)`` become ``(M, C)`` and labels ``(N, T, ...)`` become ``(M,)``,
+    with targets ``(N, T, ...)`` -> ``(M,)``: the layout torchmetrics' calibration error reads (it wants classes
+    in dim 1). Ignored positions stay, marked by the target's ``ignore_index``, and every metric leaves them out
+    as it does for ``(N, C)`` input. ``(N, C)`` / ``(N,)`` input is returned as it is.
+
+    Example:
+        >>> import torch
+        >>> proba, target = torch.full((2, 4, 3), 1 / 3), torch.zeros(2, 4, dtype=torch.long)
+        >>> [tuple(t.shape) for t in positions_as_rows(proba, target)]
+        [(8, 3), (8,)]
+    """
+    if target.dim() <= 1:
+        return pred, target
+    classes = pred.shape[-1:] if pred.dim() > target.dim() else ()
+    return pred.reshape(-1, *classes), target.reshape(-1)
+
+
 class TaskMetrics(nn.Module):
-    """One stage's metrics for a head; ``update(head, outputs, target)`` feeds each the prediction it reads."""
+    """One stage's metrics for a head; ``update(head, outputs, target)`` feeds each the prediction it reads.
+
+    Multiclass outputs may hold several positions per example, classes last (``(N, T, C)`` for ``(N, T)``
+    targets, as the heads take them): every metric then counts each non-ignored position as one example
+    (:func:`positions_as_rows`), exactly as for the flattened ``(N * T, C)`` input.
+    """
 
     def __init__(self, task: str, num_classes: int | None, ignore_index: int = -100) -> None:
         super().__init__()
@@ -260,4 +285,6 @@ class TaskMetrics(nn.Module):
                 pred, tgt = pred.float(), target.float()
                 if scale is not None:
                     pred = pred * scale[1] + scale[0]
+            elif self.task == "multiclass":
+                pred, tgt = positions_as_rows(pred, target)
             metric.update(pred, tgt)

@@ -81,3 +81,28 @@ def test_a_binary_probability_of_exactly_one_half_is_class_0_for_every_metric_an
     other = {"target": target.numpy(), "proba": np.array([0.9, 0.9, 0.9, 0.1])}  # right on every row
     assert example_level_test("accuracy", [other], [pred]).detail == {"a_only": 4, "b_only": 0}
 
+
+@pytest.mark.parametrize("ignore_index", [-100, 1])
+def test_multiclass_task_metrics_take_classes_last_positions_as_the_flattened_rows(ignore_index):
+    """Issue 19: (N, T, C) outputs (the token-level layout of docs/heads.md) raised IndexError in the calibration
+    error; every metric must equal that of the (N * T, C) rows, and of the non-ignored rows alone."""
+    import lossbench
+    from lossbench.metrics import TaskMetrics
+
+    g = torch.Generator().manual_seed(3)
+    head = lossbench.get_head("ce", in_features=8, num_classes=4, ignore_index=ignore_index)
+    outputs = torch.randn(3, 7, 4, generator=g) * 2
+    target = torch.randint(0, 4, (3, 7), generator=g)
+    target[0, :3] = target[2, 5] = ignore_index
+
+    def computed(out, tgt):
+        metrics = TaskMetrics("multiclass", 4, ignore_index)
+        metrics.update(head, out, tgt)
+        return {name: float(metric.compute()) for name, metric in metrics.metrics.items()}
+
+    tokens = computed(outputs, target)
+    rows = computed(outputs.reshape(-1, 4), target.reshape(-1))
+    keep = target.reshape(-1) != ignore_index
+    kept = computed(outputs.reshape(-1, 4)[keep], target.reshape(-1)[keep])
+    assert set(tokens) == {"accuracy", "f1_macro", "balanced_accuracy", "nll", "ece", "brier"}
+    assert tokens == rows and tokens == pytest.approx(kept, rel=1e-6)
