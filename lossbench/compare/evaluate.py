@@ -7,7 +7,10 @@ A finished run keeps two small files next to its record:
 - ``test_predictions.pt``: what the task metrics read, for every test row: ``target`` and
   ``proba`` (class probabilities) and/or ``label`` (predicted classes, or predicted values on
   the target's original scale for regression). Language models keep ``target_proba``, the
-  probability of each target token, instead of the full (N, T, V) probabilities.
+  probability of each target token, instead of the full (N, T, V) probabilities. A head with an
+  ``ignore_index`` (class and language-model heads) adds it as ``ignore_index`` (a 0-d tensor):
+  every metric computed from the file leaves out the rows (or tokens) whose target equals it, as
+  the module's own metrics do.
 
 The test metrics of a record are :func:`metrics_from_predictions` of that file, so anyone can
 recompute them exactly; :func:`predict` recomputes the file from the weights.
@@ -27,6 +30,7 @@ from lossbench.compare.records import atomic_write_bytes
 
 WEIGHTS_FILE = "weights.pt"
 PREDICTIONS_FILE = "test_predictions.pt"
+IGNORE_INDEX_KEY = "ignore_index"  # in the predictions: the head's ignore_index, absent for heads without one
 
 
 def save_tensors(path: str | Path, tensors: dict[str, Tensor]) -> None:
@@ -102,7 +106,10 @@ def predict(model: Any, dataset: Any, spec: Any, *, padding: str = "longest", ba
                 parts.setdefault(key, []).append(value.detach().cpu())
     finally:
         model.train(was_training)
-    return {key: _concat(values) for key, values in parts.items()}
+    predictions = {key: _concat(values) for key, values in parts.items()}
+    if hasattr(head, "ignore_index"):
+        predictions[IGNORE_INDEX_KEY] = torch.tensor(int(head.ignore_index))
+    return predictions
 
 
 def _values(model: Any, outputs: Tensor) -> Tensor:
@@ -125,7 +132,8 @@ def metrics_from_predictions(task: str, num_classes: int | None, predictions: di
                              prefix: str = "test/") -> dict[str, float]:
     """Every task metric of ``task`` computed from saved predictions, in one pass (deterministic).
 
-    Uses the very torchmetrics objects that training logs (:func:`lossbench.metrics.metric_specs`).
+    Uses the very torchmetrics objects that training logs (:func:`lossbench.metrics.metric_specs`), with the
+    head's ``ignore_index`` when ``predictions`` hold one (:data:`IGNORE_INDEX_KEY`).
 
     Example:
         >>> import torch
@@ -139,11 +147,12 @@ def metrics_from_predictions(task: str, num_classes: int | None, predictions: di
 
     out: dict[str, float] = {}
     target = predictions["target"]
+    ignore = {"ignore_index": int(predictions[IGNORE_INDEX_KEY])} if IGNORE_INDEX_KEY in predictions else {}
     # one process holds the whole split: compute never waits for the other processes of a DDP run
-    for name, (metric, reads, _) in metric_specs(task, num_classes, sync=False).items():
+    for name, (metric, reads, _) in metric_specs(task, num_classes, sync=False, **ignore).items():
         tgt = target
         if task == "lm" and reads == "proba":  # stored as the target token's probability
-            keep = target != -100
+            keep = target != metric.ignore_index
             pred = predictions["target_proba"].unsqueeze(-1)
             tgt = torch.where(keep, torch.zeros_like(target), target)
         else:

@@ -1,0 +1,29 @@
+"""The test split's metrics from the kept predictions (lossbench.compare.evaluate)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lossbench.compare.evaluate import load_tensors, metrics_from_predictions, predict, save_tensors
+from lossbench.data import HFDataModule
+from lossbench.module import LossbenchModule
+
+
+def test_test_metrics_leave_out_the_heads_ignore_index_as_the_modules_own_metrics_do(tmp_path):
+    """Issue 19: metrics_from_predictions (test metrics, `report --recompute`) used -100 whatever the head's
+    ignore_index; with ignore_index=1 the kept predictions must give the module's own test metrics."""
+    dm = HFDataModule(path="lossbench:wine", batch_size=16, seed=0)
+    dm.setup()
+    model = LossbenchModule("ce", head_args={"num_classes": 3, "ignore_index": 1}, data_spec=dm.spec,
+                            backbone={"d_model": 8, "nhead": 2, "num_layers": 1}, seed=0)
+    model.eval()
+    logged = model.metrics["test_metrics"]
+    with torch.no_grad():
+        for batch in dm.test_dataloader():
+            logged.update(model.head, model(batch["inputs"]), batch["target"])
+    expected = {f"test/{name}": float(metric.compute()) for name, metric in logged.metrics.items()}
+    save_tensors(tmp_path / "predictions.pt", predict(model, dm.test_dataset, dm.spec))
+    kept = load_tensors(tmp_path / "predictions.pt")  # what the record and `report --recompute` read
+    assert (kept["target"] == 1).any()  # the ignored class is in the test split
+    assert metrics_from_predictions("multiclass", 3, kept) == pytest.approx(expected, abs=1e-6)
