@@ -272,15 +272,23 @@ def symmetric_cross_entropy(
     r"""Symmetric cross-entropy (Wang et al. 2019): :math:`\alpha\,\mathrm{CE} + \beta\,\mathrm{RCE}`.
 
     The reverse cross-entropy :math:`-\sum_k p_k \log q_k` uses the one-hot target
-    with :math:`\log 0 := A` (``log_zero``, -4 in the paper), so
-    :math:`\mathrm{RCE} = -A\,(1 - p_y)`. ``return_terms=True`` returns
-    ``{"ce": alpha * CE, "rce": beta * RCE}``, whose sum is the loss.
+    with :math:`\log 0 := A` (``log_zero``), so :math:`\mathrm{RCE} = -A\,(1 - p_y)`.
+    ``return_terms=True`` returns ``{"ce": alpha * CE, "rce": beta * RCE}``, whose sum is the loss.
+
+    The default ``log_zero=-4`` is the paper's :math:`A`. The authors' code clamps the one-hot
+    target at 1e-4 before the log instead, so its :math:`A = \log 10^{-4} \approx -9.21`: its RCE
+    term is 2.3 times lossbench's at the defaults, and so is most of the loss. Pass
+    ``log_zero=math.log(1e-4)`` for the authors' behaviour (equal to their code up to its floor of
+    the probabilities at 1e-7).
 
     Example:
-        >>> import torch
+        >>> import math, torch
         >>> from lossbench.functional import symmetric_cross_entropy
-        >>> symmetric_cross_entropy(torch.tensor([[0.0, 0.0]]), torch.tensor([1]), alpha=1.0, beta=1.0)
+        >>> x, y = torch.tensor([[0.0, 0.0]]), torch.tensor([1])
+        >>> symmetric_cross_entropy(x, y, alpha=1.0, beta=1.0)  # log 2 + 4 (1 - 1/2)
         tensor(2.6931)
+        >>> symmetric_cross_entropy(x, y, alpha=1.0, beta=1.0, log_zero=math.log(1e-4))  # the authors' A
+        tensor(5.2983)
     """
     fn = "symmetric_cross_entropy"
     _, ignore = _check(fn, input, target, weight, ignore_index, reduction)
@@ -305,15 +313,18 @@ def nce_rce_loss(
     r"""Active-passive loss NCE+RCE (Ma et al. 2020): :math:`\alpha\,\mathrm{NCE} + \beta\,\mathrm{RCE}`.
 
     The normalized cross-entropy is :math:`\log p_y / \sum_k \log p_k`, in [0, 1];
-    the reverse cross-entropy is as in :func:`symmetric_cross_entropy`. Both terms
-    are robust to symmetric label noise. ``return_terms=True`` returns
-    ``{"nce": ..., "rce": ...}``.
+    the reverse cross-entropy is as in :func:`symmetric_cross_entropy`, with the same
+    ``log_zero=-4`` default where the authors' code uses :math:`\log 10^{-4} \approx -9.21`
+    (pass ``log_zero=math.log(1e-4)`` for their behaviour). Both terms are robust to symmetric
+    label noise. ``return_terms=True`` returns ``{"nce": ..., "rce": ...}``.
 
     Example:
-        >>> import torch
+        >>> import math, torch
         >>> from lossbench.functional import nce_rce_loss
-        >>> nce_rce_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([1]))
+        >>> nce_rce_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([1]))  # 1/2 + 4 (1 - 1/2)
         tensor(2.5000)
+        >>> nce_rce_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([1]), log_zero=math.log(1e-4))  # the authors' A
+        tensor(5.1052)
     """
     fn = "nce_rce_loss"
     _, ignore = _check(fn, input, target, weight, ignore_index, reduction)

@@ -1,8 +1,10 @@
 """Distribution losses: ``input`` holds logits (..., C), ``target`` probability vectors of the same shape.
 
 Losses are summed over classes; ``reduction="mean"`` averages over the leading
-positions (torch's ``"batchmean"``, accepted as an alias) and ``"none"`` returns one
-value per position, of shape ``input.shape[:-1]``.
+positions and ``"none"`` returns one value per position, of shape ``input.shape[:-1]``.
+``"batchmean"`` is accepted as an alias of ``"mean"``: on ``(N, C)`` input it is torch's
+``batchmean``, but on ``(N, T, C)`` input it divides by the N·T positions, where
+``torch.nn.functional.kl_div(..., reduction="batchmean")`` divides by N alone.
 """
 
 from __future__ import annotations
@@ -30,11 +32,19 @@ def kl_divergence(input: Tensor, target: Tensor, temperature: float = 1.0, reduc
     in distillation (Hinton et al. 2015); pass teacher probabilities softened with the
     same temperature as ``target``. Zero target probabilities contribute 0.
 
+    ``reduction="mean"`` (alias ``"batchmean"``) divides the sum by the number of positions:
+    N·T on ``(N, T, C)`` input, where torch's ``kl_div(..., reduction="batchmean")`` divides by N.
+
     Example:
         >>> import torch
+        >>> import torch.nn.functional as F
         >>> from lossbench.functional import kl_divergence
         >>> kl_divergence(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.5, 0.5]]))
         tensor(0.)
+        >>> x, p = torch.zeros(2, 3, 4), torch.tensor([0.7, 0.1, 0.1, 0.1]).expand(2, 3, 4)
+        >>> per_position = kl_divergence(x, p, reduction="batchmean")
+        >>> torch.allclose(F.kl_div(x.log_softmax(-1), p, reduction="batchmean"), 3 * per_position)  # N, not N*T
+        True
     """
     fn = "kl_divergence"
     x, p, reduction = _prepare(fn, input, target, reduction)

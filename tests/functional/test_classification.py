@@ -509,6 +509,35 @@ def test_sce_hand_value():
     assert out.item() == pytest.approx(LOG2 + 2.0, abs=1e-12)
 
 
+def _authors_rce(x, t):
+    """The reverse cross-entropy of the authors' code (Wang et al. 2019; Ma et al. 2020): the one-hot target
+    clamped at 1e-4 before the log, the probabilities at 1e-7."""
+    p = F.softmax(x, -1).clamp(1e-7, 1.0)
+    return -(p * F.one_hot(t, x.shape[-1]).to(x.dtype).clamp(1e-4, 1.0).log()).sum(-1)
+
+
+def _authors_nce(x, t):
+    logp = F.log_softmax(x, -1)
+    return -(F.one_hot(t, x.shape[-1]).to(x.dtype) * logp).sum(-1) / -logp.sum(-1)
+
+
+@pytest.mark.parametrize("name", ["sce", "nce_rce"])
+def test_log_zero_of_the_authors_code_is_log_1e4_and_stated_in_the_docstring(name):
+    """Issue 19: the default A = -4 is the paper's; the authors' code uses log(1e-4) = -9.21, which a user gets by
+    passing it. Both are stated where a user reads them."""
+    x, t = _logits(19), _targets(19)
+    assert F.softmax(x, -1).min() > 1e-7  # the authors' floor of the probabilities is inactive here
+    alpha, beta = (0.1, 1.0) if name == "sce" else (1.0, 1.0)  # each loss's default weights
+    fn, first = {"sce": (LF.symmetric_cross_entropy, lambda: F.cross_entropy(x, t, reduction="none")),
+                 "nce_rce": (LF.nce_rce_loss, lambda: _authors_nce(x, t))}[name]
+    authors = (alpha * first() + beta * _authors_rce(x, t)).mean()
+    assert fn(x, t, log_zero=math.log(1e-4)).item() == pytest.approx(authors.item(), rel=1e-12)
+    assert fn(x, t).item() < 0.6 * authors.item()  # the default differs, by much
+    rce = fn(x, t, alpha=0.0, beta=1.0, log_zero=math.log(1e-4)) / fn(x, t, alpha=0.0, beta=1.0)
+    assert rce.item() == pytest.approx(math.log(1e4) / 4, rel=1e-12)
+    assert "math.log(1e-4)" in fn.__doc__ and "-9.21" in fn.__doc__
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("use_weight", [False, True])
 def test_nce_rce_terms_sum_and_nce_in_unit_interval(reduction, use_weight):

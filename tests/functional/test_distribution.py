@@ -82,6 +82,20 @@ def test_kl_over_tokens_averages_over_positions(reduction):
     torch.testing.assert_close(out, expected, **TOL)
 
 
+@pytest.mark.parametrize("fn", [LF.kl_divergence, LF.reverse_kl_divergence, LF.js_divergence, LF.soft_cross_entropy])
+def test_batchmean_on_tokens_divides_by_every_position_where_torch_divides_by_n(fn):
+    """Issue 19: the convention is stated where a user reads it, and holds: N*T positions, torch's N."""
+    x, p = _data(3, (2, 5, C))
+    per_position = fn(x, p, reduction="none")
+    assert per_position.shape == (2, 5)
+    torch.testing.assert_close(fn(x, p, reduction="batchmean"), per_position.sum() / 10, atol=1e-12, rtol=1e-12)
+    if fn is LF.kl_divergence:
+        torch_batchmean = F.kl_div(F.log_softmax(x, -1), p, reduction="batchmean")
+        torch.testing.assert_close(torch_batchmean, per_position.sum() / 2, atol=1e-12, rtol=1e-12)
+        assert "N·T" in fn.__doc__
+    assert "N·T" in LF.distribution.__doc__ and "divides by N alone" in LF.distribution.__doc__
+
+
 def test_kl_hand_values():
     x = torch.tensor([[0.0, 0.0]], dtype=torch.float64)
     p = torch.tensor([[0.25, 0.75]], dtype=torch.float64)
