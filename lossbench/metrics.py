@@ -24,6 +24,8 @@ from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from lossbench.heads.base import BINARY_THRESHOLD, binary_labels
 
+NLL_FLOOR = 1e-12  # probabilities are floored here before a log: one example adds at most -log(1e-12) = 27.63
+
 
 class _MeanOf(Metric):
     """A mean over examples of a per-example value (float64 sums, summed over processes); subclasses give
@@ -54,9 +56,21 @@ def _kept(target: Tensor, ignore_index: int | None) -> Tensor:
 
 
 class MeanTargetNLL(_MeanOf):
-    """Mean negative log-likelihood of the target class from probabilities (perplexity with ``exp=True``)."""
+    """Mean negative log-likelihood of the target class from probabilities (perplexity with ``exp=True``).
 
-    def __init__(self, ignore_index: int | None = -100, exp: bool = False, eps: float = 1e-12, **kwargs) -> None:
+    The target's probability is floored at ``eps`` (:data:`NLL_FLOOR`, 1e-12) before the log, so one example adds
+    at most -log(1e-12) ≈ 27.63: a probability that underflowed to 0 gives a large, finite mean
+    (the significance tests' per-example NLL uses the same floor).
+
+    Example:
+        >>> import torch
+        >>> nll = MeanTargetNLL()
+        >>> nll.update(torch.tensor([[0.5, 0.5], [0.0, 1.0]]), torch.tensor([0, 0]))
+        >>> round(float(nll.compute()), 4)  # (log 2 - log 1e-12) / 2
+        14.1621
+    """
+
+    def __init__(self, ignore_index: int | None = -100, exp: bool = False, eps: float = NLL_FLOOR, **kwargs) -> None:
         super().__init__(**kwargs)
         self.ignore_index, self.exp, self.eps = ignore_index, exp, eps
 
@@ -89,9 +103,13 @@ class Brier(_MeanOf):
 
 
 class BinaryNLL(_MeanOf):
-    """Mean negative log-likelihood of the 0/1 target under ``p(y=1)``: binary cross-entropy on probabilities."""
+    """Mean negative log-likelihood of the 0/1 target under ``p(y=1)``: binary cross-entropy on probabilities.
 
-    def __init__(self, eps: float = 1e-12, **kwargs) -> None:
+    ``p(y=1)`` is clamped to ``[eps, 1 - eps]`` (:data:`NLL_FLOOR`, 1e-12) before the logs, as in
+    :class:`MeanTargetNLL`: one example adds at most about 27.63.
+    """
+
+    def __init__(self, eps: float = NLL_FLOOR, **kwargs) -> None:
         super().__init__(**kwargs)
         self.eps = eps
 
@@ -101,8 +119,20 @@ class BinaryNLL(_MeanOf):
 
 
 class BinaryBalancedAccuracy(Metric):
-    """Mean of the true-positive and true-negative rates, class 1 where p > 0.5 (:func:`binary_labels`; a class
-    absent from both the targets and the predictions is left out, as torchmetrics' macro averages do)."""
+    """Mean of the true-positive and true-negative rates, class 1 where p > 0.5 (:func:`binary_labels`).
+
+    The mean runs over the classes that occur as a target *or* as a prediction (torchmetrics' rule for its macro
+    averages, which the multiclass ``balanced_accuracy`` follows too): a class absent from both is left out, and a
+    class predicted but never a target counts with recall 0. scikit-learn's ``balanced_accuracy_score`` leaves such
+    a class out (with a warning), so on such data it is higher.
+
+    Example:
+        >>> import torch
+        >>> metric = BinaryBalancedAccuracy()
+        >>> metric.update(torch.tensor([0.9, 0.1, 0.2, 0.3]), torch.tensor([0, 0, 0, 0]))
+        >>> float(metric.compute())  # (3/4 + 0) / 2: class 1 is predicted, never a target (scikit-learn: 0.75)
+        0.375
+    """
 
     full_state_update = False
 
@@ -125,7 +155,7 @@ class BinaryBalancedAccuracy(Metric):
 class TargetKL(_MeanOf):
     """KL(target || predicted) per example, summed over classes and averaged over examples."""
 
-    def __init__(self, eps: float = 1e-12, **kwargs) -> None:
+    def __init__(self, eps: float = NLL_FLOOR, **kwargs) -> None:
         super().__init__(**kwargs)
         self.eps = eps
 
@@ -154,6 +184,10 @@ def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100,
     """The metrics of ``task``: name -> (metric, which prediction it reads, "max" or "min").
 
     ``sync=False``: ``compute`` never gathers from other processes (one process holds all the data).
+
+    Conventions: ``nll`` (and ``perplexity``) floor probabilities at :data:`NLL_FLOOR` (1e-12) before the log;
+    ``balanced_accuracy`` is the mean recall over the classes that are a target or a prediction, so a class
+    predicted but never a target counts with recall 0 (torchmetrics' rule; scikit-learn leaves it out).
     """
     # predictions come from the head and targets were checked by its loss: skip torchmetrics' checks
     every = {"sync_on_compute": sync}
@@ -163,7 +197,8 @@ def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100,
         return {
             "accuracy": (MulticlassAccuracy(c, average="micro", ignore_index=ignore_index, **quick), "label", "max"),
             "f1_macro": (MulticlassF1Score(c, average="macro", ignore_index=ignore_index, **quick), "label", "max"),
-            # the mean of per-class recalls: what accuracy means when the classes are imbalanced
+            # the mean of per-class recalls: what accuracy means when the classes are imbalanced; over the classes
+            # that are a target or a prediction (one predicted, never a target, has recall 0; scikit-learn omits it)
             "balanced_accuracy": (MulticlassRecall(c, average="macro", ignore_index=ignore_index, **quick), "label",
                                   "max"),
             "nll": (MeanTargetNLL(ignore_index=ignore_index, **every), "proba", "min"),

@@ -1,6 +1,8 @@
 """Issue 12: balanced accuracy and Brier score for class tasks, against scikit-learn; the example-level scores the
 significance tests resample agree with the logged metrics."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -106,3 +108,35 @@ def test_multiclass_task_metrics_take_classes_last_positions_as_the_flattened_ro
     kept = computed(outputs.reshape(-1, 4)[keep], target.reshape(-1)[keep])
     assert set(tokens) == {"accuracy", "f1_macro", "balanced_accuracy", "nll", "ece", "brier"}
     assert tokens == rows and tokens == pytest.approx(kept, rel=1e-6)
+
+
+def test_nll_floors_probabilities_at_1e_12_as_stated_and_as_the_significance_score_does():
+    """Issue 19: the NLL floor is a stated convention; a probability of 0 adds -log(1e-12), not inf."""
+    from lossbench.metrics import NLL_FLOOR, BinaryNLL, MeanTargetNLL
+
+    floor = -math.log(1e-12)
+    proba, target = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.25, 0.25]], dtype=torch.float64), torch.tensor([0, 0])
+    assert value("multiclass", "nll", proba, target, 3) == pytest.approx((floor + math.log(2)) / 2, rel=1e-9)
+    assert SCORES["nll"]({"target": target.numpy(), "proba": proba.numpy()}, np.arange(2)[None])[0] == pytest.approx(
+        (floor + math.log(2)) / 2, rel=1e-9)
+    sure_and_wrong, target = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([0, 1])
+    assert value("binary", "nll", sure_and_wrong, target) == pytest.approx(floor, rel=1e-4)
+    assert NLL_FLOOR == 1e-12 and all("1e-12" in m.__doc__ for m in (MeanTargetNLL, BinaryNLL, metric_specs))
+
+
+def test_balanced_accuracy_counts_a_class_predicted_but_never_a_target_with_recall_zero():
+    """Issue 19: torchmetrics' rule, stated in the docstrings; scikit-learn leaves that class out."""
+    import warnings
+
+    from lossbench.metrics import BinaryBalancedAccuracy
+
+    target, label = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 2, 1, 1])  # class 2: predicted, never a target
+    assert value("multiclass", "balanced_accuracy", label, target, 3) == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    proba, negatives = torch.tensor([0.9, 0.1, 0.2, 0.3]), torch.zeros(4, dtype=torch.long)
+    assert value("binary", "balanced_accuracy", proba, negatives) == pytest.approx((0.75 + 0.0) / 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
+        assert balanced_accuracy_score(target, label) == pytest.approx(0.75)
+        assert balanced_accuracy_score(negatives, (proba > 0.5).long()) == pytest.approx(0.75)
+    assert all("recall 0" in doc and "scikit-learn" in doc for doc in (BinaryBalancedAccuracy.__doc__,
+                                                                        metric_specs.__doc__))
