@@ -285,7 +285,8 @@ class Comparison:
 
         check_distillers(self.recipe)
         if self.recipe.teacher is not None and "checkpoint" in self.recipe.teacher:
-            load_checkpoint_teacher(self.recipe.teacher["checkpoint"], spec)  # its classes and data, now
+            load_checkpoint_teacher(self.recipe.teacher["checkpoint"], spec,  # its classes, data and contents, now
+                                    self.recipe.teacher.get("sha256"))
         probe = self.initial_state(self.recipe.seeds[0], spec)
         for loss in self.recipe.losses:  # the heads' own argument checks, before anything is written
             try:
@@ -328,6 +329,9 @@ class Comparison:
             raise RecipeError(f"compare: `--output` {unwritable}; choose another folder")
         if meta.exists():
             previous = self._read_meta()
+            from lossbench.compare.teacher import check_same_teacher
+
+            check_same_teacher(previous.get("recipe"), self.recipe, self.output)  # names a changed checkpoint
             if previous.get("recipe_setup_hash", previous.get("setup_hash")) != self.recipe.setup_hash:
                 raise RecipeError(
                     f"compare: `--output` {str(self.output)!r} holds results of another recipe setup "
@@ -449,7 +453,8 @@ class Comparison:
         given = self.recipe.teacher or {}
         self.position = "the teachers"
         if "checkpoint" in given:
-            model = load_checkpoint_teacher(given["checkpoint"], self.datamodule(self.recipe.seeds[0]).spec)
+            model = load_checkpoint_teacher(given["checkpoint"], self.datamodule(self.recipe.seeds[0]).spec,
+                                            given.get("sha256"))
             models = {seed: model for seed in self.recipe.seeds}
         else:
             sub = self._run_part(teacher_recipe(self.recipe), TEACHER_DIR)

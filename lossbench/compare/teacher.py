@@ -7,6 +7,11 @@ budget), or loads a ``LossbenchModule`` checkpoint (the same teacher for every s
     teacher: {head: ce, backbone: {d_model: 64, nhead: 4, num_layers: 2}, max_epochs: 10}
     teacher: {checkpoint: teachers/digits.ckpt}
 
+A checkpoint's contents are fingerprinted (the sha256 of the file, ``teacher.sha256`` in the resolved recipe,
+so part of the setup hash, like the data's contents): a file that changes is refused when the results
+folder resumes or grows (naming it), and when it changes between the check and the loading. Give
+``sha256`` in the recipe to pin the file you mean.
+
 Its logits on the training split (row order, eval mode) ride along every training batch of its
 seed (``batch["teacher"]``): heads that distil (``kd``) use them, the others (the hard-label
 baseline) ignore them. Each run records their sha256 (``fingerprints["teacher"]``), which the
@@ -29,7 +34,7 @@ if TYPE_CHECKING:
 
 TEACHER_DIR = "teacher"
 TEACHER_LABEL = "teacher"
-KEYS = ("checkpoint", "head", "head_args", "backbone", "max_epochs", "max_steps")
+KEYS = ("checkpoint", "sha256", "head", "head_args", "backbone", "max_epochs", "max_steps")
 
 
 def parse_teacher(raw: Any) -> dict[str, Any]:
@@ -42,7 +47,7 @@ def parse_teacher(raw: Any) -> dict[str, Any]:
                           f"got {raw!r}")
     _check_keys("teacher.", raw, KEYS)
     if "checkpoint" in raw:
-        extra = sorted(k for k in raw if k != "checkpoint")
+        extra = sorted(k for k in raw if k not in ("checkpoint", "sha256"))
         if extra:
             raise RecipeError(f"recipe: `teacher.checkpoint` loads a trained teacher; {extra} would train one: "
                               "give one or the other")
@@ -50,7 +55,14 @@ def parse_teacher(raw: Any) -> dict[str, Any]:
         if not isinstance(path, str) or not Path(path).is_file():
             raise RecipeError(f"recipe: `teacher.checkpoint` must be a LossbenchModule checkpoint file, got {path!r}"
                               + (" (no such file)" if isinstance(path, str) else ""))
-        return {"checkpoint": path}
+        pinned = raw.get("sha256")
+        if pinned is not None and not (isinstance(pinned, str) and len(pinned) == 64
+                                       and all(c in "0123456789abcdef" for c in pinned)):
+            raise RecipeError(f"recipe: `teacher.sha256` must be the checkpoint file's sha256 (64 lowercase hex "
+                              f"digits), got {pinned!r}")
+        return {"checkpoint": path, "sha256": check_checkpoint_contents(path, pinned)}
+    if "sha256" in raw:
+        raise RecipeError("recipe: `teacher.sha256` fingerprints a `teacher.checkpoint`; a trained teacher has none")
     head = raw.get("head", "ce")
     if not isinstance(head, str) or "." in head:
         raise RecipeError(f"recipe: `teacher.head` must be a registered head name, got {head!r}")
@@ -73,6 +85,45 @@ def parse_teacher(raw: Any) -> dict[str, Any]:
     if len(budget) > 1:
         raise RecipeError("recipe: `teacher` takes one of `max_epochs` or `max_steps`, got both")
     return {"head": head, "head_args": dict(args), **({"backbone": dict(backbone)} if backbone else {}), **budget}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_checkpoint_contents(path: str, sha256: str | None, output: str | Path | None = None) -> str:
+    """The sha256 of the teacher checkpoint ``path``; a RecipeError naming it when it is not ``sha256`` (the
+    recipe's pin, or what the runs of ``output`` were trained with)."""
+    try:
+        now = file_sha256(path)
+    except OSError as exc:
+        raise RecipeError(f"recipe: `teacher.checkpoint` {path!r} cannot be read: {exc.strerror or exc}") from None
+    if sha256 is not None and now != sha256:
+        where = (f"since the runs in `--output` {str(output)!r} distilled from it" if output is not None
+                 else "from the sha256 in the recipe (`teacher.sha256`, or taken when the recipe was read)")
+        raise RecipeError(f"compare: the teacher checkpoint {path!r} changed {where} (sha256 {sha256[:12]} then, "
+                          f"{now[:12]} now): its students would learn from two teachers; restore the file, or use "
+                          "a new --output folder (or the new file's sha256)")
+    return now
+
+
+def check_same_teacher(previous: dict[str, Any] | None, recipe: Recipe, output: str | Path) -> None:
+    """Refuse to resume or grow the results folder ``output`` (``previous``: its comparison.json's recipe) when its
+    teacher checkpoint's contents are not those its runs distilled from, naming the checkpoint."""
+    before = (previous or {}).get("teacher") if isinstance(previous, dict) else None
+    now = recipe.teacher or {}
+    if not isinstance(before, dict) or "checkpoint" not in before or "checkpoint" not in now:
+        return
+    if before.get("sha256") is None:
+        raise RecipeError(f"compare: the runs in `--output` {str(output)!r} distilled from the teacher checkpoint "
+                          f"{before['checkpoint']!r} without recording its contents' sha256 (an older lossbench): "
+                          "that the file is unchanged cannot be checked; use a new --output folder")
+    check_checkpoint_contents(now["checkpoint"], before["sha256"], output)
 
 
 def check_distillers(recipe: Recipe) -> None:
@@ -127,8 +178,10 @@ def fingerprint(logits: torch.Tensor) -> str:
     return hashlib.sha256(repr(tuple(data.shape)).encode() + data.tobytes()).hexdigest()
 
 
-def load_checkpoint_teacher(path: str, spec: Any) -> Any:
-    """A ``LossbenchModule`` checkpoint as a teacher for data of ``spec`` (weights only, no code run)."""
+def load_checkpoint_teacher(path: str, spec: Any, sha256: str | None = None) -> Any:
+    """A ``LossbenchModule`` checkpoint as a teacher for data of ``spec`` (weights only, no code run, no model much
+    larger than its weights); ``sha256``: the contents it must have (the recipe's ``teacher.sha256``), checked
+    after loading, so that the teacher used is the one fingerprinted."""
     from lossbench.module import LossbenchModule
 
     try:
@@ -136,6 +189,7 @@ def load_checkpoint_teacher(path: str, spec: Any) -> Any:
     except Exception as exc:
         raise RecipeError(f"recipe: `teacher.checkpoint` {path!r} cannot be loaded as a LossbenchModule: "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    check_checkpoint_contents(path, sha256)
     classes = getattr(model.head, "num_classes", None)
     if model.head.task != "multiclass" or classes != spec.num_classes:
         raise RecipeError(f"recipe: `teacher.checkpoint` {path!r} predicts {classes} classes ({model.head.task} head), "
@@ -160,8 +214,9 @@ def teacher_section(root: Path, comparison: dict[str, Any]) -> list[str]:
         return []
     lines = ["## Teacher", ""]
     if "checkpoint" in given:
-        return lines + [f"Every seed's students distilled from the checkpoint `{given['checkpoint']}` (its logits on "
-                        "the training rows; fingerprint in each record).", ""]
+        contents = f" (sha256 `{given['sha256'][:12]}`)" if given.get("sha256") else ""
+        return lines + [f"Every seed's students distilled from the checkpoint `{given['checkpoint']}`{contents} (its "
+                        "logits on the training rows; fingerprint in each record).", ""]
     records = [r for r, _ in load_records(Path(root) / TEACHER_DIR)] if (Path(root) / TEACHER_DIR).is_dir() else []
     finished = [r for r in records if r.status == "finished"]
     backbone = given.get("backbone") or {}

@@ -142,3 +142,75 @@ def test_the_module_hands_the_batch_teacher_to_a_head_that_distils():
     assert ce.head_loss(ce(batch["inputs"]), batch["target"], batch)[1] == {}  # the teacher is not for it
     with pytest.raises(ValueError, match=r"`set_teacher` needs logits of shape \(124, 3\)"):
         dm.set_teacher(torch.zeros(5, 3))
+
+
+# -- issue 19 B3: a teacher checkpoint is fingerprinted by its contents ---------------------------------------------
+
+
+def _teacher_checkpoint(path, seed):
+    """A small LossbenchModule checkpoint for the comparison's wine data (its weights differ with ``seed``)."""
+    dm = HFDataModule("lossbench:wine", batch_size=32)
+    model = LossbenchModule("ce", data_spec=dm.spec, backbone={"d_model": 8, "nhead": 2}, seed=seed, metrics=False)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, default_root_dir=str(path.parent))
+    trainer.fit(model, datamodule=dm)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teachers")
+    return _teacher_checkpoint(folder / "a.ckpt", 0), _teacher_checkpoint(folder / "b.ckpt", 1)
+
+
+def test_the_checkpoint_s_contents_are_in_the_setup_hash_and_can_be_pinned(teachers, tmp_path):
+    import hashlib
+
+    a, b = teachers
+    path = tmp_path / "teacher.ckpt"
+    shutil.copy(a, path)
+    first = load_recipe(distil({"checkpoint": str(path)}))
+    assert first.teacher["sha256"] == hashlib.sha256(a.read_bytes()).hexdigest()
+    again = tmp_path / "recipe.yaml"
+    again.write_text(first.to_yaml())
+    assert load_recipe(again).setup_hash == first.setup_hash  # the resolved recipe pins the contents and runs
+    shutil.copy(b, path)  # same path, another teacher
+    assert load_recipe(distil({"checkpoint": str(path)})).setup_hash != first.setup_hash
+    with pytest.raises(RecipeError, match=r"the teacher checkpoint '.*teacher.ckpt' changed from the sha256 in the "
+                                          r"recipe .*\(sha256 [0-9a-f]{12} then, [0-9a-f]{12} now\)"):
+        load_recipe(distil(first.teacher))
+    with pytest.raises(RecipeError, match=r"`teacher.sha256` must be the checkpoint file's sha256"):
+        load_recipe(distil({"checkpoint": str(path), "sha256": "abc"}))
+    # replaced after the recipe was read, before the comparison loads it: refused before anything is written
+    recipe = load_recipe(distil({"checkpoint": str(path)}))
+    shutil.copy(a, path)
+    with pytest.raises(RecipeError, match=r"the teacher checkpoint '.*teacher.ckpt' changed"):
+        Comparison(recipe, tmp_path / "out", progress=False).prepare()
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("when", ["between seeds", "mid-run, then resumed"])
+def test_a_teacher_checkpoint_replaced_on_disk_is_refused_naming_it(teachers, tmp_path, when):
+    """Before: only the path was recorded; a replaced file mixed two teachers across seeds (or within one run,
+    resumed) and the fairness check passed."""
+    a, b = teachers
+    path, out = tmp_path / "teacher.ckpt", tmp_path / "out"
+    shutil.copy(a, path)
+    raw = distil({"checkpoint": str(path)}, losses=["ce", {"name": "kd", "args": {"alpha": 0.5}}], seeds=[0])
+    Comparison(load_recipe(raw), out, progress=False).run()
+    if when == "mid-run, then resumed":
+        folder = run_dir(out, "kd", 0)
+        record = RunRecord.load(folder / "record.json")
+        record.status = "running"
+        record.save(folder / "record.json")
+    else:
+        raw["seeds"] = [0, 1]
+    shutil.copy(b, path)
+    with pytest.raises(RecipeError, match=rf"the teacher checkpoint '{path}' changed since the runs in `--output` "
+                                          r"'.*out' distilled from it \(sha256 [0-9a-f]{12} then"):
+        Comparison(load_recipe(raw), out, progress=False).run()
+    assert not run_dir(out, "kd", 1).exists()
+    shutil.copy(a, path)  # the same teacher again: the folder resumes
+    Comparison(load_recipe(raw), out, progress=False).run()
+    assert all(r.status == "finished" for r, _ in load_records(out))
