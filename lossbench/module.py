@@ -99,13 +99,11 @@ def _target_scale(spec: DataSpec | None, head: LossHead) -> tuple[float, float] 
 
 def _check_checkpoint_hparams(path: str | Path, overrides: dict[str, Any]) -> None:
     """Refuse what a checkpoint's hyper-parameters would make ``load_from_checkpoint`` do beyond reading weights."""
-    import sys
-
     owner = "LossbenchModule.load_from_checkpoint"
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     hp = {**(ckpt.get("hyper_parameters") or {}), **overrides} if isinstance(ckpt, dict) else {}
     head = hp.get("head")
-    if "head" not in overrides and isinstance(head, str) and "." in head and head.rpartition(".")[0] not in sys.modules:
+    if "head" not in overrides and isinstance(head, str) and imports_a_module(head):
         raise ValueError(
             f"{owner}: the checkpoint {str(path)!r} names the head {head!r}, a dotted class path; loading a checkpoint "
             f"never imports a module. If you trust it, pass head={head!r} (or the class) explicitly"
@@ -113,17 +111,61 @@ def _check_checkpoint_hparams(path: str | Path, overrides: dict[str, Any]) -> No
     backbone, spec = hp.get("backbone"), hp.get("data_spec")
     if not isinstance(backbone, dict) or not isinstance(spec, dict):
         return
-    stored = sum(t.numel() * t.element_size() for k, t in (ckpt.get("state_dict") or {}).items()
-                 if isinstance(t, Tensor) and k.startswith("backbone."))
-    with torch.device("meta"):  # counts the parameters without allocating them
-        meta = build_backbone(DataSpec.from_dict(spec), BackboneConfig(**backbone))
-    wanted = sum(t.numel() * t.element_size() for t in meta.state_dict().values())
-    if wanted > 2 * stored + 2**20:
-        raise ValueError(
-            f"{owner}: the checkpoint {str(path)!r}'s hyper-parameters build a model of {_size(wanted)} (backbone "
-            f"{backbone}) but its weights hold {_size(stored)}: refusing to allocate it (a corrupt or crafted "
-            "checkpoint); pass `backbone=` explicitly if you mean it"
-        )
+    check_fits_weights(
+        model_values(head if isinstance(head, str) else None, hp.get("head_args") or {}, DataSpec.from_dict(spec),
+                     BackboneConfig(**backbone)),
+        ckpt.get("state_dict") or {}, f"{owner}: the checkpoint {str(path)!r}'s hyper-parameters",
+        f"backbone {backbone}, head {head!r} {hp.get('head_args') or {}}, data spec {spec}",
+        "pass `backbone=` (or `head_args=`) explicitly if you mean it")
+
+
+def imports_a_module(head: str) -> bool:
+    """Whether resolving ``head`` would import a module: a dotted class path whose module is not imported yet.
+
+    Files lossbench reads (a checkpoint's hyper-parameters, a results folder's records) never make it import
+    one on their word: only a registered name, a class path already imported, or one the user passes."""
+    import sys
+
+    return "." in head and head.rpartition(".")[0] not in sys.modules
+
+
+def model_values(head: str | None, head_args: dict[str, Any], spec: DataSpec, backbone: BackboneConfig) -> int:
+    """How many values (parameters and buffers) ``LossbenchModule(head, head_args, spec, backbone)`` holds, counted
+    on the meta device: nothing is allocated, however large the arguments (``d_model``, ``num_classes``, the
+    spec's ``vocab_size``, ``max_length``, ``image_shape`` ...) ask it to be. ``head`` None: the backbone only.
+    ``head`` must not import a module (:func:`imports_a_module`)."""
+    with torch.device("meta"):
+        net = build_backbone(spec, backbone)
+        count = sum(t.numel() for t in net.state_dict().values())
+        if head is None:
+            return count
+        cls = resolve_head_class(head)
+        kwargs = dict(head_args)
+        if cls.task in CLASS_TASKS:
+            kwargs.setdefault("num_classes", spec.num_classes)
+        try:
+            return count + sum(t.numel() for t in cls(in_features=net.out_features, **kwargs).state_dict().values())
+        except Exception:  # a head whose own checks compute on values (impossible on meta): its projection's size
+            outputs = kwargs.get("num_classes")
+            outputs = outputs if isinstance(outputs, int) and not isinstance(outputs, bool) and outputs > 0 else 1
+            return count + (int(net.out_features) + 2) * outputs
+
+
+def check_fits_weights(wanted: int, weights: dict[str, Any], what: str, detail: str, hint: str) -> None:
+    """The rule for a model built from a file's word (a checkpoint's hyper-parameters, a results folder's recipe):
+    one with more than twice the values its weights hold (plus 2**18) is refused before it is allocated.
+
+    Args:
+        wanted: the values the model would hold (:func:`model_values`).
+        weights: the state dict that would be loaded into it.
+        what: whose word builds it (the error's start).
+        detail: the arguments that size it.
+        hint: how to go on when the model is meant.
+    """
+    stored = sum(t.numel() for t in weights.values() if isinstance(t, Tensor))
+    if wanted > 2 * stored + 2**18:
+        raise ValueError(f"{what} build a model of {_size(4 * wanted)} ({detail}) but its weights hold "
+                         f"{_size(4 * stored)} (float32 sizes): refusing to allocate it (a corrupt or crafted file); {hint}")
 
 
 def _size(n: int) -> str:
