@@ -115,7 +115,7 @@ def _check_checkpoint_hparams(path: str | Path, overrides: dict[str, Any]) -> No
         model_values(head if isinstance(head, str) else None, hp.get("head_args") or {}, DataSpec.from_dict(spec),
                      BackboneConfig(**backbone)),
         ckpt.get("state_dict") or {}, f"{owner}: the checkpoint {str(path)!r}'s hyper-parameters",
-        f"backbone {backbone}, head {head!r} {hp.get('head_args') or {}}, data spec {spec}",
+        f"backbone {backbone}, head {head!r} {hp.get('head_args') or {}} on its data spec",
         "pass `backbone=` (or `head_args=`) explicitly if you mean it")
 
 
@@ -164,8 +164,8 @@ def check_fits_weights(wanted: int, weights: dict[str, Any], what: str, detail: 
     """
     stored = sum(t.numel() for t in weights.values() if isinstance(t, Tensor))
     if wanted > 2 * stored + 2**18:
-        raise ValueError(f"{what} build a model of {_size(4 * wanted)} ({detail}) but its weights hold "
-                         f"{_size(4 * stored)} (float32 sizes): refusing to allocate it (a corrupt or crafted file); {hint}")
+        raise ValueError(f"{what} build a model of {_size(4 * wanted)} but its weights hold {_size(4 * stored)} "
+                         f"(float32 sizes): refusing to allocate it (a corrupt or crafted file: {detail}); {hint}")
 
 
 def _size(n: int) -> str:

@@ -188,7 +188,7 @@ def load_checkpoint_teacher(path: str, spec: Any, sha256: str | None = None) -> 
         model = LossbenchModule.load_from_checkpoint(path, map_location="cpu")
     except Exception as exc:
         raise RecipeError(f"recipe: `teacher.checkpoint` {path!r} cannot be loaded as a LossbenchModule: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:500]}") from None
     check_checkpoint_contents(path, sha256)
     classes = getattr(model.head, "num_classes", None)
     if model.head.task != "multiclass" or classes != spec.num_classes:

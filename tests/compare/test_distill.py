@@ -214,3 +214,15 @@ def test_a_teacher_checkpoint_replaced_on_disk_is_refused_naming_it(teachers, tm
     shutil.copy(a, path)  # the same teacher again: the folder resumes
     Comparison(load_recipe(raw), out, progress=False).run()
     assert all(r.status == "finished" for r, _ in load_records(out))
+
+
+def test_a_teacher_checkpoint_asking_for_a_huge_head_is_refused_before_allocating(teachers, tmp_path):
+    """Issue 19 B7: a 210 kB checkpoint with head_args.num_classes 3e7 allocated ~7 GB before failing."""
+    path = tmp_path / "huge.ckpt"
+    ckpt = torch.load(teachers[0], weights_only=True)
+    ckpt["hyper_parameters"]["head_args"] = {"num_classes": 30_000_000}
+    torch.save(ckpt, path)
+    with pytest.raises(RecipeError, match=r"`teacher.checkpoint` '.*huge.ckpt' cannot be loaded as a LossbenchModule: "
+                                          r"ValueError: .* build a model of [\d.]+ GB .*refusing to allocate it"):
+        Comparison(load_recipe(distil({"checkpoint": str(path)})), tmp_path / "out", progress=False).prepare()
+    assert not (tmp_path / "out").exists()
