@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from lossbench.compare.records import atomic_write_bytes
+from lossbench.metrics import metric_specs, positions_as_rows
 
 WEIGHTS_FILE = "weights.pt"
 PREDICTIONS_FILE = "test_predictions.pt"
@@ -59,8 +60,6 @@ def _autocast(precision: str, device: torch.device):
 
 
 def _reads(task: str, num_classes: int | None) -> set[str]:
-    from lossbench.metrics import metric_specs
-
     return {reads for _, reads, _ in metric_specs(task, num_classes).values()}
 
 
@@ -143,8 +142,6 @@ def metrics_from_predictions(task: str, num_classes: int | None, predictions: di
         >>> round(m["test/accuracy"], 4), round(m["test/nll"], 4)
         (0.6667, 0.4149)
     """
-    from lossbench.metrics import metric_specs
-
     out: dict[str, float] = {}
     target = predictions["target"]
     ignore = {"ignore_index": int(predictions[IGNORE_INDEX_KEY])} if IGNORE_INDEX_KEY in predictions else {}
@@ -159,6 +156,8 @@ def metrics_from_predictions(task: str, num_classes: int | None, predictions: di
             pred = predictions[reads]
         if task == "binary":
             tgt = target.round().long()
+        elif task == "multiclass":  # classes-last (N, T, C) predictions: one row per position, as in training
+            pred, tgt = positions_as_rows(pred, tgt)
         elif task == "regression":
             pred, tgt = pred.float(), target.float()
         metric.update(pred, tgt)

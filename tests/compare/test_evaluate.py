@@ -27,3 +27,24 @@ def test_test_metrics_leave_out_the_heads_ignore_index_as_the_modules_own_metric
     kept = load_tensors(tmp_path / "predictions.pt")  # what the record and `report --recompute` read
     assert (kept["target"] == 1).any()  # the ignored class is in the test split
     assert metrics_from_predictions("multiclass", 3, kept) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("ignore_index", [-100, 2])
+def test_test_metrics_of_classes_last_token_predictions_equal_the_modules_task_metrics(ignore_index):
+    """(N, T, C) predictions (a per-token multiclass head) score as TaskMetrics does: one row per position."""
+    from lossbench.heads import get_head
+    from lossbench.metrics import TaskMetrics
+
+    head = get_head("ce", in_features=4, num_classes=5, ignore_index=ignore_index)
+    outputs = torch.randn(3, 6, 5)
+    target = torch.randint(0, 5, (3, 6))
+    target[0, :2] = ignore_index
+    metrics = TaskMetrics("multiclass", 5, ignore_index)
+    metrics.update(head, outputs, target)
+    expected = {f"test/{name}": float(metric.compute()) for name, metric in metrics.metrics.items()}
+    preds = {"target": target, "label": head.predict(outputs), "proba": head.predict_proba(outputs),
+             "ignore_index": torch.tensor(ignore_index)}
+    got = metrics_from_predictions("multiclass", 5, preds)
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-6, abs=1e-7), name
