@@ -63,7 +63,7 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
     from lossbench.compare.interrupt import Interrupted
     from lossbench.compare.lock import FolderBusyError
     from lossbench.compare.recipe import RecipeError, load_recipe
-    from lossbench.compare.storage import WriteFailed
+    from lossbench.compare.storage import OutsideResultsFolder, WriteFailed, folder_name_problem
     from lossbench.heads import UnknownHeadError
 
     try:
@@ -75,6 +75,10 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
         if args.print_config:  # the resolved recipe (defaults filled in, overrides applied), nothing run
             print(recipe.to_yaml(), end="")
             return 0
+        unnamed = folder_name_problem(recipe.name) if args.output is None else None  # `name: ../../x`: not in runs/
+        if unnamed:
+            raise RecipeError(f"recipe: `name` must be one folder name when --output is not given (the results go to "
+                              f"runs/<name>), got {recipe.name!r}: {unnamed}; rename it or pass --output DIR")
         output = args.output or f"runs/{recipe.name}"
         comparison = Comparison(recipe, output, progress=not args.no_progress, wait=args.wait)
         # everything (recipe, output folder, data, losses against the data) is checked before anything is
@@ -94,6 +98,9 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
             print(f"lossbench compare: stopped by {exc.name} at {comparison.position}; the folder "
                   f"{str(comparison.output)!r} is resumable: rerun the same command to continue", file=sys.stderr)
         return exc.exit_code
+    except OutsideResultsFolder as exc:  # a symlink out of the folder: nothing outside was touched
+        print(f"lossbench compare: {exc}; stopped at {comparison.position}", file=sys.stderr)
+        return 2
     except WriteFailed as exc:  # disk full, quota, read-only: every write is atomic, so the folder resumes
         print(f"lossbench compare: {exc}; stopped at {comparison.position}; free space (or fix the folder) and "
               f"rerun the same command to resume {str(comparison.output)!r}", file=sys.stderr)
@@ -110,12 +117,14 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from lossbench.compare.report import render_report
+    from lossbench.compare.storage import OutsideResultsFolder
 
     try:
         if args.recompute:
             return _recompute(args.folder)
         path = render_report(args.folder)
-    except (FileNotFoundError, ValueError) as exc:  # no comparison folder, or a malformed comparison.json
+    except (FileNotFoundError, ValueError, OutsideResultsFolder) as exc:  # no comparison folder, a malformed
+        # comparison.json, or plots/ a symlink out of the folder
         print(f"lossbench report: {exc}", file=sys.stderr)
         return 2
     print(f"report: {path}")

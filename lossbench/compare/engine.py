@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import platform
-import shutil
 import sys
 import warnings
 from collections.abc import Iterator
@@ -33,9 +32,11 @@ from lossbench.compare.lock import LOCK_FILE, FolderLock
 from lossbench.compare.recipe import MAX_PARAMETERS, LossSpec, Recipe, RecipeError
 from lossbench.compare.records import (
     STATUS,
+    CorruptFileError,
     RunRecord,
     atomic_write_text,
     read_json,
+    read_metrics,
     remove_temporary_files,
     run_dir,
     test_metric,
@@ -43,8 +44,17 @@ from lossbench.compare.records import (
     write_json,
 )
 from lossbench.compare.selection import BestWeights
-from lossbench.compare.storage import check_writable, write_failure
+from lossbench.compare.storage import (
+    check_writable,
+    move_aside,
+    nesting_problem,
+    remove_tree,
+    results_folder,
+    write_failure,
+)
 from lossbench.compare.summary import summarise_run
+from lossbench.compare.teacher import TEACHER_DIR
+from lossbench.compare.tuning import TUNING_DIR
 from lossbench.data.identity import fingerprints_of
 from lossbench.distributed import Processes, RankMismatchError, same_on_all_ranks
 from lossbench.resume import AtomicCheckpointIO, seed_rngs
@@ -160,14 +170,6 @@ class InitialState:
     heads: dict[tuple[int, ...], dict[str, torch.Tensor]]  # projection shape -> projection state
 
 
-def move_aside(path: Path, why: str, folder: Path | None = None) -> Path:
-    """Rename ``path`` to ``<name>.<why>-<UTC time>`` (in ``folder``, default its own), kept for inspection."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    aside = (folder or path.parent) / f"{path.name}.{why}-{stamp}"
-    os.replace(path, aside)
-    return aside
-
-
 def _quarantine_unreadable(ckpt: Path) -> str | None:
     """Move an unreadable checkpoint aside (kept for inspection) so that its run starts over instead of failing
     on every rerun; returns what happened, for the record, or None when there was nothing to do."""
@@ -217,6 +219,22 @@ def _quarantine_record(path: Path, problem: str) -> str:
     return f"record {path.name} unreadable ({problem}); moved to {aside.name}, run started over"
 
 
+def _quarantine_metrics(path: Path) -> str | None:
+    """Move a finished run's unreadable metrics.csv aside (kept for inspection), as for a record: the run is trained
+    again, which rebuilds it; returns what happened, or None when the file reads (or there is none)."""
+    if not path.exists():
+        return None
+    try:
+        read_metrics(path)
+        return None
+    except CorruptFileError as exc:
+        problem = f"{exc.problem}: expected {exc.expected}, found {exc.found}"
+    except OSError as exc:  # a folder, unreadable permissions
+        problem = f"{type(exc).__name__}: {exc.strerror or exc}"
+    aside = move_aside(path, "unreadable")
+    return f"{path.name} unreadable ({problem}); moved to {aside.name}, run started over"
+
+
 def _untuned(args: dict[str, Any], tuned: set[str]) -> dict[str, Any]:
     return {k: v for k, v in args.items() if k not in tuned}
 
@@ -249,6 +267,7 @@ class Comparison:
         self._datamodules: dict[int, Any] = {}
         self.data: dict[str, dict[str, Any]] = {}  # split -> source, rows, fingerprint, class counts (prepare)
         self.processes = Processes()  # one process until run() launches the ones the recipe's trainer asks for
+        self.part_of: Path | None = None  # the comparison whose sub-comparison (teacher/, tuning/) this is
 
     # -- validation, before anything is written ------------------------------------------------
     def prepare(self) -> None:
@@ -327,6 +346,10 @@ class Comparison:
         unwritable = check_writable(self.output)
         if unwritable:
             raise RecipeError(f"compare: `--output` {unwritable}; choose another folder")
+        if self.part_of is None:  # teacher/ and tuning/ are this comparison's own, checked with it
+            nested = nesting_problem(self.output, parts=(TEACHER_DIR, TUNING_DIR))
+            if nested:
+                raise RecipeError(f"compare: `--output` {nested}")
         if meta.exists():
             previous = self._read_meta()
             from lossbench.compare.teacher import check_same_teacher
@@ -436,7 +459,7 @@ class Comparison:
         """Run ``recipe`` as a comparison of its own in ``DIR/<folder>`` (teachers, tuning trials), in this
         comparison's processes and under its lock, without a report; its failed runs are this one's too."""
         sub = Comparison(recipe, self.output / folder, progress=self.progress)
-        sub.processes = self.processes
+        sub.processes, sub.part_of = self.processes, self.output
         sub.prepare()
         sub._run_locked(report=False)
         self.failed += [f"{folder}: {line}" for line in sub.failed]
@@ -504,8 +527,9 @@ class Comparison:
             self.prepare()
             self.processes = self._launch()  # every process exists before anything is decided or written
         # one writer per folder (rank 0 of a distributed run is the only one that writes)
-        lock = FolderLock(self.output, wait=self.wait) if self.processes.is_global_zero else contextlib.nullcontext()
-        with lock, stop_on_signals():
+        lock = (FolderLock(self.output, wait=self.wait, on_wait=self._waiting) if self.processes.is_global_zero
+                else contextlib.nullcontext())
+        with results_folder(self.output), stop_on_signals(), lock:  # a signal while waiting for the lock stops too
             try:
                 return self._run_locked()
             except OSError as exc:  # disk full, quota, read-only: stop (every later write would fail too)
@@ -513,6 +537,13 @@ class Comparison:
                 if failure is None:
                     raise
                 raise failure from exc
+
+    def _waiting(self, holder: str) -> None:
+        """``--wait``: say that (and whom) this process waits for; a signal meanwhile names it."""
+        self.position = f"start-up, waiting for the other lossbench compare ({holder})"
+        if self.progress:
+            print(f"lossbench compare: {str(self.output)!r} is in use by another lossbench compare ({holder}); "
+                  "waiting for it to finish (--wait)", file=sys.stderr, flush=True)
 
     def _run_locked(self, report: bool = True) -> Path:
         from tqdm.auto import tqdm
@@ -629,10 +660,15 @@ class Comparison:
         restart = _quarantine_unreadable(ckpt) if self.processes.is_global_zero else None
         if unreadable and self.processes.is_global_zero:
             restart = _quarantine_record(record_path, unreadable)
+        redo = None  # a finished run whose metrics.csv is unreadable is trained again, which rebuilds it
+        if record is not None and record.status == "finished" and self.processes.is_global_zero:
+            redo = _quarantine_metrics(record_path.parent / "metrics.csv")
+            restart = redo or restart
         finished, resume = self.processes.broadcast(
-            (record is not None and record.status == "finished", ckpt.exists() and not unreadable))
+            (record is not None and record.status == "finished" and not redo,
+             ckpt.exists() and not unreadable and not redo))
         if finished and self.processes.is_global_zero:  # left if killed right after finishing
-            shutil.rmtree(record_path.parent / "checkpoints", ignore_errors=True)
+            remove_tree(record_path.parent / "checkpoints")
         return record, restart, finished, resume
 
     def open_record(self, loss: LossSpec, seed: int, model, dm, record: RunRecord | None, resume: bool,
@@ -687,7 +723,7 @@ class Comparison:
         record.save(folder / "record.json")
         killpoint.kill_point("finished")
         if self.processes.is_global_zero:
-            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+            remove_tree(folder / "checkpoints")
         label = f"{record.loss} seed {record.seed}"
         value = record.final.get(r.target["metric"])
         headline = test_metric(r.target["metric"])

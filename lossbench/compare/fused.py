@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +33,7 @@ from lossbench.compare.array import ModelArray
 from lossbench.compare.callbacks import DataOrderFingerprint, LastCheckpoint, LossMean, evaluation_row
 from lossbench.compare.records import RunRecord, is_global_zero, run_dir, write_csv
 from lossbench.compare.selection import BestWeights
-from lossbench.compare.storage import write_failure
+from lossbench.compare.storage import confined, move_aside, remove_tree, write_failure
 from lossbench.distributed import RankMismatchError
 from lossbench.resume import seed_rngs
 
@@ -173,8 +172,6 @@ def _held_members(cmp: Comparison, ckpt: Path) -> tuple[list[str] | None, str | 
 
 
 def _set_aside(ckpt: Path, held: list[str], labels: list[str]) -> str:
-    from lossbench.compare.engine import move_aside
-
     name = move_aside(ckpt, "other-members").name if is_global_zero() else f"{ckpt.name}.other-members-*"
     return (f"array checkpoint {ckpt.name} holds members {held}, the array now {labels}; moved to {name}, "
             "run started over")
@@ -292,7 +289,7 @@ def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
 
 def _remove(cmp: Comparison, root: Path) -> None:
     """Delete an array's folder (its checkpoint) and ``arrays/`` with its last array."""
-    if cmp.processes.is_global_zero:
-        shutil.rmtree(root, ignore_errors=True)
+    if cmp.processes.is_global_zero:  # never through a symlink out of the results folder (remove_tree)
+        remove_tree(root)
         with contextlib.suppress(OSError):
-            root.parent.rmdir()
+            confined(root.parent, "delete").rmdir()

@@ -12,8 +12,11 @@ never write). Where ``fcntl`` does not exist (Windows) the folder is not locked.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+
+from lossbench.compare.storage import confined
 
 LOCK_FILE = ".lossbench.lock"
 
@@ -35,8 +38,8 @@ class FolderLock:
     results folder '...' is in use by another lossbench compare
     """
 
-    def __init__(self, folder: str | Path, *, wait: bool = False) -> None:
-        self.folder, self.wait = Path(folder), bool(wait)
+    def __init__(self, folder: str | Path, *, wait: bool = False, on_wait: Callable[[str], None] | None = None) -> None:
+        self.folder, self.wait, self.on_wait = Path(folder), bool(wait), on_wait  # on_wait(holder): before waiting
         self.path = self.folder / LOCK_FILE
         self._fd: int | None = None
 
@@ -46,18 +49,20 @@ class FolderLock:
         except ImportError:  # pragma: no cover - Windows: no advisory locks here
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(confined(self.path), os.O_RDWR | os.O_CREAT, 0o644)  # truncated and written: never outside
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
                 if not self.wait:
-                    holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
                     raise FolderBusyError(
                         f"results folder {str(self.folder)!r} is in use by another lossbench compare ({holder}); "
                         "wait for it to finish, or pass --wait to wait and then resume what it left"
                     ) from None
-                fcntl.flock(fd, fcntl.LOCK_EX)  # blocks until the holder ends (or dies)
+                if self.on_wait is not None:
+                    self.on_wait(holder)
+                fcntl.flock(fd, fcntl.LOCK_EX)  # blocks until the holder ends (or dies), or a signal's handler raises
             os.ftruncate(fd, 0)
             stamp = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
             os.pwrite(fd, f"pid {os.getpid()}, since {stamp}\n".encode(), 0)

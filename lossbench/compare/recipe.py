@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from lossbench.compare.storage import MAX_LABEL_BYTES
 from lossbench.config import BackboneConfig, ConfigError, OptimizerConfig, ScheduleConfig, defaults
 
 if TYPE_CHECKING:
@@ -326,6 +327,9 @@ def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = 
         label = _label(item)
         if not label.replace("_", "").replace("-", "").isalnum():
             raise RecipeError(f"recipe: `losses[{i}].label` must be letters, digits, _ or -, got {label!r}")
+        if len(label.encode("utf-8")) > MAX_LABEL_BYTES:  # it names a folder and files
+            raise RecipeError(f"recipe: `losses[{i}].label` must be at most {MAX_LABEL_BYTES} bytes in UTF-8, got "
+                              f"{len(label.encode('utf-8'))} ({label[:20]!r}...)")
         specs.append(LossSpec(label, head, args))
         if "class_path" in item:
             class_paths.add(label)

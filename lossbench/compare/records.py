@@ -26,13 +26,14 @@ import csv
 import io
 import json
 import os
+import secrets
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lossbench.compare import killpoint
+from lossbench.compare.storage import confined
 
 STATUS = ("pending", "running", "finished", "failed")
 METRIC_COLUMNS = ("step", "epoch", "wall_time", "train_loss", "grad_norm", "lr")
@@ -59,9 +60,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """
     if not is_global_zero():
         return
-    path = Path(path)
+    path = confined(path)  # never through a symlink out of the results folder
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temporary_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             if killpoint.armed():  # test hook: die with half of the temporary file written
@@ -83,6 +84,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def _temporary_file(path: Path) -> tuple[int, str]:
+    """A new ``.<name>.<random>.tmp`` beside ``path``, created with mode 0666 less the umask (as ``open`` creates
+    files; ``tempfile.mkstemp`` would make every written file 0600 whatever the umask)."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), str(tmp)
+        except FileExistsError:  # pragma: no cover - 2**-32 per try
+            continue
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """UTF-8 text through :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -96,9 +108,9 @@ def remove_temporary_files(root: str | Path) -> list[Path]:
     removed: list[Path] = []
     if not is_global_zero():
         return removed
-    for tmp in Path(root).rglob(".*.tmp"):
+    for tmp in Path(root).rglob(".*.tmp"):  # rglob does not follow symlinked folders
         if tmp.is_file():
-            tmp.unlink(missing_ok=True)
+            confined(tmp, "delete").unlink(missing_ok=True)
             removed.append(tmp)
     return removed
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.compare import plots as plotting
-from lossbench.compare.calibration import render_reliability
+from lossbench.compare.calibration import reliability_name, render_reliability
 from lossbench.compare.fairness import FairnessResult, check_fairness, data_content_fingerprint, data_fingerprint
+from lossbench.compare.storage import results_folder
 from lossbench.compare.records import (
     COMPARISON_FIX,
     CorruptFileError,
@@ -128,7 +129,11 @@ def render_report(root: str | Path) -> Path:
     Returns:
         The path of report.md.
     """
-    root = Path(root)
+    with results_folder(root):  # nothing written through a symlink out of the folder (plots/ -> elsewhere)
+        return _render_report(Path(root))
+
+
+def _render_report(root: Path) -> Path:
     comparison = load_comparison(root)
     losses, seeds = list(comparison["losses"]), [int(s) for s in comparison["seeds"]]
     planned = {(loss, seed) for loss in losses for seed in seeds}
@@ -310,12 +315,12 @@ def report_markdown(
         plotting.TARGET_PNG: f"{stats.metric} vs step",
         plotting.TRAIN_LOSS_PNG: "training loss per loss",
         plotting.GRAD_NORM_PNG: "gradient norm vs step",
+        **{reliability_name(loss): f"reliability diagram (test): {loss}" for loss in stats.losses},
     }
     for path in plot_paths:
         if path.name == TUNING_PNG:  # shown in the tuning section
             continue
-        title = titles.get(path.name) or (f"reliability diagram (test): {path.stem[len('reliability_'):]}"
-                                          if path.name.startswith("reliability_") else path.stem)
+        title = titles.get(path.name) or path.stem
         lines += [f"![{title}]({path.as_posix()})", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 

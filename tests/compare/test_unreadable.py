@@ -110,3 +110,33 @@ def test_an_unreadable_comparison_json_is_one_error_naming_it(finished, tmp_path
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f"{str(out / 'comparison.json')!r} is unreadable" in err, err
     assert (out / "comparison.json").read_bytes() == content  # left for the user to restore
+
+
+# Issue 19, item 11 (weak): a corrupt metrics.csv of a finished run crashed every rerun (the report's CorruptFileError)
+# until moved by hand; it is moved aside and its run trained again, as for an unreadable record.json.
+BAD_METRICS = {
+    "binary": lambda p: p.write_bytes(bytes(range(256))),
+    "short row": lambda p: p.write_text("step,epoch,val/accuracy\n0,0\n"),
+    "a word as a step": lambda p: p.write_text("step,epoch\nabc,0\n"),
+    "a folder": lambda p: (p.unlink(), p.mkdir()),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_METRICS))
+def test_a_corrupt_metrics_csv_of_a_finished_run_is_moved_aside_and_its_run_rebuilt(finished, tmp_path, kind):
+    recipe, reference = finished
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    folder = run_dir(out, "ce", 0)
+    BAD_METRICS[kind](folder / "metrics.csv")
+
+    report = Comparison(recipe, out, progress=False).run()
+    again = RunRecord.load(folder / "record.json")
+    assert again.status == "finished" and len(again.restarts) == 1, again.restarts
+    assert again.restarts[0].startswith("metrics.csv unreadable (") and "run started over" in again.restarts[0]
+    assert len(list(folder.glob("metrics.csv.unreadable-*"))) == 1  # kept for inspection
+    untimed = [[{k: v for k, v in row.items() if k != "wall_time"} for row in read_csv(root / "metrics.csv")]
+               for root in (folder, run_dir(reference, "ce", 0))]
+    assert untimed[0] == untimed[1]
+    assert again.test == RunRecord.load(run_dir(reference, "ce", 0) / "record.json").test  # rebuilt, same numbers
+    assert "Runs that started over from their initial weights: ce seed 0: metrics.csv unreadable" in report.read_text()
