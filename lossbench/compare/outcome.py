@@ -1,8 +1,9 @@
 """The report's outcome in plain sentences, generated from the numbers and the conditions they hold under.
 
-Rules: "significantly" only when the Holm-adjusted seed-level test and, where one exists, the
-example-level test both say so; "within noise" only of differences that are tested and not
-significant; speed verdicts in optimizer steps (never seconds, which depend on the machine);
+Rules: "significantly" only when the Holm-adjusted seed-level test and, where test predictions were
+kept, the example-level test both say so (Holm over the losses: the headline is the primary family);
+steps to target are a secondary endpoint and say so; "within noise" only of differences that are
+tested and not significant, and an untested difference says why; speed verdicts in optimizer steps (never seconds, which depend on the machine);
 every verdict names its conditions (budget, learning rate, seeds, selected weights), and losses
 whose validation curve was still improving at the end, or with irregular runs (skipped optimizer
 steps, non-finite validation values), are flagged.
@@ -113,7 +114,7 @@ def _headline_sentences(stats: ComparisonStats) -> list[str]:
     for loss, verdict in stats.verdicts.items():
         p = verdict.seeds
         if p is None or p.p is None:
-            untested.append(loss)
+            untested.append(f"{loss} ({'no common finished seed' if p is None else _untested(p)})")
         elif not verdict.significant:
             noise.append((loss, verdict))
         elif (p.diff.mean > 0) == (stats.mode == "max"):
@@ -142,12 +143,13 @@ def _headline_sentences(stats: ComparisonStats) -> list[str]:
         names = ", ".join(loss for loss, _ in noise)
         sentences.append(
             f"Differences in {m} from {base} are within noise for {names} (not significant after Holm correction over "
-            f"the {stats.family_size} tests against {base}, across seeds and test examples)."
+            f"the {stats.primary_size} losses compared with {base} on {m}, the primary family, across seeds and test "
+            "examples)."
         )
     if untested:
         sentences.append(
-            f"{m} of {', '.join(untested)} could not be tested against {base} "
-            "(fewer than 2 common finished seeds, or every paired difference equal)."
+            f"{m} of {', '.join(untested)} could not be tested against {base} across seeds, so no p-value is given "
+            "and it is not called significant."
         )
     return sentences
 
@@ -176,11 +178,11 @@ def _steps_sentences(stats: ComparisonStats) -> list[str]:
             pct = abs(theirs - mine) / theirs * 100
             how = f"{pct:.0f}% {'sooner' if mine < theirs else 'later'} than {base}"
         if p.significant:
-            verdict = f"p = {_p(p)}, Holm {_padj(p)}, significant"
+            verdict = f"secondary: p = {_p(p)}, Holm {_padj(p)}, significant"
         elif p.p is None:
-            verdict = f"untested: {_untested(p)}"
+            verdict = f"secondary, untested: {_untested(p)}"
         else:
-            verdict = f"p = {_p(p)}, Holm {_padj(p)}, within noise"
+            verdict = f"secondary: p = {_p(p)}, Holm {_padj(p)}, within noise"
         sentences.append(
             f"{loss} reached {goal} {how} (median {_num(mine)} vs {_num(theirs)} optimizer steps on the {p.n} seeds "
             f"where both reached it; {verdict})."

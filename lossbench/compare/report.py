@@ -33,7 +33,14 @@ from lossbench.compare.outcome import outcome_sentences, worse_than_mean
 from lossbench.compare.per_class import per_class_section
 from lossbench.compare.report_data import _table, data_section
 from lossbench.compare.teacher import teacher_section
-from lossbench.compare.stats import OWN_SCALE, ComparisonStats, Irregularity, compare_losses, irregularities
+from lossbench.compare.stats import (
+    OWN_SCALE,
+    PRIMARY,
+    ComparisonStats,
+    Irregularity,
+    compare_losses,
+    irregularities,
+)
 from lossbench.compare.tuning import LossTuning, TuneSpec, check_tuning, select_trials, tuning_records
 from lossbench.compare.tuning_report import TUNING_PNG, plot_sensitivity, tuning_conditions, tuning_section
 
@@ -418,13 +425,23 @@ def _setup_section(
         "",
         f"Statistics use the {n_used} finished run(s) that passed the fairness check. Values are mean ± half-width "
         "of the 95% Student-t interval over seeds (no interval with one seed). Each loss is compared with the "
-        "baseline by a two-sided paired t-test over the seeds both finished and, for the headline metric, by a "
-        "test over the pooled test examples (exact McNemar for accuracy, a paired bootstrap over examples and "
-        "seeds otherwise); all these p-values are Holm-adjusted together, and the adjusted ones decide what is "
-        "called significant (raw p-values stay in the tables).",
+        "baseline by a two-sided paired t-test over the seeds both finished (none when the difference is the "
+        "same on every seed, up to float32 rounding: there is no spread to test) and, for the headline metric, "
+        "by a test over the pooled test examples (exact McNemar for accuracy, a paired bootstrap over examples "
+        "and seeds that recomputes the metric otherwise). " + _families_text(stats) + " The adjusted p-values "
+        "decide what is called significant (raw p-values stay in the tables).",
         "",
     ]
     return lines
+
+
+def _families_text(stats: ComparisonStats) -> str:
+    """The correction families, as the method line and the paired table state them."""
+    return (f"Primary family: {stats.headline_label} against the baseline, Holm over the losses, separately for "
+            f"the seed-level ({stats.primary_size} tested) and the per-example test ({stats.primary_examples_size} "
+            "tested): a headline verdict needs both, so neither is diluted by the other. Secondary family: steps to target and AUC against the "
+            f"baseline, Holm over their {stats.secondary_size} tests together, labelled \"secondary\". The "
+            "ranking's tests of neighbours are a family of their own.")
 
 
 def _headline_text(stats: ComparisonStats, select: str) -> str:
@@ -519,8 +536,8 @@ def _paired_section(stats: ComparisonStats) -> list[str]:
     base = stats.baseline
     header = ["loss", "quantity", "seeds", f"mean diff (loss − {base})", "95% CI", "p", "p (Holm)"]
     rows = []
-    names = (("headline", stats.headline_label),
-             ("steps", "steps to target"), ("auc", "AUC"))
+    names = ((PRIMARY, stats.headline_label),
+             ("steps", "steps to target (secondary)"), ("auc", "AUC (secondary)"))
     for loss, results in stats.vs_baseline.items():
         for key, name in names:
             p = results[key]
@@ -528,8 +545,10 @@ def _paired_section(stats: ComparisonStats) -> list[str]:
                 why = "both reached the target on fewer than 2 seeds" if key == "steps" else "no common finished seed"
                 rows.append([loss, name, "0" if key != "steps" else "<2", f"not compared ({why})", "—", "—", "—"])
             else:
-                rows.append([loss, name, str(p.n), _signed(p.diff.mean), _ci(p.diff), _p(p), _padj(p)])
-            if key == "headline":
+                untested = f"— ({_untested(p)})" if p.p is None else None
+                rows.append([loss, name, str(p.n), _signed(p.diff.mean), _ci(p.diff), untested or _p(p),
+                             "—" if untested else _padj(p)])
+            if key == PRIMARY:
                 verdict = stats.verdicts.get(loss)
                 ex = verdict.examples if verdict is not None else None
                 if ex is not None:
@@ -544,9 +563,11 @@ def _paired_section(stats: ComparisonStats) -> list[str]:
     lines += [
         "A difference is loss minus baseline on the same seeds; a negative steps difference means the target "
         "was reached sooner. p: two-sided paired t-test over seeds (— with fewer than 2 seeds or when every "
-        "difference is equal), or the per-example test pooled over seeds. p (Holm): adjusted over the "
-        f"{stats.family_size} tests in this table; significance needs p (Holm) < 0.05 (for the headline, in both "
-        "its seed-level and its per-example row).",
+        "difference is the same, with the reason), or the per-example test pooled over seeds. p (Holm): adjusted "
+        f"within its family: the headline's over the losses (primary: {stats.primary_size} seed-level and "
+        f"{stats.primary_examples_size} per-example tests, each row kind on its own), the rows marked secondary over "
+        f"their {stats.secondary_size} tests. "
+        "Significance needs p (Holm) < 0.05 (for the headline, in both its seed-level and its per-example row).",
         "",
     ]
     return lines

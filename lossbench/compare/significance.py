@@ -8,11 +8,16 @@ set produces. The tests here work on the saved per-example test predictions of b
 
 * accuracy: a pooled exact McNemar test (``statsmodels``) on the discordant pairs summed over
   seeds: examples one loss gets right and the other wrong;
-* other supported metrics: a paired bootstrap that resamples test examples (the same rows for
-  both losses) and seeds, 2000 resamples with a fixed generator so that a report recomputes.
+* every other task metric (:func:`lossbench.metrics.metric_specs`: F1, balanced accuracy, NLL, Brier,
+  ECE, AUROC, regression errors, KL, perplexity, ...): a paired bootstrap that resamples test
+  examples (the same rows for both losses) and seeds, 2000 resamples with a fixed generator so that
+  a report recomputes. Each resample recomputes the metric on the resampled rows, as torchmetrics
+  would on them (set-level metrics such as ECE and AUROC included).
 
 Prediction dicts hold numpy arrays: ``{"target", "proba", "label"}`` for class tasks (``label``
-may be missing where only probabilities were kept) or ``{"target", "value"}`` for regression.
+may be missing where only probabilities were kept), ``{"target", "value"}`` for regression, and
+``{"target", "target_proba", "label"}`` for language models (positions whose target is
+:data:`IGNORE_INDEX` left out).
 
 >>> holm([0.01, 0.04, None, 0.03])
 [0.03, 0.06, None, 0.06]
@@ -24,12 +29,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
+from scipy.special import xlogy
+
+from lossbench.metrics import metric_specs
 
 from lossbench.heads.base import binary_labels
 
 RESAMPLES = 2000
 SEED = 0  # the bootstrap's generator: fixed, so that the same predictions give the same p-value
 EPS = 1e-12  # probabilities are clamped here before the log (as ``MeanTargetNLL`` does)
+IGNORE_INDEX = -100  # target value of positions the language-model and token metrics leave out
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
@@ -178,6 +188,100 @@ def _err(pred: dict) -> np.ndarray:
     return value.reshape(value.shape[0], -1) - np.asarray(pred["target"], dtype=np.float64).reshape(value.shape[0], -1)
 
 
+def _multiplicity(idx: np.ndarray, n: int) -> np.ndarray:
+    """(R, n): how many times each of the ``n`` rows is drawn in each of the R resamples ``idx`` (R, n)."""
+    rows = idx.shape[0]
+    flat = (np.arange(rows)[:, None] * n + idx).ravel()
+    return np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
+
+
+def _resampled_sums(per_row: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(R, K): the sums over each resample's rows of ``per_row`` (n, K) (a set-level metric's counts)."""
+    return _multiplicity(idx, per_row.shape[0]) @ per_row
+
+
+def _rows(values: np.ndarray, n: int) -> np.ndarray:
+    return np.asarray(values).reshape(n, -1)
+
+
+def _ece_bins() -> int:
+    """The ECE's number of equal-width bins: the one the logged metric uses."""
+    return int(metric_specs("binary", None, sync=False)["ece"][0].n_bins)
+
+
+def _ece(pred: dict, idx: np.ndarray) -> np.ndarray:
+    """Expected calibration error as torchmetrics computes it (``Binary``/``MulticlassCalibrationError``, l1):
+    float32 confidences bucketed into [lo, hi) bins (a confidence of exactly 1.0 in a bin of its own), the
+    count-weighted gap between each bin's accuracy and mean confidence. Multiclass: the top probability and
+    whether its class is the target (targets equal to :data:`IGNORE_INDEX` left out); binary: ``p(y=1)`` and
+    the 0/1 target."""
+    proba, target = np.asarray(pred["proba"], dtype=np.float32), np.asarray(pred["target"])
+    n = target.shape[0]
+    if proba.ndim == target.ndim:  # binary: p(y=1) against the target
+        confidence, hit, keep = proba, np.round(target).astype(np.float64), np.ones(target.shape)
+    else:
+        keep = (target != IGNORE_INDEX).astype(np.float64)
+        confidence, hit = proba.max(-1), (proba.argmax(-1) == target).astype(np.float64)
+    bins = _ece_bins()
+    edges = torch.linspace(0, 1, bins + 1).numpy()  # torchmetrics' float32 edges (numpy's differ in the last bit)
+    index = _rows(np.searchsorted(edges, confidence, side="right") - 1, n)  # torch.bucketize(right=True) - 1
+    per_row = np.zeros((n, 3, bins + 1))
+    rows = np.broadcast_to(np.arange(n)[:, None], index.shape)
+    keep, confidence, hit = _rows(keep, n), _rows(confidence, n).astype(np.float64), _rows(hit, n)
+    for k, values in enumerate((keep, keep * confidence, keep * hit)):
+        np.add.at(per_row[:, k], (rows, index), values)
+    sums = _resampled_sums(per_row.reshape(n, -1), idx).reshape(idx.shape[0], 3, bins + 1)
+    count, conf, hits = sums[:, 0], sums[:, 1], sums[:, 2]
+    return np.abs(hits - conf).sum(-1) / np.maximum(count.sum(-1), 1)  # sum over bins of count/N * |acc - conf|
+
+
+def _auroc(pred: dict, idx: np.ndarray) -> np.ndarray:
+    """Binary AUROC (``BinaryAUROC``: the area under the ROC curve, ties counted half) of each resample: the
+    share of (positive, negative) pairs, drawn rows counted as often as drawn, where the positive scores higher.
+    NaN where a resample holds one class only (the bootstrap leaves it out)."""
+    score, target = np.asarray(pred["proba"]).ravel(), np.round(np.asarray(pred["target"], dtype=np.float64)).ravel()
+    order = np.argsort(score, kind="stable")
+    ordered = score[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first row of each distinct score
+    drawn = _multiplicity(idx, score.size)[:, order]
+    pos = np.add.reduceat(drawn * target[order], starts, axis=1)
+    neg = np.add.reduceat(drawn * (1 - target[order]), starts, axis=1)
+    below = np.cumsum(neg, 1) - neg  # negatives scoring strictly lower
+    pairs = pos.sum(1) * neg.sum(1)
+    return (pos * (below + 0.5 * neg)).sum(1) / np.where(pairs > 0, pairs, np.nan)
+
+
+def _token_mean(values: Callable[[dict], np.ndarray]) -> Callable[[dict, np.ndarray], np.ndarray]:
+    """A mean over the positions whose target is not :data:`IGNORE_INDEX`, pooled over the resampled rows (a
+    row of a language model holds many positions)."""
+    def score(pred: dict, idx: np.ndarray) -> np.ndarray:
+        target = np.asarray(pred["target"])
+        n, keep = target.shape[0], (target != IGNORE_INDEX)
+        per_row = np.stack([_rows(np.where(keep, values(pred), 0.0), n).sum(1), _rows(keep, n).sum(1)], 1)
+        sums = _resampled_sums(per_row.astype(np.float64), idx)
+        return sums[:, 0] / np.maximum(sums[:, 1], 1)
+    return score
+
+
+def _token_nll(pred: dict) -> np.ndarray:
+    return -np.log(np.clip(np.asarray(pred["target_proba"], dtype=np.float64), EPS, None))
+
+
+def _perplexity(pred: dict, idx: np.ndarray) -> np.ndarray:
+    return np.exp(_token_mean(_token_nll)(pred, idx))
+
+
+def _kl(pred: dict) -> np.ndarray:
+    """KL(target || predicted) per row (``TargetKL``)."""
+    p = np.asarray(pred["target"], dtype=np.float64)
+    q = np.clip(np.asarray(pred["proba"], dtype=np.float64), EPS, None)
+    return (xlogy(p, p) - p * np.log(q)).sum(-1)
+
+
+def _top1_agreement(pred: dict) -> np.ndarray:
+    return (np.asarray(pred["proba"]).argmax(-1) == np.asarray(pred["target"]).argmax(-1)).astype(np.float64)
+
+
 SCORES: dict[str, Callable[[dict, np.ndarray], np.ndarray]] = {
     "accuracy": _per_example(lambda p: _correct(p).astype(np.float64)),
     "f1_macro": _f1_macro,
@@ -189,7 +293,17 @@ SCORES: dict[str, Callable[[dict, np.ndarray], np.ndarray]] = {
     "mae": _per_example(lambda p: np.abs(_err(p)).mean(-1)),
     "r2": _r2,
     "rank_mae": _per_example(lambda p: np.abs(np.asarray(p["label"], dtype=np.float64) - p["target"])),
+    "ece": _ece,
+    "auroc": _auroc,
+    "kl": _per_example(_kl),
+    "top1_agreement": _per_example(_top1_agreement),
+    "perplexity": _perplexity,
+    "token_accuracy": _token_mean(lambda p: (np.asarray(p["label"]) == np.asarray(p["target"])).astype(np.float64)),
 }
+NEEDS = {"nll": "proba", "brier": "proba", "ece": "proba", "auroc": "proba", "kl": "proba", "top1_agreement": "proba",
+         "mse": "value", "mae": "value", "r2": "value", "rank_mae": "label", "perplexity": "target_proba",
+         "token_accuracy": "label"}
+"""The prediction each metric's test reads (the others read ``label``, or ``proba`` where no label was kept)."""
 
 
 def paired_bootstrap(metric: str, preds_a: Sequence[dict], preds_b: Sequence[dict], *,
@@ -240,7 +354,7 @@ def example_level_test(metric: str, preds_a: Sequence[dict], preds_b: Sequence[d
         raise ValueError(f"example_level_test: `mode` must be 'max' or 'min', got {mode!r}")
     if not preds_a:
         return None
-    needs = {"nll": "proba", "brier": "proba", "mse": "value", "mae": "value", "r2": "value", "rank_mae": "label"}.get(metric)
+    needs = NEEDS.get(metric)
     if metric not in SCORES or (needs and any(needs not in p for p in (*preds_a, *preds_b))):
         return None
     if metric == "accuracy":

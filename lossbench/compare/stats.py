@@ -24,6 +24,9 @@ ALPHA = 0.05
 ECE_METRIC = "val/ece"
 OWN_SCALE = ("val/loss",)  # each loss's own value: on a different scale per loss, never compared across losses
 MODES = ("max", "min")
+PRIMARY = "headline"  # the vs_baseline key of the primary family: the headline metric against the baseline
+SECONDARY = ("steps", "auc")  # vs_baseline keys of the secondary family (steps to target, AUC), labelled so
+ROUNDING = 4 * float(np.finfo(np.float32).eps)  # relative float32 rounding of metric values (see same_differences)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ class Paired:
     p: float | None  # two-sided paired t-test; None when n < 2 or every difference is equal
     loss_values: tuple[float, ...] = ()
     other_values: tuple[float, ...] = ()
-    p_adj: float | None = None  # Holm-adjusted over the report's family of tests (what decides significance)
+    p_adj: float | None = None  # Holm-adjusted within its family of tests (what decides significance)
 
     @property
     def n(self) -> int:
@@ -110,7 +113,7 @@ class Verdict:
         if self.seeds is None or not self.seeds.significant:
             return False
         if self.examples is None or self.examples.p is None:
-            return self.examples is None  # no example-level test for this metric: the seed-level one decides
+            return self.examples is None  # no test predictions kept (every metric has a test): seeds decide
         p = self.examples_p_adj if self.examples_p_adj is not None else self.examples.p
         return p < ALPHA
 
@@ -256,7 +259,8 @@ class ComparisonStats:
     headline: str = ""  # "test/<target>": what verdicts are about ("val/<target>" final without test metrics)
     test_metrics: list[str] = field(default_factory=list)  # headline first, then the other "test/" metrics
     summaries: dict[str, LossSummary] = field(default_factory=dict)
-    # loss -> {"headline", "steps", "auc"}: seed-level paired tests, Holm-adjusted together with the example tests
+    # loss -> {"headline", "steps", "auc"}: seed-level paired tests; "headline" is Holm-adjusted in the primary
+    # family (over the losses), "steps" and "auc" in the secondary one (see compare_losses)
     vs_baseline: dict[str, dict[str, Paired | None]] = field(default_factory=dict)
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # loss -> headline verdict against the baseline
     ranking: list[RankEntry] = field(default_factory=list)
@@ -270,11 +274,24 @@ class ComparisonStats:
         return self.headline if self.headline.startswith("test/") else f"final {self.metric}"
 
     @property
-    def family_size(self) -> int:
-        """How many tests against the baseline were Holm-adjusted together."""
-        ps = [p for r in self.vs_baseline.values() for p in r.values() if p is not None and p.p is not None]
-        ex = [v.examples for v in self.verdicts.values() if v.examples is not None and v.examples.p is not None]
-        return len(ps) + len(ex)
+    def primary_size(self) -> int:
+        """How many losses were tested against the baseline on the headline across seeds (the primary family's
+        Holm size for the seed-level tests; :attr:`primary_examples_size` for the example-level ones)."""
+        return sum(1 for tests in self.vs_baseline.values() if _tested(tests.get(PRIMARY)))
+
+    @property
+    def primary_examples_size(self) -> int:
+        """How many losses were tested against the baseline on the headline over test examples (Holm over them)."""
+        return sum(1 for v in self.verdicts.values() if v.examples is not None and v.examples.p is not None)
+
+    @property
+    def secondary_size(self) -> int:
+        """How many secondary tests (steps to target, AUC) against the baseline were Holm-adjusted together."""
+        return sum(1 for tests in self.vs_baseline.values() for key in SECONDARY if _tested(tests.get(key)))
+
+
+def _tested(p: Paired | None) -> bool:
+    return p is not None and p.p is not None
 
 
 def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE) -> Estimate:
@@ -309,9 +326,32 @@ def paired(
     diffs = [x - y for x, y in zip(a, b)]
     diff = mean_ci(diffs)
     p = None
-    if len(diffs) >= 2 and len(set(diffs)) > 1:
+    if len(diffs) >= 2 and not same_differences(a, b):
         p = float(sps.ttest_rel(a, b).pvalue)
     return Paired(quantity, loss, other, seeds, diff, p, a, b)
+
+
+def same_differences(a: Iterable[float], b: Iterable[float]) -> bool:
+    """True when the paired differences ``a - b`` agree on every seed up to the values' float32 rounding.
+
+    Metrics are computed in float32: 269/270 - 268/270 and 200/270 - 199/270 are the same count of test rows
+    (1/270), yet their float32 values differ by about 6e-8. A t-test over such differences would read that
+    rounding as a spread and return a tiny p-value, so differences whose spread is within
+    :data:`ROUNDING` times the largest value are the same difference: there is no seed-level spread to test.
+    A real difference of one count is far wider (1/n for any split float32 can count).
+
+    Example:
+        >>> import numpy as np
+        >>> a = [float(np.float32(k / 270)) for k in (180, 181)]
+        >>> b = [float(np.float32((k + 1) / 270)) for k in (180, 181)]
+        >>> len({x - y for x, y in zip(a, b)}), same_differences(a, b), same_differences([0.5, 0.6], [0.4, 0.4])
+        (2, True, False)
+    """
+    a, b = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
+    if a.size == 0:
+        return True
+    scale = float(np.max(np.abs(np.concatenate([a, b]))))
+    return bool(np.ptp(a - b) <= ROUNDING * scale)
 
 
 def summarize(loss: str, records: list[RunRecord], metric: str, metrics: list[str],
@@ -361,9 +401,15 @@ def compare_losses(
 
     The headline is the target metric on the test split (``test/<name>``, evaluated once per run
     on its reported weights); without test metrics in the records, the final validation value.
-    Every test against the baseline (headline, steps to target, AUC, and the example-level test
-    of the headline) is one family whose p-values are Holm-adjusted; the adjusted values decide
-    what is called significant. The ranking's tests of neighbours form a second family.
+    The tests against the baseline form two families whose p-values are Holm-adjusted apart; the adjusted
+    values decide what is called significant:
+
+    * primary: the headline metric, one test per loss, Holm over the losses. A headline verdict needs both
+      its seed-level t-test and its example-level test, so each of the two is adjusted over the losses on
+      its own (an intersection-union test: requiring both to reject adds no error of the first kind);
+    * secondary: steps to target and AUC, Holm over all of them together (labelled "secondary").
+
+    The ranking's tests of neighbours (seed-level and example-level together) form a third family.
 
     Args:
         records: RunRecords (or ``(RunRecord, rows)`` pairs); only ``status == "finished"`` runs count.
@@ -421,7 +467,7 @@ def compare_losses(
     for loss in losses:
         if loss != baseline:
             result.vs_baseline[loss] = {
-                "headline": _paired_headline(used, loss, baseline, headline),
+                PRIMARY: _paired_headline(used, loss, baseline, headline),
                 "steps": _paired_steps(used, loss, baseline),
                 "auc": _paired_attr(used, loss, baseline, "auc", "auc"),
             }
@@ -432,23 +478,26 @@ def compare_losses(
 
 
 def _adjust_baseline_family(result: ComparisonStats, examples: dict[str, Any]) -> None:
-    """Holm over every test against the baseline; fills ``p_adj`` and the headline verdicts."""
+    """Holm within each family of tests against the baseline (see :func:`compare_losses`); fills ``p_adj`` and
+    the headline verdicts."""
     from lossbench.compare.significance import holm
 
-    slots: list[tuple[str, str]] = []
-    pvalues: list[float | None] = []
-    for loss, tests in result.vs_baseline.items():
-        for key, p in tests.items():
-            slots.append((loss, key))
-            pvalues.append(None if p is None else p.p)
-        slots.append((loss, "examples"))
-        pvalues.append(None if examples.get(loss) is None else examples[loss].p)
-    adjusted = dict(zip(slots, holm(pvalues)))
-    for loss, tests in result.vs_baseline.items():
+    losses = list(result.vs_baseline)
+    seeds = holm([_raw(result.vs_baseline[loss][PRIMARY]) for loss in losses])
+    per_example = holm([None if examples.get(loss) is None else examples[loss].p for loss in losses])
+    slots = [(loss, key) for loss in losses for key in SECONDARY]
+    secondary = dict(zip(slots, holm([_raw(result.vs_baseline[loss][key]) for loss, key in slots])))
+    for i, loss in enumerate(losses):
+        tests = result.vs_baseline[loss]
+        adjusted = {PRIMARY: seeds[i], **{key: secondary[(loss, key)] for key in SECONDARY}}
         for key, p in list(tests.items()):
             if p is not None:
-                tests[key] = replace(p, p_adj=adjusted[(loss, key)])
-        result.verdicts[loss] = Verdict(tests["headline"], examples.get(loss), adjusted[(loss, "examples")])
+                tests[key] = replace(p, p_adj=adjusted[key])
+        result.verdicts[loss] = Verdict(tests[PRIMARY], examples.get(loss), per_example[i])
+
+
+def _raw(p: Paired | None) -> float | None:
+    return None if p is None else p.p
 
 
 def _example_test(used, predictions, loss: str, other: str, headline: str, mode: str):

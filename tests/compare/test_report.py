@@ -55,19 +55,27 @@ def test_report_of_a_complete_comparison(tmp_path):
     assert "| mse | 3 | 0.5167 ± 0.038 | 0.5233 ± 0.063 | not reached (0/3) |" in text
     # seconds are shown apart, as machine-dependent, and never ranked
     assert "Time (machine-dependent" in text and "| focal | 0.1 | 4.667 (3/3 reached) |" in text
-    # paired comparisons against ce: raw p, and Holm over the 5 tests against ce (the 3 AUC/steps/final of
-    # focal and the 2 tested of mse) decides
+    # paired comparisons against ce: raw p, and Holm within each family decides: the headline of focal and mse
+    # (primary, over the 2 losses), steps to target and AUC (secondary, over the 3 tested)
     p_final = _p(FINAL["focal"], FINAL["ce"])
     p_steps = _p([40, 40], [100, 80])
-    raw = {"focal final": float(p_final), "focal steps": float(p_steps), "focal auc": float(_p(AUC["focal"], AUC["ce"])),
-           "mse final": float(_p(FINAL["mse"], FINAL["ce"])), "mse auc": float(_p(AUC["mse"], AUC["ce"]))}
-    holm = dict(zip(raw, multipletests(list(raw.values()), method="holm")[1]))
+    primary = {"focal final": float(p_final), "mse final": float(_p(FINAL["mse"], FINAL["ce"]))}
+    secondary = {"focal steps": float(p_steps), "focal auc": float(_p(AUC["focal"], AUC["ce"])),
+                 "mse auc": float(_p(AUC["mse"], AUC["ce"]))}
+    holm = {**dict(zip(primary, multipletests(list(primary.values()), method="holm")[1])),
+            **dict(zip(secondary, multipletests(list(secondary.values()), method="holm")[1]))}
     assert holm["focal final"] > 0.05 and holm["mse final"] < 0.05  # hand-check of what decides below
     assert (f"| focal | final val/accuracy | 3 | +0.07 | [-0.004524, 0.1445] | {p_final} | "
             f"{holm['focal final']:.3g} |") in text
-    assert f"| focal | steps to target | 2 | -50 | [-177.1, 77.06] | {p_steps} | {holm['focal steps']:.3g} |" in text
-    assert "| mse | steps to target | <2 | not compared" in text
-    assert "adjusted over the 5 tests in this table" in text
+    assert (f"| focal | steps to target (secondary) | 2 | -50 | [-177.1, 77.06] | {p_steps} | "
+            f"{holm['focal steps']:.3g} |") in text
+    assert "| mse | AUC (secondary) | 3 |" in text and "| mse | steps to target (secondary) | <2 | not compared" in text
+    assert "the headline's over the losses (primary: 2 seed-level and 0 per-example tests" in text
+    assert "the rows marked secondary over their 3 tests" in text
+    # the method line states the families
+    assert ("Primary family: final val/accuracy against the baseline, Holm over the losses, separately for the "
+            "seed-level (2 tested) and the per-example test (0 tested)") in text
+    assert "Secondary family: steps to target and AUC against the baseline, Holm over their 3 tests together" in text
     # ranking: its own family of neighbour tests (focal-ce, ce-mse)
     rank = multipletests([float(p_final), float(_p(FINAL["ce"], FINAL["mse"]))], method="holm")[1]
     assert f"| 1 | focal | 0.92 | +0.07 vs ce | not significant (p = {p_final}, Holm {rank[0]:.3g}) |" in text
@@ -80,7 +88,7 @@ def test_report_of_a_complete_comparison(tmp_path):
     assert "Differences in final val/accuracy from ce are within noise for focal" in text
     assert (
         "focal reached val/accuracy >= 0.85 56% sooner than ce (median 40 vs 90 optimizer steps on the 2 seeds where "
-        f"both reached it; p = {p_steps}, Holm {holm['focal steps']:.3g}, within noise)." in text
+        f"both reached it; secondary: p = {p_steps}, Holm {holm['focal steps']:.3g}, within noise)." in text
     )
     assert "With 3 seeds (fewer than 5) the comparison has low power" in text
     assert "None: all 9 planned runs finished." in text

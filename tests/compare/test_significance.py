@@ -11,8 +11,9 @@ from torchmetrics.classification import MulticlassF1Score
 from torchmetrics.regression import R2Score
 
 from lossbench.compare.curves import still_improving
-from lossbench.compare.significance import example_level_test, holm, mcnemar_pooled, paired_bootstrap
-from lossbench.metrics import MeanTargetNLL
+from lossbench.compare.evaluate import metrics_from_predictions
+from lossbench.compare.significance import SCORES, example_level_test, holm, mcnemar_pooled, paired_bootstrap
+from lossbench.metrics import MeanTargetNLL, metric_specs
 
 
 def test_holm_by_hand_and_none_kept_out_of_the_family():
@@ -104,12 +105,77 @@ def test_bootstrap_regression_r2_and_no_difference():
 def test_example_level_test_scope_and_errors():
     target = np.arange(10) % 2
     pred = {"target": target, "proba": np.full(10, 0.5)}
-    assert example_level_test("ece", [pred], [pred]) is None  # no per-example test: the seed-level one decides
+    assert example_level_test("ece", [pred], [pred]).method.startswith("paired bootstrap")
     assert example_level_test("mse", [pred], [pred]) is None  # needs regression values
     with pytest.raises(ValueError, match="same test rows"):
         example_level_test("accuracy", [pred], [{"target": 1 - target, "proba": np.full(10, 0.5)}])
     with pytest.raises(ValueError, match="`metric` must be one of"):
-        paired_bootstrap("ece", [pred], [pred])
+        paired_bootstrap("calibration", [pred], [pred])
+
+
+@pytest.mark.parametrize("task,num_classes", [("multiclass", 3), ("binary", None), ("regression", None),
+                                              ("distribution", 3), ("ordinal", 4), ("lm", 5)])
+def test_every_task_metric_has_an_example_level_test(task, num_classes):
+    """Issue 19, item 3: a headline (ECE, AUROC, perplexity, ...) is never decided by the seed-level test alone."""
+    missing = sorted(set(metric_specs(task, num_classes)) - set(SCORES))
+    assert not missing
+
+
+def _direct(task, num_classes, pred, rows):
+    """The metric computed directly (lossbench's torchmetrics) on the resampled rows, materialised."""
+    taken = {k: torch.from_numpy(np.asarray(v)[rows]) for k, v in pred.items()}
+    if "value" in taken:
+        taken["label"] = taken.pop("value")
+    return metrics_from_predictions(task, num_classes, taken, prefix="")
+
+
+def _cases():
+    rng = np.random.default_rng(3)
+    n = 60
+    target = rng.integers(0, 3, n)
+    proba = _proba(rng, target, 1.0).astype(np.float32)
+    proba[:4] = [1.0, 0.0, 0.0]  # confidence exactly 1.0: torchmetrics' bin of its own
+    proba[4:8] = [0.6, 0.2, 0.2]  # confidence exactly on a bin edge (9/15)
+    multiclass = {"target": target, "proba": proba, "label": proba.argmax(-1)}
+    p1 = np.round(rng.random(n), 1).astype(np.float32)  # ties in the scores
+    p1[:3] = 1.0
+    binary = {"target": (rng.random(n) < p1).astype(np.float32), "proba": p1}
+    soft = _proba(rng, target, 1.0).astype(np.float32)
+    distribution = {"target": soft, "proba": _proba(rng, target, 0.5).astype(np.float32)}
+    tokens = rng.integers(0, 5, (n, 4))
+    tokens[rng.random((n, 4)) < 0.3] = -100  # padding and ignored positions
+    lm = {"target": tokens, "target_proba": rng.random((n, 4)).astype(np.float32),
+          "label": np.where(rng.random((n, 4)) < 0.5, tokens, 0)}
+    return [("multiclass", 3, multiclass, "ece"), ("binary", None, binary, "ece"), ("binary", None, binary, "auroc"),
+            ("distribution", 3, distribution, "kl"), ("distribution", 3, distribution, "top1_agreement"),
+            ("lm", 5, lm, "perplexity"), ("lm", 5, lm, "token_accuracy")]
+
+
+@pytest.mark.parametrize("task,num_classes,pred,metric", _cases(), ids=lambda x: x if isinstance(x, str) else "")
+def test_bootstrap_resamples_recompute_the_metric_directly(task, num_classes, pred, metric):
+    """Each resample's score is the metric recomputed on the resampled rows (rows drawn twice count twice)."""
+    n = np.asarray(pred["target"]).shape[0]
+    idx = np.random.default_rng(0).integers(0, n, (4, n))
+    idx[0] = np.arange(n)  # the full split
+    got = SCORES[metric](pred, idx)
+    expected = [_direct(task, num_classes, pred, rows)[metric] for rows in idx]
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_bootstrap_of_ece_and_auroc_against_a_direct_difference():
+    rng = np.random.default_rng(4)
+    target = rng.integers(0, 2, 400).astype(np.float32)
+    sharp = np.clip(target * 0.8 + 0.1 + rng.normal(0, 0.05, 400), 0, 1).astype(np.float32)
+    flipped = np.where(rng.random(400) < 0.7, target, 1 - target)  # overconfident: 0.95 but right 70% of the time
+    overconfident = (flipped * 0.9 + 0.05 + rng.normal(0, 0.01, 400)).astype(np.float32)
+    a, b = [{"target": target, "proba": sharp}], [{"target": target, "proba": overconfident}]
+    full = np.arange(400)
+    for metric in ("ece", "auroc"):
+        test = example_level_test(metric, a, b, mode="min" if metric == "ece" else "max")
+        direct = _direct("binary", None, a[0], full)[metric] - _direct("binary", None, b[0], full)[metric]
+        assert test.diff == pytest.approx(direct, abs=1e-6) and test.p < 0.01, metric
+        assert test.detail["ci"][0] < test.diff < test.detail["ci"][1]
+        assert example_level_test(metric, a, a).p == 1.0
 
 
 STEPS = list(range(0, 130, 10))
