@@ -206,7 +206,16 @@ class LossbenchModule(pl.LightningModule):
         seed: initialise the backbone and head from this seed (same seed, same weights).
         nan_policy: on a non-finite training loss, "raise" (an error naming the step, the loss
             and the non-finite terms) or "skip" (no backward and no optimizer step; counted in
-            ``skipped_steps``, logged as ``train/skipped_steps`` and saved in checkpoints).
+            ``skipped_steps``, logged as ``train/skipped_steps`` and saved in checkpoints). A finite
+            loss whose gradient is not finite (a NaN or inf in it, seen in its norm before clipping)
+            is treated the same: "raise" names the step, the loss and the gradient norm; "skip" drops
+            the gradient (no optimizer step) and counts it in ``skipped_steps``. Under a loss scaler
+            (``precision="16-mixed"``) a non-finite gradient is the scaler's: it skips the step and
+            lowers the scale, as torch's ``GradScaler`` does, and the policy acts on the loss only.
+
+    After each optimizer step that updated the weights, ``step_grad_norm`` (before clipping, on the
+    device) and ``step_lr`` hold its gradient norm and learning rate; a skipped step changes neither
+    (``lossbench compare`` writes them in each metrics.csv row).
 
     Real targets: when ``data_spec`` carries the training split's ``target_mean``/``target_std``
     (:class:`~lossbench.data.HFDataModule` does by default), the loss is computed on the standardised
@@ -257,6 +266,10 @@ class LossbenchModule(pl.LightningModule):
         self._resumed_train_epoch: dict[str, Any] | None = None  # a checkpoint's mid-epoch sums, for on_train_start
         # since the last optimizer step: a batch skipped under DDP backpropagated a zero / a batch its loss
         self._zero_backward = self._loss_backward = False
+        self._step_loss: Tensor | None = None  # this training batch's loss and index (for the gradient's error)
+        self._batch_idx = 0
+        self.step_grad_norm: Tensor | None = None  # the last optimizer step that updated the weights: its norm
+        self.step_lr: float | None = None  # ... and learning rate
         if isinstance(optimizer, OptimizerConfig):
             flat = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "nesterov": nesterov, "betas": betas}
             _config_only("optimizer", optimizer, flat)
@@ -418,6 +431,7 @@ class LossbenchModule(pl.LightningModule):
         inputs, target = self._unpack(batch)
         outputs = self(inputs)
         loss, terms = self.head_loss(outputs, target, batch)
+        self._step_loss, self._batch_idx = loss.detach(), batch_idx
         finite = here = bool(torch.isfinite(loss.detach()))
         if self._trainer is not None and self._trainer.world_size > 1:
             # every process skips (or raises) together: a process skipping alone would hang DDP's gradient sync
@@ -448,6 +462,14 @@ class LossbenchModule(pl.LightningModule):
             detail = "non-finite in another process of this distributed run"
         return (f"LossbenchModule: at step {step} (batch {batch_idx}) the {name!r} loss is {float(loss.detach())} "
                 f"({detail}); check the inputs and the learning rate, or set nan_policy='skip'")
+
+    def non_finite_gradient_message(self, loss: Tensor | None, norm: Tensor, step: int, batch_idx: int) -> str:
+        """The error of ``nan_policy='raise'`` on a finite loss whose gradient is not: where, the loss, the norm."""
+        name = self.head.name or type(self.head).__name__
+        value = "finite" if loss is None else float(loss.detach())
+        return (f"LossbenchModule: at step {step} (batch {batch_idx}) the {name!r} loss is {value} but its gradient "
+                f"is not finite (gradient norm {float(norm)}); check the loss's gradient at these outputs and the "
+                "learning rate, or set nan_policy='skip'")
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -529,15 +551,38 @@ class LossbenchModule(pl.LightningModule):
         return (target - mean) / std
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Check the gradient (``nan_policy``), then keep and log its norm and the learning rate of a step that
+        updates the weights. Lightning calls it after backward (and a loss scaler's unscaling), before clipping."""
         if self._zero_backward and not self._loss_backward:  # only skipped batches (DDP): no update, as with None
-            for p in self.parameters():
-                p.grad = None
+            self._drop_gradients()
         self._zero_backward = self._loss_backward = False
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:  # a step skipped on its loss: no update
+            return
+        # the same on every process (the gradients are reduced before this hook): they skip or raise together
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if not bool(torch.isfinite(norm)):
+            if loss_scaler(self._trainer) is None:  # a scaler skips the step and lowers its scale itself
+                self._non_finite_gradient(norm)
+            return
+        self.step_grad_norm, self.step_lr = norm.detach(), float(optimizer.param_groups[0]["lr"])
         if self._logs_step_values():
-            grads = [p.grad for p in self.parameters() if p.grad is not None]
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
-            lr = torch.tensor(float(optimizer.param_groups[0]["lr"]))
-            self.log_dict({"train/grad_norm": norm, "train/lr": lr}, on_step=True, on_epoch=False)
+            self.log_dict({"train/grad_norm": self.step_grad_norm, "train/lr": torch.tensor(self.step_lr)},
+                          on_step=True, on_epoch=False)
+
+    def _non_finite_gradient(self, norm: Tensor) -> None:
+        """``nan_policy`` on a finite loss with a non-finite gradient: raise, or count the step and drop the
+        gradient (the optimizer leaves parameters without one unchanged: no update, as a skipped loss)."""
+        if self.nan_policy == "raise":
+            raise FloatingPointError(
+                self.non_finite_gradient_message(self._step_loss, norm, self.global_step, self._batch_idx))
+        self.skipped_steps += 1
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        self._drop_gradients()
+
+    def _drop_gradients(self) -> None:
+        for p in self.parameters():
+            p.grad = None
 
     # -- optimisation --------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
@@ -571,6 +616,12 @@ class LossbenchModule(pl.LightningModule):
             return opt
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def loss_scaler(trainer: Any) -> Any | None:
+    """The enabled loss scaler (``torch.amp.GradScaler``) of a Trainer's precision (``"16-mixed"``), or None."""
+    scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+    return scaler if scaler is not None and scaler.is_enabled() else None
 
 
 def schedule_factor(step: int, *, warmup: int, kind: str, total: int) -> float:

@@ -93,3 +93,32 @@ def test_skipped_steps_reach_the_run_record_and_report(tmp_path, monkeypatch):
     record = RunRecord.load(run_dir(out, "ce", 0) / "record.json")
     assert record.status == "finished" and record.skipped_steps >= 1
     assert "nan_policy: skip" in (out / "report.md").read_text()
+
+
+def bad_gradient_model(bad_at: int | None, policy: str = "raise"):
+    """A model whose head's loss is finite at every batch but whose gradient is NaN at batch ``bad_at``."""
+    from tests.compare.fused_heads import BadGradientHead
+
+    calls = 10**9 if bad_at is None else bad_at + 1  # the head counts its training calls from 1
+    torch.manual_seed(0)
+    head = BadGradientHead(in_features=8, num_classes=3, bad_from=calls, bad_until=calls)
+    return LossbenchModule(head, data_spec=SPEC, backbone=SMALL, seed=0, nan_policy=policy)
+
+
+def test_skip_sees_a_non_finite_gradient_of_a_finite_loss():
+    model = bad_gradient_model(bad_at=2, policy="skip")
+    reference = bad_gradient_model(bad_at=None)
+    reference.load_state_dict(model.state_dict())
+    trainer = fit(model, batches())
+    assert model.skipped_steps == 1
+    assert float(trainer.callback_metrics["train/skipped_steps"]) == 1.0
+    fit(reference, [b for i, b in enumerate(batches()) if i != 2])  # the skipped batch changed nothing
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert torch.isfinite(p).all() and torch.equal(p, q), name
+    assert torch.isfinite(model.step_grad_norm) and model.step_lr == 1e-3  # the last step that updated
+
+
+def test_raise_names_a_non_finite_gradient_of_a_finite_loss():
+    with pytest.raises(FloatingPointError, match=r"at step 2 \(batch 2\) the 'BadGradientHead' loss is \d\.\d+ "
+                                                 r"but its gradient is not finite \(gradient norm nan\)"):
+        fit(bad_gradient_model(bad_at=2), batches())

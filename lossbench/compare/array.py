@@ -9,7 +9,15 @@ of the graph, so each member's gradient flows back to its own leaves).
 Everything that would couple the members is per member: the optimizer has one pair of parameter
 groups per member (its learning rate, weight decay and schedule), gradient clipping is per member
 (a global norm over the array would couple them), the NaN policy is per member (``skip`` drops that
-member's update only; ``raise`` fails that member and the others go on), and so are the metrics.
+member's update only; ``raise`` fails that member and the others go on; it sees each member's loss and,
+where its gradient norm is computed, its gradient), and so are the metrics and the loss scale.
+
+Loss scaling (``precision: 16-mixed``): one ``GradScaler`` for the whole array would skip every member's
+step when one member's gradient overflows, and lower everyone's scale. The array takes the scaling over
+from the Trainer's scaler (which it disables, :meth:`ModelArray.on_fit_start`): each member's loss is
+multiplied by its own scale, its gradient unscaled by it, and a member whose gradient is not finite skips
+its step alone and halves its scale (with the scaler's init scale, growth and backoff factors and growth
+interval, as ``torch.amp.GradScaler`` does for one model).
 
 The members are ordinary ``LossbenchModule`` s, so a member's ``state_dict`` is the one a sequential
 run of that loss has, and what a sequential run does with it (selection, test predictions) works
@@ -26,7 +34,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from lossbench.module import LossbenchModule
+from lossbench.module import LossbenchModule, loss_scaler
 
 
 class ModelArray(pl.LightningModule):
@@ -40,6 +48,9 @@ class ModelArray(pl.LightningModule):
 
     After each validation, ``values[i]`` holds member ``i``'s ``val/...`` numbers. ``failed`` maps the
     label of each member that failed (``nan_policy="raise"`` or an error in its head) to its error.
+    ``step_grad_norms[i]`` and ``step_lrs[i]`` hold the gradient norm (before clipping) and learning rate of
+    member ``i``'s last optimizer step that updated its weights (a skipped step changes neither).
+    ``loss_scales`` holds each member's loss scale under loss scaling (None without).
     """
 
     def __init__(self, members: dict[str, LossbenchModule], gradient_clip_val: float | None = None) -> None:
@@ -65,7 +76,13 @@ class ModelArray(pl.LightningModule):
         self.failed: dict[str, str] = {}
         self.values: list[dict[str, float]] = [{} for _ in self.labels]
         self.step_losses: list[Tensor | None] = [None] * len(self.labels)  # the last training step's, per member
-        self._updated = [False] * len(self.labels)
+        self._updated = [False] * len(self.labels)  # whether the member steps in this batch
+        self._batch_idx = 0
+        self.step_grad_norms: list[Tensor | None] = [None] * len(self.labels)
+        self.step_lrs: list[float | None] = [None] * len(self.labels)
+        self.loss_scales: list[float] | None = None
+        self._growth: list[int] = [0] * len(self.labels)  # steps since each member's scale last changed
+        self._scaling = (2.0, 0.5, 2000)  # growth factor, backoff factor, growth interval
         self._first_group: list[int] = []  # member -> index of its first optimizer group (configure_optimizers)
 
     # -- forward ---------------------------------------------------------------------------------
@@ -160,6 +177,7 @@ class ModelArray(pl.LightningModule):
 
     # -- training --------------------------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        self._batch_idx = batch_idx
         results = self.member_losses(batch)
         losses = [r[0].detach() for r in results if isinstance(r, tuple)]
         finite = iter(torch.isfinite(torch.stack(losses)).tolist() if losses else [])  # one sync for all members
@@ -183,7 +201,7 @@ class ModelArray(pl.LightningModule):
                 else:
                     m.skipped_steps += 1
                 continue
-            total.append(loss)
+            total.append(loss if self.loss_scales is None else loss * self.loss_scales[i])
             self._updated[i], self.step_losses[i] = True, loss.detach()
         if distributed:  # DDP needs a gradient for every parameter: zeros for the members that do not step
             total.append(torch.stack([p.sum() for p in self.parameters() if p.requires_grad]).sum() * 0.0)
@@ -211,10 +229,78 @@ class ModelArray(pl.LightningModule):
         return self.grad_norms()[i]
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Unscale each member's gradient (under loss scaling) and check it, then keep each stepping member's
+        gradient norm and learning rate, and drop the gradients of the members that do not step.
+
+        A member whose gradient is not finite does not step: under loss scaling its scale is lowered (an
+        overflow); otherwise its ``nan_policy`` acts (``skip`` counts it in its ``skipped_steps``, ``raise``
+        fails it). Lightning calls this after backward, before clipping (:meth:`configure_gradient_clipping`).
+        """
+        if any(self._updated):
+            if self.loss_scales is not None:
+                for i, m in enumerate(self.members):
+                    grads = [p.grad for p in m.parameters() if p.grad is not None]
+                    if grads:
+                        torch._foreach_mul_(grads, 1.0 / self.loss_scales[i])
+            norms = self.grad_norms()
+            finite = torch.isfinite(torch.stack(norms)).tolist()  # one sync for all members
+            for i in range(len(self.members)):
+                if self._updated[i]:
+                    self._check_gradient(i, norms[i], finite[i], optimizer)
         for i, m in enumerate(self.members):
             if not self._updated[i]:  # skipped or failed: no update (as a sequential run's skipped step)
                 for p in m.parameters():
                     p.grad = None
+
+    def _check_gradient(self, i: int, norm: Tensor, finite: bool, optimizer: torch.optim.Optimizer) -> None:
+        """Member ``i``'s step, with its gradient's ``norm``: kept, or skipped (``_updated[i]`` cleared)."""
+        if self.loss_scales is not None:
+            self._update_scale(i, finite)
+        if finite:
+            self.step_grad_norms[i], self.step_lrs[i] = norm.detach(), self.member_lr(optimizer, i)
+            return
+        self._updated[i] = False
+        m = self.members[i]
+        if self.loss_scales is not None:  # an overflow: the lowered scale handles it (as GradScaler does)
+            return
+        if m.nan_policy == "raise":
+            self.failed[self.labels[i]] = "FloatingPointError: " + m.non_finite_gradient_message(
+                self.step_losses[i], norm, self.global_step, self._batch_idx)
+        else:
+            m.skipped_steps += 1
+
+    # -- loss scaling ----------------------------------------------------------------------------
+    def use_loss_scaling(self, init_scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
+                         growth_interval: int = 2000) -> None:
+        """Scale each member's loss by its own dynamic scale from now on (``torch.amp.GradScaler``'s settings);
+        scales already set (by a checkpoint) are kept."""
+        self._scaling = (float(growth_factor), float(backoff_factor), int(growth_interval))
+        if self.loss_scales is None:
+            self.loss_scales = [float(init_scale)] * len(self.members)
+            self._growth = [0] * len(self.members)
+
+    def _update_scale(self, i: int, finite: bool) -> None:
+        """``GradScaler.update`` for member ``i``: back off on an overflow, grow after ``growth_interval`` steps."""
+        growth, backoff, interval = self._scaling
+        if not finite:
+            self.loss_scales[i] *= backoff
+            self._growth[i] = 0
+            return
+        self._growth[i] += 1
+        if self._growth[i] == interval:
+            self.loss_scales[i] *= growth
+            self._growth[i] = 0
+
+    def on_fit_start(self) -> None:
+        """Under a Trainer's loss scaler (``precision="16-mixed"``), scale per member instead: the scaler's settings
+        go to :meth:`use_loss_scaling` and the Trainer's scaler is disabled (it would scale the array as one)."""
+        scaler = loss_scaler(self.trainer)
+        if scaler is None:
+            return
+        self.use_loss_scaling(scaler.get_scale(), scaler.get_growth_factor(), scaler.get_backoff_factor(),
+                              scaler.get_growth_interval())
+        plugin = self.trainer.precision_plugin
+        plugin.scaler = torch.amp.GradScaler(getattr(plugin, "device", "cuda"), enabled=False)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         clip = self.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
@@ -289,6 +375,8 @@ class ModelArray(pl.LightningModule):
             "labels": list(self.labels), "failed": dict(self.failed),
             "skipped_steps": [int(m.skipped_steps) for m in self.members],
         }
+        if self.loss_scales is not None:
+            checkpoint["lossbench_array"]["loss_scales"] = [list(self.loss_scales), list(self._growth)]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("lossbench_array") or {}
@@ -298,6 +386,9 @@ class ModelArray(pl.LightningModule):
         self.failed = dict(state.get("failed", {}))
         for m, skipped in zip(self.members, state.get("skipped_steps", [0] * len(self.members))):
             m.skipped_steps = int(skipped)
+        if "loss_scales" in state:
+            scales, growth = state["loss_scales"]
+            self.loss_scales, self._growth = [float(s) for s in scales], [int(g) for g in growth]
         if self._trainer is not None and str(self.trainer.precision).startswith("64"):
             self.double()  # before Lightning loads the weights (see LossbenchModule.on_load_checkpoint)
 

@@ -52,7 +52,15 @@ class DataOrderFingerprint(pl.Callback):
 
 def evaluation_row(step: int, epoch: int, wall_time: float, train_loss: float | None, grad_norm: Any,
                    lr: float | None, values: dict[str, Any]) -> dict[str, Any]:
-    """One metrics.csv row: METRIC_COLUMNS, then every ``val/`` value in name order."""
+    """One metrics.csv row: METRIC_COLUMNS, then every ``val/`` value in name order.
+
+    One rule for both executors (sequential runs and fused array members): ``train_loss`` is the mean of the
+    finite training losses since the last evaluation (a step skipped on its loss under ``nan_policy: skip`` has
+    none; one skipped on its gradient has a finite loss and counts); ``grad_norm`` (before clipping) and ``lr``
+    are those of the last optimizer step that updated the weights before this evaluation: a skipped step (on
+    its loss or its gradient, or a loss scaler's overflow) changes neither. ``grad_norm`` is empty at step 0 and
+    until a step has updated the weights; ``lr`` is then the optimizer's.
+    """
     row = {
         "step": step, "epoch": epoch, "wall_time": round(wall_time, 6), "train_loss": train_loss,
         "grad_norm": _float(grad_norm) if step else None, "lr": lr,
@@ -85,9 +93,10 @@ class LossMean:
 
 
 class RunRecorder(pl.Callback):
-    """One row per evaluation: step, epoch, training wall time, mean train loss since the last
-    evaluation, gradient norm, learning rate and every ``val/`` metric. Its rows and clocks are
-    saved in checkpoints, so a resumed run continues the same table.
+    """One row per evaluation of a :class:`~lossbench.LossbenchModule`: step, epoch, training wall time, mean
+    train loss since the last evaluation, gradient norm, learning rate and every ``val/`` metric
+    (:func:`evaluation_row`). Its rows and clocks are saved in checkpoints, so a resumed run continues the same
+    table.
 
     ``on_row(rows)`` is called after each new row (the engine writes metrics.csv atomically).
     """
@@ -97,9 +106,6 @@ class RunRecorder(pl.Callback):
         self.train_seconds = 0.0
         self._started: float | None = None
         self._loss = LossMean()
-        # the last optimizer step's (not checkpointed: a resumed fit steps before its next row)
-        self._grad_norm: torch.Tensor | None = None
-        self._lr: float | None = None
         self.on_row = on_row
 
     # clocks: training time only, validation excluded
@@ -116,15 +122,6 @@ class RunRecorder(pl.Callback):
         if isinstance(loss, torch.Tensor):
             self._loss.add(loss)
 
-    def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
-        # this step's gradient norm (before clipping, as the module logs it; on the device, no sync) and learning
-        # rate: the module logs train/grad_norm only every log_every_n_steps steps, and the scheduler has stepped
-        # by the evaluation, so neither callback_metrics nor the optimizer holds the last step's at a row
-        grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
-        norms = torch._foreach_norm(grads) if grads else [torch.zeros(())]
-        self._grad_norm = torch.linalg.vector_norm(torch.stack(norms))
-        self._lr = float(optimizer.param_groups[0]["lr"])
-
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if self.rows and self.on_row is not None:  # resumed: the table is the checkpoint's (rows after it are redone)
             self.on_row(self.rows)
@@ -135,11 +132,14 @@ class RunRecorder(pl.Callback):
         step = int(trainer.global_step)
         if self.rows and self.rows[-1]["step"] == step:  # an evaluation of this step is already recorded
             return
-        lr = self._lr  # the last optimizer step's; before any (step 0) the optimizer's, if there is one
+        # the last optimizer step that updated the weights (the module keeps its norm before clipping and its
+        # learning rate: it logs train/grad_norm only every log_every_n_steps steps, and the scheduler has stepped
+        # by the evaluation); before any, the optimizer's learning rate, if there is one
+        lr = module.step_lr
         if lr is None and trainer.optimizers:
             lr = float(trainer.optimizers[0].param_groups[0]["lr"])
         self.rows.append(evaluation_row(step, int(trainer.current_epoch), self.train_seconds, self._loss.take(trainer),
-                                        self._grad_norm, lr, dict(trainer.callback_metrics)))
+                                        module.step_grad_norm, lr, dict(trainer.callback_metrics)))
         if self.on_row is not None:
             self.on_row(self.rows)
 

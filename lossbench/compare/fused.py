@@ -47,7 +47,8 @@ PROBE_TOLERANCE = 1e-5  # relative: a member's first-batch loss in the array aga
 class ArrayRecorder(pl.Callback):
     """:class:`~lossbench.compare.callbacks.RunRecorder` for every member of a :class:`ModelArray`.
 
-    ``on_row(i, rows)`` is called after member ``i``'s new row. Failed members get no more rows.
+    ``on_row(i, rows)`` is called after member ``i``'s new row (:func:`evaluation_row`: the same columns, by the
+    same rule, as a sequential run's). Failed members get no more rows.
     """
 
     def __init__(self, labels: list[str], on_row=None) -> None:
@@ -56,8 +57,6 @@ class ArrayRecorder(pl.Callback):
         self.train_seconds = 0.0
         self._started: float | None = None
         self._loss = [LossMean() for _ in labels]
-        self._grad_norm: list[Any] = [None] * len(labels)
-        self._lr: list[float | None] = [None] * len(labels)
         self.on_row = on_row
 
     def on_train_start(self, trainer: pl.Trainer, module: ModelArray) -> None:
@@ -76,13 +75,6 @@ class ArrayRecorder(pl.Callback):
             if loss is not None:
                 self._loss[i].add(loss)
 
-    def on_before_optimizer_step(self, trainer, module: ModelArray, optimizer) -> None:
-        norms = module.grad_norms()  # before clipping (callbacks run before the module's hook)
-        for i in range(len(self.labels)):
-            if module._updated[i]:
-                self._grad_norm[i] = norms[i]
-                self._lr[i] = module.member_lr(optimizer, i)
-
     def on_validation_end(self, trainer: pl.Trainer, module: ModelArray) -> None:
         if trainer.sanity_checking:
             return
@@ -91,11 +83,11 @@ class ArrayRecorder(pl.Callback):
             rows = self.rows[i]
             if label in module.failed or (rows and rows[-1]["step"] == step):
                 continue
-            lr = self._lr[i]
+            lr = module.step_lrs[i]  # the member's last step that updated its weights (before any: the optimizer's)
             if lr is None and trainer.optimizers:
                 lr = module.member_lr(trainer.optimizers[0], i)
             rows.append(evaluation_row(step, int(trainer.current_epoch), self.train_seconds,
-                                       self._loss[i].take(trainer), self._grad_norm[i], lr, module.values[i]))
+                                       self._loss[i].take(trainer), module.step_grad_norms[i], lr, module.values[i]))
             if self.on_row is not None:
                 self.on_row(i, rows)
 

@@ -212,8 +212,8 @@ def irregularities(
             add("truncated", f"{metrics_file}'s steps do not increase (row {back + 1}: step {steps[back]} after "
                              f"{steps[back - 1]})")
     if record.skipped_steps:
-        add("skipped", f"skipped {record.skipped_steps} of {record.steps} optimizer steps on a non-finite loss "
-                       "(nan_policy: skip)")
+        add("skipped", f"skipped {record.skipped_steps} of {record.steps} optimizer steps on a non-finite loss or "
+                       "gradient (nan_policy: skip)")
     columns = sorted({k for row in rows or () for k in row if k.startswith("val/")})
     for metric in sorted({*columns, *(m for m in record.final if m.startswith("val/"))},
                          key=lambda m: (m != "val/loss", m)):

@@ -53,3 +53,36 @@ class CountingHead(LossHead):
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
         self.calls += 1
         return torch.nn.functional.cross_entropy(outputs.float(), target, reduction=reduction) + self.calls
+
+
+class _BadGradient(torch.autograd.Function):
+    """The identity, whose gradient is ``value`` everywhere: a finite loss with a non-finite gradient."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, value: float) -> Tensor:
+        ctx.value = value
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return torch.full_like(grad, ctx.value), None
+
+
+class BadGradientHead(LossHead):
+    """Cross-entropy whose loss stays finite but whose gradient is ``value`` ("nan", "inf") at its training calls
+    ``bad_from`` to ``bad_until`` (counted per instance from 1; ``bad_until`` None: to the end)."""
+
+    task = "multiclass"
+
+    def __init__(self, in_features: int, num_classes: int, bad_from: int = 3, bad_until: int | None = None,
+                 value: str = "nan", **kwargs) -> None:
+        super().__init__(in_features, num_classes, **kwargs)
+        self.num_classes, self.bad_from, self.bad_until, self.value = num_classes, bad_from, bad_until, float(value)
+        self.calls = 0
+
+    def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
+        if self.training and torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls >= self.bad_from and (self.bad_until is None or self.calls <= self.bad_until):
+                outputs = _BadGradient.apply(outputs, self.value)
+        return torch.nn.functional.cross_entropy(outputs.float(), target, reduction=reduction)

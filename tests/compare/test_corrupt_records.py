@@ -249,7 +249,8 @@ def test_skipped_steps_are_listed_and_flag_the_loss_that_ranks_first(tmp_path):
     root = make_folder(tmp_path, changes={("focal", 1): {"skipped_steps": 3}})  # focal ranks first
     text = render_report(root).read_text()
     section = _irregular_section(text)
-    assert "- focal, seed 1: skipped 3 of 120 optimizer steps on a non-finite loss (nan_policy: skip)" in section
+    assert ("- focal, seed 1: skipped 3 of 120 optimizer steps on a non-finite loss or gradient (nan_policy: skip)"
+            in section)
     assert "kept in the statistics" in section
     ranking = text.split("## Ranking")[1].split("\n## ")[0]
     assert "| 1 | focal (irregular: 1/3 seeds) |" in ranking
