@@ -37,8 +37,20 @@ def _same(field: str) -> str:
     return field
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def finite_number(value: Any) -> bool:
+    """A real number (not a bool) that floats can hold: a 400-digit int is refused here, not an OverflowError later.
+
+    Example:
+        >>> [finite_number(v) for v in (3, 0.5, 10**400, float("inf"), True)]
+        [True, True, False, False, False]
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
 
 
 def _positive_int(value: Any, allow_none: bool = False) -> bool:
@@ -76,7 +88,7 @@ class BackboneConfig:
         if self.pooling not in ("cls", "mean"):
             raise ConfigError(key("pooling"), f"{owner}: `{key('pooling')}` must be 'cls' or 'mean', "
                                               f"got {self.pooling!r}")
-        if not (_number(self.dropout) and 0 <= self.dropout < 1):
+        if not (finite_number(self.dropout) and 0 <= self.dropout < 1):
             raise ConfigError(key("dropout"), f"{owner}: `{key('dropout')}` must be a number in [0, 1), "
                                               f"got {self.dropout!r}")
         if not isinstance(self.norm_first, bool):
@@ -98,12 +110,12 @@ class OptimizerConfig:
     def check(self, owner: str = "OptimizerConfig", key: Key = _same) -> None:
         if self.name not in ("sgd", "adamw"):
             raise ConfigError(key("name"), f"{owner}: `{key('name')}` must be 'sgd' or 'adamw', got {self.name!r}")
-        if not (_number(self.lr) and self.lr > 0):
+        if not (finite_number(self.lr) and self.lr > 0):
             raise ConfigError(key("lr"), f"{owner}: `{key('lr')}` must be a finite number > 0, got {self.lr!r}")
-        if not (_number(self.weight_decay) and self.weight_decay >= 0):
+        if not (finite_number(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(key("weight_decay"), f"{owner}: `{key('weight_decay')}` must be a number >= 0, "
                                                    f"got {self.weight_decay!r}")
-        if not (_number(self.momentum) and 0 <= self.momentum < 1):
+        if not (finite_number(self.momentum) and 0 <= self.momentum < 1):
             raise ConfigError(key("momentum"), f"{owner}: `{key('momentum')}` must be in [0, 1), "
                                                f"got {self.momentum!r}")
         if not isinstance(self.nesterov, bool):
@@ -113,7 +125,8 @@ class OptimizerConfig:
             raise ConfigError(key("nesterov"), f"{owner}: `{key('nesterov')}=True` needs `{key('name')}`='sgd' "
                                                f"and `{key('momentum')}` > 0")
         betas = self.betas
-        if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_number(b) and 0 <= b < 1 for b in betas)):
+        if not (isinstance(betas, (list, tuple)) and len(betas) == 2
+                and all(finite_number(b) and 0 <= b < 1 for b in betas)):
             raise ConfigError(key("betas"), f"{owner}: `{key('betas')}` must be two numbers in [0, 1), got {betas!r}")
 
 

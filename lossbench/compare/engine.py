@@ -29,7 +29,7 @@ from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, metrics_f
 from lossbench.compare.fingerprints import combine, state_fingerprint
 from lossbench.compare.interrupt import stop_on_signals
 from lossbench.compare.lock import LOCK_FILE, FolderLock
-from lossbench.compare.recipe import MAX_PARAMETERS, LossSpec, Recipe, RecipeError
+from lossbench.compare.recipe import MAX_PARAMETERS, LossSpec, Recipe, RecipeError, _nearest
 from lossbench.compare.records import (
     STATUS,
     CorruptFileError,
@@ -54,7 +54,7 @@ from lossbench.compare.storage import (
 )
 from lossbench.compare.summary import summarise_run
 from lossbench.compare.teacher import TEACHER_DIR
-from lossbench.compare.tuning import TUNING_DIR
+from lossbench.compare.tuning import TUNING_DIR, diverged
 from lossbench.data.identity import fingerprints_of
 from lossbench.distributed import Processes, RankMismatchError, same_on_all_ranks
 from lossbench.resume import AtomicCheckpointIO, seed_rngs
@@ -286,19 +286,22 @@ class Comparison:
         from lossbench.metrics import metric_specs
         from lossbench.module import check_head_fits_data, resolve_head_class
 
-        target = self.recipe.target["metric"]
+        chosen_by = {"target.metric": self.recipe.target["metric"]}  # every metric a choice is made on
+        if self.recipe.tune is not None:
+            chosen_by["tune.select.metric"] = self.recipe.tune.metric
         for loss in self.recipe.losses:
             task = resolve_head_class(loss.head).task
             try:
                 check_head_fits_data(loss.label, task, loss.args.get("num_classes"), spec)
             except ValueError as exc:
                 raise RecipeError(f"recipe: loss {loss.label!r} does not fit the data: {exc}") from None
-            logged = {f"val/{n}" for n in metric_specs(task, spec.num_classes)} | {"val/loss"}
-            if target not in logged:
-                raise RecipeError(
-                    f"recipe: `target.metric` {target!r} is not logged for loss {loss.label!r} ({task} head); "
-                    f"it logs {sorted(logged)}"
-                )
+            logged = sorted({f"val/{n}" for n in metric_specs(task, spec.num_classes)} | {"val/loss"})
+            for key, metric in chosen_by.items():
+                if metric not in logged:
+                    raise RecipeError(
+                        f"recipe: `{key}` {metric!r} is not logged for loss {loss.label!r} ({task} head)"
+                        f"{_nearest(metric, logged)} (it logs {logged})"
+                    )
         self._check_model_size(spec)
         from lossbench.compare.teacher import check_distillers, load_checkpoint_teacher
 
@@ -618,7 +621,8 @@ class Comparison:
         path = self.output / "comparison.json"
         if path.exists():
             meta["created"] = self._read_meta().get("created", meta["created"])
-        atomic_write_text(self.output / "recipe.yaml", r.to_yaml())  # runnable: `lossbench compare DIR/recipe.yaml`
+        if r.runnable:  # `lossbench compare DIR/recipe.yaml`; a tuning comparison's trials are run by its parent's
+            atomic_write_text(self.output / "recipe.yaml", r.to_yaml())
         write_json(path, meta)
 
     def trainer(self, callbacks: list[pl.Callback], root: Path) -> pl.Trainer:
@@ -708,6 +712,8 @@ class Comparison:
         record.fingerprints["data_order"].update(order)
         record.save(run_dir(self.output, record.loss, record.seed) / "record.json")
         first = error.splitlines()[0][:200]
+        if (record.tuning or {}).get("role") == "trial" and diverged(record):  # a result of tuning (worst score)
+            return f"{record.loss} seed {record.seed}: DIVERGED, scored worst among its loss's trials ({first})"
         self.failed.append(f"{record.loss} seed {record.seed} ({first})")
         return f"{record.loss} seed {record.seed}: FAILED ({first})"
 

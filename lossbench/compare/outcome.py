@@ -46,8 +46,10 @@ def conditions_sentence(conditions: dict[str, Any]) -> str:
     text = "These verdicts hold under " + (", ".join(parts) if parts else "the recipe's settings")
     if conditions.get("test_rows"):
         text += f", scored once on the {conditions['test_rows']}-row test split"
-    return text + ("; another budget or search space can change them." if tuning else
-                   "; another budget or learning rate can change them.")
+    text += ("; another budget or search space can change them." if tuning else
+             "; another budget or learning rate can change them.")
+    edges = (tuning or {}).get("edges")
+    return text + (f" At the edge of the search space: {'; '.join(edges)}: widen the range." if edges else "")
 
 
 def outcome_sentences(stats: ComparisonStats, conditions: dict[str, Any] | None = None) -> list[str]:

@@ -12,7 +12,6 @@ import copy
 import difflib
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from lossbench.compare.storage import MAX_LABEL_BYTES
-from lossbench.config import BackboneConfig, ConfigError, OptimizerConfig, ScheduleConfig, defaults
+from lossbench.config import BackboneConfig, ConfigError, OptimizerConfig, ScheduleConfig, defaults, finite_number
 
 if TYPE_CHECKING:
     from lossbench.compare.tuning import TuneSpec
@@ -128,6 +127,13 @@ class Recipe:
         values = self.to_dict()
         values["losses"] = [spec.to_recipe() for spec in self.losses]
         return yaml.safe_dump(values, sort_keys=False)
+
+    @property
+    def runnable(self) -> bool:
+        """Whether :meth:`to_yaml` is a recipe file that runs this comparison. A tuning comparison's is not: its
+        runs are trials, each at its own optimizer values, which a recipe's `losses` cannot state; it is run by
+        its parent's recipe (``DIR/recipe.yaml``, not ``DIR/tuning/recipe.yaml``)."""
+        return not any(spec.tuning for spec in self.losses)
 
     def setup(self) -> dict[str, Any]:
         """What must be identical for every loss: everything but the losses, baseline and seeds (and how the runs
@@ -413,7 +419,7 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise RecipeError(f"recipe: `trainer.{key}` must be a positive int, got {value!r}")
     every = trainer["checkpoint_every_s"]
-    if not _is_number(every) or not math.isfinite(every) or every < 0:
+    if not finite_number(every) or every < 0:
         raise RecipeError("recipe: `trainer.checkpoint_every_s` must be a number of seconds >= 0 (0: a checkpoint "
                           f"after every evaluation), got {every!r}")
     target = _section(raw, "target")
@@ -422,7 +428,7 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     if target["mode"] not in ("max", "min"):
         raise RecipeError(f"recipe: `target.mode` must be 'max' or 'min', got {target['mode']!r}")
     threshold = target["threshold"]
-    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+    if not finite_number(threshold):
         raise RecipeError(f"recipe: `target.threshold` must be a finite number, got {threshold!r}")
     optimizer, schedule = _section(raw, "optimizer"), _section(raw, "schedule")
     nan_policy = raw.get("nan_policy", "raise")
@@ -445,9 +451,10 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         teacher = parse_teacher(raw["teacher"])
     tune = None
     if raw.get("tune") is not None:
-        from lossbench.compare.tuning import parse_tune
+        from lossbench.compare.tuning import check_tuned_heads, parse_tune
 
-        tune = parse_tune(raw["tune"], _labels(raw["losses"]), target, seeds)
+        tune = parse_tune(raw["tune"], _labels(raw["losses"]), target, seeds, optimizer)
+        check_tuned_heads(tune, losses)
     backbone = _section(raw, "backbone")
     check_config(BackboneConfig(**backbone), "backbone")
     _check_trainer_values(trainer)
@@ -487,7 +494,7 @@ def _check_trainer_values(trainer: dict[str, Any]) -> None:
                           f"got {trainer['precision']!r}")
     _check_accelerator(trainer["accelerator"], trainer["devices"])
     clip = trainer["gradient_clip_val"]
-    if clip is not None and not (_is_number(clip) and clip >= 0):
+    if clip is not None and not (finite_number(clip) and clip >= 0):
         raise RecipeError(f"recipe: `trainer.gradient_clip_val` must be a number >= 0 or null, got {clip!r}")
 
 

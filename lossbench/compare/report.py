@@ -314,7 +314,7 @@ def report_markdown(
     lines += _ranking_section(stats)
     told = conditions(comparison, runs, stats)
     if tuning is not None:
-        told["tuning"] = tuning_conditions(tuning[0])
+        told["tuning"] = tuning_conditions(*tuning)
     lines += ["## Outcome", "", " ".join(outcome_sentences(stats, told)), ""]
     lines += _unfinished_section(comparison, runs, outside, stats)
     lines += ["## Plots", ""]

@@ -32,18 +32,21 @@ import dataclasses
 import math
 import statistics
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lossbench.compare.recipe import MAX_SEED, RecipeError, _check_keys, _is_number, _nearest
+from lossbench.compare.recipe import MAX_SEED, MAX_SEEDS, RecipeError, _check_keys, _import_head_class, _nearest
 from lossbench.compare.records import RunRecord, load_records, write_json
+from lossbench.config import finite_number
 
 if TYPE_CHECKING:
     from lossbench.compare.recipe import LossSpec, Recipe
 
 TUNABLE_OPTIMIZER = ("lr", "weight_decay", "momentum")
 """``optimizer.<key>`` paths a trial may set (a number each; the optimizer's name is shared)."""
+OPTIMIZER_ONLY = {"momentum": "sgd"}
+"""Tunable optimizer values that only one optimizer reads (tuned under another, they change nothing)."""
 MAX_TRIALS = 1024
 POINT_TOLERANCE = 1e-9  # relative: a recorded trial point against the recipe's regenerated one
 TUNING_DIR = "tuning"
@@ -128,8 +131,9 @@ class TuneSpec:
 
 
 # -- validation ------------------------------------------------------------------------------------
-def parse_tune(raw: Any, labels: list[str], target: dict[str, Any], seeds: list[int]) -> TuneSpec:
-    """Check a recipe's ``tune:`` section against its loss labels, target and final seeds."""
+def parse_tune(raw: Any, labels: list[str], target: dict[str, Any], seeds: list[int],
+               optimizer: dict[str, Any] | None = None) -> TuneSpec:
+    """Check a recipe's ``tune:`` section against its loss labels, target, final seeds and optimizer."""
     if not isinstance(raw, dict):
         raise TuneError(f"recipe: `tune` must be a mapping with `trials` and `space`, got {raw!r}")
     _check_keys("tune.", raw, ["trials", "seeds", "select", "space", "seed"])
@@ -138,11 +142,13 @@ def parse_tune(raw: Any, labels: list[str], target: dict[str, Any], seeds: list[
         raise TuneError(f"recipe: `tune.trials` must be a whole number of trials per loss in [1, {MAX_TRIALS}], "
                         f"got {trials!r}")
     tune_seeds = raw.get("seeds", [1000])
-    ok = (isinstance(tune_seeds, list) and tune_seeds
+    ok = (isinstance(tune_seeds, list) and 1 <= len(tune_seeds) <= MAX_SEEDS
           and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in tune_seeds))
     if not ok or len(set(tune_seeds)) != len(tune_seeds):
-        raise TuneError(f"recipe: `tune.seeds` must be a non-empty list of distinct ints in [0, {MAX_SEED}], "
-                        f"got {tune_seeds!r}")
+        shown = (f"a list of {len(tune_seeds)} starting {tune_seeds[:5]}"
+                 if isinstance(tune_seeds, list) and len(tune_seeds) > 10 else repr(tune_seeds))
+        raise TuneError(f"recipe: `tune.seeds` must be a list of 1 to {MAX_SEEDS} distinct ints in [0, {MAX_SEED}], "
+                        f"got {shown}")
     overlap = sorted(set(tune_seeds) & set(seeds))
     if overlap:
         raise TuneError(f"recipe: `tune.seeds` must be disjoint from the final `seeds` (a configuration chosen on a "
@@ -167,13 +173,13 @@ def parse_tune(raw: Any, labels: list[str], target: dict[str, Any], seeds: list[
     dims = []
     for path, rng in space.items():
         where = f"tune.space.{path}"
-        _check_path(str(path), labels)
+        _check_path(str(path), labels, (optimizer or {}).get("name"))
         if not isinstance(rng, dict):
             raise TuneError(f"recipe: `{where}` must be a mapping {{low, high, log}}, got {rng!r}")
         _check_keys(f"{where}.", rng, ["low", "high", "log"])
         low, high, log = rng.get("low"), rng.get("high"), rng.get("log", False)
         for name, value in (("low", low), ("high", high)):
-            if not _is_number(value) or not math.isfinite(value):
+            if not finite_number(value):
                 raise TuneError(f"recipe: `{where}.{name}` must be a finite number, got {value!r}")
         if not low < high:
             raise TuneError(f"recipe: `{where}` needs low < high, got low={low!r}, high={high!r}")
@@ -185,10 +191,14 @@ def parse_tune(raw: Any, labels: list[str], target: dict[str, Any], seeds: list[
     return TuneSpec(trials, tuple(tune_seeds), metric, mode, tuple(sorted(dims, key=lambda d: d.path)), scramble)
 
 
-def _check_path(path: str, labels: list[str]) -> None:
+def _check_path(path: str, labels: list[str], optimizer: str | None) -> None:
     parts = path.split(".")
     allowed = [f"optimizer.{k}" for k in TUNABLE_OPTIMIZER] + ["losses.<label>.args.<name>"]
     if parts[0] == "optimizer" and len(parts) == 2:
+        reader = OPTIMIZER_ONLY.get(parts[1])
+        if reader is not None and optimizer != reader:
+            raise TuneError(f"recipe: `tune.space.{path}` changes nothing under `optimizer.name` {optimizer!r} "
+                            f"(only {reader!r} reads {parts[1]}); set `optimizer.name: {reader}` or remove it")
         if parts[1] in TUNABLE_OPTIMIZER:
             return
         raise TuneError(f"recipe: `tune.space.{path}` is not a tunable optimizer value"
@@ -201,6 +211,48 @@ def _check_path(path: str, labels: list[str]) -> None:
     raise TuneError(
         f"recipe: `tune.space.{path}` cannot be tuned{_nearest(path, allowed)}: tunable are {', '.join(allowed)}; the "
         "backbone, data and trainer are shared by every run of a seed (same initial weights, batches and budget)")
+
+
+def check_tuned_heads(tune: TuneSpec, losses: list[LossSpec]) -> None:
+    """Every tuned head argument of a loss in ``losses`` takes a real number (a trial's value is sampled from a
+    range): an integer or true/false argument (``ignore_index``) is refused, naming it."""
+    specs = {spec.label: spec for spec in losses}
+    for dim in tune.space:
+        spec = specs.get(dim.loss) if dim.loss is not None else None
+        if spec is None:
+            continue
+        cls = _head_class(spec, list(specs).index(spec.label))
+        kind = _whole_kind(cls, dim.key)
+        if kind is not None:
+            raise TuneError(f"recipe: `tune.space.{dim.path}` is {kind} argument of {cls.__name__} (`{dim.key}`), "
+                            "but a trial's value is a real number sampled from [low, high]; tune real-valued "
+                            f"arguments only and set `{dim.key}` in the loss's `args`")
+
+
+def _head_class(spec: LossSpec, i: int) -> type:
+    """A checked loss's head class: a registry name's, or its (already imported) ``class_path``'s."""
+    from lossbench.heads.registry import get_head_class
+
+    return _import_head_class(spec.head, i) if "." in spec.head else get_head_class(spec.head)
+
+
+def _whole_kind(cls: type, name: str) -> str | None:
+    """'an integer' or 'a true/false' when ``cls``'s argument ``name`` is declared (or defaults to) one, else None."""
+    import inspect
+
+    param = inspect.signature(cls.__init__).parameters.get(name)
+    if param is None:  # not a named argument: the trial-point build check names it
+        return None
+    ann = param.annotation
+    if isinstance(ann, str):
+        names = {part.strip() for part in ann.split("|")} - {"None"}
+    elif ann is inspect.Parameter.empty:
+        names = {type(param.default).__name__}
+    else:
+        names = {getattr(ann, "__name__", str(ann))}
+    if names == {"bool"}:
+        return "a true/false"
+    return "an integer" if names and names <= {"int", "bool"} else None
 
 
 # -- the runs ----------------------------------------------------------------------------------------
@@ -229,6 +281,13 @@ def tuning_recipe(recipe: Recipe) -> Recipe:
     )
 
 
+def diverged(record: RunRecord) -> bool:
+    """A run stopped by a non-finite training loss or gradient (``nan_policy: raise``). For a tuning trial this is a
+    result, the worst score, not a failure of the comparison: a search space may well reach learning rates that
+    diverge."""
+    return record.status == "failed" and str(record.error or "").startswith("FloatingPointError")
+
+
 def trial_score(record: RunRecord, metric: str, select: str) -> float | None:
     """A finished trial run's selection value: its best validation value (``select: best``) or its final one."""
     if record.status != "finished":
@@ -247,6 +306,7 @@ class LossTuning:
     scores: list[float | None]
     chosen: int
     reason: str = ""  # why the chosen trial is not the best one (none had a finite score)
+    diverged: list[int] = field(default_factory=list)  # trials that diverged on a tuning seed (scored worst)
 
     @property
     def point(self) -> dict[str, float]:
@@ -254,13 +314,34 @@ class LossTuning:
 
     def to_dict(self) -> dict[str, Any]:
         return {"points": self.points, "scores": self.scores, "chosen": self.chosen, "point": self.point,
-                "reason": self.reason}
+                "reason": self.reason, "diverged": self.diverged}
+
+    def edges(self, tune: TuneSpec) -> list[tuple[Dimension, str]]:
+        """The dimensions whose smallest or largest value tried is the chosen trial's while its score is better
+        than that of the nearest trial inward (the curve still rising at the edge): ``(dimension, "smallest" |
+        "largest")``. A trial without a score (diverged, unfinished) counts as worse."""
+        best = self.scores[self.chosen]
+        if best is None:
+            return []
+        sign = 1.0 if tune.mode == "max" else -1.0
+        out = []
+        for dim in tune.space:
+            values = [p.get(dim.path) for p in self.points]
+            x = values[self.chosen]
+            others = [v for v in values if v is not None and v != x]
+            if x is None or not others or min(others) < x < max(others):
+                continue
+            nearest = min((j for j, v in enumerate(values) if v in others), key=lambda j: abs(values[j] - x))
+            if self.scores[nearest] is None or sign * (best - self.scores[nearest]) > 0:  # still rising there
+                out.append((dim, "smallest" if x < min(others) else "largest"))
+        return out
 
 
 def select_trials(tune: TuneSpec, labels: list[str], records: list[RunRecord], select: str) -> dict[str, LossTuning]:
     """Each loss's trial with the best mean score over the tuning seeds, from the tuning comparison's records."""
     scores: dict[tuple[str, int], list[float | None]] = {}
     points: dict[tuple[str, int], dict[str, float]] = {}
+    diverging: dict[str, set[int]] = {}  # loss -> its trials that diverged on a tuning seed
     for r in records:
         info = r.tuning or {}
         if info.get("role") != "trial" or r.seed not in tune.seeds:
@@ -268,6 +349,8 @@ def select_trials(tune: TuneSpec, labels: list[str], records: list[RunRecord], s
         key = (str(info.get("loss")), int(info.get("trial", -1)))
         scores.setdefault(key, []).append(trial_score(r, tune.metric, select))
         points.setdefault(key, dict(info.get("point") or {}))
+        if diverged(r):
+            diverging.setdefault(key[0], set()).add(key[1])
     out = {}
     sign = 1.0 if tune.mode == "max" else -1.0
     for label in labels:
@@ -283,7 +366,7 @@ def select_trials(tune: TuneSpec, labels: list[str], records: list[RunRecord], s
         else:
             chosen, reason = 0, "no trial finished with a finite score on every tuning seed: trial 0 is used"
         recorded = [points.get((label, j), expected[j]) for j in range(tune.trials)]
-        out[label] = LossTuning(label, recorded, means, chosen, reason)
+        out[label] = LossTuning(label, recorded, means, chosen, reason, sorted(diverging.get(label, set())))
     return out
 
 

@@ -75,6 +75,12 @@ def tuning_section(tune: TuneSpec, tuning: dict[str, LossTuning], seeds: list[in
             f"| {loss} | {t.chosen} | {values} | {chosen} | {_num(statistics.median(scores)) if scores else '—'} | "
             f"{_num(worst(scores)) if scores else '—'} | {len(scores)}/{tune.trials} |")
     notes = [f"- {loss}: {t.reason}" for loss, t in tuning.items() if t.reason]
+    notes += [f"- {loss}: trial{'s' if len(t.diverged) > 1 else ''} {', '.join(map(str, t.diverged))} diverged (a "
+              "non-finite training loss or gradient under `nan_policy: raise`) on a tuning seed: a result, scored "
+              "worst, never preferred to a trial that finished" for loss, t in tuning.items() if t.diverged]
+    notes += [f"- {note} ({_plain(_round(value))}), and its score is better than the nearest trial's inward: "
+              f"the best value may lie outside the range; widen `tune.space.{path}`"
+              for note, path, value in _edges(tune, tuning)]
     lines += [""] + (notes + [""] if notes else [])
     if plot is not None:
         dim = sensitivity_axis(tune)
@@ -90,6 +96,15 @@ def _round(value: float) -> float:
     return float(f"{value:.4g}")
 
 
-def tuning_conditions(tune: TuneSpec) -> dict[str, Any]:
+def _edges(tune: TuneSpec, tuning: dict[str, LossTuning]) -> list[tuple[str, str, float]]:
+    """``("square's best lr is the largest tried", path, value)`` for every chosen trial at the edge of the
+    range it was tried in, with the score still rising there (:meth:`LossTuning.edges`)."""
+    return [(f"{loss}'s best {dim.key} is the {side} tried", dim.path, t.point[dim.path])
+            for loss, t in tuning.items() for dim, side in t.edges(tune)]
+
+
+def tuning_conditions(tune: TuneSpec, tuning: dict[str, LossTuning] | None = None) -> dict[str, Any]:
+    """The tuning conditions the verdicts hold under (:func:`outcome.conditions_sentence`); ``edges``: the losses
+    whose chosen value is at the edge of its range."""
     return {"trials": tune.trials, "paths": [d.path for d in tune.space], "seeds": list(tune.seeds),
-            "metric": tune.metric}
+            "metric": tune.metric, "edges": [note for note, _, _ in _edges(tune, tuning or {})]}

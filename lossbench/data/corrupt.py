@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from lossbench.config import finite_number
+
 NOISE_KINDS = ("symmetric", "pairflip")
 IMBALANCE_KINDS = ("longtail", "step")
 
@@ -94,6 +96,10 @@ class LabelNoise:
         # a stream per split: the validation split's noise does not depend on the training split's size
         rng = np.random.default_rng([self.seed, {"train": 0, "validation": 1}[split]])
         count = int(round(self.rate * len(target)))
+        if count and count == len(target):  # every label replaced: no clean row is left to learn from
+            raise _error("label_noise.rate", f" {self.rate!r} replaces all {count} labels of the {split} split "
+                                                 "(realised rate 1.0): no clean row would be left; use a rate "
+                                                 f"below {(len(target) - 0.5) / len(target):.6g}")
         rows = np.sort(rng.permutation(len(target))[:count])
         noisy = target.copy()
         if self.kind == "symmetric":  # uniformly among the other C - 1 classes
@@ -126,7 +132,7 @@ class Imbalance:
             raise _error(f"{arg}.kind", f" must be one of {', '.join(map(repr, IMBALANCE_KINDS))}, "
                                         f"got {imbalance.kind!r}")
         ratio = imbalance.ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio < 1:
+        if not finite_number(ratio) or ratio < 1:
             raise _error(f"{arg}.ratio", f" must be a number >= 1 (largest class / smallest), got {ratio!r}")
         _seed(arg, imbalance.seed)
         return imbalance

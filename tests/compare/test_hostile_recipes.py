@@ -138,3 +138,47 @@ def test_a_head_module_that_exits_on_import_is_a_clear_error(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert f"importing 'lb_exiting_head_{code}' called sys.exit({code})" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+HUGE = 10**400  # a 401-digit integer: beyond what a float holds (math.isfinite raised OverflowError on it)
+
+
+def _huge_at(where: str) -> dict:
+    raw = tiny_recipe()
+    if where == "tune.space":
+        raw["tune"] = {"trials": 2, "seeds": [100], "space": {"optimizer.lr": {"low": 1e-3, "high": HUGE}}}
+    elif where == "data.imbalance.ratio":
+        raw["data"]["imbalance"] = {"ratio": HUGE}
+    else:
+        section, key = where.split(".")
+        raw[section][key] = HUGE
+    return raw
+
+
+@pytest.mark.parametrize(("where", "named"), [
+    ("target.threshold", "`target.threshold` must be a finite number"),
+    ("trainer.checkpoint_every_s", "`trainer.checkpoint_every_s` must be a number of seconds >= 0"),
+    ("tune.space", "`tune.space.optimizer.lr.high` must be a finite number"),
+    ("data.imbalance.ratio", "`imbalance.ratio` must be a number >= 1"),
+    ("optimizer.lr", "`optimizer.lr` must be a finite number > 0"),
+])
+def test_a_400_digit_number_is_one_recipe_error_not_an_overflow_traceback(tmp_path, capsys, where, named):
+    """Issue 19, B11: the shared number check (lossbench.config.finite_number) bounds every one of them."""
+    path = _write(tmp_path, yaml.safe_dump(_huge_at(where), sort_keys=False))
+    out = tmp_path / "out"
+    assert main(["compare", str(path), "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "OverflowError" not in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_tuning_seeds_are_bounded_like_seeds():
+    """Issue 19, B12: `tune.seeds` took any number of seeds (each a run per loss and trial)."""
+    raw = tiny_recipe()
+    raw["tune"] = {"trials": 2, "seeds": list(range(100, 100 + MAX_SEEDS + 1)),
+                   "space": {"optimizer.lr": {"low": 1e-3, "high": 1e-2}}}
+    with pytest.raises(RecipeError, match=rf"`tune.seeds` must be a list of 1 to {MAX_SEEDS} distinct ints .*got a "
+                                          rf"list of {MAX_SEEDS + 1} starting \[100, 101, 102, 103, 104\]"):
+        load_recipe(raw)
+    raw["tune"]["seeds"] = raw["tune"]["seeds"][:MAX_SEEDS]
+    assert len(load_recipe(raw).tune.seeds) == MAX_SEEDS

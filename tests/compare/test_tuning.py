@@ -12,12 +12,15 @@ import math
 import statistics
 
 import pytest
+import torch
 from scipy.stats import qmc
+from torch import Tensor
 
 from lossbench.compare import Comparison, RecipeError, load_recipe
 from lossbench.compare.records import RunRecord, load_records, read_csv, run_dir
 from lossbench.compare.report import render_report
 from lossbench.compare.tuning import TuneSpec, check_tuning, select_trials, trial_label, tuning_records
+from lossbench.heads.base import LossHead
 from tests.compare.conftest import tiny_recipe
 
 SPACE = {"optimizer.lr": {"low": 1e-3, "high": 3e-2, "log": True},
@@ -82,6 +85,11 @@ def test_an_untuned_recipe_keeps_its_hashes():
     ({"space": {"optimizer.lr": {"low": 1e-3, "hihg": 1e-2}}}, "unknown key `tune.space.optimizer.lr.hihg`"),
     ({"select": {"metric": "test/accuracy"}}, "trials are selected on validation, never on test"),
     ({"trails": 3}, "unknown key `tune.trails`"),
+    # issue 19, item 11: a dimension that changes nothing, or that cannot take a sampled real number
+    ({"space": {"optimizer.momentum": {"low": 0.5, "high": 0.99}}},
+     "`tune.space.optimizer.momentum` changes nothing under `optimizer.name` 'adamw' (only 'sgd' reads momentum)"),
+    ({"space": {"losses.ce.args.ignore_index": {"low": 0, "high": 2}}},
+     "`tune.space.losses.ce.args.ignore_index` is an integer argument of CrossEntropyHead (`ignore_index`)"),
 ])
 def test_bad_tune_sections_are_refused_naming_the_key(change, message):
     raw = tuned()
@@ -156,6 +164,16 @@ def test_the_report_shows_the_tuning_and_states_the_budget_in_its_verdicts(done)
     assert f"| focal | {chosen['chosen']} | losses.focal.args.gamma = {gamma}" in text
 
 
+def test_the_tuning_folder_holds_no_recipe_that_looks_runnable_and_the_parent_recipe_runs_it_all(done):
+    """Issue 19, item 11: `DIR/tuning/recipe.yaml` listed the trials as losses (labels `ce.t0` that a recipe refuses,
+    without their learning rates): not runnable. It is no longer written; `DIR/recipe.yaml` is the recipe that
+    runs the tuning and the final runs."""
+    recipe, out = done
+    assert not (out / "tuning" / "recipe.yaml").exists() and (out / "tuning" / "comparison.json").is_file()
+    again = load_recipe(out / "recipe.yaml")
+    assert again.setup_hash == recipe.setup_hash and again.tune == recipe.tune
+
+
 def test_a_rerun_of_a_finished_tuned_folder_trains_nothing_and_renders_the_same_report(done):
     recipe, out = done
     before = {p: p.read_bytes() for p in out.rglob("record.json")}
@@ -216,3 +234,106 @@ def test_ties_go_to_the_lowest_trial_and_a_loss_without_a_finished_trial_falls_b
     chosen = select_trials(tune, ["ce", "sce"], records, "final")
     assert chosen["ce"].chosen == 1 and chosen["ce"].scores == [0.5, 0.9, 0.9]
     assert chosen["sce"].chosen == 0 and chosen["sce"].scores == [None] * 3 and "trial 0 is used" in chosen["sce"].reason
+
+
+def test_momentum_is_tunable_under_sgd_and_real_head_arguments_stay_tunable():
+    raw = tuned(space={"optimizer.momentum": {"low": 0.5, "high": 0.99}, **SPACE})
+    raw["optimizer"]["name"] = "sgd"
+    assert [d.path for d in load_recipe(raw).tune.space] == ["losses.focal.args.gamma", "optimizer.lr",
+                                                            "optimizer.momentum"]
+
+
+def test_a_misspelt_selection_metric_is_refused_before_the_folder_is_written(tmp_path):
+    """Issue 19, B9: `tune.select.metric: val/acuracy` passed validation and failed after comparison.json was
+    written; the corrected recipe was then refused as another recipe setup."""
+    raw = tuned()
+    raw["tune"]["select"] = {"metric": "val/acuracy", "mode": "max"}
+    with pytest.raises(RecipeError) as info:
+        Comparison(load_recipe(raw), tmp_path / "out", progress=False).run()
+    message = str(info.value)
+    assert message.startswith("recipe: `tune.select.metric` 'val/acuracy' is not logged for loss 'ce'")
+    assert "did you mean 'val/accuracy'" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
+# -- at the edge of the range (issue 19, item 9) ------------------------------------------------------
+def _edge_case(scores, mode="max", lrs=(1e-3, 3e-3, 1e-2, 3e-2)):
+    from lossbench.compare.tuning import LossTuning
+
+    raw = tuned(trials=len(lrs), space={"optimizer.lr": {"low": 1e-3, "high": 3e-2, "log": True}})
+    raw["tune"]["select"] = {"metric": "val/loss" if mode == "min" else "val/accuracy", "mode": mode}
+    tune = load_recipe(raw).tune
+    present = [j for j, s in enumerate(scores) if s is not None]
+    sign = 1 if mode == "max" else -1
+    chosen = max(present, key=lambda j: (sign * scores[j], -j))
+    return tune, LossTuning("square", [{"optimizer.lr": lr} for lr in lrs], list(scores), chosen)
+
+
+@pytest.mark.parametrize(("scores", "mode", "edge"), [
+    ([0.5, 0.6, 0.7, 0.8], "max", ("optimizer.lr", "largest")),  # still rising at the largest lr
+    ([0.9, 0.6, 0.7, 0.8], "max", ("optimizer.lr", "smallest")),
+    ([0.6, 0.5, 0.4, 0.2], "min", ("optimizer.lr", "largest")),  # mode min: lower is better
+    ([0.8, None, 0.5, 0.4], "max", ("optimizer.lr", "smallest")),  # the nearest trial inward diverged: worse
+    ([0.5, 0.9, 0.7, 0.6], "max", None),  # chosen inside the range
+    ([0.5, 0.6, 0.8, 0.8], "max", None),  # the largest ties its neighbour: the lower trial is chosen, inside
+    ([0.5, 0.6, 0.8, 0.8][::-1], "max", None),  # chosen at the smallest, but flat toward it (a tie)
+])
+def test_a_chosen_trial_at_the_edge_of_its_range_is_found_only_while_the_curve_still_rises(scores, mode, edge):
+    tune, t = _edge_case(scores, mode)
+    found = [(d.path, side) for d, side in t.edges(tune)]
+    assert found == ([edge] if edge else [])
+
+
+def test_the_tuning_section_and_the_verdicts_conditions_say_a_best_value_is_at_the_edge():
+    from lossbench.compare.outcome import conditions_sentence
+    from lossbench.compare.tuning_report import tuning_conditions, tuning_section
+
+    tune, t = _edge_case([0.5, 0.6, 0.7, 0.8])
+    text = "\n".join(tuning_section(tune, {"square": t}, [0, 1], None))
+    assert "- square's best lr is the largest tried (0.03)" in text and "widen `tune.space.optimizer.lr`" in text
+    sentence = conditions_sentence({"seeds": 2, "tuning": tuning_conditions(tune, {"square": t})})
+    assert sentence.endswith("At the edge of the search space: square's best lr is the largest tried: widen the range.")
+    tune, inside = _edge_case([0.5, 0.9, 0.7, 0.6])
+    assert "widen" not in "\n".join(tuning_section(tune, {"square": inside}, [0, 1], None))
+    assert "edge" not in conditions_sentence({"seeds": 2, "tuning": tuning_conditions(tune, {"square": inside})})
+
+
+# -- a diverged trial is a result (issue 19, item 11) -------------------------------------------------
+class DivergesAboveHead(LossHead):
+    """Cross-entropy whose training loss is NaN when ``blowup`` > 0.5: a tuning dimension whose upper part
+    diverges, as a too-large learning rate does."""
+
+    task = "multiclass"
+
+    def __init__(self, in_features: int, num_classes: int, blowup: float = 0.0, **kwargs) -> None:
+        super().__init__(in_features, num_classes, **kwargs)
+        self.num_classes, self.blowup = num_classes, blowup
+
+    def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
+        loss = torch.nn.functional.cross_entropy(outputs.float(), target, reduction=reduction)
+        return loss * float("nan") if self.training and self.blowup > 0.5 else loss
+
+
+def test_a_diverged_trial_is_scored_worst_never_chosen_and_reported_and_the_comparison_succeeds(tmp_path):
+    bad = {"class_path": "tests.compare.test_tuning.DivergesAboveHead", "label": "bad"}
+    raw = tiny_recipe(executor="sequential", losses=["ce", bad], seeds=[0], nan_policy="raise")
+    raw["tune"] = {"trials": 4, "seeds": [100], "space": {"losses.bad.args.blowup": {"low": 0.0, "high": 1.0}}}
+    recipe = load_recipe(raw)
+    blowups = [p["losses.bad.args.blowup"] for p in recipe.tune.loss_points("bad")]
+    diverging = [j for j, b in enumerate(blowups) if b > 0.5]
+    assert 0 < len(diverging) < 4  # the reference: the trials whose point diverges
+    comparison = Comparison(recipe, tmp_path / "out", progress=False)
+    report = comparison.run()
+    assert comparison.failed == []  # the command exits 0
+    trials = {r.tuning["trial"]: r for r in tuning_records(tmp_path / "out") if r.tuning["loss"] == "bad"}
+    assert sorted(j for j, r in trials.items() if r.status == "failed") == diverging
+    assert all(trials[j].error.startswith("FloatingPointError") for j in diverging)
+    summary = json.loads((tmp_path / "out" / "tuning.json").read_text())["losses"]["bad"]
+    assert summary["diverged"] == diverging and summary["chosen"] not in diverging
+    assert all(summary["scores"][j] is None for j in diverging)
+    final = RunRecord.load(run_dir(tmp_path / "out", "bad", 0) / "record.json")
+    assert final.status == "finished" and final.head_args["blowup"] <= 0.5
+    text = report.read_text()
+    trials_text = ", ".join(map(str, diverging))
+    assert f"- bad: trial{'s' if len(diverging) > 1 else ''} {trials_text} diverged (a non-finite training loss" in text
+    assert "WARNING" not in text

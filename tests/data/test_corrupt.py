@@ -85,3 +85,23 @@ def test_the_datamodule_corrupts_the_training_split_only_and_says_what_it_did():
 def test_noise_needs_class_labels():
     with pytest.raises(ValueError, match=r"`label_noise` needs class labels, this data's target is 'real'"):
         HFDataModule("lossbench:diabetes", label_noise={"rate": 0.2}).spec
+
+
+def test_a_rate_that_flips_every_row_is_refused_stating_the_realised_rate():
+    """Issue 19, item 11: `rate: 0.999` rounded to every row (realised 1.0) was accepted: nothing clean was left."""
+    target = np.arange(12) % 3
+    with pytest.raises(ValueError) as info:
+        LabelNoise.parse({"rate": 0.999}).apply(target, num_classes=3)
+    message = str(info.value)
+    assert message.startswith("HFDataModule: `label_noise.rate` 0.999 replaces all 12 labels of the train split")
+    assert "realised rate 1.0" in message and "\n" not in message
+    limit = float(message.rsplit("below ", 1)[1])  # the largest rate that still leaves a clean row
+    _, info = LabelNoise.parse({"rate": limit - 1e-6}).apply(target, num_classes=3)
+    assert info["flipped"] == 11 and info["realised_rate"] == 11 / 12
+    with pytest.raises(ValueError, match=r"`label_noise.rate` 0.999 replaces all \d+ labels of the train split"):
+        HFDataModule("lossbench:wine", label_noise={"rate": 0.999}).spec  # refused when the data loads
+
+
+def test_a_400_digit_imbalance_ratio_is_refused_naming_it_not_an_overflow():
+    with pytest.raises(ValueError, match=r"^HFDataModule: `imbalance.ratio` must be a number >= 1"):
+        HFDataModule("lossbench:digits", imbalance={"ratio": 10**400})
