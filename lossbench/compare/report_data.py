@@ -29,7 +29,16 @@ def data_section(comparison: dict[str, Any]) -> list[str]:
               "processed rows' contents, not of file paths.", ""]
     for split, info in data.items():
         lines += imbalance_lines(split, info.get("imbalance")) + noise_lines(split, info.get("label_noise"))
+        lines += shared_lines(split, info)
     return lines
+
+
+def shared_lines(split: str, info: dict[str, Any]) -> list[str]:
+    """A warning for the rows of ``split`` whose inputs are also rows of an earlier split (leakage)."""
+    return [line for earlier, shared in (info.get("shared_rows") or {}).items() for line in (
+        f"> **Warning: {shared.get('rows')} of the {info.get('rows')} {split} rows have the same inputs as rows of "
+        f"the {earlier} split** (fingerprint of those inputs `{str(shared.get('fingerprint'))[:12]}`): scores on them "
+        "measure what the model memorised, not how it generalises; remove them from one of the splits.", "")]
 
 
 def _targets_text(info: dict[str, Any]) -> str:

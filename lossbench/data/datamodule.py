@@ -368,8 +368,27 @@ class HFDataModule(L.LightningDataModule):
                 info = describe_split(data, spec.target_kind, spec.class_names, spec.num_classes)
                 out[split] = {"source": self._split_sources.get(split, "given"), **info,
                               **self.corruption.get(split, {})}
+            self._shared_rows(out)
             self._described = out
         return copy.deepcopy(self._described)
+
+    def _shared_rows(self, described: dict[str, dict[str, Any]]) -> None:
+        """Rows of validation or test whose inputs are also rows of an earlier split (train, validation): their
+        count and fingerprint go into that split's description (``shared_rows``: earlier split -> them), and a
+        warning says so. A held-out score on rows the model trained on measures memory, not generalisation."""
+        from lossbench.data.identity import row_digests, shared_rows
+
+        digests = {split: row_digests(self._processed[split]) for split in described}
+        for i, split in enumerate(SPLITS):
+            for earlier in SPLITS[:i]:
+                if split not in digests or earlier not in digests:
+                    continue
+                shared = shared_rows(digests[split], digests[earlier])
+                if shared is not None:
+                    described[split].setdefault("shared_rows", {})[earlier] = shared
+                    warnings.warn(f"{_OWNER}: {shared['rows']} of the {described[split]['rows']} {split} rows have "
+                                  f"the same inputs as rows of the {earlier} split (leakage across splits; "
+                                  f"fingerprint {shared['fingerprint'][:12]})", stacklevel=2)
 
     # ------------------------------------------------------------------ Lightning hooks
 
@@ -539,6 +558,11 @@ class HFDataModule(L.LightningDataModule):
         except Exception as exc:
             if _looks_offline(exc):
                 raise _hub_error(self.path, exc) from exc
+            empty = _empty_split(exc)
+            if empty is not None:
+                raise ValueError(f"{_OWNER}: the {empty!r} split of `path`={self.path!r}"
+                                 + (f" (`data_files`={self.data_files!r})" if self.data_files is not None else "")
+                                 + " is empty (0 rows); give data with rows, or leave that split out") from exc
             if self.data_files is not None:
                 cause = exc.__cause__ or exc
                 raise ValueError(
@@ -561,13 +585,13 @@ class HFDataModule(L.LightningDataModule):
             stratify_column=None if self.task in ("lm", "real", "probability") else self.label_column,
             sources=self._split_sources,
         )
+        for split, ds in splits.items():
+            if ds.num_rows == 0:
+                raise _err(f"the {split!r} split {self._split_origin(split)} is empty (0 rows); give data with rows")
         _check_columns(
             splits, self.path, text_column=self.text_column, image_column=self.image_column,
             feature_columns=self.feature_columns, label_column=None if self.task == "lm" else self.label_column,
         )
-        for split, ds in splits.items():
-            if ds.num_rows == 0:
-                raise _err(f"the {split!r} split {self._split_origin(split)} is empty (0 rows); give data with rows")
         plan = self._plan(splits)
         self._label_names = plan.label_names
         processed = _preprocess(splits, plan)
@@ -656,6 +680,18 @@ class HFDataModule(L.LightningDataModule):
         texts = (t for batch in train.select_columns([self.text_column]).iter(batch_size=1000)
                  for t in batch[self.text_column] if isinstance(t, str))
         return train_bpe_tokenizer(texts, self.tokenizer_vocab_size, file)
+
+
+def _empty_split(exc: BaseException) -> str | None:
+    """The split that ``datasets`` could not build because it has no rows ('Instruction "test" corresponds to no
+    data!'), or None for any other error."""
+    import re
+
+    for error in (exc, exc.__cause__, exc.__context__):
+        found = re.search(r'Instruction "([^"]+)" corresponds to no data', str(error)) if error is not None else None
+        if found:
+            return found.group(1)
+    return None
 
 
 def _target_stats(train: Any) -> dict[str, float]:

@@ -84,6 +84,38 @@ def describe_split(dataset: Any, target_kind: str | None, class_names: tuple[str
     return info
 
 
+def row_digests(dataset: Any, column: str = "inputs") -> list[bytes]:
+    """One 16-byte digest per row of ``column`` (its values, dtype and shape): equal rows, equal digests."""
+    out: list[bytes] = []
+    if column not in dataset.column_names:
+        return out
+    for batch in dataset.with_format("numpy", columns=[column]).iter(batch_size=_BATCH):
+        for row in batch[column]:
+            row = np.ascontiguousarray(np.asarray(row))
+            out.append(hashlib.blake2b(f"{row.dtype}{row.shape}".encode() + row.tobytes(), digest_size=16).digest())
+    return out
+
+
+def shared_rows(split: list[bytes], other: list[bytes]) -> dict[str, Any] | None:
+    """The rows of a split whose inputs are also rows of ``other`` (:func:`row_digests` of each): their count and a
+    fingerprint of which inputs they are (sha256 of their sorted digests); None when the splits share none.
+
+    Example:
+        >>> import datasets
+        >>> train = datasets.Dataset.from_dict({"inputs": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]})
+        >>> test = datasets.Dataset.from_dict({"inputs": [[3.0, 4.0], [7.0, 8.0]]})
+        >>> shared_rows(row_digests(test), row_digests(train))["rows"]
+        1
+        >>> shared_rows(row_digests(test), row_digests(train.select([0]))) is None
+        True
+    """
+    known = set(other)
+    found = sorted(d for d in split if d in known)
+    if not found:
+        return None
+    return {"rows": len(found), "fingerprint": hashlib.sha256(b"".join(found)).hexdigest()}
+
+
 def fingerprints_of(described: dict[str, dict[str, Any]]) -> dict[str, str]:
     """``{split: content fingerprint}`` of a ``describe_splits()`` result."""
     return {split: info["fingerprint"] for split, info in described.items()}

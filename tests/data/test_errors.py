@@ -205,3 +205,16 @@ def test_hub_connection_error_is_wrapped(monkeypatch, cache_dir):
     with pytest.raises(HubUnreachableError, match=r"`path`='ag_news'.*LocalEntryNotFoundError.*data_files"):
         load(path="ag_news", name="default", text_column="text", cache_dir=cache_dir)
     assert calls[0][:2] == ("ag_news", "default") and calls[0][2]["cache_dir"] == cache_dir
+
+
+def test_an_empty_split_is_said_to_be_empty(tmp_path, cache_dir):
+    """Issue 19, item 11: a test file with a header and no rows failed with datasets' 'Instruction "test"
+    corresponds to no data!', which does not say the split is empty."""
+    pd.DataFrame({"x": np.arange(20.0), "y": np.arange(20) % 2}).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame({"x": [], "y": []}).to_csv(tmp_path / "test.csv", index=False)
+    files = {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv")}
+    with pytest.raises(ValueError) as info:
+        load(path="csv", data_files=files, feature_columns="x", label_column="y", cache_dir=cache_dir)
+    message = str(info.value)
+    assert message.startswith("HFDataModule: the 'test' split of `path`='csv'") and "\n" not in message
+    assert "is empty (0 rows)" in message
