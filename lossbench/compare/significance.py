@@ -17,7 +17,8 @@ set produces. The tests here work on the saved per-example test predictions of b
 Prediction dicts hold numpy arrays: ``{"target", "proba", "label"}`` for class tasks (``label``
 may be missing where only probabilities were kept), ``{"target", "value"}`` for regression, and
 ``{"target", "target_proba", "label"}`` for language models (positions whose target is
-:data:`IGNORE_INDEX` left out).
+the head's ``ignore_index``, kept with them, left out; :data:`IGNORE_INDEX` for files without one). Rows
+of one position whose target is ignored are left out of every test, as the logged metrics leave them out.
 
 >>> holm([0.01, 0.04, None, 0.03])
 [0.03, 0.06, None, 0.06]
@@ -32,14 +33,35 @@ import numpy as np
 import torch
 from scipy.special import xlogy
 
-from lossbench.metrics import metric_specs
-
 from lossbench.heads.base import binary_labels
+from lossbench.metrics import NLL_FLOOR, metric_specs
 
 RESAMPLES = 2000
 SEED = 0  # the bootstrap's generator: fixed, so that the same predictions give the same p-value
-EPS = 1e-12  # probabilities are clamped here before the log (as ``MeanTargetNLL`` does)
-IGNORE_INDEX = -100  # target value of positions the language-model and token metrics leave out
+EPS = NLL_FLOOR  # probabilities are clamped here before the log (the logged NLL metrics' floor)
+IGNORE_INDEX = -100  # target value of the positions left out, where the predictions hold no ``ignore_index``
+
+
+def _ignore_index(pred: dict) -> int:
+    """The head's ``ignore_index`` kept with its predictions (:data:`IGNORE_INDEX` for older files)."""
+    return int(np.asarray(pred.get("ignore_index", IGNORE_INDEX)))
+
+
+def _without_ignored(pred: dict) -> dict:
+    """One-position-per-row class predictions less the rows whose target is ignored, as the logged metrics
+    leave them out (token predictions keep their rows: their metrics mask the positions).
+
+    >>> pred = {"target": np.array([0, 3, 1]), "label": np.array([0, 0, 1]), "ignore_index": np.array(3)}
+    >>> _without_ignored(pred)["label"].tolist()
+    [0, 1]
+    """
+    target = np.asarray(pred["target"])
+    if target.ndim != 1 or target.dtype.kind not in "iu":
+        return pred
+    keep = target != _ignore_index(pred)
+    if keep.all():
+        return pred
+    return {k: v[keep] if np.ndim(v) and np.shape(v)[0] == target.shape[0] else v for k, v in pred.items()}
 
 
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
@@ -87,6 +109,7 @@ def mcnemar_pooled(preds_a: Sequence[dict], preds_b: Sequence[dict]) -> ExampleT
     from statsmodels.stats.contingency_tables import mcnemar
 
     _check_pairs(preds_a, preds_b)
+    preds_a, preds_b = [_without_ignored(p) for p in preds_a], [_without_ignored(p) for p in preds_b]
     a_only = b_only = 0
     diffs = []
     for a, b in zip(preds_a, preds_b):
@@ -213,14 +236,14 @@ def _ece(pred: dict, idx: np.ndarray) -> np.ndarray:
     """Expected calibration error as torchmetrics computes it (``Binary``/``MulticlassCalibrationError``, l1):
     float32 confidences bucketed into [lo, hi) bins (a confidence of exactly 1.0 in a bin of its own), the
     count-weighted gap between each bin's accuracy and mean confidence. Multiclass: the top probability and
-    whether its class is the target (targets equal to :data:`IGNORE_INDEX` left out); binary: ``p(y=1)`` and
+    whether its class is the target (targets equal to the head's ``ignore_index`` left out); binary: ``p(y=1)`` and
     the 0/1 target."""
     proba, target = np.asarray(pred["proba"], dtype=np.float32), np.asarray(pred["target"])
     n = target.shape[0]
     if proba.ndim == target.ndim:  # binary: p(y=1) against the target
         confidence, hit, keep = proba, np.round(target).astype(np.float64), np.ones(target.shape)
     else:
-        keep = (target != IGNORE_INDEX).astype(np.float64)
+        keep = (target != _ignore_index(pred)).astype(np.float64)
         confidence, hit = proba.max(-1), (proba.argmax(-1) == target).astype(np.float64)
     bins = _ece_bins()
     edges = torch.linspace(0, 1, bins + 1).numpy()  # torchmetrics' float32 edges (numpy's differ in the last bit)
@@ -252,11 +275,11 @@ def _auroc(pred: dict, idx: np.ndarray) -> np.ndarray:
 
 
 def _token_mean(values: Callable[[dict], np.ndarray]) -> Callable[[dict, np.ndarray], np.ndarray]:
-    """A mean over the positions whose target is not :data:`IGNORE_INDEX`, pooled over the resampled rows (a
+    """A mean over the positions whose target is not the head's ``ignore_index``, pooled over the resampled rows (a
     row of a language model holds many positions)."""
     def score(pred: dict, idx: np.ndarray) -> np.ndarray:
         target = np.asarray(pred["target"])
-        n, keep = target.shape[0], (target != IGNORE_INDEX)
+        n, keep = target.shape[0], (target != _ignore_index(pred))
         per_row = np.stack([_rows(np.where(keep, values(pred), 0.0), n).sum(1), _rows(keep, n).sum(1)], 1)
         sums = _resampled_sums(per_row.astype(np.float64), idx)
         return sums[:, 0] / np.maximum(sums[:, 1], 1)
@@ -322,6 +345,7 @@ def paired_bootstrap(metric: str, preds_a: Sequence[dict], preds_b: Sequence[dic
     if metric not in SCORES:
         raise ValueError(f"paired_bootstrap: `metric` must be one of {sorted(SCORES)}, got {metric!r}")
     _check_pairs(preds_a, preds_b)
+    preds_a, preds_b = [_without_ignored(p) for p in preds_a], [_without_ignored(p) for p in preds_b]
     score = SCORES[metric]
     n, k = int(np.asarray(preds_a[0]["target"]).shape[0]), len(preds_a)
     full = np.arange(n)[None, :]

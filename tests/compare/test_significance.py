@@ -218,3 +218,22 @@ def test_steps_to_target_counts_an_exact_hit_in_float32():
     low = summarise_rows([{**r, "val/loss": 1 - r["val/accuracy"]} for r in rows], {"val/loss": "min"},
                          {"metric": "val/loss", "mode": "min", "threshold": 0.3})
     assert low["steps_to_target"] == 10  # 1 - 0.699999988 = 0.300000012 <= float32(0.3)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1_macro", "balanced_accuracy", "nll", "brier", "ece"])
+def test_example_level_tests_leave_out_the_heads_ignore_index_as_the_test_metrics_do(metric):
+    """A head with ignore_index=1: its rows of class 1 are out of the logged test metrics, so out of the tests."""
+    gen = torch.Generator().manual_seed(3)
+    target = torch.randint(0, 3, (90,), generator=gen)
+    assert (target == 1).any()
+
+    def preds():
+        proba = torch.softmax(torch.randn(90, 3, generator=gen) * 2, -1)
+        return {"target": target, "proba": proba, "label": proba.argmax(-1), "ignore_index": torch.tensor(1)}
+
+    a, b = preds(), preds()
+    logged = [metrics_from_predictions("multiclass", 3, p)[f"test/{metric}"] for p in (a, b)]
+    test = example_level_test(metric, [{k: v.numpy() for k, v in a.items()}],
+                              [{k: v.numpy() for k, v in b.items()}])
+    assert test.n_examples == int((target != 1).sum())
+    assert test.diff == pytest.approx(logged[0] - logged[1], abs=1e-6)
