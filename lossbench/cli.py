@@ -121,7 +121,7 @@ def _report(args: argparse.Namespace) -> int:
 
     try:
         if args.recompute:
-            return _recompute(args.folder)
+            return _recompute(args.folder, args.trust_head or [])
         path = render_report(args.folder)
     except (FileNotFoundError, ValueError, OutsideResultsFolder) as exc:  # no comparison folder, a malformed
         # comparison.json, or plots/ a symlink out of the folder
@@ -131,13 +131,13 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recompute(folder: str) -> int:
+def _recompute(folder: str, trusted_heads: list[str]) -> int:
     """Recompute every finished run's numbers from its weights, predictions and metrics.csv; 1 if any differ."""
     from lossbench.compare.engine import quiet
     from lossbench.compare.recompute import recompute
 
     with quiet():
-        result = recompute(folder)
+        result = recompute(folder, trusted_heads=trusted_heads)
     for problem in result.problems:
         print(f"DIFFERS: {problem}")
     print(f"recomputed {len(result.checked)} finished run(s): test metrics from the saved predictions, "
@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--recompute", action="store_true",
                         help="recompute every number of results.csv from the runs' weights, test predictions and "
                         "metrics.csv, and say whether they equal the records (exit 1 if not)")
+    report.add_argument("--trust-head", action="append", metavar="CLASS_PATH",
+                        help="with --recompute: a dotted head class path the runs name whose module may be imported "
+                        "(a folder's records never make lossbench import a module on their own word); repeatable")
     report.set_defaults(func=_report)
     return parser
 

@@ -9,11 +9,24 @@
    the predictions and the metrics from them with the saved ones, within ``atol``;
 3. recomputes final, best (after step 0), steps to target and AUC from ``metrics.csv`` and requires
    them to equal the record's exactly.
+
+The runs of ``DIR/teacher`` (teachers trained first) and ``DIR/tuning`` (tuning trials) are checked the same
+way, and each loss's tuning choice is selected again from the trial records (``check_tuning``) and compared with
+``DIR/tuning.json``.
+
+A results folder may come from anyone, so it is read as a checkpoint is (:mod:`lossbench.module`): a head named
+by a dotted class path is never imported on a record's word (only registered names, modules already imported,
+or class paths passed in ``trusted_heads``); a model much larger than the weights it would load is refused
+before it is allocated (:func:`~lossbench.module.check_fits_weights`); a ``data.cache_dir`` outside the folder
+is replaced by a temporary folder. A run that cannot be checked is one difference, and the next run is checked.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +34,20 @@ from typing import Any
 import torch
 
 from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, metrics_from_predictions, predict
-from lossbench.compare.records import CorruptFileError, RunRecord, load_records, load_run_tensors, run_dir
+from lossbench.compare.records import CorruptFileError, RunRecord, load_run_tensors, read_json, read_metrics
+from lossbench.compare.teacher import TEACHER_DIR
+from lossbench.compare.tuning import SUMMARY_FILE, TUNING_DIR
 from lossbench.data.identity import fingerprints_of
+
+PARTS = (TEACHER_DIR, TUNING_DIR)
+"""Sub-comparisons of a results folder, checked with it (their runs' names start with ``<part>/``)."""
 
 
 @dataclass
 class RecomputeResult:
     """What :func:`recompute` checked; ``ok`` when nothing differed."""
 
-    checked: list[str] = field(default_factory=list)  # "loss seed k" of every run checked
+    checked: list[str] = field(default_factory=list)  # "loss seed k" of every run checked ("tuning/..." in parts)
     problems: list[str] = field(default_factory=list)  # one sentence per difference
     max_prediction_diff: float = 0.0  # largest |saved - recomputed| over every prediction tensor
 
@@ -38,10 +56,32 @@ class RecomputeResult:
         return not self.problems
 
 
+class NotRecomputed(ValueError):
+    """A run whose numbers cannot be recomputed; the message says why (one difference)."""
+
+
+@dataclass
+class _Check:
+    """How a folder is checked (shared by its parts)."""
+
+    top: Path  # the results folder given
+    cache: Path  # a temporary folder: the data cache when the recipe's is outside ``top``
+    atol: float
+    from_weights: bool
+    trusted: frozenset[str]
+    modules: dict[tuple[str, int], Any] = field(default_factory=dict)  # (data arguments, seed) -> data module
+
+
 def _same(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is b
     return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
+def _line(exc: BaseException) -> str:
+    """An exception as one line: its type and its message's words (torch's load errors span several lines)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:400]}" if text else type(exc).__name__
 
 
 def _check_summary(record: RunRecord, rows: list[dict[str, Any]], out: RecomputeResult, name: str) -> None:
@@ -58,81 +98,196 @@ def _check_summary(record: RunRecord, rows: list[dict[str, Any]], out: Recompute
             out.problems.append(f"{name}: {key} is {getattr(record, key)} in record.json, {again[key]} from metrics.csv")
 
 
-def recompute(root: str | Path, *, atol: float = 1e-5, predictions_from_weights: bool = True) -> RecomputeResult:
-    """Recompute every finished run's numbers under ``root`` from its weights, predictions and metrics.csv."""
-    from lossbench.compare.engine import build_module
+def recompute(root: str | Path, *, atol: float = 1e-5, predictions_from_weights: bool = True,
+              trusted_heads: Iterable[str] = ()) -> RecomputeResult:
+    """Recompute every finished run's numbers under ``root`` (and its teacher/ and tuning/ parts) from its weights,
+    predictions and metrics.csv.
+
+    Args:
+        root: the results folder.
+        atol: the largest difference allowed between a saved and a recomputed prediction.
+        predictions_from_weights: also predict the test split again from each run's weights (needs the data).
+        trusted_heads: dotted head class paths the records may name whose modules may be imported; any other
+            dotted path is imported only when its module already is.
+
+    Raises:
+        FileNotFoundError, CorruptFileError: ``root/comparison.json`` is missing or unreadable.
+    """
     from lossbench.compare.report import load_comparison
-    from lossbench.data import HFDataModule
 
     root = Path(root)
     comparison = load_comparison(root)
-    recipe = comparison["recipe"]
     out = RecomputeResult()
-    modules: dict[int, Any] = {}
-    for record, rows in load_records(root):
-        if record.status != "finished":
-            continue
-        name = f"{record.loss} seed {record.seed}"
-        folder = run_dir(root, record.loss, record.seed)
-        out.checked.append(name)
-        missing = [f for f in (WEIGHTS_FILE, PREDICTIONS_FILE) if not (folder / f).is_file()]
-        if missing:
-            out.problems.append(f"{name}: {', '.join(missing)} missing in {folder}: its numbers cannot be re-checked")
-            continue
-        _check_summary(record, rows, out, name)
-        try:
-            saved = load_run_tensors(folder / PREDICTIONS_FILE, "test predictions")
-        except CorruptFileError as exc:  # a check: every run is still checked, the unreadable file is one problem
-            out.problems.append(f"{name}: {exc}")
-            continue
-        if not predictions_from_weights:
-            task, classes = _task_of(record, recipe, comparison)
-        else:
-            if record.seed not in modules:
-                modules[record.seed] = HFDataModule(**recipe["data"], seed=record.seed)
-            dm = modules[record.seed]
-            now = fingerprints_of(dm.describe_splits())
-            before = record.fingerprints.get("data") or {}
-            changed = [split for split in now if before.get(split) not in (None, now[split])]
-            if changed:
-                out.problems.append(f"{name}: the contents of split {', '.join(map(repr, changed))} differ from "
-                                    "those the run was trained and scored on; predictions not recomputed")
-                continue
-            counts = (dm.describe_splits().get("train") or {}).get("class_counts")
-            model = build_module(recipe, record.head, record.head_args, dm.spec, record.seed, class_counts=counts)
-            try:
-                weights = load_run_tensors(folder / WEIGHTS_FILE, "the reported weights")
-            except CorruptFileError as exc:
-                out.problems.append(f"{name}: {exc}")
-                continue
-            dtype = next((v.dtype for v in weights.values() if v.is_floating_point()), torch.float32)
-            model.to(dtype)
-            model.load_state_dict(weights)
-            task, classes = model.head.task, getattr(model.head, "num_classes", None)
-            again = predict(model, dm.test_dataset, dm.spec, padding=dm.padding,
-                            batch_size=dm.eval_batch_size or dm.batch_size,
-                            precision=str(recipe["trainer"]["precision"]))
-            for key, value in saved.items():
-                other = again.get(key)
-                if other is None or other.shape != value.shape:
-                    out.problems.append(f"{name}: recomputed {key!r} predictions have another shape")
-                    continue
-                diff = float((value.double() - other.double()).abs().max()) if value.numel() else 0.0
-                out.max_prediction_diff = max(out.max_prediction_diff, diff)
-                if diff > atol:
-                    out.problems.append(f"{name}: recomputed {key!r} predictions differ by up to {diff:.3g}")
-        metrics = metrics_from_predictions(task, classes, saved)
-        for metric, value in record.test.items():
-            if not _same(metrics.get(metric), value):
-                out.problems.append(f"{name}: {metric} is {value} in record.json, {metrics.get(metric)} from "
-                                    f"{PREDICTIONS_FILE}")
+    with tempfile.TemporaryDirectory(prefix="lossbench-recompute-") as cache:
+        check = _Check(root, Path(cache), atol, predictions_from_weights, frozenset(trusted_heads))
+        _check_folder(root, comparison, check, out, "")
     return out
 
 
-def _task_of(record: RunRecord, recipe: dict[str, Any], comparison: dict[str, Any]) -> tuple[str, int | None]:
+def _check_folder(folder: Path, comparison: dict[str, Any], check: _Check, out: RecomputeResult,
+                  prefix: str) -> list[RunRecord]:
+    """Check every finished run of ``folder``, then its parts and its tuning choice; returns its records."""
+    from lossbench.compare.report import load_comparison
+
+    records = []
+    for path in sorted(folder.glob("runs/*/seed_*/record.json")):
+        name = f"{prefix}{path.parent.parent.name} {path.parent.name.replace('_', ' ')}"
+        try:
+            record = RunRecord.load(path)
+            rows = read_metrics(path.parent / "metrics.csv") if (path.parent / "metrics.csv").exists() else []
+        except (CorruptFileError, OSError) as exc:  # a check: the unreadable file is one difference
+            out.problems.append(f"{name}: {exc}")
+            continue
+        records.append(record)
+        if record.status != "finished":
+            continue
+        name = f"{prefix}{record.loss} seed {record.seed}"
+        out.checked.append(name)
+        try:
+            _check_run(record, rows, path.parent, comparison, check, out, name)
+        except (NotRecomputed, CorruptFileError) as exc:  # says what and why itself
+            out.problems.append(f"{name}: {exc}")
+        except Exception as exc:  # whatever a folder holds, one run that cannot be checked is one difference
+            out.problems.append(f"{name}: cannot be recomputed: {_line(exc)}")
+    parts: dict[str, list[RunRecord]] = {}
+    for part in PARTS:
+        if (folder / part / "comparison.json").is_file():
+            try:
+                parts[part] = _check_folder(folder / part, load_comparison(folder / part), check, out,
+                                            f"{prefix}{part}/")
+            except (CorruptFileError, OSError) as exc:
+                out.problems.append(f"{prefix}{part}/: {exc}")
+    if isinstance(comparison["recipe"].get("tune"), dict):
+        try:
+            _check_tuning(folder, comparison, records, parts.get(TUNING_DIR, []), out, prefix)
+        except Exception as exc:  # a tampered tuning section: one difference
+            out.problems.append(f"{prefix}tuning: the selection cannot be recomputed: {_line(exc)}")
+    return records
+
+
+def _check_run(record: RunRecord, rows: list[dict[str, Any]], folder: Path, comparison: dict[str, Any],
+               check: _Check, out: RecomputeResult, name: str) -> None:
+    missing = [f for f in (WEIGHTS_FILE, PREDICTIONS_FILE) if not (folder / f).is_file()]
+    if missing:
+        raise NotRecomputed(f"{', '.join(missing)} missing in {folder}: its numbers cannot be re-checked")
+    _check_summary(record, rows, out, name)
+    saved = load_run_tensors(folder / PREDICTIONS_FILE, "test predictions")
+    _check_head(record.head, check.trusted)
+    if check.from_weights:
+        task, classes = _check_predictions(record, folder, comparison["recipe"], saved, check, out, name)
+    else:
+        task, classes = _task_of(record, comparison)
+    metrics = metrics_from_predictions(task, classes, saved)
+    for metric, value in record.test.items():
+        if not _same(metrics.get(metric), value):
+            out.problems.append(f"{name}: {metric} is {value} in record.json, {metrics.get(metric)} from "
+                                f"{PREDICTIONS_FILE}")
+
+
+def _check_head(head: Any, trusted: frozenset[str]) -> None:
+    """The checkpoint rule (:func:`~lossbench.module.imports_a_module`): a record never makes lossbench import."""
+    from lossbench.module import imports_a_module
+
+    if not isinstance(head, str):
+        raise NotRecomputed(f"its record's head is {head!r}, not a head name")
+    if head not in trusted and imports_a_module(head):
+        raise NotRecomputed(
+            f"its record names the head {head!r}, a dotted class path whose module is not imported; a recompute "
+            f"never imports a module on a record's word: if you trust it, pass it (`lossbench report DIR "
+            f"--recompute --trust-head {head}`)")
+
+
+def _data_args(data: dict[str, Any], check: _Check) -> dict[str, Any]:
+    """The recipe's data arguments, with a ``cache_dir`` outside the results folder replaced by a temporary one."""
+    args = dict(data)
+    given = args.get("cache_dir")
+    if given is not None and not Path(str(given)).resolve().is_relative_to(check.top.resolve()):
+        args["cache_dir"] = str(check.cache / "data")
+    return args
+
+
+def _datamodule(recipe: dict[str, Any], seed: int, check: _Check) -> Any:
+    from lossbench.data import HFDataModule
+
+    args = _data_args(recipe["data"], check)
+    key = (json.dumps(args, sort_keys=True, default=str), seed)
+    if key not in check.modules:
+        check.modules[key] = HFDataModule(**args, seed=seed)
+    return check.modules[key]
+
+
+def _check_predictions(record: RunRecord, folder: Path, recipe: dict[str, Any], saved: dict[str, Any],
+                       check: _Check, out: RecomputeResult, name: str) -> tuple[str, int | None]:
+    """Predict the test split again from the run's weights and compare with the saved predictions."""
+    from lossbench.compare.engine import build_module
+    from lossbench.config import BackboneConfig
+    from lossbench.module import check_fits_weights, model_values
+
+    dm = _datamodule(recipe, record.seed, check)
+    now = fingerprints_of(dm.describe_splits())
+    before = record.fingerprints.get("data") or {}
+    changed = [split for split in now if before.get(split) not in (None, now[split])]
+    if changed:
+        raise NotRecomputed(f"the contents of split {', '.join(map(repr, changed))} differ from those the run was "
+                            "trained and scored on; predictions not recomputed")
+    weights = load_run_tensors(folder / WEIGHTS_FILE, "the reported weights")
+    try:
+        check_fits_weights(
+            model_values(record.head, record.head_args, dm.spec, BackboneConfig(**recipe["backbone"])), weights,
+            "comparison.json's recipe and the record", f"backbone {recipe['backbone']}, head {record.head!r} "
+            f"{record.head_args}", "the folder's recipe or record does not describe these weights")
+    except ValueError as exc:
+        raise NotRecomputed(str(exc)) from None
+    counts = (dm.describe_splits().get("train") or {}).get("class_counts")
+    model = build_module(recipe, record.head, record.head_args, dm.spec, record.seed, class_counts=counts)
+    dtype = next((v.dtype for v in weights.values() if v.is_floating_point()), torch.float32)
+    model.to(dtype)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:  # an extra or missing key, another shape
+        raise NotRecomputed(f"{WEIGHTS_FILE} does not fit the model its recipe builds: {_line(exc)}") from None
+    again = predict(model, dm.test_dataset, dm.spec, padding=dm.padding,
+                    batch_size=dm.eval_batch_size or dm.batch_size, precision=str(recipe["trainer"]["precision"]))
+    for key, value in saved.items():
+        other = again.get(key)
+        if other is None or other.shape != value.shape:
+            out.problems.append(f"{name}: recomputed {key!r} predictions have another shape")
+            continue
+        diff = float((value.double() - other.double()).abs().max()) if value.numel() else 0.0
+        out.max_prediction_diff = max(out.max_prediction_diff, diff)
+        if diff > check.atol:
+            out.problems.append(f"{name}: recomputed {key!r} predictions differ by up to {diff:.3g}")
+    return model.head.task, getattr(model.head, "num_classes", None)
+
+
+def _task_of(record: RunRecord, comparison: dict[str, Any]) -> tuple[str, int | None]:
     from lossbench.module import resolve_head_class
 
     task = resolve_head_class(record.head).task
     counts = ((comparison.get("data") or {}).get("train") or {}).get("class_counts")
     classes = record.head_args.get("num_classes") or (len(counts) if counts else None)
     return task, classes
+
+
+def _check_tuning(folder: Path, comparison: dict[str, Any], records: list[RunRecord], trials: list[RunRecord],
+                  out: RecomputeResult, prefix: str) -> None:
+    """Each loss's choice selected again from the trial records: the final runs' points and ``tuning.json``."""
+    from lossbench.compare.tuning import TuneSpec, check_tuning, select_trials
+
+    tune = TuneSpec.from_dict(comparison["recipe"]["tune"])
+    chosen = select_trials(tune, list(comparison["losses"]), trials, comparison.get("select") or "final")
+    final = [r for r in records if r.status == "finished"]
+    problems, _ = check_tuning(comparison, trials, final, chosen)
+    out.problems += [f"{prefix}{p}" for p in problems]
+    path = folder / SUMMARY_FILE
+    if not path.is_file():
+        out.problems.append(f"{prefix}{SUMMARY_FILE} is missing: the tuning choice it summarises cannot be compared")
+        return
+    written = (read_json(path) or {}).get("losses") or {}
+    for label, choice in chosen.items():
+        again = json.loads(json.dumps(choice.to_dict()))
+        mine = written.get(label) if isinstance(written, dict) else None
+        if not isinstance(mine, dict) or any(mine.get(k) != again[k] for k in ("chosen", "scores", "point")):
+            shown = {k: mine.get(k) for k in ("chosen", "scores")} if isinstance(mine, dict) else mine
+            out.problems.append(f"{prefix}{SUMMARY_FILE}: loss {label!r} records {shown}, its trial records select "
+                                f"trial {choice.chosen} (scores {choice.scores})")

@@ -226,3 +226,17 @@ def test_a_teacher_checkpoint_asking_for_a_huge_head_is_refused_before_allocatin
                                           r"ValueError: .* build a model of [\d.]+ GB .*refusing to allocate it"):
         Comparison(load_recipe(distil({"checkpoint": str(path)})), tmp_path / "out", progress=False).prepare()
     assert not (tmp_path / "out").exists()
+
+
+def test_recompute_checks_the_teachers_too(done, tmp_path):
+    """Issue 19 (weak): `report --recompute` never looked at DIR/teacher; its runs are recomputed like the students'."""
+    _, src = done
+    result = recompute(src)
+    assert result.ok and {"teacher/teacher seed 0", "teacher/teacher seed 1"} <= set(result.checked)
+    out = shutil.copytree(src, tmp_path / "copy")
+    path = run_dir(out / "teacher", "teacher", 0) / "record.json"
+    record = RunRecord.load(path)
+    record.test["test/accuracy"] += 0.001
+    record.save(path)
+    problems = recompute(out).problems
+    assert len(problems) == 1 and problems[0].startswith("teacher/teacher seed 0: test/accuracy is ")
