@@ -202,7 +202,7 @@ def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100,
             "balanced_accuracy": (MulticlassRecall(c, average="macro", ignore_index=ignore_index, **quick), "label",
                                   "max"),
             "nll": (MeanTargetNLL(ignore_index=ignore_index, **every), "proba", "min"),
-            "ece": (MulticlassCalibrationError(c, n_bins=15, ignore_index=ignore_index, **quick), "proba", "min"),
+            "ece": (MulticlassCalibrationError(c, n_bins=ECE_BINS, ignore_index=ignore_index, **quick), "proba", "min"),
             "brier": (Brier(ignore_index=ignore_index, **every), "proba", "min"),
         }
     if task == "binary":
@@ -212,7 +212,7 @@ def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100,
             "f1": (BinaryF1Score(BINARY_THRESHOLD, **quick), "proba", "max"),
             "balanced_accuracy": (BinaryBalancedAccuracy(**every), "proba", "max"),
             "nll": (BinaryNLL(**every), "proba", "min"),
-            "ece": (BinaryCalibrationError(n_bins=15, **quick), "proba", "min"),
+            "ece": (BinaryCalibrationError(n_bins=ECE_BINS, **quick), "proba", "min"),
             "brier": (Brier(**every), "proba", "min"),
         }
     if task == "regression":
@@ -267,6 +267,25 @@ class RunningSums:
             packed = reduce(packed, reduce_op="sum")
         self.sums, self.count = {}, None
         return {name: (packed[i] / packed[-1]).float() for i, name in enumerate(names)}
+
+
+ECE_BINS = 15  # equal-width confidence bins of the ``ece`` metric (and of the reliability diagrams)
+
+
+def calibration_bins(confidence: Tensor, n_bins: int = ECE_BINS) -> Tensor:
+    """The bin of each confidence under torchmetrics' calibration-error rule, which the ``ece`` metric uses.
+
+    ``n_bins`` equal-width bins ``[lo, hi)`` with edges ``torch.linspace(0, 1, n_bins + 1)`` in the
+    confidences' own dtype (so that a confidence equal to an edge lands where torchmetrics puts it), and one
+    more bin, index ``n_bins``, that holds a confidence of exactly 1.0. The reliability diagrams and the
+    example-level test of ``ece`` bin with it.
+
+    Example:
+        >>> calibration_bins(torch.tensor([0.0, 0.1, 0.2, 0.99, 1.0]), n_bins=5).tolist()
+        [0, 0, 1, 4, 5]
+    """
+    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=confidence.dtype)
+    return torch.bucketize(confidence, edges, right=True) - 1
 
 
 def positions_as_rows(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:

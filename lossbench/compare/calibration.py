@@ -2,7 +2,7 @@
 
 A reliability diagram bins the test examples by the model's confidence (multiclass: the top
 probability; binary: ``p(y=1)``) into the bins of the ``ece`` metric (torchmetrics' calibration
-error, :func:`calibration_bins`: 15 equal-width bins ``[lo, hi)`` and one more for a confidence of
+error, :func:`lossbench.metrics.calibration_bins`: 15 equal-width bins ``[lo, hi)`` and one more for a confidence of
 exactly 1.0), and plots each bin's accuracy (binary: its share of positives) against its mean
 confidence; a calibrated model lies on the diagonal (Guo et al. 2017). The examples of every seed
 of a loss are pooled; rows whose target is the head's ``ignore_index`` are left out, as the metric
@@ -29,24 +29,7 @@ from torch import Tensor
 
 from lossbench.compare.evaluate import IGNORE_INDEX_KEY
 from lossbench.compare.plots import _figure, _save, file_stem
-
-N_BINS = 15  # as MulticlassCalibrationError(n_bins=15) in lossbench.metrics
-
-
-def calibration_bins(confidence: Tensor, n_bins: int = N_BINS) -> Tensor:
-    """The bin of each confidence under torchmetrics' calibration-error rule, which the ``ece`` metric uses.
-
-    ``n_bins`` equal-width bins ``[lo, hi)`` with edges ``torch.linspace(0, 1, n_bins + 1)`` in the
-    confidences' own dtype (so that a confidence equal to an edge lands where torchmetrics puts it), and one
-    more bin, index ``n_bins``, that holds a confidence of exactly 1.0.
-
-    Example:
-        >>> calibration_bins(torch.tensor([0.0, 0.1, 0.2, 0.99, 1.0]), n_bins=5).tolist()
-        [0, 0, 1, 4, 5]
-    """
-    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=confidence.dtype)
-    return torch.bucketize(confidence, edges, right=True) - 1
-
+from lossbench.metrics import ECE_BINS, calibration_bins
 
 @dataclass
 class ReliabilityBins:
@@ -74,8 +57,8 @@ def _confidence_and_hit(pred: dict[str, Any]) -> tuple[Tensor, Tensor]:
     return confidence, (label == target).double()
 
 
-def reliability_bins(predictions: list[dict[str, Any]], n_bins: int = N_BINS) -> ReliabilityBins:
-    """Pool ``predictions`` (each with ``proba`` and ``target``) and bin them by :func:`calibration_bins`."""
+def reliability_bins(predictions: list[dict[str, Any]], n_bins: int = ECE_BINS) -> ReliabilityBins:
+    """Pool ``predictions`` (each with ``proba`` and ``target``) and bin them by :func:`lossbench.metrics.calibration_bins`."""
     pairs = [_confidence_and_hit(p) for p in predictions]
     confidence = torch.cat([c for c, _ in pairs])
     index = calibration_bins(confidence, n_bins).numpy()

@@ -34,7 +34,7 @@ import torch
 from scipy.special import xlogy
 
 from lossbench.heads.base import binary_labels
-from lossbench.metrics import NLL_FLOOR, metric_specs
+from lossbench.metrics import ECE_BINS, NLL_FLOOR, calibration_bins
 
 RESAMPLES = 2000
 SEED = 0  # the bootstrap's generator: fixed, so that the same predictions give the same p-value
@@ -227,11 +227,6 @@ def _rows(values: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(values).reshape(n, -1)
 
 
-def _ece_bins() -> int:
-    """The ECE's number of equal-width bins: the one the logged metric uses."""
-    return int(metric_specs("binary", None, sync=False)["ece"][0].n_bins)
-
-
 def _ece(pred: dict, idx: np.ndarray) -> np.ndarray:
     """Expected calibration error as torchmetrics computes it (``Binary``/``MulticlassCalibrationError``, l1):
     float32 confidences bucketed into [lo, hi) bins (a confidence of exactly 1.0 in a bin of its own), the
@@ -245,9 +240,8 @@ def _ece(pred: dict, idx: np.ndarray) -> np.ndarray:
     else:
         keep = (target != _ignore_index(pred)).astype(np.float64)
         confidence, hit = proba.max(-1), (proba.argmax(-1) == target).astype(np.float64)
-    bins = _ece_bins()
-    edges = torch.linspace(0, 1, bins + 1).numpy()  # torchmetrics' float32 edges (numpy's differ in the last bit)
-    index = _rows(np.searchsorted(edges, confidence, side="right") - 1, n)  # torch.bucketize(right=True) - 1
+    bins = ECE_BINS  # and one more bin, for a confidence of exactly 1.0
+    index = _rows(calibration_bins(torch.from_numpy(np.ascontiguousarray(confidence))).numpy(), n)
     per_row = np.zeros((n, 3, bins + 1))
     rows = np.broadcast_to(np.arange(n)[:, None], index.shape)
     keep, confidence, hit = _rows(keep, n), _rows(confidence, n).astype(np.float64), _rows(hit, n)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossbench.compare.calibration import N_BINS, reliability_bins
+from lossbench.compare.calibration import reliability_bins
+from lossbench.metrics import ECE_BINS as N_BINS
 from lossbench.compare.evaluate import metrics_from_predictions
 
 EDGES = torch.linspace(0, 1, N_BINS + 1)  # float32, as torchmetrics builds them for float32 probabilities
