@@ -669,7 +669,7 @@ class Comparison:
             redo = _quarantine_metrics(record_path.parent / "metrics.csv")
             restart = redo or restart
         finished, resume = self.processes.broadcast(
-            (record is not None and record.status == "finished" and not redo,
+            (record is not None and (record.status == "finished" or diverged(record)) and not redo,
              ckpt.exists() and not unreadable and not redo))
         if finished and self.processes.is_global_zero:  # left if killed right after finishing
             remove_tree(record_path.parent / "checkpoints")
@@ -712,7 +712,7 @@ class Comparison:
         record.fingerprints["data_order"].update(order)
         record.save(run_dir(self.output, record.loss, record.seed) / "record.json")
         first = error.splitlines()[0][:200]
-        if (record.tuning or {}).get("role") == "trial" and diverged(record):  # a result of tuning (worst score)
+        if diverged(record):  # a trial that diverged is a result of tuning (its worst score), not a failure
             return f"{record.loss} seed {record.seed}: DIVERGED, scored worst among its loss's trials ({first})"
         self.failed.append(f"{record.loss} seed {record.seed} ({first})")
         return f"{record.loss} seed {record.seed}: FAILED ({first})"

@@ -34,7 +34,9 @@ from lossbench.compare.callbacks import DataOrderFingerprint, LastCheckpoint, Lo
 from lossbench.compare.records import RunRecord, is_global_zero, run_dir, write_csv
 from lossbench.compare.selection import BestWeights
 from lossbench.compare.storage import confined, move_aside, remove_tree, write_failure
+from lossbench.config import BackboneConfig
 from lossbench.distributed import RankMismatchError
+from lossbench.module import model_values
 from lossbench.resume import seed_rngs
 
 if TYPE_CHECKING:
@@ -42,6 +44,9 @@ if TYPE_CHECKING:
     from lossbench.compare.recipe import LossSpec
 
 PROBE_TOLERANCE = 1e-5  # relative: a member's first-batch loss in the array against alone
+MAX_ARRAY_MEMBERS = 64  # members of one array: its activations grow with them; more train in several arrays
+MAX_ARRAY_VALUES = 50_000_000  # parameters and buffers of one array's members together (~0.2 GB in float32,
+# about 1 GB with gradients, optimizer state and the stacked copy); more train in several arrays
 
 
 class ArrayRecorder(pl.Callback):
@@ -169,16 +174,62 @@ def _set_aside(ckpt: Path, held: list[str], labels: list[str]) -> str:
             "run started over")
 
 
+def array_parts(sizes: list[int], members: int = MAX_ARRAY_MEMBERS, values: int = MAX_ARRAY_VALUES
+                ) -> list[list[int]]:
+    """Consecutive groups of member indices, each at most ``members`` long and ``values`` in total size
+    (a member larger than ``values`` alone is a group of its own): the arrays a seed's losses train in.
+
+    Example:
+        >>> array_parts([10, 10, 10, 10, 10], members=2)
+        [[0, 1], [2, 3], [4]]
+        >>> array_parts([30, 30, 50, 10], values=60)
+        [[0, 1], [2, 3]]
+    """
+    parts: list[list[int]] = []
+    total = 0
+    for i, size in enumerate(sizes):
+        if not parts or len(parts[-1]) >= members or total + size > values:
+            parts.append([])
+            total = 0
+        parts[-1].append(i)
+        total += size
+    return parts
+
+
+def run_arrays(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
+               init: InitialState) -> tuple[dict[str, str], dict[str, str]]:
+    """Train the pending ``losses`` of ``seed`` in arrays bounded by :data:`MAX_ARRAY_MEMBERS` and
+    :data:`MAX_ARRAY_VALUES` (:func:`array_parts`, in plan order; one array when they fit): what
+    :func:`run_array` returns, merged over the arrays."""
+    backbone = BackboneConfig(**cmp.recipe.backbone)
+    sizes: dict[tuple[str, str], int] = {}
+    for loss in losses:
+        key = (loss.head, repr(sorted(loss.args.items())))
+        if key not in sizes:
+            sizes[key] = model_values(loss.head, loss.args, dm.spec, backbone)
+    parts = array_parts([sizes[(loss.head, repr(sorted(loss.args.items())))] for loss in losses],
+                        MAX_ARRAY_MEMBERS, MAX_ARRAY_VALUES)
+    lines: dict[str, str] = {}
+    fallbacks: dict[str, str] = {}
+    for j, part in enumerate(parts):
+        done, sequential = run_array(cmp, seed, [losses[i] for i in part], dm, init,
+                                     f"seed_{seed}" if len(parts) == 1 else f"seed_{seed}_part_{j}")
+        lines.update(done)
+        fallbacks.update(sequential)
+    return lines, fallbacks
+
+
 def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
-              init: InitialState) -> tuple[dict[str, str], dict[str, str]]:
-    """Train the pending ``losses`` of ``seed`` as one array.
+              init: InitialState, name: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """Train the pending ``losses`` of ``seed`` as one array, checkpointed in ``DIR/arrays/<name>``
+    (default ``seed_<seed>``).
 
     Returns label -> summary line of the losses it handled (finished earlier, trained, failed), and label ->
     why, of those that cannot train in the array (the caller runs them sequentially).
     """
     lines: dict[str, str] = {}
     fallbacks: dict[str, str] = {}
-    root = cmp.output / "arrays" / f"seed_{seed}"
+    root = cmp.output / "arrays" / (name or f"seed_{seed}")
     ckpt = root / "last.ckpt"
     state: dict[str, tuple[RunRecord | None, str | None]] = {}
     for loss in losses:

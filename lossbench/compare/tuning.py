@@ -282,10 +282,11 @@ def tuning_recipe(recipe: Recipe) -> Recipe:
 
 
 def diverged(record: RunRecord) -> bool:
-    """A run stopped by a non-finite training loss or gradient (``nan_policy: raise``). For a tuning trial this is a
-    result, the worst score, not a failure of the comparison: a search space may well reach learning rates that
-    diverge."""
-    return record.status == "failed" and str(record.error or "").startswith("FloatingPointError")
+    """A tuning trial stopped by a non-finite training loss or gradient (``nan_policy: raise``): a result, the
+    worst score, not a failure of the comparison (a search space may well reach learning rates that diverge);
+    done, like a finished run, so a rerun does not train it again."""
+    return ((record.tuning or {}).get("role") == "trial" and record.status == "failed"
+            and str(record.error or "").startswith("FloatingPointError"))
 
 
 def trial_score(record: RunRecord, metric: str, select: str) -> float | None:

@@ -314,7 +314,7 @@ class DivergesAboveHead(LossHead):
         return loss * float("nan") if self.training and self.blowup > 0.5 else loss
 
 
-def test_a_diverged_trial_is_scored_worst_never_chosen_and_reported_and_the_comparison_succeeds(tmp_path):
+def test_a_diverged_trial_is_scored_worst_never_chosen_and_reported_and_the_comparison_succeeds(tmp_path, monkeypatch):
     bad = {"class_path": "tests.compare.test_tuning.DivergesAboveHead", "label": "bad"}
     raw = tiny_recipe(executor="sequential", losses=["ce", bad], seeds=[0], nan_policy="raise")
     raw["tune"] = {"trials": 4, "seeds": [100], "space": {"losses.bad.args.blowup": {"low": 0.0, "high": 1.0}}}
@@ -337,3 +337,8 @@ def test_a_diverged_trial_is_scored_worst_never_chosen_and_reported_and_the_comp
     trials_text = ", ".join(map(str, diverging))
     assert f"- bad: trial{'s' if len(diverging) > 1 else ''} {trials_text} diverged (a non-finite training loss" in text
     assert "WARNING" not in text
+    trained = []  # a diverged trial is done, like a finished one: the rerun trains nothing
+    monkeypatch.setattr(Comparison, "trainer", lambda self, *a, **k: trained.append(self.output) or 1 / 0)
+    again = Comparison(recipe, tmp_path / "out", progress=False)
+    again.run()
+    assert again.failed == [] and trained == []
