@@ -6,7 +6,9 @@
    requires them to equal the record's **exactly**;
 2. rebuilds the module from the recipe in comparison.json, loads ``weights.pt``, predicts the test
    split again (the data must still be there: its content fingerprint is checked first) and compares
-   the predictions and the metrics from them with the saved ones, within ``atol``;
+   the predictions and the metrics from them with the saved ones, within ``atol``; predicts the validation
+   split too and compares its metrics with metrics.csv's row of the step the weights were selected at
+   (within :data:`VALIDATION_TOLERANCE`: a selection value cannot be rewritten without the weights);
 3. recomputes final, best (after step 0), steps to target and AUC from ``metrics.csv`` and requires
    them to equal the record's exactly.
 
@@ -39,6 +41,8 @@ from lossbench.compare.teacher import TEACHER_DIR
 from lossbench.compare.tuning import SUMMARY_FILE, TUNING_DIR
 from lossbench.data.identity import fingerprints_of
 
+VALIDATION_TOLERANCE = 1e-4
+"""Validation metrics logged in training (batch by batch) against the same metrics in one pass over predictions."""
 PARTS = (TEACHER_DIR, TUNING_DIR)
 """Sub-comparisons of a results folder, checked with it (their runs' names start with ``<part>/``)."""
 
@@ -174,7 +178,7 @@ def _check_run(record: RunRecord, rows: list[dict[str, Any]], folder: Path, comp
     saved = load_run_tensors(folder / PREDICTIONS_FILE, "test predictions")
     _check_head(record.head, check.trusted)
     if check.from_weights:
-        task, classes = _check_predictions(record, folder, comparison["recipe"], saved, check, out, name)
+        task, classes = _check_predictions(record, rows, folder, comparison["recipe"], saved, check, out, name)
     else:
         task, classes = _task_of(record, comparison)
     metrics = metrics_from_predictions(task, classes, saved)
@@ -216,9 +220,10 @@ def _datamodule(recipe: dict[str, Any], seed: int, check: _Check) -> Any:
     return check.modules[key]
 
 
-def _check_predictions(record: RunRecord, folder: Path, recipe: dict[str, Any], saved: dict[str, Any],
-                       check: _Check, out: RecomputeResult, name: str) -> tuple[str, int | None]:
-    """Predict the test split again from the run's weights and compare with the saved predictions."""
+def _check_predictions(record: RunRecord, rows: list[dict[str, Any]], folder: Path, recipe: dict[str, Any],
+                       saved: dict[str, Any], check: _Check, out: RecomputeResult, name: str) -> tuple[str, int | None]:
+    """Predict the test split again from the run's weights and compare with the saved predictions; then the
+    validation split (:func:`_check_validation`)."""
     from lossbench.compare.engine import build_module
     from lossbench.config import BackboneConfig
     from lossbench.module import check_fits_weights, model_values
@@ -246,8 +251,7 @@ def _check_predictions(record: RunRecord, folder: Path, recipe: dict[str, Any], 
         model.load_state_dict(weights)
     except RuntimeError as exc:  # an extra or missing key, another shape
         raise NotRecomputed(f"{WEIGHTS_FILE} does not fit the model its recipe builds: {_line(exc)}") from None
-    again = predict(model, dm.test_dataset, dm.spec, padding=dm.padding,
-                    batch_size=dm.eval_batch_size or dm.batch_size, precision=str(recipe["trainer"]["precision"]))
+    again = _predict(model, dm, dm.test_dataset, recipe)
     for key, value in saved.items():
         other = again.get(key)
         if other is None or other.shape != value.shape:
@@ -257,7 +261,35 @@ def _check_predictions(record: RunRecord, folder: Path, recipe: dict[str, Any], 
         out.max_prediction_diff = max(out.max_prediction_diff, diff)
         if diff > check.atol:
             out.problems.append(f"{name}: recomputed {key!r} predictions differ by up to {diff:.3g}")
-    return model.head.task, getattr(model.head, "num_classes", None)
+    task, classes = model.head.task, getattr(model.head, "num_classes", None)
+    _check_validation(record, rows, metrics_from_predictions(task, classes, _predict(model, dm, dm.val_dataset, recipe),
+                                                             prefix="val/"), out, name)
+    return task, classes
+
+
+def _predict(model: Any, dm: Any, dataset: Any, recipe: dict[str, Any]) -> dict[str, Any]:
+    return predict(model, dataset, dm.spec, padding=dm.padding,
+                   batch_size=dm.eval_batch_size or dm.batch_size, precision=str(recipe["trainer"]["precision"]))
+
+
+def _check_validation(record: RunRecord, rows: list[dict[str, Any]], again: dict[str, float], out: RecomputeResult,
+                      name: str) -> None:
+    """The validation metrics of the reported weights, predicted again, against metrics.csv's row of the step they
+    were selected at: a trial's selection value (tuning), a best run's choice and each curve's last point cannot
+    be rewritten, consistently in the record and metrics.csv, without the weights."""
+    step = (record.selected or {}).get("step")
+    row = next((r for r in rows if r.get("step") == step), None)
+    if row is None:
+        out.problems.append(f"{name}: metrics.csv has no evaluation at step {step}, where its reported weights were "
+                            "selected")
+        return
+    for metric, value in again.items():
+        logged = row.get(metric)
+        if isinstance(logged, (int, float)) and not (
+                math.isclose(value, logged, rel_tol=VALIDATION_TOLERANCE, abs_tol=VALIDATION_TOLERANCE)
+                or (math.isnan(value) and math.isnan(logged))):
+            out.problems.append(f"{name}: {metric} is {logged} in metrics.csv at step {step}, {value} from "
+                                f"{WEIGHTS_FILE} on the validation split")
 
 
 def _task_of(record: RunRecord, comparison: dict[str, Any]) -> tuple[str, int | None]:

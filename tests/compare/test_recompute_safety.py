@@ -202,3 +202,24 @@ def test_the_tuning_trials_and_the_choice_are_recomputed(tuned, tmp_path):
     assert any(p.startswith(f"tuning/{trial_label('sce', 0, 2)} seed 100: test/accuracy is ") for p in problems)
     assert any(p.startswith("Tuning: the final run of 'ce' seed 0 was trained at") for p in problems), problems
     assert any(p.startswith(f"{SUMMARY_FILE}: loss 'ce' records") and f"select trial {loser}" in p for p in problems)
+    # the rewritten selection value is not what the trial's kept weights score on validation
+    assert any(p.startswith(f"tuning/{trial_label('ce', loser, 2)} seed 100: val/accuracy is 1.0 in metrics.csv at "
+                            "step 8, ") and p.endswith("from weights.pt on the validation split") for p in problems)
+
+
+def test_a_validation_number_rewritten_in_the_record_and_metrics_csv_is_caught_from_the_weights(copy):
+    """Rewritten consistently, a curve's last point (a trial's selection value) passed every other check."""
+    folder = run_dir(copy, "sce", 1)
+    rows = read_csv(folder / "metrics.csv")
+    true = rows[-1]["val/accuracy"]
+    rows[-1]["val/accuracy"] = true + 0.05
+    write_csv(folder / "metrics.csv", rows)
+    record = RunRecord.load(folder / "record.json")
+    record.final["val/accuracy"] = true + 0.05
+    record.best["val/accuracy"] = max(r["val/accuracy"] for r in rows[1:])
+    record.save(folder / "record.json")
+    problems = [p for p in recompute(copy).problems if "steps_to_target" not in p and "auc" not in p]
+    assert len(problems) == 1, problems
+    head = f"sce seed 1: val/accuracy is {true + 0.05} in metrics.csv at step 8, "
+    assert problems[0].startswith(head) and problems[0].endswith(" from weights.pt on the validation split")
+    assert float(problems[0][len(head):].split()[0]) == pytest.approx(true, abs=1e-6)  # what training logged
