@@ -13,8 +13,9 @@
    them to equal the record's exactly.
 
 The runs of ``DIR/teacher`` (teachers trained first) and ``DIR/tuning`` (tuning trials) are checked the same
-way, and each loss's tuning choice is selected again from the trial records (``check_tuning``) and compared with
-``DIR/tuning.json``.
+way, each student's teacher fingerprint is recomputed from its seed's teacher's weights (the logits on the
+training rows), and each loss's tuning choice is selected again from the trial records (``check_tuning``) and
+compared with its final runs and ``DIR/tuning.json``.
 
 A results folder may come from anyone, so it is read as a checkpoint is (:mod:`lossbench.module`): a head named
 by a dotted class path is never imported on a record's word (only registered names, modules already imported,
@@ -36,8 +37,8 @@ from typing import Any
 import torch
 
 from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, metrics_from_predictions, predict
-from lossbench.compare.records import CorruptFileError, RunRecord, load_run_tensors, read_json, read_metrics
-from lossbench.compare.teacher import TEACHER_DIR
+from lossbench.compare.records import CorruptFileError, RunRecord, load_run_tensors, read_json, read_metrics, run_dir
+from lossbench.compare.teacher import TEACHER_DIR, TEACHER_LABEL, fingerprint, training_logits
 from lossbench.compare.tuning import SUMMARY_FILE, TUNING_DIR
 from lossbench.data.identity import fingerprints_of
 
@@ -99,7 +100,8 @@ def _check_summary(record: RunRecord, rows: list[dict[str, Any]], out: Recompute
                                     f"{again[key].get(metric)} from metrics.csv")
     for key in ("steps_to_target", "auc"):
         if not _same(again[key], getattr(record, key)):
-            out.problems.append(f"{name}: {key} is {getattr(record, key)} in record.json, {again[key]} from metrics.csv")
+            out.problems.append(f"{name}: {key} is {getattr(record, key)} in record.json, {again[key]} from "
+                                "metrics.csv")
 
 
 def recompute(root: str | Path, *, atol: float = 1e-5, predictions_from_weights: bool = True,
@@ -161,6 +163,9 @@ def _check_folder(folder: Path, comparison: dict[str, Any], check: _Check, out: 
                                             f"{prefix}{part}/")
             except (CorruptFileError, OSError) as exc:
                 out.problems.append(f"{prefix}{part}/: {exc}")
+    teacher = comparison["recipe"].get("teacher")
+    if check.from_weights and isinstance(teacher, dict) and "checkpoint" not in teacher:
+        _check_teacher_logits(folder, comparison, records, parts.get(TEACHER_DIR, []), check, out, prefix)
     if isinstance(comparison["recipe"].get("tune"), dict):
         try:
             _check_tuning(folder, comparison, records, parts.get(TUNING_DIR, []), out, prefix)
@@ -224,10 +229,6 @@ def _check_predictions(record: RunRecord, rows: list[dict[str, Any]], folder: Pa
                        saved: dict[str, Any], check: _Check, out: RecomputeResult, name: str) -> tuple[str, int | None]:
     """Predict the test split again from the run's weights and compare with the saved predictions; then the
     validation split (:func:`_check_validation`)."""
-    from lossbench.compare.engine import build_module
-    from lossbench.config import BackboneConfig
-    from lossbench.module import check_fits_weights, model_values
-
     dm = _datamodule(recipe, record.seed, check)
     now = fingerprints_of(dm.describe_splits())
     before = record.fingerprints.get("data") or {}
@@ -235,6 +236,30 @@ def _check_predictions(record: RunRecord, rows: list[dict[str, Any]], folder: Pa
     if changed:
         raise NotRecomputed(f"the contents of split {', '.join(map(repr, changed))} differ from those the run was "
                             "trained and scored on; predictions not recomputed")
+    model = _load_model(record, folder, recipe, dm)
+    again = _predict(model, dm, dm.test_dataset, recipe)
+    for key, value in saved.items():
+        other = again.get(key)
+        if other is None or other.shape != value.shape:
+            out.problems.append(f"{name}: recomputed {key!r} predictions have another shape")
+            continue
+        diff = float((value.double() - other.double()).abs().max()) if value.numel() else 0.0
+        out.max_prediction_diff = max(out.max_prediction_diff, diff)
+        if diff > check.atol:
+            out.problems.append(f"{name}: recomputed {key!r} predictions differ by up to {diff:.3g}")
+    task, classes = model.head.task, getattr(model.head, "num_classes", None)
+    _check_validation(record, rows, metrics_from_predictions(task, classes, _predict(model, dm, dm.val_dataset, recipe),
+                                                             prefix="val/"), out, name)
+    return task, classes
+
+
+def _load_model(record: RunRecord, folder: Path, recipe: dict[str, Any], dm: Any) -> Any:
+    """The run's module, built from ``recipe`` and the record (never larger than its weights allow) with its kept
+    weights loaded."""
+    from lossbench.compare.engine import build_module
+    from lossbench.config import BackboneConfig
+    from lossbench.module import check_fits_weights, model_values
+
     weights = load_run_tensors(folder / WEIGHTS_FILE, "the reported weights")
     try:
         check_fits_weights(
@@ -251,20 +276,7 @@ def _check_predictions(record: RunRecord, rows: list[dict[str, Any]], folder: Pa
         model.load_state_dict(weights)
     except RuntimeError as exc:  # an extra or missing key, another shape
         raise NotRecomputed(f"{WEIGHTS_FILE} does not fit the model its recipe builds: {_line(exc)}") from None
-    again = _predict(model, dm, dm.test_dataset, recipe)
-    for key, value in saved.items():
-        other = again.get(key)
-        if other is None or other.shape != value.shape:
-            out.problems.append(f"{name}: recomputed {key!r} predictions have another shape")
-            continue
-        diff = float((value.double() - other.double()).abs().max()) if value.numel() else 0.0
-        out.max_prediction_diff = max(out.max_prediction_diff, diff)
-        if diff > check.atol:
-            out.problems.append(f"{name}: recomputed {key!r} predictions differ by up to {diff:.3g}")
-    task, classes = model.head.task, getattr(model.head, "num_classes", None)
-    _check_validation(record, rows, metrics_from_predictions(task, classes, _predict(model, dm, dm.val_dataset, recipe),
-                                                             prefix="val/"), out, name)
-    return task, classes
+    return model
 
 
 def _predict(model: Any, dm: Any, dataset: Any, recipe: dict[str, Any]) -> dict[str, Any]:
@@ -299,6 +311,34 @@ def _task_of(record: RunRecord, comparison: dict[str, Any]) -> tuple[str, int | 
     counts = ((comparison.get("data") or {}).get("train") or {}).get("class_counts")
     classes = record.head_args.get("num_classes") or (len(counts) if counts else None)
     return task, classes
+
+
+def _check_teacher_logits(folder: Path, comparison: dict[str, Any], students: list[RunRecord],
+                          teachers: list[RunRecord], check: _Check, out: RecomputeResult, prefix: str) -> None:
+    """Each student's recorded teacher fingerprint against its seed's teacher's logits on the training rows,
+    recomputed from the teacher's kept weights (``DIR/teacher``)."""
+    from lossbench.compare.report import load_comparison
+
+    for teacher in teachers:
+        taught = [r for r in students
+                  if r.seed == teacher.seed and r.status == "finished" and "teacher" in r.fingerprints]
+        if teacher.loss != TEACHER_LABEL or teacher.status != "finished" or not taught:
+            continue
+        name = f"{prefix}{TEACHER_DIR}/{TEACHER_LABEL} seed {teacher.seed}"
+        try:
+            _check_head(teacher.head, check.trusted)
+            dm = _datamodule(comparison["recipe"], teacher.seed, check)
+            model = _load_model(teacher, run_dir(folder / TEACHER_DIR, TEACHER_LABEL, teacher.seed),
+                                load_comparison(folder / TEACHER_DIR)["recipe"], dm)
+            want = fingerprint(training_logits(model, dm))
+        except Exception as exc:  # already one difference of the teacher's own run, where it is its weights
+            out.problems.append(f"{name}: its logits on the training rows cannot be recomputed: {_line(exc)}")
+            continue
+        for r in taught:
+            if r.fingerprints["teacher"] != want:
+                out.problems.append(f"{prefix}{r.loss} seed {r.seed}: its record's teacher fingerprint "
+                                    f"{str(r.fingerprints['teacher'])[:12]} is not that of {name}'s logits on the "
+                                    f"training rows, recomputed from its weights ({want[:12]})")
 
 
 def _check_tuning(folder: Path, comparison: dict[str, Any], records: list[RunRecord], trials: list[RunRecord],

@@ -240,3 +240,17 @@ def test_recompute_checks_the_teachers_too(done, tmp_path):
     record.save(path)
     problems = recompute(out).problems
     assert len(problems) == 1 and problems[0].startswith("teacher/teacher seed 0: test/accuracy is ")
+
+
+def test_recompute_checks_each_student_s_teacher_fingerprint_against_the_teacher_s_weights(done, tmp_path):
+    """The students' records name their teacher by its logits' sha256: recomputed from DIR/teacher's weights."""
+    _, src = done
+    out = shutil.copytree(src, tmp_path / "copy")
+    path = run_dir(out, "kd", 1) / "record.json"
+    values = json.loads(path.read_text())
+    values["fingerprints"]["teacher"] = "0" * 64
+    path.write_text(json.dumps(values))
+    problems = recompute(out).problems
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("kd seed 1: its record's teacher fingerprint 000000000000 is not that of "
+                                  "teacher/teacher seed 1's logits on the training rows, recomputed from its weights")
