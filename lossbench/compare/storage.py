@@ -161,7 +161,7 @@ def check_writable(output: str | Path) -> str | None:
 def nesting_problem(output: str | Path, parts: tuple[str, ...] = ()) -> str | None:
     """Why ``output`` cannot be a comparison folder because another comparison folder (one holding
     comparison.json) is around it or inside it, or None. ``parts``: the names of the sub-folders that are the
-    comparison's own sub-comparisons (``teacher``, ``tuning``). Rerunning the outer comparison deletes and
+    comparison's own sub-comparisons (``teacher``, ``tuning``, and theirs: ``tuning/teacher``). Rerunning the outer comparison deletes and
     rewrites files in its folder: a comparison nested in it would be lost without a word.
 
     >>> import tempfile
@@ -169,7 +169,10 @@ def nesting_problem(output: str | Path, parts: tuple[str, ...] = ()) -> str | No
     >>> _ = (root / COMPARISON_FILE).write_text("{}")
     >>> print(nesting_problem(root / "arrays" / "seed_0"))  # doctest: +ELLIPSIS
     '.../arrays/seed_0' is inside the comparison folder '...' (it holds comparison.json): ...
-    >>> nesting_problem(root, parts=("teacher",)) is None
+    >>> for part in (root / "tuning", root / "tuning" / "teacher"):
+    ...     part.mkdir()
+    ...     _ = (part / COMPARISON_FILE).write_text("{}")
+    >>> nesting_problem(root, parts=("teacher", "tuning")) is None
     True
     """
     output = Path(output)
@@ -179,10 +182,9 @@ def nesting_problem(output: str | Path, parts: tuple[str, ...] = ()) -> str | No
             return (f"{str(output)!r} is inside the comparison folder {str(parent)!r} (it holds {COMPARISON_FILE}): "
                     "rerunning that comparison could delete or overwrite it; choose a folder outside it")
     if resolved.is_dir():
-        own = {(part,) for part in parts}
         for found in sorted(resolved.rglob(COMPARISON_FILE)):
             inner = found.parent.relative_to(resolved).parts
-            if inner and inner not in own:
+            if inner and not set(inner) <= set(parts):
                 return (f"{str(output)!r} holds another comparison folder, {str(output / Path(*inner))!r} (it holds "
                         f"{COMPARISON_FILE}): rerunning this comparison could delete or overwrite it; move it out "
                         "first, or choose another folder")

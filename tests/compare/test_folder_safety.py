@@ -201,3 +201,15 @@ def test_a_signal_while_waiting_for_the_folder_is_one_line(tmp_path, signum, cod
     assert "Traceback" not in err and (f"lossbench compare: stopped by {name} at start-up, waiting for the other "
                                        f"lossbench compare (pid {os.getpid()}, since") in err, err
     assert not (out / "comparison.json").exists()
+
+
+def test_the_comparisons_own_parts_are_not_another_comparison(tmp_path):
+    """teacher/, tuning/ and a tuned recipe's tuning/teacher/ are the comparison's own sub-comparisons."""
+    from lossbench.compare.storage import nesting_problem
+
+    outer = make_folder(tmp_path / "outer")
+    for part in (("teacher",), ("tuning",), ("tuning", "teacher")):
+        make_folder(outer.joinpath(*part))
+    assert nesting_problem(outer, parts=("teacher", "tuning")) is None
+    make_folder(outer / "tuning" / "runs" / "ce.t0" / "seed_0")  # not one of its parts
+    assert "holds another comparison folder" in nesting_problem(outer, parts=("teacher", "tuning"))
