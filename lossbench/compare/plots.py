@@ -23,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lossbench.compare.records import RunRecord, atomic_write_bytes
+from lossbench.compare.storage import confined
 
 BAND = "band: min–max over seeds"
 TARGET_PNG, TRAIN_LOSS_PNG, GRAD_NORM_PNG = "target_metric.png", "train_loss.png", "grad_norm.png"
@@ -128,7 +129,7 @@ def render_plots(runs: Runs, plots_dir: str | Path, metric: str, losses: list[st
     """Write the three plots into ``plots_dir`` (created if needed); returns their paths."""
     runs = list(runs)
     plots_dir = Path(plots_dir)
-    plots_dir.mkdir(parents=True, exist_ok=True)
+    confined(plots_dir).mkdir(parents=True, exist_ok=True)  # never through a symlink out of the results folder
     return [
         plot_target(runs, metric, plots_dir / TARGET_PNG, losses),
         plot_train_loss(runs, plots_dir / TRAIN_LOSS_PNG, losses),

@@ -99,6 +99,14 @@ def test_report_refuses_a_symlinked_plots_folder(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "refusing to write" in err and "outside the results folder" in err
 
 
+def test_report_refuses_a_plots_link_to_a_folder_not_yet_made(tmp_path, capsys):
+    out = make_folder(tmp_path / "out")
+    (out / "plots").symlink_to(tmp_path / "elsewhere")  # dangling: mkdir would make it outside
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists() and "refusing to write" in err and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize("inner", [("arrays", "seed_0"), ("runs", "ce", "seed_1", "checkpoints"), ("teacher",),
                                    ("tuning",)])
 def test_an_output_inside_another_comparison_is_refused(tmp_path, inner):
