@@ -576,11 +576,11 @@ class Comparison:
                     if seed not in inits:
                         inits[seed] = self.initial_state(seed, dm.spec)
                     if self.recipe.executor == "fused" and seed not in fused:
-                        from lossbench.compare.fused import run_array
+                        from lossbench.compare.fused import run_arrays
 
                         last = i + len(self.losses) - 1
-                        self.position = f"the array of seed {seed} (runs {i}-{last}/{len(plan)})"
-                        fused[seed] = run_array(self, seed, self.losses, dm, inits[seed])
+                        self.position = f"the arrays of seed {seed} (runs {i}-{last}/{len(plan)})"
+                        fused[seed] = run_arrays(self, seed, self.losses, dm, inits[seed])
                     lines, fallbacks = fused.get(seed, ({}, {}))
                     line = lines.get(loss.label)
                     if line is None:
