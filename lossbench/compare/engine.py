@@ -59,6 +59,9 @@ from lossbench.data.identity import fingerprints_of
 from lossbench.distributed import Processes, RankMismatchError, same_on_all_ranks
 from lossbench.resume import AtomicCheckpointIO, seed_rngs
 
+# a comparison's own sub-comparisons, relative to its folder: a teacher, tuning trials, and the tuning's teacher
+OWN_PARTS = (TEACHER_DIR, TUNING_DIR, f"{TUNING_DIR}/{TEACHER_DIR}")
+
 
 def library_versions() -> dict[str, str]:
     import datasets
@@ -350,7 +353,7 @@ class Comparison:
         if unwritable:
             raise RecipeError(f"compare: `--output` {unwritable}; choose another folder")
         if self.part_of is None:  # teacher/ and tuning/ are this comparison's own, checked with it
-            nested = nesting_problem(self.output, parts=(TEACHER_DIR, TUNING_DIR))
+            nested = nesting_problem(self.output, parts=OWN_PARTS)
             if nested:
                 raise RecipeError(f"compare: `--output` {nested}")
         if meta.exists():

@@ -160,9 +160,10 @@ def check_writable(output: str | Path) -> str | None:
 
 def nesting_problem(output: str | Path, parts: tuple[str, ...] = ()) -> str | None:
     """Why ``output`` cannot be a comparison folder because another comparison folder (one holding
-    comparison.json) is around it or inside it, or None. ``parts``: the names of the sub-folders that are the
-    comparison's own sub-comparisons (``teacher``, ``tuning``, and theirs: ``tuning/teacher``). Rerunning the outer comparison deletes and
-    rewrites files in its folder: a comparison nested in it would be lost without a word.
+    comparison.json) is around it or inside it, or None. ``parts``: the paths, relative to ``output`` and with
+    ``/``, of the comparison's own sub-comparisons (``teacher``, ``tuning``, and theirs: ``tuning/teacher``).
+    Rerunning the outer comparison deletes and rewrites files in its folder: a comparison nested in it would be
+    lost without a word.
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp())
@@ -172,7 +173,7 @@ def nesting_problem(output: str | Path, parts: tuple[str, ...] = ()) -> str | No
     >>> for part in (root / "tuning", root / "tuning" / "teacher"):
     ...     part.mkdir()
     ...     _ = (part / COMPARISON_FILE).write_text("{}")
-    >>> nesting_problem(root, parts=("teacher", "tuning")) is None
+    >>> nesting_problem(root, parts=("teacher", "tuning", "tuning/teacher")) is None
     True
     """
     output = Path(output)
@@ -183,9 +184,9 @@ def nesting_problem(output: str | Path, parts: tuple[str, ...] = ()) -> str | No
                     "rerunning that comparison could delete or overwrite it; choose a folder outside it")
     if resolved.is_dir():
         for found in sorted(resolved.rglob(COMPARISON_FILE)):
-            inner = found.parent.relative_to(resolved).parts
-            if inner and not set(inner) <= set(parts):
-                return (f"{str(output)!r} holds another comparison folder, {str(output / Path(*inner))!r} (it holds "
+            inner = found.parent.relative_to(resolved)
+            if inner.parts and inner.as_posix() not in parts:
+                return (f"{str(output)!r} holds another comparison folder, {str(output / inner)!r} (it holds "
                         f"{COMPARISON_FILE}): rerunning this comparison could delete or overwrite it; move it out "
                         "first, or choose another folder")
     return None

@@ -213,11 +213,22 @@ def test_a_signal_while_waiting_for_the_folder_is_one_line(tmp_path, signum, cod
 
 def test_the_comparisons_own_parts_are_not_another_comparison(tmp_path):
     """teacher/, tuning/ and a tuned recipe's tuning/teacher/ are the comparison's own sub-comparisons."""
+    from lossbench.compare.engine import OWN_PARTS
     from lossbench.compare.storage import nesting_problem
 
     outer = make_folder(tmp_path / "outer")
     for part in (("teacher",), ("tuning",), ("tuning", "teacher")):
         make_folder(outer.joinpath(*part))
-    assert nesting_problem(outer, parts=("teacher", "tuning")) is None
+    assert nesting_problem(outer, parts=OWN_PARTS) is None
     make_folder(outer / "tuning" / "runs" / "ce.t0" / "seed_0")  # not one of its parts
-    assert "holds another comparison folder" in nesting_problem(outer, parts=("teacher", "tuning"))
+    assert "holds another comparison folder" in nesting_problem(outer, parts=OWN_PARTS)
+
+
+@pytest.mark.parametrize("inner", [("teacher", "teacher"), ("tuning", "tuning"), ("teacher", "tuning")])
+def test_a_comparison_under_a_part_of_the_same_name_is_another(tmp_path, inner):
+    """Only the parts themselves are the comparison's own: before, any path made of the names teacher and tuning
+    passed (DIR/teacher/teacher, DIR/tuning/tuning), so a comparison made there was lost by rerunning DIR."""
+    outer = make_folder(tmp_path / "outer")
+    make_folder(outer.joinpath(*inner))
+    with pytest.raises(RecipeError, match=rf"holds another comparison folder, .*{'/'.join(inner)}'"):
+        Comparison(load_recipe(RECIPE), outer, progress=False).prepare()
