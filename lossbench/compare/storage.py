@@ -182,7 +182,7 @@ def nesting_problem(output: str | Path, parts: tuple[str, ...] = ()) -> str | No
         if (parent / COMPARISON_FILE).is_file():
             return (f"{str(output)!r} is inside the comparison folder {str(parent)!r} (it holds {COMPARISON_FILE}): "
                     "rerunning that comparison could delete or overwrite it; choose a folder outside it")
-    if resolved.is_dir():
+    if (resolved / COMPARISON_FILE).is_file():  # any other non-empty folder is refused as foreign, unwalked
         for found in sorted(resolved.rglob(COMPARISON_FILE)):
             inner = found.parent.relative_to(resolved)
             if inner.parts and inner.as_posix() not in parts:

@@ -232,3 +232,20 @@ def test_a_comparison_under_a_part_of_the_same_name_is_another(tmp_path, inner):
     make_folder(outer.joinpath(*inner))
     with pytest.raises(RecipeError, match=rf"holds another comparison folder, .*{'/'.join(inner)}'"):
         Comparison(load_recipe(RECIPE), outer, progress=False).prepare()
+
+
+def test_a_folder_that_is_no_comparison_is_refused_without_walking_it(tmp_path, monkeypatch):
+    """``--output ~`` is refused as not empty at once: before, the search for comparisons nested in it walked the
+    whole tree first (only a comparison folder, rerun, can hold its own parts or another comparison)."""
+    import pathlib
+
+    foreign = tmp_path / "home"
+    make_folder(foreign / "projects" / "old")  # deep inside: still refused, as a folder that is not empty
+    (foreign / "notes.txt").write_text("mine")
+
+    def walked(self, pattern):
+        raise AssertionError(f"walked {self} for {pattern}")
+
+    monkeypatch.setattr(pathlib.Path, "rglob", walked)
+    with pytest.raises(RecipeError, match="is not empty and holds no lossbench comparison"):
+        Comparison(load_recipe(RECIPE), foreign, progress=False).prepare()
