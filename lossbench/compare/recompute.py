@@ -164,7 +164,7 @@ def _check_folder(folder: Path, comparison: dict[str, Any], check: _Check, out: 
             except (CorruptFileError, OSError) as exc:
                 out.problems.append(f"{prefix}{part}/: {exc}")
     teacher = comparison["recipe"].get("teacher")
-    if check.from_weights and isinstance(teacher, dict) and "checkpoint" not in teacher:
+    if isinstance(teacher, dict) and "checkpoint" not in teacher:
         _check_teacher_logits(folder, comparison, records, parts.get(TEACHER_DIR, []), check, out, prefix)
     if isinstance(comparison["recipe"].get("tune"), dict):
         try:
@@ -316,25 +316,41 @@ def _task_of(record: RunRecord, comparison: dict[str, Any]) -> tuple[str, int | 
 def _check_teacher_logits(folder: Path, comparison: dict[str, Any], students: list[RunRecord],
                           teachers: list[RunRecord], check: _Check, out: RecomputeResult, prefix: str) -> None:
     """Each student's recorded teacher fingerprint against its seed's teacher's logits on the training rows,
-    recomputed from the teacher's kept weights (``DIR/teacher``)."""
+    recomputed from the teacher's kept weights (``DIR/teacher``). A finished run without a fingerprint, or a seed
+    without a finished teacher run to recompute it from, is a difference: neither check can be skipped by removing
+    what it reads."""
     from lossbench.compare.report import load_comparison
 
-    for teacher in teachers:
-        taught = [r for r in students
-                  if r.seed == teacher.seed and r.status == "finished" and "teacher" in r.fingerprints]
-        if teacher.loss != TEACHER_LABEL or teacher.status != "finished" or not taught:
+    taught: dict[int, list[RunRecord]] = {}
+    for r in students:
+        if r.status != "finished":
             continue
-        name = f"{prefix}{TEACHER_DIR}/{TEACHER_LABEL} seed {teacher.seed}"
+        if "teacher" not in r.fingerprints:
+            out.problems.append(f"{prefix}{r.loss} seed {r.seed}: its record has no teacher fingerprint, though its "
+                                f"comparison distils from a teacher trained in {TEACHER_DIR}/ (every run of a seed "
+                                "records it)")
+            continue
+        taught.setdefault(r.seed, []).append(r)
+    if not check.from_weights:
+        return
+    found = {t.seed: t for t in teachers if t.loss == TEACHER_LABEL and t.status == "finished"}
+    for seed, runs in sorted(taught.items()):
+        name = f"{prefix}{TEACHER_DIR}/{TEACHER_LABEL} seed {seed}"
+        teacher = found.get(seed)
+        if teacher is None:
+            out.problems.append(f"{name}: no finished run: the teacher fingerprint of "
+                                f"{', '.join(sorted(r.loss for r in runs))} seed {seed} cannot be recomputed")
+            continue
         try:
             _check_head(teacher.head, check.trusted)
-            dm = _datamodule(comparison["recipe"], teacher.seed, check)
-            model = _load_model(teacher, run_dir(folder / TEACHER_DIR, TEACHER_LABEL, teacher.seed),
+            dm = _datamodule(comparison["recipe"], seed, check)
+            model = _load_model(teacher, run_dir(folder / TEACHER_DIR, TEACHER_LABEL, seed),
                                 load_comparison(folder / TEACHER_DIR)["recipe"], dm)
             want = fingerprint(training_logits(model, dm))
         except Exception as exc:  # already one difference of the teacher's own run, where it is its weights
             out.problems.append(f"{name}: its logits on the training rows cannot be recomputed: {_line(exc)}")
             continue
-        for r in taught:
+        for r in runs:
             if r.fingerprints["teacher"] != want:
                 out.problems.append(f"{prefix}{r.loss} seed {r.seed}: its record's teacher fingerprint "
                                     f"{str(r.fingerprints['teacher'])[:12]} is not that of {name}'s logits on the "

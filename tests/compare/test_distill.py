@@ -254,3 +254,30 @@ def test_recompute_checks_each_student_s_teacher_fingerprint_against_the_teacher
     assert len(problems) == 1, problems
     assert problems[0].startswith("kd seed 1: its record's teacher fingerprint 000000000000 is not that of "
                                   "teacher/teacher seed 1's logits on the training rows, recomputed from its weights")
+
+
+@pytest.mark.parametrize("removed", ["the teacher folder", "one seed's teacher run", "the student's fingerprint"])
+def test_recompute_cannot_be_made_to_skip_a_student_s_teacher_fingerprint(done, tmp_path, removed):
+    """Removing DIR/teacher (or one seed's teacher run, or the fingerprint itself) left nothing to recompute the
+    students' teacher fingerprints from, and the recompute said nothing: a tampered fingerprint passed."""
+    _, src = done
+    out = shutil.copytree(src, tmp_path / "copy")
+    path = run_dir(out, "kd", 1) / "record.json"
+    values = json.loads(path.read_text())
+    if removed == "the student's fingerprint":
+        del values["fingerprints"]["teacher"]
+    else:
+        values["fingerprints"]["teacher"] = "0" * 64
+    path.write_text(json.dumps(values))
+    if removed == "the teacher folder":
+        shutil.rmtree(out / "teacher")
+    elif removed == "one seed's teacher run":
+        shutil.rmtree(run_dir(out / "teacher", "teacher", 1))
+    problems = recompute(out).problems
+    if removed == "the student's fingerprint":
+        assert problems == ["kd seed 1: its record has no teacher fingerprint, though its comparison distils from a "
+                            "teacher trained in teacher/ (every run of a seed records it)"]
+    else:
+        seeds = [0, 1] if removed == "the teacher folder" else [1]
+        assert problems == [f"teacher/teacher seed {seed}: no finished run: the teacher fingerprint of ce, kd, "
+                            f"kd_hard seed {seed} cannot be recomputed" for seed in seeds]
