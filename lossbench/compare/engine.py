@@ -53,8 +53,25 @@ from lossbench.compare.storage import (
     write_failure,
 )
 from lossbench.compare.summary import summarise_run
-from lossbench.compare.teacher import TEACHER_DIR
-from lossbench.compare.tuning import TUNING_DIR, diverged
+from lossbench.compare.teacher import (
+    TEACHER_DIR,
+    TEACHER_LABEL,
+    check_distillers,
+    check_same_teacher,
+    fingerprint as teacher_fingerprint,
+    load_checkpoint_teacher,
+    teacher_recipe,
+    training_logits,
+)
+from lossbench.compare.tuning import (
+    TUNING_DIR,
+    diverged,
+    select_trials,
+    tuning_recipe,
+    tuning_records,
+    with_point,
+    write_summary,
+)
 from lossbench.data.identity import fingerprints_of
 from lossbench.distributed import Processes, RankMismatchError, same_on_all_ranks
 from lossbench.resume import AtomicCheckpointIO, seed_rngs
@@ -306,8 +323,6 @@ class Comparison:
                         f"{_nearest(metric, logged)} (it logs {logged})"
                     )
         self._check_model_size(spec)
-        from lossbench.compare.teacher import check_distillers, load_checkpoint_teacher
-
         check_distillers(self.recipe)
         if self.recipe.teacher is not None and "checkpoint" in self.recipe.teacher:
             load_checkpoint_teacher(self.recipe.teacher["checkpoint"], spec,  # its classes, data and contents, now
@@ -324,8 +339,6 @@ class Comparison:
     def _check_trials(self, spec, probe: InitialState) -> None:
         """Every loss builds at every trial point (a head argument or optimizer value out of its range is refused
         now, not when its trial starts)."""
-        from lossbench.compare.tuning import with_point
-
         tune = self.recipe.tune
         for loss in self.recipe.losses:
             for j, point in enumerate(tune.loss_points(loss.label)):
@@ -358,8 +371,6 @@ class Comparison:
                 raise RecipeError(f"compare: `--output` {nested}")
         if meta.exists():
             previous = self._read_meta()
-            from lossbench.compare.teacher import check_same_teacher
-
             check_same_teacher(previous.get("recipe"), self.recipe, self.output)  # names a changed checkpoint
             if previous.get("recipe_setup_hash", previous.get("setup_hash")) != self.recipe.setup_hash:
                 raise RecipeError(
@@ -475,9 +486,6 @@ class Comparison:
         """Every seed's teacher (trained in ``DIR/teacher``, or the checkpoint): its logits on the training rows go
         with the seed's training batches (``HFDataModule.set_teacher``) and their fingerprint into each record."""
         from lossbench.compare.evaluate import WEIGHTS_FILE, load_tensors
-        from lossbench.compare.teacher import (
-            TEACHER_DIR, TEACHER_LABEL, fingerprint, load_checkpoint_teacher, teacher_recipe, training_logits,
-        )
 
         given = self.recipe.teacher or {}
         self.position = "the teachers"
@@ -502,20 +510,16 @@ class Comparison:
         for seed, model in models.items():
             logits = training_logits(model, self.datamodule(seed))
             self.datamodule(seed).set_teacher(logits)
-            self.teacher_fingerprints[seed] = fingerprint(logits)
+            self.teacher_fingerprints[seed] = teacher_fingerprint(logits)
 
     def _tune(self) -> None:
         """Train every loss's trials (``DIR/tuning``, a comparison of its own), then set :attr:`losses` to the
         points their trials select on validation (written to ``DIR/tuning.json``)."""
-        from lossbench.compare.tuning import TUNING_DIR, select_trials, tuning_recipe, with_point, write_summary
-
         tune = self.recipe.tune
         self.position = "tuning"
         self._run_part(tuning_recipe(self.recipe), TUNING_DIR)
         chosen = None
         if self.processes.is_global_zero:
-            from lossbench.compare.tuning import tuning_records
-
             chosen = select_trials(tune, [l.label for l in self.recipe.losses], tuning_records(self.output),
                                    self.recipe.select)
             write_summary(self.output, tune, chosen)
