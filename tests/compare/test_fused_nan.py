@@ -133,3 +133,40 @@ def test_under_16_mixed_one_members_overflow_skips_only_its_own_step():
     assert array.loss_scales == [2.0**10, 2.0**9] and alone.loss_scales == [2.0**10]
     assert b.skipped_steps == 0 and not array.failed and all(torch.isfinite(p).all() for p in b.parameters())
     assert not trainer.precision_plugin.scaler.is_enabled()  # the array scales per member instead
+
+
+def overflow_array(bad_at):
+    """Members a (ce) and b (an inf gradient at its training call ``bad_at``; None: never), same initial weights."""
+    a = make_members([("a", "ce")])["a"]
+    calls = 10**9 if bad_at is None else bad_at
+    head = BadGradientHead(a.head.in_features, 3, bad_from=calls, bad_until=calls, value="inf")
+    b = LossbenchModule(head, data_spec=a.data_spec, backbone={"d_model": 16, "nhead": 2, "num_layers": 2},
+                        seed=7, lr=1e-3)
+    return ModelArray({"a": a, "b": b})
+
+
+def fit_16_mixed_resumable(array, steps, ckpt_path=None):
+    torch.manual_seed(0)
+    batch = (torch.randn(16, 5), torch.randint(0, 3, (16,)))  # one batch: a resumed epoch sees the same data
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         plugins=[MixedPrecision("16-mixed", "cpu", scaler)])
+    trainer.fit(array, DataLoader([batch] * 6, batch_size=None), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_each_members_loss_scale_survives_a_checkpoint(tmp_path):
+    """Resumed under 16-mixed, each member goes on with its own scale and growth count (not the scaler's init
+    scale, and the Trainer's scaler stays disabled): the same scales as without the interruption."""
+    straight = overflow_array(bad_at=2)
+    fit_16_mixed_resumable(straight, 5)
+    first = overflow_array(bad_at=2)
+    trainer = fit_16_mixed_resumable(first, 3)
+    assert first.loss_scales == [2.0**11, 2.0**9] and first._growth == [1, 1]  # b: 1 finite, backoff, 1 finite
+    trainer.save_checkpoint(tmp_path / "array.ckpt")
+    resumed = overflow_array(bad_at=None)  # the head's call counter restarts: the overflow is behind us
+    trainer = fit_16_mixed_resumable(resumed, 5, ckpt_path=tmp_path / "array.ckpt")
+    assert not trainer.precision_plugin.scaler.is_enabled()
+    assert resumed.loss_scales == straight.loss_scales == [2.0**12, 2.0**10]
+    assert resumed._growth == straight._growth == [1, 1]
