@@ -202,13 +202,14 @@ def run_arrays(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
     :data:`MAX_ARRAY_VALUES` (:func:`array_parts`, in plan order; one array when they fit): what
     :func:`run_array` returns, merged over the arrays."""
     backbone = BackboneConfig(**cmp.recipe.backbone)
-    sizes: dict[tuple[str, str], int] = {}
+    counted: dict[tuple[str, str], int] = {}  # a head and its arguments: counted once, however many trials share them
+    sizes = []
     for loss in losses:
         key = (loss.head, repr(sorted(loss.args.items())))
-        if key not in sizes:
-            sizes[key] = model_values(loss.head, loss.args, dm.spec, backbone)
-    parts = array_parts([sizes[(loss.head, repr(sorted(loss.args.items())))] for loss in losses],
-                        MAX_ARRAY_MEMBERS, MAX_ARRAY_VALUES)
+        if key not in counted:
+            counted[key] = model_values(loss.head, loss.args, dm.spec, backbone)
+        sizes.append(counted[key])
+    parts = array_parts(sizes, MAX_ARRAY_MEMBERS, MAX_ARRAY_VALUES)  # the bounds read now: tests lower them
     lines: dict[str, str] = {}
     fallbacks: dict[str, str] = {}
     for j, part in enumerate(parts):
