@@ -294,7 +294,7 @@ def trial_score(record: RunRecord, metric: str, select: str) -> float | None:
     if record.status != "finished":
         return None
     value = (record.best if select == "best" else record.final).get(metric)
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return float(value) if finite_number(value) else None
 
 
 @dataclass

@@ -342,3 +342,14 @@ def test_a_diverged_trial_is_scored_worst_never_chosen_and_reported_and_the_comp
     again = Comparison(recipe, tmp_path / "out", progress=False)
     again.run()
     assert again.failed == [] and trained == []
+
+
+def test_a_trial_value_beyond_a_float_is_no_score_not_an_overflow_traceback():
+    """A record's 400-digit selection value (JSON holds any integer) raised OverflowError in `trial_score`, so in
+    `lossbench report` and the recompute; it is a value without a score, like NaN (issue 19, B11's rule)."""
+    tune = load_recipe(tuned(trials=2)).tune
+    records = [RunRecord(loss=f"ce.t{j}", head="ce", head_args={}, seed=100, status="finished",
+                         final={"val/accuracy": value}, tuning={"role": "trial", "loss": "ce", "trial": j, "point": {}})
+               for j, value in enumerate([10**400, 0.5])]
+    chosen = select_trials(tune, ["ce"], records, "final")["ce"]
+    assert chosen.scores == [None, 0.5] and chosen.chosen == 1
