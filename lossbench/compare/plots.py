@@ -114,7 +114,8 @@ def plot_grad_norm(runs: Runs, path: str | Path, losses: list[str] | None = None
 def file_stem(label: str) -> str:
     """``label`` as part of a file name, one name per label: the label itself when it is ASCII letters, digits,
     ``_`` and ``-``; otherwise those characters kept, the others as ``_``, and ``.`` plus a short hash of the label
-    (a label has no ``.``, so no other label maps to the same name).
+    (a name of the first kind has no ``.`` and one of the second always has, so a hashed name never equals a
+    plain label, trial labels such as ``ce.t03`` included).
 
     >>> file_stem("focal_2"), file_stem("çe"), file_stem("ée")
     ('focal_2', '_e.edce1aea0318', '_e.1d7df0dd6502')
