@@ -200,3 +200,10 @@ def test_a_headline_without_a_per_example_test_today_needs_one():
     assert stats.headline == "test/ece" and verdict.seeds.significant
     assert verdict.examples.method.startswith("paired bootstrap") and verdict.examples.metric == "ece"
     assert verdict.examples.p > 0.05 and not verdict.significant
+
+
+def test_non_finite_values_are_not_the_same_difference():
+    """An inf value spreads the differences without bound (inf and 4): not "the same difference on every seed"
+    (the rounding tolerance, relative to the largest value, was infinite)."""
+    assert paired("test/mse", "a", "b", [0, 1, 2], [math.inf, 5.0, 7.0], [1.0, 1.0, 1.0]).p is not None
+    assert paired("test/mse", "a", "b", [0, 1], [math.inf, math.inf], [1.0, 1.0]).p is None  # equal, as before
