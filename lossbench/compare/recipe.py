@@ -474,10 +474,6 @@ def check_config(config: Any, section: str) -> None:
         raise RecipeError(str(exc)) from None
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _check_trainer_values(trainer: dict[str, Any]) -> None:
     """Trainer values Lightning would only refuse when the first run starts (after the folder is written)."""
     from typing import get_args
@@ -531,6 +527,6 @@ def _check_data_args(data: dict[str, Any]) -> None:
         raise RecipeError("recipe: `data.seed` is set by the comparison from `seeds` (one batch order per seed); remove it")
     _check_keys("data.", data, allowed)
     length = data.get("max_length")
-    if _is_number(length) and length > MAX_LENGTH:  # other bad values: HFDataModule's own check names them
+    if finite_number(length) and length > MAX_LENGTH:  # other bad values: HFDataModule's own check names them
         raise RecipeError(f"recipe: `data.max_length` must be at most {MAX_LENGTH} tokens, got {length!r} "
                           f"(the position table alone would hold {int(length):,} x d_model numbers)")

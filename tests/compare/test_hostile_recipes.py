@@ -182,3 +182,15 @@ def test_tuning_seeds_are_bounded_like_seeds():
         load_recipe(raw)
     raw["tune"]["seeds"] = raw["tune"]["seeds"][:MAX_SEEDS]
     assert len(load_recipe(raw).tune.seeds) == MAX_SEEDS
+
+
+def test_an_infinite_max_length_is_one_error_naming_it_not_an_overflow_traceback(tmp_path, capsys):
+    """`data.max_length: .inf` passed the bound's number test and raised OverflowError formatting its message."""
+    raw = tiny_recipe()
+    raw["data"]["max_length"] = float("inf")
+    path = _write(tmp_path, yaml.safe_dump(raw, sort_keys=False))
+    out = tmp_path / "out"
+    assert main(["compare", str(path), "--output", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "max_length" in err and "OverflowError" not in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
