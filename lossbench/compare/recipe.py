@@ -527,6 +527,8 @@ def _check_data_args(data: dict[str, Any]) -> None:
         raise RecipeError("recipe: `data.seed` is set by the comparison from `seeds` (one batch order per seed); remove it")
     _check_keys("data.", data, allowed)
     length = data.get("max_length")
-    if finite_number(length) and length > MAX_LENGTH:  # other bad values: HFDataModule's own check names them
+    # other bad values (not a number, below 1, not whole): HFDataModule's own check names them
+    if isinstance(length, (int, float)) and not isinstance(length, bool) and length > MAX_LENGTH:
+        shown = f"{int(length):,}" if isinstance(length, int) or finite_number(length) else repr(length)
         raise RecipeError(f"recipe: `data.max_length` must be at most {MAX_LENGTH} tokens, got {length!r} "
-                          f"(the position table alone would hold {int(length):,} x d_model numbers)")
+                          f"(the position table alone would hold {shown} x d_model numbers)")

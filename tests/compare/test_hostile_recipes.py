@@ -161,6 +161,7 @@ def _huge_at(where: str) -> dict:
     ("tune.space", "`tune.space.optimizer.lr.high` must be a finite number"),
     ("data.imbalance.ratio", "`imbalance.ratio` must be a number >= 1"),
     ("optimizer.lr", "`optimizer.lr` must be a finite number > 0"),
+    ("data.max_length", "`data.max_length` must be at most"),
 ])
 def test_a_400_digit_number_is_one_recipe_error_not_an_overflow_traceback(tmp_path, capsys, where, named):
     """Issue 19, B11: the shared number check (lossbench.config.finite_number) bounds every one of them."""
@@ -184,13 +185,14 @@ def test_tuning_seeds_are_bounded_like_seeds():
     assert len(load_recipe(raw).tune.seeds) == MAX_SEEDS
 
 
-def test_an_infinite_max_length_is_one_error_naming_it_not_an_overflow_traceback(tmp_path, capsys):
-    """`data.max_length: .inf` passed the bound's number test and raised OverflowError formatting its message."""
+def test_an_infinite_max_length_is_one_error_naming_its_bound_not_an_overflow_traceback(tmp_path, capsys):
+    """`data.max_length: .inf` raised OverflowError formatting the bound's message."""
     raw = tiny_recipe()
     raw["data"]["max_length"] = float("inf")
     path = _write(tmp_path, yaml.safe_dump(raw, sort_keys=False))
     out = tmp_path / "out"
     assert main(["compare", str(path), "--output", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "max_length" in err and "OverflowError" not in err and "Traceback" not in err
+    assert f"`data.max_length` must be at most {MAX_LENGTH} tokens, got inf" in err
+    assert "OverflowError" not in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
