@@ -244,12 +244,11 @@ def _whole_kind(cls: type, name: str) -> str | None:
     if param is None:  # not a named argument: the trial-point build check names it
         return None
     ann = param.annotation
-    if isinstance(ann, str):
-        names = {part.strip() for part in ann.split("|")} - {"None"}
-    elif ann is inspect.Parameter.empty:
-        names = {type(param.default).__name__}
-    else:
-        names = {getattr(ann, "__name__", str(ann))}
+    if ann is inspect.Parameter.empty:
+        text = type(param.default).__name__
+    else:  # a type's name, or the text of an annotation (postponed, or a union such as `int | None`)
+        text = ann if isinstance(ann, str) else getattr(ann, "__name__", None) or str(ann)
+    names = {part.strip() for part in text.split("|")} - {"None"}
     if names == {"bool"}:
         return "a true/false"
     return "an integer" if names and names <= {"int", "bool"} else None

@@ -353,3 +353,20 @@ def test_a_trial_value_beyond_a_float_is_no_score_not_an_overflow_traceback():
                for j, value in enumerate([10**400, 0.5])]
     chosen = select_trials(tune, ["ce"], records, "final")["ce"]
     assert chosen.scores == [None, 0.5] and chosen.chosen == 1
+
+
+@pytest.mark.parametrize(("annotation", "kind"), [
+    ("int", "an integer"), ("int | None", "an integer"), (int, "an integer"), (int | None, "an integer"),
+    ("bool", "a true/false"), (bool, "a true/false"), (float, None), (float | None, None), ("float", None),
+])
+def test_an_integer_argument_is_found_whether_its_annotation_is_text_or_a_type(annotation, kind):
+    """A head module without `from __future__ import annotations` has real types as annotations: `int | None` (a
+    types.UnionType, without __name__) passed as real-valued, where its text `"int | None"` was refused."""
+    from lossbench.compare.tuning import _whole_kind
+
+    class Head:
+        def __init__(self, in_features, ignore_index=None):
+            pass
+
+    Head.__init__.__annotations__ = {"ignore_index": annotation}
+    assert _whole_kind(Head, "ignore_index") == kind
