@@ -208,8 +208,7 @@ def checkpoint_state(ckpt: Path) -> tuple[dict[str, Any] | None, str | None]:
         problem = f"not a Lightning checkpoint (a {type(state).__name__})"
     except Exception as exc:  # truncated, random bytes, empty, a folder, a pickle that needs code ...
         problem = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'unreadable'}"
-    aside = move_aside(ckpt, "unreadable", ckpt.parent.parent)  # the run folder: checkpoints/ goes when it ends
-    return None, f"checkpoint {ckpt.name} unreadable ({problem}); moved to {aside.name}, run started over"
+    return None, _quarantine(ckpt, problem, "checkpoint ", ckpt.parent.parent)  # checkpoints/ goes when it ends
 
 
 _UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError)  # JSON, shape, types
@@ -233,10 +232,11 @@ def _read_record(path: Path) -> tuple[RunRecord | None, str | None]:
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'unreadable'}"
 
 
-def _quarantine_record(path: Path, problem: str) -> str:
-    """Move an unreadable record.json aside (kept for inspection): its run is trained again, which rebuilds it."""
-    aside = move_aside(path, "unreadable")
-    return f"record {path.name} unreadable ({problem}); moved to {aside.name}, run started over"
+def _quarantine(path: Path, problem: str, what: str = "", folder: Path | None = None) -> str:
+    """Move a run's unreadable file (checkpoint, record.json, metrics.csv) aside, into ``folder`` (default its own),
+    kept for inspection: its run is trained again, which rebuilds it. Returns what happened, for the record."""
+    aside = move_aside(path, "unreadable", folder)
+    return f"{what}{path.name} unreadable ({problem}); moved to {aside.name}, run started over"
 
 
 def _quarantine_metrics(path: Path) -> str | None:
@@ -251,8 +251,7 @@ def _quarantine_metrics(path: Path) -> str | None:
         problem = f"{exc.problem}: expected {exc.expected}, found {exc.found}"
     except OSError as exc:  # a folder, unreadable permissions
         problem = f"{type(exc).__name__}: {exc.strerror or exc}"
-    aside = move_aside(path, "unreadable")
-    return f"{path.name} unreadable ({problem}); moved to {aside.name}, run started over"
+    return _quarantine(path, problem)
 
 
 def _untuned(args: dict[str, Any], tuned: set[str]) -> dict[str, Any]:
@@ -670,7 +669,7 @@ class Comparison:
         record, unreadable = _read_record(record_path)
         restart = _quarantine_unreadable(ckpt) if self.processes.is_global_zero else None
         if unreadable and self.processes.is_global_zero:
-            restart = _quarantine_record(record_path, unreadable)
+            restart = _quarantine(record_path, unreadable, "record ")
         redo = None  # a finished run whose metrics.csv is unreadable is trained again, which rebuilds it
         if record is not None and record.status == "finished" and self.processes.is_global_zero:
             redo = _quarantine_metrics(record_path.parent / "metrics.csv")
