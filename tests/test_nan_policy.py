@@ -122,3 +122,21 @@ def test_raise_names_a_non_finite_gradient_of_a_finite_loss():
     with pytest.raises(FloatingPointError, match=r"at step 2 \(batch 2\) the 'BadGradientHead' loss is \d\.\d+ "
                                                  r"but its gradient is not finite \(gradient norm nan\)"):
         fit(bad_gradient_model(bad_at=2), batches())
+
+
+def test_under_a_loss_scaler_a_non_finite_gradient_is_the_scalers_overflow():
+    """16-mixed: an inf gradient of a finite loss lowers the scale and skips that step (torch's GradScaler), and
+    nan_policy="raise" does not raise on it nor count it; the last step that updated keeps its norm."""
+    from lightning.pytorch.plugins import MixedPrecision
+
+    from tests.compare.fused_heads import BadGradientHead
+
+    torch.manual_seed(0)
+    head = BadGradientHead(in_features=8, num_classes=3, bad_from=3, bad_until=3, value="inf")
+    model = LossbenchModule(head, data_spec=SPEC, backbone=SMALL, seed=0, nan_policy="raise")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, plugins=[MixedPrecision("16-mixed", "cpu", scaler)])
+    trainer.fit(model, DataLoader(batches(), batch_size=None))
+    assert model.skipped_steps == 0 and scaler.get_scale() == 2.0**9
+    assert torch.isfinite(model.step_grad_norm) and all(torch.isfinite(p).all() for p in model.parameters())
