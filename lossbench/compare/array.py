@@ -84,6 +84,7 @@ class ModelArray(pl.LightningModule):
         self._growth: list[int] = [0] * len(self.labels)  # steps since each member's scale last changed
         self._scaling = (2.0, 0.5, 2000)  # growth factor, backoff factor, growth interval
         self._first_group: list[int] = []  # member -> index of its first optimizer group (configure_optimizers)
+        self._owner_index: tuple[Any, Tensor] | None = None  # grad_norms' index of each gradient's member (_owners)
 
     # -- forward ---------------------------------------------------------------------------------
     def features(self, inputs: Tensor) -> Tensor:
@@ -211,18 +212,27 @@ class ModelArray(pl.LightningModule):
 
     def grad_norms(self) -> list[Tensor]:
         """Every member's gradient norm (on the device, no sync): one ``_foreach_norm`` over all members' grads."""
-        grads, owner = [], []
-        for i, m in enumerate(self.members):
-            for p in m.parameters():
-                if p.grad is not None:
-                    grads.append(p.grad.detach())
-                    owner.append(i)
+        grads, counts = [], []
+        for m in self.members:
+            mine = [p.grad.detach() for p in m.parameters() if p.grad is not None]
+            grads += mine
+            counts.append(len(mine))
         if not grads:
             return [torch.zeros(()) for _ in self.members]
         squares = torch.stack(torch._foreach_norm(grads)).square()
         sums = torch.zeros(len(self.members), dtype=squares.dtype, device=squares.device)
-        sums.index_add_(0, torch.tensor(owner, device=squares.device), squares)
+        sums.index_add_(0, self._owners(tuple(counts), squares.device), squares)
         return list(sums.sqrt().unbind())
+
+    def _owners(self, counts: tuple[int, ...], device: torch.device) -> Tensor:
+        """The member of each gradient (``counts[i]`` of member ``i``, in order) as an index tensor on ``device``,
+        kept while the counts stay the same: a copy from host memory to a GPU waits for the stream, and this runs
+        at every optimizer step."""
+        key = (counts, device)
+        if self._owner_index is None or self._owner_index[0] != key:
+            owner = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+            self._owner_index = (key, owner.to(device))
+        return self._owner_index[1]
 
     def grad_norm(self, i: int) -> Tensor:
         """Member ``i``'s gradient norm (on the device, no sync)."""
