@@ -107,6 +107,8 @@ def _verdict_ps(verdict: Verdict | None) -> str:
     ex = verdict.examples
     if ex is not None and ex.p is not None:
         text += f"; test examples ({ex.method}): p = {_pvalue(ex.p)}, Holm {_pvalue(verdict.examples_p_adj)}"
+        if verdict.joint_p_adj is not None:
+            text += f"; both: Holm {_pvalue(verdict.joint_p_adj)}"
     return text
 
 

@@ -439,7 +439,8 @@ def _families_text(stats: ComparisonStats) -> str:
     """The correction families, as the method line and the paired table state them."""
     return (f"Primary family: {stats.headline_label} against the baseline, Holm over the losses, separately for "
             f"the seed-level ({stats.primary_size} tested) and the per-example test ({stats.primary_examples_size} "
-            "tested): a headline verdict needs both, so neither is diluted by the other. Secondary family: steps to target and AUC against the "
+            "tested), and the larger of a loss's two p-values, Holm-adjusted over the losses: a headline verdict "
+            "needs all three below 0.05 (an intersection-union test). Secondary family: steps to target and AUC against the "
             f"baseline, Holm over their {stats.secondary_size} tests together, labelled \"secondary\". The "
             "ranking's tests of neighbours are a family of their own.")
 

@@ -100,22 +100,28 @@ class Paired:
 class Verdict:
     """The headline comparison of one loss with another: seed-level t-test and example-level test together.
 
-    Significant only when both (Holm-adjusted) say so: a difference must hold across seeds AND be
-    larger than what resampling the test examples produces.
+    Significant only when both (Holm-adjusted) say so -- a difference must hold across seeds AND be
+    larger than what resampling the test examples produces -- and when the larger of the two raw p-values,
+    Holm-adjusted over the losses (``joint_p_adj``: the intersection-union test of the two), is below 0.05,
+    which keeps the family's error rate at 0.05 whichever of a loss's two nulls are true.
     """
 
     seeds: Paired | None  # paired t-test over seeds of the headline test metric
     examples: Any = None  # lossbench.compare.significance.ExampleTest over pooled test examples (or None)
     examples_p_adj: float | None = None
+    joint_p_adj: float | None = None  # Holm over the losses of max(seed p, example p) (seed p without examples)
 
     @property
     def significant(self) -> bool:
         if self.seeds is None or not self.seeds.significant:
             return False
-        if self.examples is None or self.examples.p is None:
-            return self.examples is None  # no test predictions kept (every metric has a test): seeds decide
-        p = self.examples_p_adj if self.examples_p_adj is not None else self.examples.p
-        return p < ALPHA
+        if self.examples is not None:
+            if self.examples.p is None:
+                return False
+            if (self.examples_p_adj if self.examples_p_adj is not None else self.examples.p) >= ALPHA:
+                return False
+        # no test predictions kept (every metric has a test): the seed-level test decides
+        return self.joint_p_adj is None or self.joint_p_adj < ALPHA
 
     @property
     def untested(self) -> bool:
@@ -408,8 +414,9 @@ def compare_losses(
     values decide what is called significant:
 
     * primary: the headline metric, one test per loss, Holm over the losses. A headline verdict needs both
-      its seed-level t-test and its example-level test, so each of the two is adjusted over the losses on
-      its own (an intersection-union test: requiring both to reject adds no error of the first kind);
+      its seed-level t-test and its example-level test, each adjusted over the losses on its own, and the
+      larger of its two raw p-values adjusted over the losses (the intersection-union test of the pair, which
+      bounds the family's error rate whichever of each loss's two nulls hold);
     * secondary: steps to target and AUC, Holm over all of them together (labelled "secondary").
 
     The ranking's tests of neighbours (seed-level and example-level together) form a third family.
@@ -488,6 +495,7 @@ def _adjust_baseline_family(result: ComparisonStats, examples: dict[str, Any]) -
     losses = list(result.vs_baseline)
     seeds = holm([_raw(result.vs_baseline[loss][PRIMARY]) for loss in losses])
     per_example = holm([None if examples.get(loss) is None else examples[loss].p for loss in losses])
+    joint = holm([_larger(_raw(result.vs_baseline[loss][PRIMARY]), examples.get(loss)) for loss in losses])
     slots = [(loss, key) for loss in losses for key in SECONDARY]
     secondary = dict(zip(slots, holm([_raw(result.vs_baseline[loss][key]) for loss, key in slots])))
     for i, loss in enumerate(losses):
@@ -496,11 +504,19 @@ def _adjust_baseline_family(result: ComparisonStats, examples: dict[str, Any]) -
         for key, p in list(tests.items()):
             if p is not None:
                 tests[key] = replace(p, p_adj=adjusted[key])
-        result.verdicts[loss] = Verdict(tests[PRIMARY], examples.get(loss), per_example[i])
+        result.verdicts[loss] = Verdict(tests[PRIMARY], examples.get(loss), per_example[i], joint[i])
 
 
 def _raw(p: Paired | None) -> float | None:
     return None if p is None else p.p
+
+
+def _larger(seed_p: float | None, example: Any) -> float | None:
+    """The intersection-union p-value of a headline verdict: the larger of its seed-level and example-level
+    p-values (the seed-level one alone without an example test; None when either cannot be computed)."""
+    if seed_p is None or example is None:
+        return seed_p
+    return None if example.p is None else max(seed_p, example.p)
 
 
 def _example_test(used, predictions, loss: str, other: str, headline: str, mode: str):

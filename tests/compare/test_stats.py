@@ -207,3 +207,40 @@ def test_non_finite_values_are_not_the_same_difference():
     (the rounding tolerance, relative to the largest value, was infinite)."""
     assert paired("test/mse", "a", "b", [0, 1, 2], [math.inf, 5.0, 7.0], [1.0, 1.0, 1.0]).p is not None
     assert paired("test/mse", "a", "b", [0, 1], [math.inf, math.inf], [1.0, 1.0]).p is None  # equal, as before
+
+
+def test_a_headline_verdict_needs_the_larger_of_its_two_p_values_to_pass_holm_over_the_losses():
+    """The intersection-union test: loss a has a seed p of 0.01 and an example p of 0.04, loss b the reverse. Each
+    test alone, Holm over the two losses, rejects both (0.02, 0.04); but if a's example null and b's seed null were
+    true, calling both significant would err with probability up to 2 x 0.05. Holm over max(p) = (0.04, 0.04)
+    gives 0.08: neither is significant."""
+    from dataclasses import replace as with_p
+
+    from lossbench.compare.significance import ExampleTest
+    from lossbench.compare.stats import ComparisonStats, Estimate, Paired, _adjust_baseline_family
+
+    def seeds(loss, p):
+        return Paired("final test/accuracy", loss, "ce", (0, 1, 2), Estimate(3, 0.1, 0.05, 0.15), p)
+
+    def example(p):
+        return ExampleTest("McNemar (exact, pooled over seeds)", "accuracy", 300, 3, 0.1, p)
+
+    def verdicts(ps):
+        result = ComparisonStats("val/accuracy", "max", None, "ce", ["ce", *ps], ["val/accuracy"],
+                                 headline="test/accuracy")
+        result.vs_baseline = {loss: {"headline": seeds(loss, s), "steps": None, "auc": None}
+                              for loss, (s, _) in ps.items()}
+        _adjust_baseline_family(result, {loss: example(e) for loss, (_, e) in ps.items()})
+        return result.verdicts
+
+    crossed = verdicts({"a": (0.01, 0.04), "b": (0.04, 0.01)})
+    for v in crossed.values():
+        assert v.seeds.p_adj < 0.05 and v.examples_p_adj < 0.05  # each family alone rejects
+        assert v.joint_p_adj == pytest.approx(0.08) and not v.significant
+    aligned = verdicts({"a": (0.01, 0.001), "b": (0.02, 0.002)})
+    assert [v.joint_p_adj for v in aligned.values()] == pytest.approx([0.02, 0.02])
+    assert all(v.significant for v in aligned.values())
+    lone = verdicts({"a": (0.01, None)})["a"]  # the example test could not be computed: not significant
+    assert lone.joint_p_adj is None and not lone.significant
+    no_examples = with_p(lone, examples=None, examples_p_adj=None, joint_p_adj=0.01)
+    assert no_examples.significant  # without kept predictions the seed-level test decides
