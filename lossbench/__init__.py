@@ -1,5 +1,7 @@
 """lossbench: loss heads for PyTorch Lightning, and proof of which one trains best."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from lossbench import functional
 from lossbench.heads import LossHead, UnknownHeadError, get_head, get_head_class, list_heads, register_head
 
@@ -13,7 +15,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'lossbench' has no attribute {name!r}")
 
 
-__version__ = "0.1.0"
+try:  # defined once, in pyproject.toml
+    __version__ = version("lossbench")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "LossHead",

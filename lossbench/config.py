@@ -22,6 +22,9 @@ from typing import Any, Literal
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["none", "cosine", "linear"]
+NanPolicy = Literal["raise", "skip"]
+NAN_POLICIES: tuple[str, ...] = ("raise", "skip")  # on a non-finite training loss or gradient: raise, or skip the step
+SELECT: tuple[str, ...] = ("final", "best")  # the weights a run reports: the last ones, or the best on validation
 Key = Callable[[str], str]
 
 

@@ -7,12 +7,12 @@ and the backbone by its sizes; the data decides the input adapter and the classe
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lossbench._hints import did_you_mean
 from lossbench.data import HFDataModule
 from lossbench.module import LossbenchModule
 
@@ -61,9 +61,7 @@ def _config_path(value: str, bundled: dict[str, Path]) -> str:
     name = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
     if name in bundled:
         return str(bundled[name])
-    close = difflib.get_close_matches(name, list(bundled), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"`--config` {value!r} is neither a file nor a bundled config{hint} "
+    raise ValueError(f"`--config` {value!r} is neither a file nor a bundled config{did_you_mean(name, bundled)} "
                      f"(bundled: {', '.join(bundled)})")
 
 

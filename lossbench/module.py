@@ -6,13 +6,21 @@ import math
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from lossbench.config import BackboneConfig, Optimizer, OptimizerConfig, Schedule, ScheduleConfig
+from lossbench.config import (
+    NAN_POLICIES,
+    BackboneConfig,
+    NanPolicy,
+    Optimizer,
+    OptimizerConfig,
+    Schedule,
+    ScheduleConfig,
+)
 from lossbench.data.spec import DataSpec
 from lossbench.heads import CLASS_TASKS, LossHead, get_head_class
 from lossbench.metrics import RunningSums, TaskMetrics
@@ -256,11 +264,12 @@ class LossbenchModule(pl.LightningModule):
         warmup_steps: int = ScheduleConfig.warmup_steps,
         metrics: bool = True,
         seed: int | None = None,
-        nan_policy: Literal["raise", "skip"] = "raise",
+        nan_policy: NanPolicy = "raise",
     ) -> None:
         super().__init__()
-        if nan_policy not in ("raise", "skip"):
-            raise ValueError(f"LossbenchModule: `nan_policy` must be 'raise' or 'skip', got {nan_policy!r}")
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"LossbenchModule: `nan_policy` must be {' or '.join(map(repr, NAN_POLICIES))}, "
+                             f"got {nan_policy!r}")
         self.nan_policy = nan_policy
         self.skipped_steps = 0
         self._resumed_train_epoch: dict[str, Any] | None = None  # a checkpoint's mid-epoch sums, for on_train_start

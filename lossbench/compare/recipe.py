@@ -9,7 +9,6 @@ available by short name (``lossbench compare digits``).
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -18,8 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from lossbench._hints import did_you_mean
 from lossbench.compare.storage import MAX_LABEL_BYTES
-from lossbench.config import BackboneConfig, ConfigError, OptimizerConfig, ScheduleConfig, defaults, finite_number
+from lossbench.config import (
+    NAN_POLICIES,
+    SELECT,
+    BackboneConfig,
+    ConfigError,
+    OptimizerConfig,
+    ScheduleConfig,
+    defaults,
+    finite_number,
+)
 
 if TYPE_CHECKING:
     from lossbench.compare.tuning import TuneSpec
@@ -51,8 +60,7 @@ class RecipeError(ValueError):
 
 
 def _nearest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
-    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return did_you_mean(word, choices)
 
 
 def _check_keys(where: str, given: dict[str, Any], allowed: list[str] | tuple[str, ...]) -> None:
@@ -432,10 +440,10 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         raise RecipeError(f"recipe: `target.threshold` must be a finite number, got {threshold!r}")
     optimizer, schedule = _section(raw, "optimizer"), _section(raw, "schedule")
     nan_policy = raw.get("nan_policy", "raise")
-    if nan_policy not in ("raise", "skip"):
-        raise RecipeError(f"recipe: `nan_policy` must be 'raise' or 'skip', got {nan_policy!r}")
+    if nan_policy not in NAN_POLICIES:
+        raise RecipeError(f"recipe: `nan_policy` must be {' or '.join(map(repr, NAN_POLICIES))}, got {nan_policy!r}")
     select = raw.get("select", "final")
-    if select not in ("final", "best"):
+    if select not in SELECT:
         raise RecipeError(f"recipe: `select` must be 'final' (the last weights) or 'best' (best on validation by "
                           f"`target.metric`), got {select!r}")
     executor = raw.get("executor", Recipe.executor)

@@ -43,6 +43,7 @@ from lossbench.compare.stats import (
 )
 from lossbench.compare.tuning import LossTuning, TuneSpec, check_tuning, select_trials, tuning_records
 from lossbench.compare.tuning_report import TUNING_PNG, plot_sensitivity, tuning_conditions, tuning_section
+from lossbench.config import SELECT
 
 REQUIRED_KEYS = (
     "name", "recipe", "recipe_hash", "setup_hash", "baseline", "losses",
@@ -126,7 +127,7 @@ _COMPARISON_TYPES = (  # key, what it must be, check (optional keys may also be 
     ("data", "a JSON object", lambda v: isinstance(v, dict)),
     ("optimizer", "a JSON object", lambda v: isinstance(v, dict)),
     ("schedule", "a JSON object", lambda v: isinstance(v, dict)),
-    ("select", "'final' or 'best'", lambda v: v in ("final", "best")),
+    ("select", "'final' or 'best'", lambda v: v in SELECT),
 )
 
 

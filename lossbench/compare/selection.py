@@ -9,8 +9,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-SELECT = ("final", "best")
-
 
 class BestWeights(pl.Callback):
     """Keeps a copy (on the CPU) of the weights of the best validation evaluation of ``metric`` (step 0 excluded).

@@ -26,13 +26,14 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from lossbench._hints import did_you_mean
 
 BUILTIN_PREFIX = "lossbench:"
 BUILTIN_VERSION = "2"  # bump when the way the datasets are built changes (it keys the on-disk cache)
@@ -69,10 +70,9 @@ def check_builtin_name(name: str, argument: str = "name") -> str:
         raise TypeError(f"load_builtin: `{argument}` must be a str, got {type(name).__name__}")
     key = name[len(BUILTIN_PREFIX):] if name.startswith(BUILTIN_PREFIX) else name
     if key not in BUILTIN_DATASETS:
-        close = difflib.get_close_matches(key, list(BUILTIN_DATASETS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise UnknownDatasetError(
-            f"load_builtin: `{argument}` must be one of {sorted(BUILTIN_DATASETS)}, got {name!r}{hint}"
+            f"load_builtin: `{argument}` must be one of {sorted(BUILTIN_DATASETS)}, got {name!r}"
+            f"{did_you_mean(key, BUILTIN_DATASETS, n=1)}"
         )
     return key
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from lossbench._hints import did_you_mean
 from lossbench.config import finite_number
 
 NOISE_KINDS = ("symmetric", "pairflip")
@@ -40,12 +41,9 @@ def _error(arg: str, message: str) -> ValueError:
 
 
 def _check_keys(arg: str, given: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    import difflib
-
     for key in given:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(key, allowed, n=1)
             raise _error(f"{arg}.{key}", f" is not a setting{hint} (settings: {', '.join(allowed)})")
 
 

@@ -12,12 +12,12 @@ one warning naming it; every other head keeps working.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
+from lossbench._hints import did_you_mean
 from lossbench.heads.base import LossHead
 
 GROUP = "lossbench.heads"
@@ -182,10 +182,8 @@ def get_head_class(name: str) -> type[LossHead]:
             raise UnknownHeadError(f"head {name!r} comes from a plugin that failed to load: {_failed[name]}")
     if name not in _registry:
         known = sorted(set(_registry) | set(_discover()))
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownHeadError(
-            f"unknown head name {name!r}{hint} (known heads: {', '.join(known)}; `lossbench heads` lists them)"
+            f"unknown head name {name!r}{did_you_mean(name, known)} (known heads: {', '.join(known)}; `lossbench heads` lists them)"
         )
     return _registry[name][0]
 
