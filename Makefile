@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first: 2.13.0 resolves to the local CPU wheel; the package only asks for a range
 TORCH ?= torch==2.13.0
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(VENV)/.installed
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# the quick loop: without the slow end-to-end tests (CI runs everything, through `make test`)
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: install
 	$(BIN)/lossbench compare digits_tuned --output runs/demo
