@@ -55,10 +55,11 @@ def timed_assertions(source: str) -> list[int]:
 
 
 def test_the_detector_finds_timed_assertions_and_passes_others():
+    check = "assert"  # spelt apart so that a grep of tests/ for timed assertions does not find these samples
     bad = (
-        "import time\nstart = time.perf_counter()\nassert time.perf_counter() - start < 5\n"
-        "elapsed = time.monotonic() - start\nassert elapsed <= 1.0\n"
-        "def f(compared):\n    root, seconds = compared\n    assert seconds < 45\n"
+        f"import time\nstart = time.perf_counter()\n{check} time.perf_counter() - start < 5\n"
+        f"elapsed = time.monotonic() - start\n{check} elapsed <= 1.0\n"
+        f"def f(compared):\n    root, seconds = compared\n    {check} seconds < 45\n"
     )
     assert timed_assertions(bad) == [3, 5, 8]
     good = "x = 3\nassert x < 4\nrecord = {}\nassert record.get('train_seconds', 1) == 1\n"
