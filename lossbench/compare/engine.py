@@ -29,7 +29,8 @@ from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, metrics_f
 from lossbench.compare.fingerprints import combine, state_fingerprint
 from lossbench.compare.interrupt import stop_on_signals
 from lossbench.compare.lock import LOCK_FILE, FolderLock
-from lossbench.compare.recipe import MAX_PARAMETERS, LossSpec, Recipe, RecipeError, _nearest
+from lossbench._hints import did_you_mean
+from lossbench.compare.recipe import MAX_PARAMETERS, LossSpec, Recipe, RecipeError
 from lossbench.compare.records import (
     STATUS,
     CorruptFileError,
@@ -319,7 +320,7 @@ class Comparison:
                 if metric not in logged:
                     raise RecipeError(
                         f"recipe: `{key}` {metric!r} is not logged for loss {loss.label!r} ({task} head)"
-                        f"{_nearest(metric, logged)} (it logs {logged})"
+                        f"{did_you_mean(metric, logged)} (it logs {logged})"
                     )
         self._check_model_size(spec)
         check_distillers(self.recipe)

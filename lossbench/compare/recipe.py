@@ -59,15 +59,11 @@ class RecipeError(ValueError):
     """A recipe that cannot run; the message names the key, the expected and the given value."""
 
 
-def _nearest(word: str, choices: list[str]) -> str:
-    return did_you_mean(word, choices)
-
-
 def _check_keys(where: str, given: dict[str, Any], allowed: list[str] | tuple[str, ...]) -> None:
     for key in given:
         if key not in allowed:
             raise RecipeError(
-                f"recipe: unknown key `{where}{key}`{_nearest(str(key), list(allowed))} "
+                f"recipe: unknown key `{where}{key}`{did_you_mean(str(key), list(allowed))} "
                 f"(allowed: {', '.join(allowed)})"
             )
 
@@ -253,7 +249,7 @@ def resolve_recipe_path(recipe: str | Path) -> Path:
         return bundled[str(recipe)]
     raise RecipeError(
         f"recipe: `RECIPE` {str(recipe)!r} is neither a YAML file nor a bundled recipe"
-        f"{_nearest(str(recipe), list(bundled))} (bundled: {', '.join(bundled)}; `lossbench recipes` lists them)"
+        f"{did_you_mean(str(recipe), list(bundled))} (bundled: {', '.join(bundled)}; `lossbench recipes` lists them)"
     )
 
 
@@ -261,7 +257,7 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     """Override ``raw["a"]["b"] = value`` for ``dotted="a.b"``; the value is parsed as YAML."""
     keys = dotted.split(".")
     if keys[0] not in TOP_LEVEL:
-        raise RecipeError(f"recipe: unknown override `--{dotted}`{_nearest(keys[0], list(TOP_LEVEL))}")
+        raise RecipeError(f"recipe: unknown override `--{dotted}`{did_you_mean(keys[0], list(TOP_LEVEL))}")
     node = raw
     for key in keys[:-1]:
         node = node.setdefault(key, {})
@@ -314,6 +310,19 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return {**defaults, **given}
 
 
+def is_seed_list(seeds: Any) -> bool:
+    """Whether ``seeds`` is a list of 1 to :data:`MAX_SEEDS` ints in [0, :data:`MAX_SEED`] (``seeds``, ``tune.seeds``)."""
+    return (isinstance(seeds, list) and 1 <= len(seeds) <= MAX_SEEDS
+            and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds))
+
+
+def shown_seeds(given: Any) -> str:
+    """``given`` as an error shows it: a long list by its length and first values."""
+    if isinstance(given, list) and len(given) > 10:
+        return f"a list of {len(given)} starting {given[:5]}"
+    return repr(given)
+
+
 def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = None) -> list[LossSpec]:
     """The recipe's losses (all of them, or those in ``keep`` and the baseline); only their heads are resolved.
 
@@ -354,7 +363,7 @@ def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = 
     if baseline is None:
         baseline = labels[0]
     if baseline not in labels:
-        raise RecipeError(f"recipe: `baseline` {baseline!r} is not one of the losses {labels}{_nearest(str(baseline), labels)}")
+        raise RecipeError(f"recipe: `baseline` {baseline!r} is not one of the losses {labels}{did_you_mean(str(baseline), labels)}")
     if keep:
         unknown = [k for k in keep if k not in labels]
         if unknown:
@@ -407,14 +416,10 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     given_seeds = seeds = raw.get("seeds", [0, 1, 2])
     if isinstance(seeds, int) and not isinstance(seeds, bool) and 1 <= seeds <= MAX_SEEDS:
         seeds = list(range(seeds))
-    ok = (isinstance(seeds, list) and 1 <= len(seeds) <= MAX_SEEDS
-          and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds))
-    if not ok:
-        long = isinstance(given_seeds, list) and len(given_seeds) > 10
-        shown = f"a list of {len(given_seeds)} starting {given_seeds[:5]}" if long else repr(given_seeds)
+    if not is_seed_list(seeds):
         raise RecipeError(
             f"recipe: `seeds` must be a count in [1, {MAX_SEEDS}] or a list of 1 to {MAX_SEEDS} ints in "
-            f"[0, {MAX_SEED}], got {shown}"
+            f"[0, {MAX_SEED}], got {shown_seeds(given_seeds)}"
         )
     if len(set(seeds)) != len(seeds):
         raise RecipeError(f"recipe: `seeds` must be distinct, got {seeds}")
@@ -512,7 +517,7 @@ def _check_accelerator(accelerator: Any, devices: Any) -> None:
         return
     if accelerator not in (*names, "gpu"):
         raise RecipeError(f"recipe: `trainer.accelerator` must be 'auto', 'gpu' or one of {names}, "
-                          f"got {accelerator!r}{_nearest(accelerator, [*names, 'gpu', 'auto'])}")
+                          f"got {accelerator!r}{did_you_mean(accelerator, [*names, 'gpu', 'auto'])}")
     kinds = ("cuda", "mps") if accelerator == "gpu" else (accelerator,)
     found = [k for k in kinds if AcceleratorRegistry[k]["accelerator"].is_available()]
     if not found:

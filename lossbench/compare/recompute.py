@@ -38,6 +38,7 @@ import torch
 
 from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, metrics_from_predictions, predict
 from lossbench.compare.records import CorruptFileError, RunRecord, load_run_tensors, read_json, read_metrics, run_dir
+from lossbench.compare.storage import is_under
 from lossbench.compare.teacher import TEACHER_DIR, TEACHER_LABEL, fingerprint, training_logits
 from lossbench.compare.tuning import SUMMARY_FILE, TUNING_DIR
 from lossbench.data.identity import fingerprints_of
@@ -210,7 +211,7 @@ def _data_args(data: dict[str, Any], check: _Check) -> dict[str, Any]:
     """The recipe's data arguments, with a ``cache_dir`` outside the results folder replaced by a temporary one."""
     args = dict(data)
     given = args.get("cache_dir")
-    if given is not None and not Path(str(given)).resolve().is_relative_to(check.top.resolve()):
+    if given is not None and not is_under(str(given), check.top):
         args["cache_dir"] = str(check.cache / "data")
     return args
 

@@ -93,10 +93,8 @@ def confined(path: str | Path, action: str = "write") -> Path:
     :func:`results_folder` (any path outside one); raises :class:`OutsideResultsFolder` otherwise."""
     path = Path(path)
     root = _FOLDER.get()
-    if root is not None:
-        resolved = path.resolve()
-        if resolved != root and root not in resolved.parents:
-            raise OutsideResultsFolder(path, resolved, root, action)
+    if root is not None and not is_under(path, root):
+        raise OutsideResultsFolder(path, path.resolve(), root, action)
     return path
 
 
@@ -122,13 +120,15 @@ def write_failure(exc: BaseException, root: str | Path) -> WriteFailed | None:
     if not isinstance(exc, OSError) or exc.errno is None:
         return None
     path = str(exc.filename) if exc.filename is not None else str(root)
-    under_root = exc.filename is not None and _is_under(Path(path), Path(root))
+    under_root = exc.filename is not None and is_under(Path(path), Path(root))
     if exc.errno in _STORAGE_ERRNOS or (exc.errno in _FOLDER_ERRNOS and under_root):
         return WriteFailed(path, exc.errno, exc.strerror or os.strerror(exc.errno))
     return None
 
 
-def _is_under(path: Path, root: Path) -> bool:
+def is_under(path: str | Path, root: str | Path) -> bool:
+    """Whether ``path`` resolves (symbolic links followed) to ``root`` or a path inside it."""
+    path, root = Path(path), Path(root)
     try:
         path.resolve().relative_to(root.resolve())
     except ValueError:

@@ -36,7 +36,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lossbench.compare.recipe import MAX_SEED, MAX_SEEDS, RecipeError, _check_keys, _import_head_class, _nearest
+from lossbench._hints import did_you_mean
+from lossbench.compare.recipe import (
+    MAX_SEED,
+    MAX_SEEDS,
+    RecipeError,
+    _check_keys,
+    _import_head_class,
+    is_seed_list,
+    shown_seeds,
+)
 from lossbench.compare.records import RunRecord, load_records, write_json
 from lossbench.config import finite_number
 
@@ -142,13 +151,9 @@ def parse_tune(raw: Any, labels: list[str], target: dict[str, Any], seeds: list[
         raise TuneError(f"recipe: `tune.trials` must be a whole number of trials per loss in [1, {MAX_TRIALS}], "
                         f"got {trials!r}")
     tune_seeds = raw.get("seeds", [1000])
-    ok = (isinstance(tune_seeds, list) and 1 <= len(tune_seeds) <= MAX_SEEDS
-          and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in tune_seeds))
-    if not ok or len(set(tune_seeds)) != len(tune_seeds):
-        shown = (f"a list of {len(tune_seeds)} starting {tune_seeds[:5]}"
-                 if isinstance(tune_seeds, list) and len(tune_seeds) > 10 else repr(tune_seeds))
+    if not is_seed_list(tune_seeds) or len(set(tune_seeds)) != len(tune_seeds):
         raise TuneError(f"recipe: `tune.seeds` must be a list of 1 to {MAX_SEEDS} distinct ints in [0, {MAX_SEED}], "
-                        f"got {shown}")
+                        f"got {shown_seeds(tune_seeds)}")
     overlap = sorted(set(tune_seeds) & set(seeds))
     if overlap:
         raise TuneError(f"recipe: `tune.seeds` must be disjoint from the final `seeds` (a configuration chosen on a "
@@ -202,14 +207,14 @@ def _check_path(path: str, labels: list[str], optimizer: str | None) -> None:
         if parts[1] in TUNABLE_OPTIMIZER:
             return
         raise TuneError(f"recipe: `tune.space.{path}` is not a tunable optimizer value"
-                        f"{_nearest(path, allowed[:-1])} (tunable: {', '.join(allowed)})")
+                        f"{did_you_mean(path, allowed[:-1])} (tunable: {', '.join(allowed)})")
     if parts[0] == "losses" and len(parts) == 4 and parts[2] == "args" and parts[3]:
         if parts[1] in labels:
             return
         raise TuneError(f"recipe: `tune.space.{path}` names loss {parts[1]!r}, which is not one of the losses "
-                        f"{labels}{_nearest(parts[1], labels)}")
+                        f"{labels}{did_you_mean(parts[1], labels)}")
     raise TuneError(
-        f"recipe: `tune.space.{path}` cannot be tuned{_nearest(path, allowed)}: tunable are {', '.join(allowed)}; the "
+        f"recipe: `tune.space.{path}` cannot be tuned{did_you_mean(path, allowed)}: tunable are {', '.join(allowed)}; the "
         "backbone, data and trainer are shared by every run of a seed (same initial weights, batches and budget)")
 
 
