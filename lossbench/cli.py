@@ -25,7 +25,7 @@ def _heads(args: argparse.Namespace) -> int:
 
 
 def _recipes(args: argparse.Namespace) -> int:
-    from lossbench.compare.recipe import bundled_recipes, recipe_summary
+    from lossbench.compare.recipe.recipe import bundled_recipes, recipe_summary
 
     recipes = bundled_recipes()
     width = max(len(n) for n in recipes)
@@ -59,11 +59,11 @@ EXIT_WRITE_FAILED = 74  # sysexits.h EX_IOERR: the results folder could not be w
 
 
 def _compare(args: argparse.Namespace, extra: list[str]) -> int:
-    from lossbench.compare.engine import Comparison, quiet
-    from lossbench.compare.interrupt import Interrupted
-    from lossbench.compare.lock import FolderBusyError
-    from lossbench.compare.recipe import RecipeError, load_recipe
-    from lossbench.compare.storage import OutsideResultsFolder, WriteFailed, folder_name_problem
+    from lossbench.compare.execution.engine import Comparison, quiet
+    from lossbench.compare.execution.interrupt import Interrupted
+    from lossbench.compare.store.lock import FolderBusyError
+    from lossbench.compare.recipe.recipe import RecipeError, load_recipe
+    from lossbench.compare.store.storage import OutsideResultsFolder, WriteFailed, folder_name_problem
     from lossbench.heads import UnknownHeadError
 
     try:
@@ -116,8 +116,8 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from lossbench.compare.report import render_report
-    from lossbench.compare.storage import OutsideResultsFolder
+    from lossbench.compare.report.render import render_report
+    from lossbench.compare.store.storage import OutsideResultsFolder
 
     try:
         if args.recompute:
@@ -133,8 +133,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _recompute(folder: str, trusted_heads: list[str]) -> int:
     """Recompute every finished run's numbers from its weights, predictions and metrics.csv; 1 if any differ."""
-    from lossbench.compare.engine import quiet
-    from lossbench.compare.recompute import recompute
+    from lossbench.compare.execution.engine import quiet
+    from lossbench.compare.execution.recompute import recompute
 
     with quiet():
         result = recompute(folder, trusted_heads=trusted_heads)

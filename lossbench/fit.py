@@ -26,7 +26,7 @@ class LossbenchCLI(LightningCLI):
 
 def bundled_configs() -> dict[str, Path]:
     """Name -> path of the bundled ``lossbench fit`` configs (``fit_digits`` ...), installed with the package."""
-    from lossbench.compare.recipe import RECIPES_DIR
+    from lossbench.compare.recipe.recipe import RECIPES_DIR
 
     return {p.stem: p for p in sorted(RECIPES_DIR.glob("fit_*.yaml"))}
 

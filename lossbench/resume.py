@@ -128,7 +128,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        from lossbench.compare.records import atomic_write_bytes
+        from lossbench.compare.store.records import atomic_write_bytes
 
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)

@@ -112,7 +112,7 @@ def test_spawned_processes_are_refused_before_anything_starts():
 
 
 def test_only_global_rank_zero_writes_records(tmp_path, monkeypatch):
-    from lossbench.compare.records import write_json
+    from lossbench.compare.store.records import write_json
 
     monkeypatch.setenv("LOCAL_RANK", "1")  # a process Lightning launched, before it joins the group
     write_json(tmp_path / "a.json", {"x": 1})
@@ -124,7 +124,7 @@ def test_only_global_rank_zero_writes_records(tmp_path, monkeypatch):
 
 def test_a_fingerprint_disagreement_stops_the_comparison(tmp_path, monkeypatch):
     from lossbench.compare import Comparison, load_recipe
-    from lossbench.compare import engine
+    from lossbench.compare.execution import engine
     from tests.compare.conftest import tiny_recipe
 
     def disagree(what, value):
@@ -136,7 +136,8 @@ def test_a_fingerprint_disagreement_stops_the_comparison(tmp_path, monkeypatch):
 
 
 def test_a_batch_order_disagreement_stops_the_comparison_instead_of_failing_one_run(tmp_path, monkeypatch):
-    from lossbench.compare import Comparison, callbacks, load_recipe
+    from lossbench.compare import Comparison, load_recipe
+    from lossbench.compare.execution import callbacks
     from tests.compare.conftest import tiny_recipe
 
     def disagree(what, value):

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 
 from lossbench import LossbenchModule
 from lossbench.compare import Comparison, load_recipe
-from lossbench.compare.records import read_csv, run_dir
+from lossbench.compare.store.records import read_csv
+from lossbench.compare.store.layout import run_dir
 from lossbench.data import DataSpec
 from tests.compare.conftest import tiny_recipe
 

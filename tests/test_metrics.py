@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, brier_score_loss
 
-from lossbench.compare.significance import SCORES, example_level_test
+from lossbench.compare.analysis.significance import SCORES, example_level_test
 from lossbench.metrics import metric_specs
 
 

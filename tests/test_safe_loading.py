@@ -30,8 +30,9 @@ import yaml
 import lossbench
 from lossbench import LossbenchModule, UnknownHeadError, get_head, get_head_class
 from lossbench.compare import Comparison, RecipeError, load_recipe
-from lossbench.compare.callbacks import DataOrderFingerprint, RunRecorder
-from lossbench.compare.records import RunRecord, run_dir
+from lossbench.compare.execution.callbacks import DataOrderFingerprint, RunRecorder
+from lossbench.compare.store.records import RunRecord
+from lossbench.compare.store.layout import run_dir
 from lossbench.data import DataSpec, HFDataModule
 
 ROOT = Path(lossbench.__file__).resolve().parent

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lossbench.compare import fused
-from lossbench.compare.fused import array_parts
+from lossbench.compare.execution import fused
+from lossbench.compare.execution.fused import array_parts
 from tests.compare.test_fused import RECIPE64, close, run
 
 

@@ -1,13 +1,13 @@
-"""Reliability diagrams (lossbench.compare.calibration) bin as the logged ``ece`` does."""
+"""Reliability diagrams (lossbench.compare.analysis.calibration) bin as the logged ``ece`` does."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lossbench.compare.calibration import reliability_bins
+from lossbench.compare.analysis.calibration import reliability_bins
 from lossbench.metrics import ECE_BINS as N_BINS
-from lossbench.compare.evaluate import metrics_from_predictions
+from lossbench.compare.execution.evaluate import metrics_from_predictions
 
 EDGES = torch.linspace(0, 1, N_BINS + 1)  # float32, as torchmetrics builds them for float32 probabilities
 

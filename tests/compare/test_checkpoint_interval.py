@@ -14,10 +14,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from lossbench.compare import Comparison, RecipeError, killpoint, load_recipe
-from lossbench.compare.callbacks import LastCheckpoint
-from lossbench.compare.interrupt import Interrupted
-from lossbench.compare.records import load_records, read_csv, run_dir
+from lossbench.compare import Comparison, RecipeError, load_recipe
+from lossbench.compare.store import killpoint
+from lossbench.compare.execution.callbacks import LastCheckpoint
+from lossbench.compare.execution.interrupt import Interrupted
+from lossbench.compare.store.records import load_records, read_csv
+from lossbench.compare.store.layout import run_dir
 from tests.compare.conftest import tiny_recipe
 
 # wine in batches of 16: evaluations at steps 4, 8 and 12; dropout makes the replayed RNG states matter
@@ -57,7 +59,7 @@ def test_checkpoints_are_written_at_most_once_per_interval(tmp_path, saves, exec
 
 
 def stop_at_step(step: int):
-    class Stop(pl.Callback):  # what SIGTERM does to a comparison (lossbench.compare.interrupt)
+    class Stop(pl.Callback):  # what SIGTERM does to a comparison (lossbench.compare.execution.interrupt)
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             if trainer.global_step == step:
                 raise Interrupted(signal.SIGTERM)

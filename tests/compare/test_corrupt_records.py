@@ -11,10 +11,11 @@ import shutil
 import pytest
 
 from lossbench.cli import main
-from lossbench.compare.engine import Comparison
-from lossbench.compare.recipe import load_recipe
-from lossbench.compare.records import RunRecord, read_csv, run_dir, write_csv
-from lossbench.compare.report import render_report
+from lossbench.compare.execution.engine import Comparison
+from lossbench.compare.recipe.recipe import load_recipe
+from lossbench.compare.store.records import RunRecord, read_csv, write_csv
+from lossbench.compare.store.layout import run_dir
+from lossbench.compare.report.render import render_report
 from tests.compare.conftest import tiny_recipe
 from tests.compare.fake import make_folder
 
@@ -177,7 +178,7 @@ def test_recompute_lists_an_unreadable_predictions_file_as_a_problem(folder, cap
 
 
 def test_corrupt_file_error_api(folder):
-    from lossbench.compare.records import CorruptFileError
+    from lossbench.compare.store.records import CorruptFileError
 
     path = _record_json(folder)
     path.write_text("[]")

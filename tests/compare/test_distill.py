@@ -12,12 +12,14 @@ import torch
 
 from lossbench import LossbenchModule
 from lossbench.compare import Comparison, RecipeError, load_recipe
-from lossbench.compare.evaluate import WEIGHTS_FILE, load_tensors
-from lossbench.compare.fairness import check_fairness
-from lossbench.compare.records import RunRecord, load_records, read_csv, run_dir
-from lossbench.compare.recompute import recompute
-from lossbench.compare.report import render_report
-from lossbench.compare.teacher import fingerprint, training_logits
+from lossbench.compare.store.layout import WEIGHTS_FILE
+from lossbench.compare.store.tensors import load_tensors
+from lossbench.compare.analysis.fairness import check_fairness
+from lossbench.compare.store.records import RunRecord, load_records, read_csv
+from lossbench.compare.store.layout import run_dir
+from lossbench.compare.execution.recompute import recompute
+from lossbench.compare.report.render import render_report
+from lossbench.compare.execution.teacher import fingerprint, training_logits
 from lossbench.data import HFDataModule
 from lossbench.functional import distillation_loss
 from tests.compare.conftest import tiny_recipe
@@ -85,7 +87,7 @@ def test_each_seed_trains_its_teacher_and_every_run_records_its_logits(done):
         folder = run_dir(out / "teacher", "teacher", seed)
         teacher = RunRecord.load(folder / "record.json")
         assert teacher.status == "finished" and teacher.steps == 12 and teacher.test["test/accuracy"] > 0
-        from lossbench.compare.teacher import teacher_recipe
+        from lossbench.compare.execution.teacher import teacher_recipe
 
         sub = Comparison(teacher_recipe(recipe), out / "teacher", progress=False)
         dm = cmp.datamodule(seed)

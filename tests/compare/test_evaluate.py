@@ -1,11 +1,12 @@
-"""The test split's metrics from the kept predictions (lossbench.compare.evaluate)."""
+"""The test split's metrics from the kept predictions (lossbench.compare.execution.evaluate)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lossbench.compare.evaluate import load_tensors, metrics_from_predictions, predict, save_tensors
+from lossbench.compare.store.tensors import load_tensors, save_tensors
+from lossbench.compare.execution.evaluate import metrics_from_predictions, predict
 from lossbench.data import HFDataModule
 from lossbench.module import LossbenchModule
 

@@ -1,6 +1,6 @@
 import hashlib
 
-from lossbench.compare.fairness import check_fairness, data_fingerprint
+from lossbench.compare.analysis.fairness import check_fairness, data_fingerprint
 from tests.compare.fake import LOSSES, SEEDS, make_record
 
 

@@ -23,11 +23,12 @@ import yaml
 
 from lossbench.cli import main
 from lossbench.compare import Comparison, load_recipe
-from lossbench.compare.calibration import reliability_name
-from lossbench.compare.lock import FolderLock
-from lossbench.compare.recipe import RecipeError
-from lossbench.compare.records import atomic_write_bytes, run_dir
-from lossbench.compare.storage import MAX_LABEL_BYTES, NAME_MAX_BYTES
+from lossbench.compare.report.calibration import reliability_name
+from lossbench.compare.store.lock import FolderLock
+from lossbench.compare.recipe.recipe import RecipeError
+from lossbench.compare.store.records import atomic_write_bytes
+from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.storage import MAX_LABEL_BYTES, NAME_MAX_BYTES
 from tests.compare.conftest import tiny_recipe
 from tests.compare.fake import make_folder
 
@@ -213,8 +214,8 @@ def test_a_signal_while_waiting_for_the_folder_is_one_line(tmp_path, signum, cod
 
 def test_the_comparisons_own_parts_are_not_another_comparison(tmp_path):
     """teacher/, tuning/ and a tuned recipe's tuning/teacher/ are the comparison's own sub-comparisons."""
-    from lossbench.compare.engine import OWN_PARTS
-    from lossbench.compare.storage import nesting_problem
+    from lossbench.compare.execution.engine import OWN_PARTS
+    from lossbench.compare.store.storage import nesting_problem
 
     outer = make_folder(tmp_path / "outer")
     for part in (("teacher",), ("tuning",), ("tuning", "teacher")):

@@ -16,8 +16,9 @@ import torch
 
 from lossbench import LossbenchModule
 from lossbench.compare import Comparison, load_recipe
-from lossbench.compare.array import ModelArray
-from lossbench.compare.records import load_records, run_dir
+from lossbench.compare.execution.array import ModelArray
+from lossbench.compare.store.records import load_records
+from lossbench.compare.store.layout import run_dir
 from lossbench.data import DataSpec
 from tests.compare.conftest import tiny_recipe
 
@@ -180,7 +181,7 @@ def test_a_head_whose_loss_differs_in_the_array_falls_back_with_the_numbers(tmp_
 
 def test_the_cli_offers_exactly_the_recipe_executors():
     from lossbench.cli import build_parser
-    from lossbench.compare.recipe import EXECUTORS
+    from lossbench.compare.recipe.recipe import EXECUTORS
 
     compare = build_parser()._subparsers._group_actions[0].choices["compare"]
     executor = next(a for a in compare._actions if a.dest == "executor")

@@ -18,7 +18,7 @@ from lightning.pytorch.plugins import MixedPrecision
 from torch.utils.data import DataLoader
 
 from lossbench import LossbenchModule
-from lossbench.compare.array import ModelArray
+from lossbench.compare.execution.array import ModelArray
 from tests.compare.conftest import tiny_recipe
 from tests.compare.fused_heads import BadGradientHead
 from tests.compare.test_fused import close, make_members, run

@@ -14,8 +14,8 @@ import torch
 import yaml
 
 from lossbench.cli import main
-from lossbench.compare.engine import Comparison
-from lossbench.compare.recipe import (
+from lossbench.compare.execution.engine import Comparison
+from lossbench.compare.recipe.recipe import (
     MAX_LENGTH,
     MAX_SEEDS,
     MAX_YAML_DEPTH,

@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from lossbench.compare.lock import LOCK_FILE
+from lossbench.compare.store.layout import LOCK_FILE
 from tests.compare.conftest import tiny_recipe
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,6 @@
 import numpy as np
 
-from lossbench.compare.plots import plot_grad_norm, plot_target, plot_train_loss, render_plots, seed_curve
+from lossbench.compare.report.plots import plot_grad_norm, plot_target, plot_train_loss, render_plots, seed_curve
 from tests.compare.fake import make_record, make_rows
 
 PNG = b"\x89PNG\r\n\x1a\n"

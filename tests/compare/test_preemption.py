@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lossbench.compare.lock import FolderBusyError, FolderLock
+from lossbench.compare.store.lock import FolderBusyError, FolderLock
 from tests.compare.test_kill import RECIPE, RUNS, check_files, record, same_results, status
 
 pytestmark = pytest.mark.slow

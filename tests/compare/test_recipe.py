@@ -111,8 +111,8 @@ REDUCED = {  # CI's budget for the recipes that are slow in full (`make demo` an
 @pytest.mark.parametrize("name", sorted(bundled_recipes()))
 def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
     """The whole recipe (digits on 2 seeds), measured on 2 cores: digits ~100 s, the others 30-50 s (no timing asserted)."""
-    from lossbench.compare.fairness import check_fairness
-    from lossbench.compare.records import load_records
+    from lossbench.compare.analysis.fairness import check_fairness
+    from lossbench.compare.store.records import load_records
 
     # digits on 2 seeds; the tuned and situation recipes on 1 seed at a reduced budget (in full: their command)
     seeds = 1 if name in REDUCED else 2 if name == "digits" else None
@@ -125,7 +125,7 @@ def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
     text = report.read_text()
     assert "## Outcome" in text and "plots/target_metric.png" in text
     # the test split is the headline of results.csv and of the report, and the Data section lists the splits
-    from lossbench.compare.recompute import recompute
+    from lossbench.compare.execution.recompute import recompute
 
     headline = "test/" + recipe.target["metric"].split("/", 1)[1]
     with open(tmp_path / name / "results.csv", encoding="utf-8") as f:
@@ -140,7 +140,7 @@ def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
 def test_each_default_is_defined_once_by_the_module_configs():
     from dataclasses import fields
 
-    from lossbench.compare.recipe import SECTIONS
+    from lossbench.compare.recipe.recipe import SECTIONS
     from lossbench.config import BackboneConfig, OptimizerConfig, ScheduleConfig
     from lossbench.module import LossbenchModule
     import inspect

@@ -18,10 +18,12 @@ import torch
 
 from lossbench.cli import main
 from lossbench.compare import Comparison, load_recipe
-from lossbench.compare.evaluate import WEIGHTS_FILE
-from lossbench.compare.recompute import recompute
-from lossbench.compare.records import RunRecord, read_csv, run_dir, write_csv
-from lossbench.compare.tuning import SUMMARY_FILE, TUNING_DIR, trial_label
+from lossbench.compare.store.layout import WEIGHTS_FILE
+from lossbench.compare.execution.recompute import recompute
+from lossbench.compare.store.records import RunRecord, read_csv, write_csv
+from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.layout import SUMMARY_FILE, TUNING_DIR
+from lossbench.compare.recipe.tune import trial_label
 from tests.compare.conftest import tiny_recipe
 
 

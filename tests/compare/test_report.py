@@ -4,10 +4,11 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from lossbench.compare.fairness import data_fingerprint
-from lossbench.compare.records import read_csv
-from lossbench.compare.report import outcome_sentences, render_report
-from lossbench.compare.stats import compare_losses
+from lossbench.compare.analysis.fairness import data_fingerprint
+from lossbench.compare.store.records import read_csv
+from lossbench.compare.report.outcome import outcome_sentences
+from lossbench.compare.report.render import render_report
+from lossbench.compare.analysis.stats import compare_losses
 from tests.compare.fake import AUC, FINAL, LOSSES, SEEDS, TARGET, make_folder, make_record, write_comparison
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -10,9 +10,9 @@ import torch
 from torchmetrics.classification import MulticlassF1Score
 from torchmetrics.regression import R2Score
 
-from lossbench.compare.curves import still_improving
-from lossbench.compare.evaluate import metrics_from_predictions
-from lossbench.compare.significance import SCORES, example_level_test, holm, mcnemar_pooled, paired_bootstrap
+from lossbench.compare.analysis.curves import still_improving
+from lossbench.compare.execution.evaluate import metrics_from_predictions
+from lossbench.compare.analysis.significance import SCORES, example_level_test, holm, mcnemar_pooled, paired_bootstrap
 from lossbench.metrics import MeanTargetNLL, metric_specs
 
 
@@ -208,7 +208,7 @@ def test_still_improving_ignores_step_zero_and_noise():
 
 def test_steps_to_target_counts_an_exact_hit_in_float32():
     """Issue 9, finding 7: accuracy 14/20 is stored as 0.699999988 and must reach a threshold of 0.7."""
-    from lossbench.compare.summary import summarise_rows
+    from lossbench.compare.analysis.summary import summarise_rows
 
     value = float(torch.tensor(14 / 20, dtype=torch.float32))
     assert value < 0.7

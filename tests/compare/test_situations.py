@@ -9,10 +9,11 @@ import torch
 from torchmetrics.classification import BinaryCalibrationError, MulticlassCalibrationError
 
 from lossbench.compare import Comparison, load_recipe
-from lossbench.compare.calibration import reliability_bins
-from lossbench.compare.engine import balanced_weights
-from lossbench.compare.records import RunRecord, run_dir
-from lossbench.compare.recompute import recompute
+from lossbench.compare.analysis.calibration import reliability_bins
+from lossbench.compare.execution.engine import balanced_weights
+from lossbench.compare.store.records import RunRecord
+from lossbench.compare.store.layout import run_dir
+from lossbench.compare.execution.recompute import recompute
 from tests.compare.conftest import tiny_recipe
 
 

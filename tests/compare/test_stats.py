@@ -5,8 +5,8 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from lossbench.compare.outcome import outcome_sentences
-from lossbench.compare.stats import compare_losses, mean_ci, paired
+from lossbench.compare.report.outcome import outcome_sentences
+from lossbench.compare.analysis.stats import compare_losses, mean_ci, paired
 from tests.compare.fake import FINAL, LOSSES, SEEDS, TARGET, make_record
 
 
@@ -216,8 +216,8 @@ def test_a_headline_verdict_needs_the_larger_of_its_two_p_values_to_pass_holm_ov
     gives 0.08: neither is significant."""
     from dataclasses import replace as with_p
 
-    from lossbench.compare.significance import ExampleTest
-    from lossbench.compare.stats import ComparisonStats, Estimate, Paired, _adjust_baseline_family
+    from lossbench.compare.analysis.significance import ExampleTest
+    from lossbench.compare.analysis.stats import ComparisonStats, Estimate, Paired, _adjust_baseline_family
 
     def seeds(loss, p):
         return Paired("final test/accuracy", loss, "ce", (0, 1, 2), Estimate(3, 0.1, 0.05, 0.15), p)

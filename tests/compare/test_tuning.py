@@ -17,9 +17,12 @@ from scipy.stats import qmc
 from torch import Tensor
 
 from lossbench.compare import Comparison, RecipeError, load_recipe
-from lossbench.compare.records import RunRecord, load_records, read_csv, run_dir
-from lossbench.compare.report import render_report
-from lossbench.compare.tuning import TuneSpec, check_tuning, select_trials, trial_label, tuning_records
+from lossbench.compare.store.records import RunRecord, load_records, read_csv
+from lossbench.compare.store.layout import run_dir
+from lossbench.compare.report.render import render_report
+from lossbench.compare.recipe.tune import TuneSpec, trial_label
+from lossbench.compare.analysis.tuning import check_tuning, select_trials
+from lossbench.compare.store.records import tuning_records
 from lossbench.heads.base import LossHead
 from tests.compare.conftest import tiny_recipe
 
@@ -258,7 +261,7 @@ def test_a_misspelt_selection_metric_is_refused_before_the_folder_is_written(tmp
 
 # -- at the edge of the range (issue 19, item 9) ------------------------------------------------------
 def _edge_case(scores, mode="max", lrs=(1e-3, 3e-3, 1e-2, 3e-2)):
-    from lossbench.compare.tuning import LossTuning
+    from lossbench.compare.analysis.tuning import LossTuning
 
     raw = tuned(trials=len(lrs), space={"optimizer.lr": {"low": 1e-3, "high": 3e-2, "log": True}})
     raw["tune"]["select"] = {"metric": "val/loss" if mode == "min" else "val/accuracy", "mode": mode}
@@ -285,8 +288,8 @@ def test_a_chosen_trial_at_the_edge_of_its_range_is_found_only_while_the_curve_s
 
 
 def test_the_tuning_section_and_the_verdicts_conditions_say_a_best_value_is_at_the_edge():
-    from lossbench.compare.outcome import conditions_sentence
-    from lossbench.compare.tuning_report import tuning_conditions, tuning_section
+    from lossbench.compare.report.outcome import conditions_sentence
+    from lossbench.compare.report.tuning import tuning_conditions, tuning_section
 
     tune, t = _edge_case([0.5, 0.6, 0.7, 0.8])
     text = "\n".join(tuning_section(tune, {"square": t}, [0, 1], None))
@@ -362,7 +365,7 @@ def test_a_trial_value_beyond_a_float_is_no_score_not_an_overflow_traceback():
 def test_an_integer_argument_is_found_whether_its_annotation_is_text_or_a_type(annotation, kind):
     """A head module without `from __future__ import annotations` has real types as annotations: `int | None` (a
     types.UnionType, without __name__) passed as real-valued, where its text `"int | None"` was refused."""
-    from lossbench.compare.tuning import _whole_kind
+    from lossbench.compare.recipe.tune import _whole_kind
 
     class Head:
         def __init__(self, in_features, ignore_index=None):

@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from lossbench.compare.records import RunRecord
-from lossbench.compare.tuning import trial_label
+from lossbench.compare.store.records import RunRecord
+from lossbench.compare.recipe.tune import trial_label
 from tests.compare.test_kill import RECIPE, same_results, survive_beside_reference
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,10 @@ import shutil
 import pytest
 import torch
 
-from lossbench.compare.engine import Comparison
-from lossbench.compare.recipe import load_recipe
-from lossbench.compare.records import RunRecord, read_csv, run_dir
+from lossbench.compare.execution.engine import Comparison
+from lossbench.compare.recipe.recipe import load_recipe
+from lossbench.compare.store.records import RunRecord, read_csv
+from lossbench.compare.store.layout import run_dir
 from tests.compare.conftest import tiny_recipe
 
 

@@ -9,10 +9,13 @@ import torch
 
 from lossbench.cli import main
 from lossbench.compare import Comparison, RecipeError, load_recipe
-from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, load_tensors, metrics_from_predictions
-from lossbench.compare.recompute import recompute
-from lossbench.compare.records import RunRecord, load_records, read_csv, read_json, run_dir
-from lossbench.compare.summary import summarise_rows
+from lossbench.compare.store.layout import PREDICTIONS_FILE, WEIGHTS_FILE
+from lossbench.compare.store.tensors import load_tensors
+from lossbench.compare.execution.evaluate import metrics_from_predictions
+from lossbench.compare.execution.recompute import recompute
+from lossbench.compare.store.records import RunRecord, load_records, read_csv, read_json
+from lossbench.compare.store.layout import run_dir
+from lossbench.compare.analysis.summary import summarise_rows
 from tests.compare.conftest import tiny_recipe
 
 
@@ -154,7 +157,7 @@ def test_report_of_a_finished_folder_flags_runs_on_other_data(finished, tmp_path
     record = RunRecord.load(path)
     record.fingerprints["data"]["test"] = "0" * 64
     record.save(path)
-    from lossbench.compare.report import render_report
+    from lossbench.compare.report.render import render_report
 
     text = render_report(copy).read_text()
     assert text.startswith("> **WARNING: the fairness check failed.**")

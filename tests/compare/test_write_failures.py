@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from lossbench.cli import EXIT_WRITE_FAILED, main
-from lossbench.compare import records, storage
-from lossbench.compare.records import RunRecord, run_dir
+from lossbench.compare.store import records, storage
+from lossbench.compare.store.records import RunRecord
+from lossbench.compare.store.layout import run_dir
 from tests.compare.conftest import tiny_recipe
 
 ROOT = Path(__file__).parents[2]

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lossbench.compare.report_data import data_section
+from lossbench.compare.report.data import data_section
 from lossbench.data import HFDataModule
 
 

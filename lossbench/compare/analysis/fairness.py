@@ -21,8 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from lossbench.compare.fingerprints import combine
-from lossbench.compare.records import RunRecord
+from lossbench.compare.store.fingerprints import combine
+from lossbench.compare.store.records import RunRecord
 
 _DESCRIPTIONS = {
     "backbone_init": "initial backbone weights (backbone_init)",

@@ -16,8 +16,8 @@ from typing import Any, Iterable
 import numpy as np
 from scipy import stats as sps
 
-from lossbench.compare.fairness import as_records
-from lossbench.compare.records import RunRecord, test_metric
+from lossbench.compare.analysis.fairness import as_records
+from lossbench.compare.store.records import RunRecord, test_metric
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
@@ -107,7 +107,7 @@ class Verdict:
     """
 
     seeds: Paired | None  # paired t-test over seeds of the headline test metric
-    examples: Any = None  # lossbench.compare.significance.ExampleTest over pooled test examples (or None)
+    examples: Any = None  # lossbench.compare.analysis.significance.ExampleTest over pooled test examples (or None)
     examples_p_adj: float | None = None
     joint_p_adj: float | None = None  # Holm over the losses of max(seed p, example p) (seed p without examples)
 
@@ -490,7 +490,7 @@ def compare_losses(
 def _adjust_baseline_family(result: ComparisonStats, examples: dict[str, Any]) -> None:
     """Holm within each family of tests against the baseline (see :func:`compare_losses`); fills ``p_adj`` and
     the headline verdicts."""
-    from lossbench.compare.significance import holm
+    from lossbench.compare.analysis.significance import holm
 
     losses = list(result.vs_baseline)
     seeds = holm([_raw(result.vs_baseline[loss][PRIMARY]) for loss in losses])
@@ -521,7 +521,7 @@ def _larger(seed_p: float | None, example: Any) -> float | None:
 
 def _example_test(used, predictions, loss: str, other: str, headline: str, mode: str):
     """Example-level test of the headline metric pooled over the common seeds with saved predictions."""
-    from lossbench.compare.significance import example_level_test
+    from lossbench.compare.analysis.significance import example_level_test
 
     seeds = [s for s in _common(used, loss, other) if (loss, s) in predictions and (other, s) in predictions]
     if not seeds:
@@ -585,7 +585,7 @@ def _paired_steps(used: dict[str, dict[int, RunRecord]], loss: str, other: str) 
 def _rank(result: ComparisonStats, used: dict[str, dict[int, RunRecord]],
           predictions: dict[tuple[str, int], dict[str, Any]]) -> tuple[list[RankEntry], list[str]]:
     """Order losses by mean headline metric (ties keep report order); compare each with the next (Holm)."""
-    from lossbench.compare.significance import holm
+    from lossbench.compare.analysis.significance import holm
 
     order = {loss: i for i, loss in enumerate(result.losses)}
     pick = (lambda s: s.test[result.headline]) if result.headline.startswith("test/") else (

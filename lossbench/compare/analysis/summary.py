@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from lossbench.compare.records import RunRecord
+from lossbench.compare.store.records import RunRecord
 
 
 def _reached(value: float, threshold: float, mode: str) -> bool:
@@ -30,7 +30,7 @@ def time_average(steps: list[int], values: list[float]) -> float | None:
 def summarise_rows(rows: list[dict[str, Any]], modes: dict[str, str], target: dict[str, Any]) -> dict[str, Any]:
     """A run's numbers from its evaluation rows alone: final and best (after step 0) values, the first step
     reaching the target (and its wall time), the curve's time-average (AUC) and the still-improving test."""
-    from lossbench.compare.curves import still_improving
+    from lossbench.compare.analysis.curves import still_improving
 
     final, best = {}, {}
     for key, mode in modes.items():

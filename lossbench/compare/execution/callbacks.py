@@ -11,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 
-from lossbench.compare.fingerprints import order_fingerprint
+from lossbench.compare.store.fingerprints import order_fingerprint
 from lossbench.distributed import same_on_all_ranks
 
 

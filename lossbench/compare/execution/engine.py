@@ -23,15 +23,48 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from lossbench.compare import killpoint
-from lossbench.compare.callbacks import DataOrderFingerprint, LastCheckpoint, RunRecorder
-from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, metrics_from_predictions, predict, save_tensors
-from lossbench.compare.fingerprints import combine, state_fingerprint
-from lossbench.compare.interrupt import stop_on_signals
-from lossbench.compare.lock import LOCK_FILE, FolderLock
 from lossbench._hints import did_you_mean
-from lossbench.compare.recipe import MAX_PARAMETERS, LossSpec, Recipe, RecipeError
-from lossbench.compare.records import (
+from lossbench.compare.analysis.summary import summarise_run
+from lossbench.compare.analysis.tuning import diverged, select_trials
+from lossbench.compare.execution.callbacks import (
+    DataOrderFingerprint,
+    LastCheckpoint,
+    RunRecorder,
+)
+from lossbench.compare.execution.evaluate import metrics_from_predictions, predict
+from lossbench.compare.execution.interrupt import stop_on_signals
+from lossbench.compare.execution.selection import BestWeights
+from lossbench.compare.execution.teacher import (
+    check_distillers,
+    check_same_teacher,
+    load_checkpoint_teacher,
+    teacher_recipe,
+    training_logits,
+)
+from lossbench.compare.execution.teacher import (
+    fingerprint as teacher_fingerprint,
+)
+from lossbench.compare.execution.tuning import write_summary
+from lossbench.compare.recipe.recipe import (
+    MAX_PARAMETERS,
+    LossSpec,
+    Recipe,
+    RecipeError,
+)
+from lossbench.compare.recipe.tune import tuning_recipe, with_point
+from lossbench.compare.store import killpoint
+from lossbench.compare.store.fingerprints import combine, state_fingerprint
+from lossbench.compare.store.layout import (
+    LOCK_FILE,
+    PREDICTIONS_FILE,
+    TEACHER_DIR,
+    TEACHER_LABEL,
+    TUNING_DIR,
+    WEIGHTS_FILE,
+    run_dir,
+)
+from lossbench.compare.store.lock import FolderLock
+from lossbench.compare.store.records import (
     STATUS,
     CorruptFileError,
     RunRecord,
@@ -39,13 +72,12 @@ from lossbench.compare.records import (
     read_json,
     read_metrics,
     remove_temporary_files,
-    run_dir,
     test_metric,
+    tuning_records,
     write_csv,
     write_json,
 )
-from lossbench.compare.selection import BestWeights
-from lossbench.compare.storage import (
+from lossbench.compare.store.storage import (
     check_writable,
     move_aside,
     nesting_problem,
@@ -53,26 +85,7 @@ from lossbench.compare.storage import (
     results_folder,
     write_failure,
 )
-from lossbench.compare.summary import summarise_run
-from lossbench.compare.teacher import (
-    TEACHER_DIR,
-    TEACHER_LABEL,
-    check_distillers,
-    check_same_teacher,
-    fingerprint as teacher_fingerprint,
-    load_checkpoint_teacher,
-    teacher_recipe,
-    training_logits,
-)
-from lossbench.compare.tuning import (
-    TUNING_DIR,
-    diverged,
-    select_trials,
-    tuning_recipe,
-    tuning_records,
-    with_point,
-    write_summary,
-)
+from lossbench.compare.store.tensors import save_tensors
 from lossbench.data.identity import fingerprints_of
 from lossbench.distributed import Processes, RankMismatchError, same_on_all_ranks
 from lossbench.resume import AtomicCheckpointIO, seed_rngs
@@ -485,7 +498,8 @@ class Comparison:
     def _teach(self) -> None:
         """Every seed's teacher (trained in ``DIR/teacher``, or the checkpoint): its logits on the training rows go
         with the seed's training batches (``HFDataModule.set_teacher``) and their fingerprint into each record."""
-        from lossbench.compare.evaluate import WEIGHTS_FILE, load_tensors
+        from lossbench.compare.store.layout import WEIGHTS_FILE
+        from lossbench.compare.store.tensors import load_tensors
 
         given = self.recipe.teacher or {}
         self.position = "the teachers"
@@ -530,8 +544,8 @@ class Comparison:
     def run(self) -> Path:
         """Validate, lock the folder, train what is not finished, render the report; returns the report's path.
 
-        Raises :class:`~lossbench.compare.lock.FolderBusyError` when another process holds the folder (unless
-        ``wait``) and :class:`~lossbench.compare.interrupt.Interrupted` on SIGTERM/SIGINT (the folder resumes).
+        Raises :class:`~lossbench.compare.store.lock.FolderBusyError` when another process holds the folder (unless
+        ``wait``) and :class:`~lossbench.compare.execution.interrupt.Interrupted` on SIGTERM/SIGINT (the folder resumes).
         """
         with quiet():
             self.prepare()
@@ -583,7 +597,7 @@ class Comparison:
                     if seed not in inits:
                         inits[seed] = self.initial_state(seed, dm.spec)
                     if self.recipe.executor == "fused" and seed not in fused:
-                        from lossbench.compare.fused import run_arrays
+                        from lossbench.compare.execution.fused import run_arrays
 
                         last = i + len(self.losses) - 1
                         self.position = f"the arrays of seed {seed} (runs {i}-{last}/{len(plan)})"
@@ -602,7 +616,7 @@ class Comparison:
                 bar.close()
         self.position = "the report"
         self.processes.barrier()
-        from lossbench.compare.report import render_report
+        from lossbench.compare.report.render import render_report
 
         if not self.processes.is_global_zero or not report:  # the report is rank 0's to write
             return self.output / "report.md"

@@ -19,34 +19,13 @@ recompute them exactly; :func:`predict` recomputes the file from the weights.
 from __future__ import annotations
 
 import contextlib
-import io
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from lossbench.compare.records import atomic_write_bytes
+from lossbench.compare.store.tensors import IGNORE_INDEX_KEY
 from lossbench.metrics import metric_specs, positions_as_rows
-
-WEIGHTS_FILE = "weights.pt"
-PREDICTIONS_FILE = "test_predictions.pt"
-IGNORE_INDEX_KEY = "ignore_index"  # in the predictions: the head's ignore_index, absent for heads without one
-
-
-def save_tensors(path: str | Path, tensors: dict[str, Tensor]) -> None:
-    """``{name: tensor}`` to ``path`` atomically, readable with ``torch.load(weights_only=True)``."""
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_tensors(path: str | Path) -> dict[str, Tensor]:
-    """Read a file written by :func:`save_tensors` (``weights_only=True``: it cannot run code)."""
-    value = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(value, dict) or not all(isinstance(v, Tensor) for v in value.values()):
-        raise ValueError(f"{path}: expected a mapping of names to tensors, got {type(value).__name__}")
-    return value
 
 
 def _autocast(precision: str, device: torch.device):

@@ -1,6 +1,6 @@
 """The fused executor: every pending loss of one seed trained in lockstep as one :class:`ModelArray`.
 
-One Trainer, one pass over each batch for all members (:mod:`lossbench.compare.array`), one
+One Trainer, one pass over each batch for all members (:mod:`lossbench.compare.execution.array`), one
 checkpoint of the whole array (``DIR/arrays/seed_<k>/last.ckpt``, deleted when the array ends).
 Every member writes what a sequential run of its loss writes: its record (with the same
 fingerprints: same initial weights, same data, same batch order), its metrics.csv, its selected
@@ -28,20 +28,31 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 import torch
 
-from lossbench.compare import killpoint
-from lossbench.compare.array import ModelArray
-from lossbench.compare.callbacks import DataOrderFingerprint, LastCheckpoint, LossMean, evaluation_row
-from lossbench.compare.records import RunRecord, is_global_zero, run_dir, write_csv
-from lossbench.compare.selection import BestWeights
-from lossbench.compare.storage import confined, move_aside, remove_tree, write_failure
+from lossbench.compare.execution.array import ModelArray
+from lossbench.compare.execution.callbacks import (
+    DataOrderFingerprint,
+    LastCheckpoint,
+    LossMean,
+    evaluation_row,
+)
+from lossbench.compare.execution.selection import BestWeights
+from lossbench.compare.store import killpoint
+from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import RunRecord, is_global_zero, write_csv
+from lossbench.compare.store.storage import (
+    confined,
+    move_aside,
+    remove_tree,
+    write_failure,
+)
 from lossbench.config import BackboneConfig
 from lossbench.distributed import RankMismatchError
 from lossbench.module import model_values
 from lossbench.resume import seed_rngs
 
 if TYPE_CHECKING:
-    from lossbench.compare.engine import Comparison, InitialState
-    from lossbench.compare.recipe import LossSpec
+    from lossbench.compare.execution.engine import Comparison, InitialState
+    from lossbench.compare.recipe.recipe import LossSpec
 
 PROBE_TOLERANCE = 1e-5  # relative: a member's first-batch loss in the array against alone
 MAX_ARRAY_MEMBERS = 64  # members of one array: its activations grow with them; more train in several arrays
@@ -50,7 +61,7 @@ MAX_ARRAY_VALUES = 50_000_000  # parameters and buffers of one array's members t
 
 
 class ArrayRecorder(pl.Callback):
-    """:class:`~lossbench.compare.callbacks.RunRecorder` for every member of a :class:`ModelArray`.
+    """:class:`~lossbench.compare.execution.callbacks.RunRecorder` for every member of a :class:`ModelArray`.
 
     ``on_row(i, rows)`` is called after member ``i``'s new row (:func:`evaluation_row`: the same columns, by the
     same rule, as a sequential run's). Failed members get no more rows.
@@ -105,7 +116,7 @@ class ArrayRecorder(pl.Callback):
 
 
 class ArrayBest(pl.Callback):
-    """:class:`~lossbench.compare.selection.BestWeights` for every member (``select: best``)."""
+    """:class:`~lossbench.compare.execution.selection.BestWeights` for every member (``select: best``)."""
 
     def __init__(self, metric: str, mode: str, members: int) -> None:
         self.metric = metric
@@ -158,7 +169,7 @@ def _probe_batch(dm) -> Any:
 
 def _held_members(cmp: Comparison, ckpt: Path) -> tuple[list[str] | None, str | None]:
     """The member labels ``ckpt`` holds (None: no checkpoint), after moving aside an unreadable one."""
-    from lossbench.compare.engine import checkpoint_state
+    from lossbench.compare.execution.engine import checkpoint_state
 
     held, note = None, None
     if cmp.processes.is_global_zero:

@@ -36,11 +36,25 @@ from typing import Any
 
 import torch
 
-from lossbench.compare.evaluate import PREDICTIONS_FILE, WEIGHTS_FILE, metrics_from_predictions, predict
-from lossbench.compare.records import CorruptFileError, RunRecord, load_run_tensors, read_json, read_metrics, run_dir
-from lossbench.compare.storage import is_under
-from lossbench.compare.teacher import TEACHER_DIR, TEACHER_LABEL, fingerprint, training_logits
-from lossbench.compare.tuning import SUMMARY_FILE, TUNING_DIR
+from lossbench.compare.execution.evaluate import metrics_from_predictions, predict
+from lossbench.compare.execution.teacher import fingerprint, training_logits
+from lossbench.compare.store.layout import (
+    PREDICTIONS_FILE,
+    SUMMARY_FILE,
+    TEACHER_DIR,
+    TEACHER_LABEL,
+    TUNING_DIR,
+    WEIGHTS_FILE,
+    run_dir,
+)
+from lossbench.compare.store.records import (
+    CorruptFileError,
+    RunRecord,
+    load_run_tensors,
+    read_json,
+    read_metrics,
+)
+from lossbench.compare.store.storage import is_under
 from lossbench.data.identity import fingerprints_of
 
 VALIDATION_TOLERANCE = 1e-4
@@ -91,7 +105,7 @@ def _line(exc: BaseException) -> str:
 
 
 def _check_summary(record: RunRecord, rows: list[dict[str, Any]], out: RecomputeResult, name: str) -> None:
-    from lossbench.compare.summary import summarise_rows
+    from lossbench.compare.analysis.summary import summarise_rows
 
     again = summarise_rows(rows, record.modes, record.target)
     for key in ("final", "best"):
@@ -120,7 +134,7 @@ def recompute(root: str | Path, *, atol: float = 1e-5, predictions_from_weights:
     Raises:
         FileNotFoundError, CorruptFileError: ``root/comparison.json`` is missing or unreadable.
     """
-    from lossbench.compare.report import load_comparison
+    from lossbench.compare.report.render import load_comparison
 
     root = Path(root)
     comparison = load_comparison(root)
@@ -134,7 +148,7 @@ def recompute(root: str | Path, *, atol: float = 1e-5, predictions_from_weights:
 def _check_folder(folder: Path, comparison: dict[str, Any], check: _Check, out: RecomputeResult,
                   prefix: str) -> list[RunRecord]:
     """Check every finished run of ``folder``, then its parts and its tuning choice; returns its records."""
-    from lossbench.compare.report import load_comparison
+    from lossbench.compare.report.render import load_comparison
 
     records = []
     for path in sorted(folder.glob("runs/*/seed_*/record.json")):
@@ -257,7 +271,7 @@ def _check_predictions(record: RunRecord, rows: list[dict[str, Any]], folder: Pa
 def _load_model(record: RunRecord, folder: Path, recipe: dict[str, Any], dm: Any) -> Any:
     """The run's module, built from ``recipe`` and the record (never larger than its weights allow) with its kept
     weights loaded."""
-    from lossbench.compare.engine import build_module
+    from lossbench.compare.execution.engine import build_module
     from lossbench.config import BackboneConfig
     from lossbench.module import check_fits_weights, model_values
 
@@ -320,7 +334,7 @@ def _check_teacher_logits(folder: Path, comparison: dict[str, Any], students: li
     recomputed from the teacher's kept weights (``DIR/teacher``). A finished run without a fingerprint, or a seed
     without a finished teacher run to recompute it from, is a difference: neither check can be skipped by removing
     what it reads."""
-    from lossbench.compare.report import load_comparison
+    from lossbench.compare.report.render import load_comparison
 
     taught: dict[int, list[RunRecord]] = {}
     for r in students:
@@ -361,7 +375,8 @@ def _check_teacher_logits(folder: Path, comparison: dict[str, Any], students: li
 def _check_tuning(folder: Path, comparison: dict[str, Any], records: list[RunRecord], trials: list[RunRecord],
                   out: RecomputeResult, prefix: str) -> None:
     """Each loss's choice selected again from the trial records: the final runs' points and ``tuning.json``."""
-    from lossbench.compare.tuning import TuneSpec, check_tuning, select_trials
+    from lossbench.compare.analysis.tuning import check_tuning, select_trials
+    from lossbench.compare.recipe.tune import TuneSpec
 
     tune = TuneSpec.from_dict(comparison["recipe"]["tune"])
     chosen = select_trials(tune, list(comparison["losses"]), trials, comparison.get("select") or "final")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from lossbench._hints import did_you_mean
-from lossbench.compare.storage import MAX_LABEL_BYTES
+from lossbench.compare.store.storage import MAX_LABEL_BYTES
 from lossbench.config import (
     NAN_POLICIES,
     SELECT,
@@ -31,9 +31,9 @@ from lossbench.config import (
 )
 
 if TYPE_CHECKING:
-    from lossbench.compare.tuning import TuneSpec
+    from lossbench.compare.recipe.tune import TuneSpec
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
 SECTIONS: dict[str, dict[str, Any]] = {
     # section -> allowed keys and their defaults (None: required or no default)
@@ -459,12 +459,12 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     check_config(ScheduleConfig(**schedule), "schedule")
     teacher = None
     if raw.get("teacher") is not None:
-        from lossbench.compare.teacher import parse_teacher
+        from lossbench.compare.recipe.teacher import parse_teacher
 
         teacher = parse_teacher(raw["teacher"])
     tune = None
     if raw.get("tune") is not None:
-        from lossbench.compare.tuning import check_tuned_heads, parse_tune
+        from lossbench.compare.recipe.tune import check_tuned_heads, parse_tune
 
         tune = parse_tune(raw["tune"], _labels(raw["losses"]), target, seeds, optimizer)
         check_tuned_heads(tune, losses)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lossbench.compare.format import _num, _plain
+from lossbench.compare.report.format import _num, _plain
 
 MAX_MATRIX_CLASSES = 20  # a transition matrix up to this many classes; a list beyond
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lossbench.compare.stats import Estimate, Paired, Reached
+from lossbench.compare.analysis.stats import Estimate, Paired, Reached
 
 
 def _num(x: float | None) -> str:

@@ -13,8 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from lossbench.compare.format import _num, _p, _padj, _plain, _pvalue, _signed, _untested
-from lossbench.compare.stats import ComparisonStats, Verdict, median
+from lossbench.compare.analysis.stats import ComparisonStats, Verdict, median
+from lossbench.compare.report.format import (
+    _num,
+    _p,
+    _padj,
+    _plain,
+    _pvalue,
+    _signed,
+    _untested,
+)
 
 LOW_POWER_SEEDS = 5
 

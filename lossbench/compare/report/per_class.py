@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from lossbench.compare.format import _num
-from lossbench.compare.report_data import _table
+from lossbench.compare.report.data import _table
+from lossbench.compare.report.format import _num
 
 
 def class_recalls(predictions: list[dict[str, Any]], num_classes: int) -> np.ndarray:

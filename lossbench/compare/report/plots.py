@@ -22,11 +22,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lossbench.compare.records import RunRecord, atomic_write_bytes
-from lossbench.compare.storage import confined
+from lossbench.compare.store.layout import GRAD_NORM_PNG, TARGET_PNG, TRAIN_LOSS_PNG
+from lossbench.compare.store.records import RunRecord, atomic_write_bytes
+from lossbench.compare.store.storage import confined
 
 BAND = "band: min–max over seeds"
-TARGET_PNG, TRAIN_LOSS_PNG, GRAD_NORM_PNG = "target_metric.png", "train_loss.png", "grad_norm.png"
 Runs = Iterable[tuple[RunRecord, list[dict[str, Any]]]]
 
 

@@ -11,11 +11,47 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lossbench.compare import plots as plotting
-from lossbench.compare.calibration import reliability_name, render_reliability
-from lossbench.compare.fairness import FairnessResult, check_fairness, data_content_fingerprint, data_fingerprint
-from lossbench.compare.storage import results_folder
-from lossbench.compare.records import (
+from lossbench.compare.analysis.fairness import (
+    FairnessResult,
+    check_fairness,
+    data_content_fingerprint,
+    data_fingerprint,
+)
+from lossbench.compare.analysis.stats import (
+    OWN_SCALE,
+    PRIMARY,
+    ComparisonStats,
+    Irregularity,
+    compare_losses,
+    irregularities,
+)
+from lossbench.compare.analysis.tuning import LossTuning, check_tuning, select_trials
+from lossbench.compare.recipe.tune import TuneSpec
+from lossbench.compare.report.calibration import reliability_name, render_reliability
+from lossbench.compare.report.data import _table, data_section
+from lossbench.compare.report.format import (
+    _ci,
+    _est,
+    _num,
+    _p,
+    _padj,
+    _plain,
+    _pvalue,
+    _reached,
+    _signed,
+    _untested,
+)
+from lossbench.compare.report.outcome import outcome_sentences, worse_than_mean
+from lossbench.compare.report.per_class import per_class_section
+from lossbench.compare.report import plots as plotting
+from lossbench.compare.report.teacher import teacher_section
+from lossbench.compare.report.tuning import (
+    plot_sensitivity,
+    tuning_conditions,
+    tuning_section,
+)
+from lossbench.compare.store.layout import TUNING_PNG, run_dir
+from lossbench.compare.store.records import (
     COMPARISON_FIX,
     CorruptFileError,
     RunRecord,
@@ -24,25 +60,11 @@ from lossbench.compare.records import (
     load_records,
     load_run_tensors,
     read_json_file,
-    run_dir,
     test_metric,
+    tuning_records,
     write_csv,
 )
-from lossbench.compare.format import _ci, _est, _num, _p, _padj, _plain, _pvalue, _reached, _signed, _untested
-from lossbench.compare.outcome import outcome_sentences, worse_than_mean
-from lossbench.compare.per_class import per_class_section
-from lossbench.compare.report_data import _table, data_section
-from lossbench.compare.teacher import teacher_section
-from lossbench.compare.stats import (
-    OWN_SCALE,
-    PRIMARY,
-    ComparisonStats,
-    Irregularity,
-    compare_losses,
-    irregularities,
-)
-from lossbench.compare.tuning import LossTuning, TuneSpec, check_tuning, select_trials, tuning_records
-from lossbench.compare.tuning_report import TUNING_PNG, plot_sensitivity, tuning_conditions, tuning_section
+from lossbench.compare.store.storage import results_folder
 from lossbench.config import SELECT
 
 REQUIRED_KEYS = (
@@ -210,7 +232,7 @@ def load_predictions(root: Path, runs: Runs, fairness: FairnessResult) -> dict[t
     Raises:
         CorruptFileError: naming a test_predictions.pt that cannot be read as a mapping of tensors.
     """
-    from lossbench.compare.evaluate import PREDICTIONS_FILE
+    from lossbench.compare.store.layout import PREDICTIONS_FILE
 
     out = {}
     for r, _ in runs:

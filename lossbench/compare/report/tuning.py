@@ -7,11 +7,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from lossbench.compare.format import _num, _plain
-from lossbench.compare.plots import _color, _figure, _save
-from lossbench.compare.tuning import Dimension, LossTuning, TuneSpec
-
-TUNING_PNG = "tuning_sensitivity.png"
+from lossbench.compare.analysis.tuning import LossTuning
+from lossbench.compare.recipe.tune import Dimension, TuneSpec
+from lossbench.compare.report.format import _num, _plain
+from lossbench.compare.report.plots import _color, _figure, _save
 
 
 def sensitivity_axis(tune: TuneSpec) -> Dimension:

@@ -16,9 +16,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lossbench.compare.storage import confined
-
-LOCK_FILE = ".lossbench.lock"
+from lossbench.compare.store.layout import LOCK_FILE
+from lossbench.compare.store.storage import confined
 
 
 class FolderBusyError(RuntimeError):

@@ -32,8 +32,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossbench.compare import killpoint
-from lossbench.compare.storage import confined
+from lossbench.compare.store import killpoint
+from lossbench.compare.store.layout import TUNING_DIR
+from lossbench.compare.store.storage import confined
 
 STATUS = ("pending", "running", "finished", "failed")
 METRIC_COLUMNS = ("step", "epoch", "wall_time", "train_loss", "grad_norm", "lr")
@@ -199,7 +200,7 @@ def load_run_tensors(path: str | Path, what: str) -> dict[str, Any]:
     """
     import pickle
 
-    from lossbench.compare.evaluate import load_tensors
+    from lossbench.compare.store.tensors import load_tensors
 
     try:
         return load_tensors(path)
@@ -431,8 +432,6 @@ def check_record(values: Any, path: str | Path) -> None:
             raise CorruptFileError(path, f"a JSON object for fingerprints[{key!r}]", describe(value))
 
 
-def run_dir(root: str | Path, loss: str, seed: int) -> Path:
-    return Path(root) / "runs" / loss / f"seed_{seed}"
 
 
 def load_records(root: str | Path) -> list[tuple[RunRecord, list[dict[str, Any]]]]:
@@ -450,3 +449,8 @@ def load_records(root: str | Path) -> list[tuple[RunRecord, list[dict[str, Any]]
         out.append((record, rows))
     out.sort(key=lambda item: (item[0].loss, item[0].seed))
     return out
+
+
+def tuning_records(root: Path) -> list[RunRecord]:
+    folder = Path(root) / TUNING_DIR
+    return [r for r, _ in load_records(folder)] if folder.is_dir() else []

@@ -25,7 +25,7 @@ link such as ``DIR/arrays -> ~/x``. A comparison folder never holds another one 
     ...     confined(root / "arrays" / "seed_0", "delete")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    lossbench.compare.storage.OutsideResultsFolder: refusing to delete '.../arrays/seed_0': it resolves to '...', outside the results folder '...' (through a symbolic link); lossbench writes and deletes only inside its results folder: replace the link by a folder and rerun
+    lossbench.compare.store.storage.OutsideResultsFolder: refusing to delete '.../arrays/seed_0': it resolves to '...', outside the results folder '...' (through a symbolic link); lossbench writes and deletes only inside its results folder: replace the link by a folder and rerun
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 
-COMPARISON_FILE = "comparison.json"  # what makes a folder a comparison folder
+from lossbench.compare.store.layout import COMPARISON_FILE
+
 MAX_LABEL_BYTES = 64
 """A loss label names its run folder and plot files: at most this many bytes of UTF-8, well below the 255-byte
 name limit of file systems once suffixes (``.t03``, ``reliability_...png``) are added."""

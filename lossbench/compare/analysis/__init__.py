@@ -1,0 +1,1 @@
+"""Stage 3: pure functions over run records (summaries, curves, statistics, significance, calibration, fairness, tuning choices)."""

@@ -1,0 +1,1 @@
+"""Stage 4: the report (markdown, plots, sections), rendered from a results folder alone."""
