@@ -58,8 +58,11 @@ def text_recipe(folder: Path, count: int = 900) -> dict:
     import datasets
 
     rng = random.Random(0)
-    good, bad, filler = ["great", "fine", "lovely", "superb"], ["awful", "poor", "dull", "broken"], \
-        ["the", "film", "was", "very", "a", "plot", "and", "it", "felt", "quite"]
+    good, bad, filler = (
+        ["great", "fine", "lovely", "superb"],
+        ["awful", "poor", "dull", "broken"],
+        ["the", "film", "was", "very", "a", "plot", "and", "it", "felt", "quite"],
+    )
     rows = []
     for _ in range(count):
         label = rng.random() < 0.5
@@ -69,12 +72,22 @@ def text_recipe(folder: Path, count: int = 900) -> dict:
     path = folder / "text.parquet"
     datasets.Dataset.from_list(rows).to_parquet(str(path))
     return {
-        "name": "text", "data": {"path": "parquet", "data_files": str(path), "text_column": "text",
-                                 "label_column": "label", "tokenizer": "byte", "max_length": 64, "batch_size": 32},
+        "name": "text",
+        "data": {
+            "path": "parquet",
+            "data_files": str(path),
+            "text_column": "text",
+            "label_column": "label",
+            "tokenizer": "byte",
+            "max_length": 64,
+            "batch_size": 32,
+        },
         "backbone": {"d_model": 64, "nhead": 4, "num_layers": 2, "pooling": "mean"},
         "losses": ["ce", {"name": "focal", "args": {"gamma": 2.0}}, "square"],
-        "optimizer": {"name": "adamw", "lr": 0.001}, "schedule": {"name": "cosine", "warmup_steps": 10},
-        "trainer": {"max_epochs": 2, "eval_every_n_steps": 10}, "seeds": [0],
+        "optimizer": {"name": "adamw", "lr": 0.001},
+        "schedule": {"name": "cosine", "warmup_steps": 10},
+        "trainer": {"max_epochs": 2, "eval_every_n_steps": 10},
+        "seeds": [0],
         "target": {"metric": "val/accuracy", "mode": "max", "threshold": 0.9},
     }
 
@@ -107,8 +120,9 @@ def hand_loop(recipe: dict, root: Path) -> float:
         total = r.trainer["max_steps"] or epochs * len(loader)
         epochs = math.ceil(total / len(loader))
         opt = torch.optim.AdamW(model.param_groups())
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: schedule_factor(
-            s, warmup=r.schedule["warmup_steps"], kind=r.schedule["name"], total=total))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: schedule_factor(s, warmup=r.schedule["warmup_steps"], kind=r.schedule["name"], total=total)
+        )
         step = 0
         for _ in range(epochs):
             for batch in loader:
@@ -134,13 +148,14 @@ def hand_loop(recipe: dict, root: Path) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, recipe: dict, modes: list[str], rounds: int, root: Path,
-            warm_up: bool = True) -> dict[str, list[float]]:
+def measure(
+    name: str, recipe: dict, modes: list[str], rounds: int, root: Path, warm_up: bool = True
+) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {m: [] for m in modes}
     if warm_up:
         run_comparison(recipe, "fused", root)  # data preparation cached, imports done
     for i in range(rounds):
-        order = modes[i % len(modes):] + modes[:i % len(modes)]
+        order = modes[i % len(modes) :] + modes[: i % len(modes)]
         for mode in order:
             seconds = hand_loop(recipe, root) if mode == "loop" else run_comparison(recipe, mode, root)
             times[mode].append(seconds)
@@ -150,9 +165,11 @@ def measure(name: str, recipe: dict, modes: list[str], rounds: int, root: Path,
 
 def peak_rss(executor: str) -> float:
     """Peak resident memory (MB) of a process running case (a) with ``executor``."""
-    code = (f"import sys, resource, tempfile; sys.path.insert(0, {str(Path(__file__).parent)!r}); import fused; "
-            f"from pathlib import Path; fused.run_comparison(fused.digits(), {executor!r}, Path(tempfile.mkdtemp())); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    code = (
+        f"import sys, resource, tempfile; sys.path.insert(0, {str(Path(__file__).parent)!r}); import fused; "
+        f"from pathlib import Path; fused.run_comparison(fused.digits(), {executor!r}, Path(tempfile.mkdtemp())); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(done.stdout.strip().splitlines()[-1]) / 1024
 
@@ -163,8 +180,9 @@ def main() -> int:
     parser.add_argument("--cases", default="a,b,c")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--json")
-    parser.add_argument("--quick", action="store_true",
-                        help="4 steps per run, 6 members in (b), one round, no warm-up (a smoke test)")
+    parser.add_argument(
+        "--quick", action="store_true", help="4 steps per run, 6 members in (b), one round, no warm-up (a smoke test)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds = 1
@@ -172,11 +190,19 @@ def main() -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cases = {"a": ("digits, 6 losses, 1 seed, 6 epochs", lambda: digits(), ["sequential", "fused", "loop"]),
-                 "b": ("digits, 30 members, 1 seed, 2 epochs", lambda: thirty_members(1 if args.quick else 5),
-                       ["sequential", "fused"]),
-                 "c": ("text, 3 losses, d_model 64, 2 epochs", lambda: text_recipe(root, 200 if args.quick else 900),
-                       ["sequential", "fused"])}
+        cases = {
+            "a": ("digits, 6 losses, 1 seed, 6 epochs", lambda: digits(), ["sequential", "fused", "loop"]),
+            "b": (
+                "digits, 30 members, 1 seed, 2 epochs",
+                lambda: thirty_members(1 if args.quick else 5),
+                ["sequential", "fused"],
+            ),
+            "c": (
+                "text, 3 losses, d_model 64, 2 epochs",
+                lambda: text_recipe(root, 200 if args.quick else 900),
+                ["sequential", "fused"],
+            ),
+        }
         for key in args.cases.split(","):
             title, make, modes = cases[key]
             print(f"({key}) {title}", flush=True)
@@ -185,20 +211,31 @@ def main() -> int:
                 recipe["trainer"] = {**recipe["trainer"], "max_epochs": None, "max_steps": 4, "eval_every_n_steps": 2}
             times = measure(key, recipe, modes, args.rounds, root, warm_up=not args.quick)
             med = {m: statistics.median(v) for m, v in times.items()}
-            results[key] = {"title": title, "seconds": times, "median": med,
-                            "fused/sequential": med["fused"] / med["sequential"]}
-            line = f"({key}) median fused {med['fused']:.2f} s, sequential {med['sequential']:.2f} s: " \
-                   f"fused/sequential {med['fused'] / med['sequential']:.3f}"
+            results[key] = {
+                "title": title,
+                "seconds": times,
+                "median": med,
+                "fused/sequential": med["fused"] / med["sequential"],
+            }
+            line = (
+                f"({key}) median fused {med['fused']:.2f} s, sequential {med['sequential']:.2f} s: "
+                f"fused/sequential {med['fused'] / med['sequential']:.3f}"
+            )
             if "loop" in med:
-                results[key].update({"sequential/loop": med["sequential"] / med["loop"],
-                                     "fused/loop": med["fused"] / med["loop"]})
-                line += (f"; hand loop {med['loop']:.2f} s: sequential/loop {med['sequential'] / med['loop']:.3f}, "
-                         f"fused/loop {med['fused'] / med['loop']:.3f}")
+                results[key].update(
+                    {"sequential/loop": med["sequential"] / med["loop"], "fused/loop": med["fused"] / med["loop"]}
+                )
+                line += (
+                    f"; hand loop {med['loop']:.2f} s: sequential/loop {med['sequential'] / med['loop']:.3f}, "
+                    f"fused/loop {med['fused'] / med['loop']:.3f}"
+                )
             print(line, flush=True)
     if args.memory:
         results["peak_rss_mb"] = {e: peak_rss(e) for e in ("sequential", "fused")}
-        print(f"(a) peak RSS: sequential {results['peak_rss_mb']['sequential']:.0f} MB, "
-              f"fused {results['peak_rss_mb']['fused']:.0f} MB")
+        print(
+            f"(a) peak RSS: sequential {results['peak_rss_mb']['sequential']:.0f} MB, "
+            f"fused {results['peak_rss_mb']['fused']:.0f} MB"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -469,9 +469,13 @@ def _fmt_us(us: float) -> str:
 def _table(header: list[str], rows: list[list[str]]) -> str:
     right = {i for i, h in enumerate(header) if " us" in h or h.startswith("ratio") or h.endswith("us")}
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
-    line = lambda cells: "| " + " | ".join(  # noqa: E731
-        c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
-    ) + " |"
+    line = lambda cells: (
+        "| "
+        + " | ".join(  # noqa: E731
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        )
+        + " |"
+    )
     sep = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
@@ -488,8 +492,16 @@ def training_table(rows: list[Row], unvalidated: bool) -> str:
             cells += ["-", "-"] if unvalidated else []
             cells += ["-", f"ERROR {r.error}" if not r.error.startswith("no baseline") else r.error]
         else:
-            cells = [r.head, r.task, r.shape, r.kind, _fmt_us(r.ours_us), _fmt_us(r.base_us), f"{r.ratio:.2f}",
-                     f"{r.paired_p50:.2f} [{r.paired_p25:.2f}-{r.paired_p75:.2f}]"]
+            cells = [
+                r.head,
+                r.task,
+                r.shape,
+                r.kind,
+                _fmt_us(r.ours_us),
+                _fmt_us(r.base_us),
+                f"{r.ratio:.2f}",
+                f"{r.paired_p50:.2f} [{r.paired_p25:.2f}-{r.paired_p75:.2f}]",
+            ]
             if unvalidated:
                 cells += [_fmt_us(r.unvalidated_us), f"{r.unvalidated_ratio:.2f}"]
             cells += ["ok" if r.ratio <= GOAL else "OVER", r.check if r.check == "ok" else f"WARNING {r.check}"]
@@ -505,8 +517,16 @@ def small_table(rows: list[Row]) -> str:
             out.append([r.head, r.task, r.shape or "-", r.kind or "-", "-", "-", "-", "-"])
         else:
             out.append(
-                [r.head, r.task, r.shape, r.kind, _fmt_us(r.ours_us), _fmt_us(r.base_us),
-                 f"{r.ours_us - r.base_us:+.1f}", f"{r.ratio:.2f}"]
+                [
+                    r.head,
+                    r.task,
+                    r.shape,
+                    r.kind,
+                    _fmt_us(r.ours_us),
+                    _fmt_us(r.base_us),
+                    f"{r.ours_us - r.base_us:+.1f}",
+                    f"{r.ratio:.2f}",
+                ]
             )
     return _table(header, out)
 
@@ -600,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     over = [r.head for r in timed if r.ratio > GOAL]
     bad = [r.head for r in timed if r.check != "ok"]
     print(
-        f"\n{len(timed)} heads timed, {len(over)} over {GOAL:.2f}" + (f" ({', '.join(over)})" if over else "")
+        f"\n{len(timed)} heads timed, {len(over)} over {GOAL:.2f}"
+        + (f" ({', '.join(over)})" if over else "")
         + (f"; values disagree: {', '.join(bad)}" if bad else ""),
         flush=True,
     )

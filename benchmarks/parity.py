@@ -34,8 +34,7 @@ def make_batches(steps: int, batch_size: int, seed: int = 0) -> list[dict[str, t
     g = torch.Generator().manual_seed(seed)
     order = torch.cat([torch.randperm(len(labels), generator=g) for _ in range(steps * batch_size // len(labels) + 1)])
     return [
-        {"inputs": images[idx], "target": labels[idx]}
-        for idx in order[: steps * batch_size].view(steps, batch_size)
+        {"inputs": images[idx], "target": labels[idx]} for idx in order[: steps * batch_size].view(steps, batch_size)
     ]
 
 
@@ -44,8 +43,14 @@ def make_model(metrics: bool, d_model: int = 32):
     from lossbench.data import DataSpec
 
     spec = DataSpec("image", "class", num_classes=10, image_shape=(1, 8, 8))
-    return LossbenchModule("ce", data_spec=spec, backbone={"d_model": d_model, "nhead": 4, "num_layers": 2},
-                           lr=1e-3, seed=0, metrics=metrics)
+    return LossbenchModule(
+        "ce",
+        data_spec=spec,
+        backbone={"d_model": d_model, "nhead": 4, "num_layers": 2},
+        lr=1e-3,
+        seed=0,
+        metrics=metrics,
+    )
 
 
 class StepTimer:
@@ -81,8 +86,12 @@ def run_lightning(model, batches, default_settings: bool, root: str) -> tuple[li
     timer = StepTimer()
     quiet = dict(logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=len(batches), callbacks=[timer.callback], default_root_dir=root,
-        num_sanity_val_steps=0, **({} if default_settings else quiet),
+        accelerator="cpu",
+        max_steps=len(batches),
+        callbacks=[timer.callback],
+        default_root_dir=root,
+        num_sanity_val_steps=0,
+        **({} if default_settings else quiet),
     )
     trainer.fit(model, torch.utils.data.DataLoader(batches, batch_size=None))
     return timer.step_times(), timer.losses
@@ -106,8 +115,9 @@ def run_hand_loop(model, batches) -> tuple[list[float], list[float]]:
     return times, losses
 
 
-def measure(steps: int, rounds: int, metrics: bool, default_settings: bool, warmup: int,
-            d_model: int = 32, batch_size: int = 64) -> dict:
+def measure(
+    steps: int, rounds: int, metrics: bool, default_settings: bool, warmup: int, d_model: int = 32, batch_size: int = 64
+) -> dict:
     batches = make_batches(steps, batch_size)
     base = make_model(metrics, d_model)
     lightning_times, hand_times = [], []
@@ -153,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         for label, metrics, default in settings:
             r = measure(args.steps, args.rounds, metrics, default, args.warmup, d_model, batch_size)
             rows[f"d_model={d_model} batch={batch_size}: {label}"] = r
-            print(f"| d_model={d_model}, batch {batch_size} | {label} | {r['lightning_ms']:.2f} | {r['hand_ms']:.2f} "
-                  f"| {r['ratio']:.3f} | {r['max_loss_diff']:.1e} |", flush=True)
+            print(
+                f"| d_model={d_model}, batch {batch_size} | {label} | {r['lightning_ms']:.2f} | {r['hand_ms']:.2f} "
+                f"| {r['ratio']:.3f} | {r['max_loss_diff']:.1e} |",
+                flush=True,
+            )
     agree = all(r["max_loss_diff"] < 5e-6 for r in rows.values())
     for key, r in rows.items():
         if key.endswith("progress bar and logger off"):

@@ -61,14 +61,15 @@ EXIT_WRITE_FAILED = 74  # sysexits.h EX_IOERR: the results folder could not be w
 def _compare(args: argparse.Namespace, extra: list[str]) -> int:
     from lossbench.compare.execution.engine import Comparison, quiet
     from lossbench.compare.execution.interrupt import Interrupted
-    from lossbench.compare.store.lock import FolderBusyError
     from lossbench.compare.recipe.recipe import RecipeError, load_recipe
+    from lossbench.compare.store.lock import FolderBusyError
     from lossbench.compare.store.storage import OutsideResultsFolder, WriteFailed, folder_name_problem
     from lossbench.heads import UnknownHeadError
 
     try:
         recipe = load_recipe(
-            args.recipe, seeds=args.seeds,
+            args.recipe,
+            seeds=args.seeds,
             overrides={**_overrides(extra), **({"executor": args.executor} if args.executor else {})},
             losses=[s for s in args.losses.split(",") if s] if args.losses else None,
         )
@@ -77,8 +78,10 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
             return 0
         unnamed = folder_name_problem(recipe.name) if args.output is None else None  # `name: ../../x`: not in runs/
         if unnamed:
-            raise RecipeError(f"recipe: `name` must be one folder name when --output is not given (the results go to "
-                              f"runs/<name>), got {recipe.name!r}: {unnamed}; rename it or pass --output DIR")
+            raise RecipeError(
+                f"recipe: `name` must be one folder name when --output is not given (the results go to "
+                f"runs/<name>), got {recipe.name!r}: {unnamed}; rename it or pass --output DIR"
+            )
         output = args.output or f"runs/{recipe.name}"
         comparison = Comparison(recipe, output, progress=not args.no_progress, wait=args.wait)
         # everything (recipe, output folder, data, losses against the data) is checked before anything is
@@ -95,22 +98,31 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
         return 2
     except Interrupted as exc:  # SIGTERM / Ctrl-C: every write was atomic, the interrupted run resumes
         if comparison.processes.is_global_zero:
-            print(f"lossbench compare: stopped by {exc.name} at {comparison.position}; the folder "
-                  f"{str(comparison.output)!r} is resumable: rerun the same command to continue", file=sys.stderr)
+            print(
+                f"lossbench compare: stopped by {exc.name} at {comparison.position}; the folder "
+                f"{str(comparison.output)!r} is resumable: rerun the same command to continue",
+                file=sys.stderr,
+            )
         return exc.exit_code
     except OutsideResultsFolder as exc:  # a symlink out of the folder: nothing outside was touched
         print(f"lossbench compare: {exc}; stopped at {comparison.position}", file=sys.stderr)
         return 2
     except WriteFailed as exc:  # disk full, quota, read-only: every write is atomic, so the folder resumes
-        print(f"lossbench compare: {exc}; stopped at {comparison.position}; free space (or fix the folder) and "
-              f"rerun the same command to resume {str(comparison.output)!r}", file=sys.stderr)
+        print(
+            f"lossbench compare: {exc}; stopped at {comparison.position}; free space (or fix the folder) and "
+            f"rerun the same command to resume {str(comparison.output)!r}",
+            file=sys.stderr,
+        )
         return EXIT_WRITE_FAILED
     if not comparison.processes.is_global_zero:  # under DDP every process runs this command; one reports
         return 0
     print(f"report: {report}")
     if comparison.failed:
-        print(f"lossbench compare: {len(comparison.failed)} run(s) failed: {'; '.join(comparison.failed)} "
-              "(details in their record.json and the report); rerunning the command retries them", file=sys.stderr)
+        print(
+            f"lossbench compare: {len(comparison.failed)} run(s) failed: {'; '.join(comparison.failed)} "
+            "(details in their record.json and the report); rerunning the command retries them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -140,10 +152,12 @@ def _recompute(folder: str, trusted_heads: list[str]) -> int:
         result = recompute(folder, trusted_heads=trusted_heads)
     for problem in result.problems:
         print(f"DIFFERS: {problem}")
-    print(f"recomputed {len(result.checked)} finished run(s): test metrics from the saved predictions, "
-          f"predictions from the saved weights (largest difference {result.max_prediction_diff:.3g}), "
-          f"final/best/steps-to-target/AUC from metrics.csv: "
-          + ("all equal to the records" if result.ok else f"{len(result.problems)} difference(s)"))
+    print(
+        f"recomputed {len(result.checked)} finished run(s): test metrics from the saved predictions, "
+        f"predictions from the saved weights (largest difference {result.max_prediction_diff:.3g}), "
+        f"final/best/steps-to-target/AUC from metrics.csv: "
+        + ("all equal to the records" if result.ok else f"{len(result.problems)} difference(s)")
+    )
     return 0 if result.ok else 1
 
 
@@ -152,14 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
     for name in LIGHTNING_COMMANDS:
-        sub.add_parser(name, add_help=False, help=f"LightningCLI {name} of LossbenchModule on HFDataModule (--help for options)")
+        sub.add_parser(
+            name, add_help=False, help=f"LightningCLI {name} of LossbenchModule on HFDataModule (--help for options)"
+        )
     heads = sub.add_parser("heads", help="list the available loss heads (built-in and plugins)")
     heads.add_argument("--task", help="only heads of this task kind")
     heads.set_defaults(func=_heads)
     recipes = sub.add_parser("recipes", help="list the bundled comparison recipes")
     recipes.set_defaults(func=_recipes)
     compare = sub.add_parser(
-        "compare", help="train once per loss and seed under identical setups and report",
+        "compare",
+        help="train once per loss and seed under identical setups and report",
         description="Compare losses: RECIPE is a YAML path or a bundled name (lossbench recipes). "
         "Any recipe field can be overridden with a dotted option, e.g. --trainer.max_epochs 2.",
     )
@@ -168,24 +185,41 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of the recipe's")
     compare.add_argument("--losses", help="comma-separated subset of the recipe's losses (the baseline is kept)")
     compare.add_argument("--no-progress", action="store_true", help="no progress display")
-    compare.add_argument("--print_config", "--print-config", action="store_true",
-                         help="print the resolved recipe (defaults filled in, overrides applied) as YAML and exit; "
-                         "it runs as given (lossbench compare FILE)")
-    compare.add_argument("--executor", choices=("fused", "sequential"),  # recipe.EXECUTORS (unimported: a light CLI)
-                         help="train each seed's losses in lockstep as one model array (fused, the default) or one "
-                         "run after another (sequential); overrides the recipe's `executor`")
-    compare.add_argument("--wait", action="store_true",
-                         help="if another lossbench compare holds the --output folder, wait for it, then resume "
-                         "what it left (default: refuse, naming its pid)")
+    compare.add_argument(
+        "--print_config",
+        "--print-config",
+        action="store_true",
+        help="print the resolved recipe (defaults filled in, overrides applied) as YAML and exit; "
+        "it runs as given (lossbench compare FILE)",
+    )
+    compare.add_argument(
+        "--executor",
+        choices=("fused", "sequential"),  # recipe.EXECUTORS (unimported: a light CLI)
+        help="train each seed's losses in lockstep as one model array (fused, the default) or one "
+        "run after another (sequential); overrides the recipe's `executor`",
+    )
+    compare.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another lossbench compare holds the --output folder, wait for it, then resume "
+        "what it left (default: refuse, naming its pid)",
+    )
     compare.set_defaults(func=_compare, takes_extra=True)
     report = sub.add_parser("report", help="re-render a comparison's report from its records, without training")
     report.add_argument("folder", metavar="DIR")
-    report.add_argument("--recompute", action="store_true",
-                        help="recompute every number of results.csv from the runs' weights, test predictions and "
-                        "metrics.csv, and say whether they equal the records (exit 1 if not)")
-    report.add_argument("--trust-head", action="append", metavar="CLASS_PATH",
-                        help="with --recompute: a dotted head class path the runs name whose module may be imported "
-                        "(a folder's records never make lossbench import a module on their own word); repeatable")
+    report.add_argument(
+        "--recompute",
+        action="store_true",
+        help="recompute every number of results.csv from the runs' weights, test predictions and "
+        "metrics.csv, and say whether they equal the records (exit 1 if not)",
+    )
+    report.add_argument(
+        "--trust-head",
+        action="append",
+        metavar="CLASS_PATH",
+        help="with --recompute: a dotted head class path the runs name whose module may be imported "
+        "(a folder's records never make lossbench import a module on their own word); repeatable",
+    )
     report.set_defaults(func=_report)
     return parser
 

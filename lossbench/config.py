@@ -55,7 +55,6 @@ def finite_number(value: Any) -> bool:
         return False
 
 
-
 def _positive_int(value: Any, allow_none: bool = False) -> bool:
     return (allow_none and value is None) or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
 
@@ -80,23 +79,30 @@ class BackboneConfig:
             optional = name in ("dim_feedforward", "patch_size")
             value = getattr(self, name)
             if not _positive_int(value, optional):
-                raise ConfigError(key(name), f"{owner}: `{key(name)}` must be a positive int"
-                                             f"{' or null' if optional else ''}, got {value!r}")
+                raise ConfigError(
+                    key(name),
+                    f"{owner}: `{key(name)}` must be a positive int{' or null' if optional else ''}, got {value!r}",
+                )
         if self.d_model % self.nhead:
-            raise ConfigError(key("nhead"), f"{owner}: `{key('nhead')}`={self.nhead} must divide "
-                                            f"`{key('d_model')}`={self.d_model}")
+            raise ConfigError(
+                key("nhead"), f"{owner}: `{key('nhead')}`={self.nhead} must divide `{key('d_model')}`={self.d_model}"
+            )
         if self.activation not in ("gelu", "relu"):
-            raise ConfigError(key("activation"), f"{owner}: `{key('activation')}` must be 'gelu' or 'relu', "
-                                                 f"got {self.activation!r}")
+            raise ConfigError(
+                key("activation"), f"{owner}: `{key('activation')}` must be 'gelu' or 'relu', got {self.activation!r}"
+            )
         if self.pooling not in ("cls", "mean"):
-            raise ConfigError(key("pooling"), f"{owner}: `{key('pooling')}` must be 'cls' or 'mean', "
-                                              f"got {self.pooling!r}")
+            raise ConfigError(
+                key("pooling"), f"{owner}: `{key('pooling')}` must be 'cls' or 'mean', got {self.pooling!r}"
+            )
         if not (finite_number(self.dropout) and 0 <= self.dropout < 1):
-            raise ConfigError(key("dropout"), f"{owner}: `{key('dropout')}` must be a number in [0, 1), "
-                                              f"got {self.dropout!r}")
+            raise ConfigError(
+                key("dropout"), f"{owner}: `{key('dropout')}` must be a number in [0, 1), got {self.dropout!r}"
+            )
         if not isinstance(self.norm_first, bool):
-            raise ConfigError(key("norm_first"), f"{owner}: `{key('norm_first')}` must be true or false, "
-                                                 f"got {self.norm_first!r}")
+            raise ConfigError(
+                key("norm_first"), f"{owner}: `{key('norm_first')}` must be true or false, got {self.norm_first!r}"
+            )
 
 
 @dataclass
@@ -116,20 +122,25 @@ class OptimizerConfig:
         if not (finite_number(self.lr) and self.lr > 0):
             raise ConfigError(key("lr"), f"{owner}: `{key('lr')}` must be a finite number > 0, got {self.lr!r}")
         if not (finite_number(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(key("weight_decay"), f"{owner}: `{key('weight_decay')}` must be a number >= 0, "
-                                                   f"got {self.weight_decay!r}")
+            raise ConfigError(
+                key("weight_decay"),
+                f"{owner}: `{key('weight_decay')}` must be a number >= 0, got {self.weight_decay!r}",
+            )
         if not (finite_number(self.momentum) and 0 <= self.momentum < 1):
-            raise ConfigError(key("momentum"), f"{owner}: `{key('momentum')}` must be in [0, 1), "
-                                               f"got {self.momentum!r}")
+            raise ConfigError(key("momentum"), f"{owner}: `{key('momentum')}` must be in [0, 1), got {self.momentum!r}")
         if not isinstance(self.nesterov, bool):
-            raise ConfigError(key("nesterov"), f"{owner}: `{key('nesterov')}` must be true or false, "
-                                               f"got {self.nesterov!r}")
+            raise ConfigError(
+                key("nesterov"), f"{owner}: `{key('nesterov')}` must be true or false, got {self.nesterov!r}"
+            )
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
-            raise ConfigError(key("nesterov"), f"{owner}: `{key('nesterov')}=True` needs `{key('name')}`='sgd' "
-                                               f"and `{key('momentum')}` > 0")
+            raise ConfigError(
+                key("nesterov"),
+                f"{owner}: `{key('nesterov')}=True` needs `{key('name')}`='sgd' and `{key('momentum')}` > 0",
+            )
         betas = self.betas
-        if not (isinstance(betas, (list, tuple)) and len(betas) == 2
-                and all(finite_number(b) and 0 <= b < 1 for b in betas)):
+        if not (
+            isinstance(betas, (list, tuple)) and len(betas) == 2 and all(finite_number(b) and 0 <= b < 1 for b in betas)
+        ):
             raise ConfigError(key("betas"), f"{owner}: `{key('betas')}` must be two numbers in [0, 1), got {betas!r}")
 
 
@@ -142,12 +153,15 @@ class ScheduleConfig:
 
     def check(self, owner: str = "ScheduleConfig", key: Key = _same) -> None:
         if self.name not in ("none", "cosine", "linear"):
-            raise ConfigError(key("name"), f"{owner}: `{key('name')}` must be 'none', 'cosine' or 'linear', "
-                                           f"got {self.name!r}")
-        if not (isinstance(self.warmup_steps, int) and not isinstance(self.warmup_steps, bool)
-                and self.warmup_steps >= 0):
-            raise ConfigError(key("warmup_steps"), f"{owner}: `{key('warmup_steps')}` must be an int >= 0, "
-                                                   f"got {self.warmup_steps!r}")
+            raise ConfigError(
+                key("name"), f"{owner}: `{key('name')}` must be 'none', 'cosine' or 'linear', got {self.name!r}"
+            )
+        if not (
+            isinstance(self.warmup_steps, int) and not isinstance(self.warmup_steps, bool) and self.warmup_steps >= 0
+        ):
+            raise ConfigError(
+                key("warmup_steps"), f"{owner}: `{key('warmup_steps')}` must be an int >= 0, got {self.warmup_steps!r}"
+            )
 
 
 def defaults(config: type) -> dict[str, Any]:

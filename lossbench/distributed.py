@@ -99,8 +99,9 @@ class EvalDistributedSampler(DistributedSampler):
         return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
-def process_sampler(sampler: Sampler[int] | None, num_rows: int, trainer: Any, train: bool,
-                    what: str = "data") -> Sampler[int] | None:
+def process_sampler(
+    sampler: Sampler[int] | None, num_rows: int, trainer: Any, train: bool, what: str = "data"
+) -> Sampler[int] | None:
     """The sampler a DataLoader of ``num_rows`` rows should use in this process.
 
     Without a distributed Trainer (none attached, or one process) ``sampler`` is returned
@@ -178,8 +179,12 @@ class Processes:
             return cls()  # one process: nothing to launch
         from lightning.fabric import Fabric
 
-        fabric = Fabric(accelerator=trainer["accelerator"], devices=trainer["devices"],
-                        num_nodes=trainer["num_nodes"], strategy=trainer["strategy"])
+        fabric = Fabric(
+            accelerator=trainer["accelerator"],
+            devices=trainer["devices"],
+            num_nodes=trainer["num_nodes"],
+            strategy=trainer["strategy"],
+        )
         if fabric.world_size == 1:
             return cls()
         check_script_launcher(fabric, trainer["strategy"])

@@ -61,8 +61,10 @@ def _config_path(value: str, bundled: dict[str, Path]) -> str:
     name = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
     if name in bundled:
         return str(bundled[name])
-    raise ValueError(f"`--config` {value!r} is neither a file nor a bundled config{did_you_mean(name, bundled)} "
-                     f"(bundled: {', '.join(bundled)})")
+    raise ValueError(
+        f"`--config` {value!r} is neither a file nor a bundled config{did_you_mean(name, bundled)} "
+        f"(bundled: {', '.join(bundled)})"
+    )
 
 
 def run_lightning_cli(args: Sequence[str] | None) -> int:

@@ -179,8 +179,9 @@ class RankMAE(_MeanOf):
 
 
 # metric name -> (reads, mode: "max" if higher is better else "min")
-def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100,
-                 sync: bool = True) -> dict[str, tuple[Metric, str, str]]:
+def metric_specs(
+    task: str, num_classes: int | None, ignore_index: int = -100, sync: bool = True
+) -> dict[str, tuple[Metric, str, str]]:
     """The metrics of ``task``: name -> (metric, which prediction it reads, "max" or "min").
 
     ``sync=False``: ``compute`` never gathers from other processes (one process holds all the data).
@@ -199,8 +200,11 @@ def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100,
             "f1_macro": (MulticlassF1Score(c, average="macro", ignore_index=ignore_index, **quick), "label", "max"),
             # the mean of per-class recalls: what accuracy means when the classes are imbalanced; over the classes
             # that are a target or a prediction (one predicted, never a target, has recall 0; scikit-learn omits it)
-            "balanced_accuracy": (MulticlassRecall(c, average="macro", ignore_index=ignore_index, **quick), "label",
-                                  "max"),
+            "balanced_accuracy": (
+                MulticlassRecall(c, average="macro", ignore_index=ignore_index, **quick),
+                "label",
+                "max",
+            ),
             "nll": (MeanTargetNLL(ignore_index=ignore_index, **every), "proba", "min"),
             "ece": (MulticlassCalibrationError(c, n_bins=ECE_BINS, ignore_index=ignore_index, **quick), "proba", "min"),
             "brier": (Brier(ignore_index=ignore_index, **every), "proba", "min"),
@@ -234,7 +238,11 @@ def metric_specs(task: str, num_classes: int | None, ignore_index: int = -100,
     if task == "lm":
         return {
             "perplexity": (MeanTargetNLL(ignore_index=ignore_index, exp=True, **every), "proba", "min"),
-            "token_accuracy": (MulticlassAccuracy(int(num_classes), average="micro", ignore_index=ignore_index, **quick), "label", "max"),
+            "token_accuracy": (
+                MulticlassAccuracy(int(num_classes), average="micro", ignore_index=ignore_index, **quick),
+                "label",
+                "max",
+            ),
         }
     raise ValueError(f"metric_specs: `task` must be a head task, got {task!r}")
 

@@ -26,12 +26,15 @@ from lossbench.heads import CLASS_TASKS, LossHead, get_head_class
 from lossbench.metrics import RunningSums, TaskMetrics
 from lossbench.models import FeatureTokenizer, PatchEmbedding, TokenEmbedding, TransformerBackbone
 
+
 def _config_only(arg: str, config: Any, flat: dict[str, Any]) -> None:
     """Refuse flat arguments set next to a config that holds them (which one would win is not obvious)."""
     given = [k for k, v in flat.items() if v != getattr(type(config), k)]
     if given:
-        raise ValueError(f"LossbenchModule: `{arg}` is a {type(config).__name__}, which holds every {arg} setting; "
-                         f"leave {', '.join(f'`{k}`' for k in given)} at the default (set them in the config)")
+        raise ValueError(
+            f"LossbenchModule: `{arg}` is a {type(config).__name__}, which holds every {arg} setting; "
+            f"leave {', '.join(f'`{k}`' for k in given)} at the default (set them in the config)"
+        )
 
 
 def build_backbone(spec: DataSpec, config: BackboneConfig, seed: int | None = None) -> TransformerBackbone:
@@ -48,9 +51,17 @@ def build_backbone(spec: DataSpec, config: BackboneConfig, seed: int | None = No
     else:
         raise ValueError(f"build_backbone: unknown `input_kind` {spec.input_kind!r} in the data spec")
     return TransformerBackbone(
-        adapter, d_model=d, nhead=config.nhead, num_layers=config.num_layers,
-        dim_feedforward=config.dim_feedforward, dropout=config.dropout, norm_first=config.norm_first,
-        activation=config.activation, pooling="none" if lm else config.pooling, causal=lm, seed=seed,
+        adapter,
+        d_model=d,
+        nhead=config.nhead,
+        num_layers=config.num_layers,
+        dim_feedforward=config.dim_feedforward,
+        dropout=config.dropout,
+        norm_first=config.norm_first,
+        activation=config.activation,
+        pooling="none" if lm else config.pooling,
+        causal=lm,
+        seed=seed,
     )
 
 
@@ -89,7 +100,9 @@ def check_head_fits_data(head_name: str, task: str, num_outputs: int | None, spe
             f"heads that fit are of task {', '.join(fits)} (`lossbench heads --task {fits[0]}`)"
         )
     if task == "binary" and classes != 2:
-        raise ValueError(f"head {head_name!r} is a binary head, but the data has {classes} classes; use a multiclass head")
+        raise ValueError(
+            f"head {head_name!r} is a binary head, but the data has {classes} classes; use a multiclass head"
+        )
     if task in CLASS_TASKS and num_outputs is not None and classes is not None and num_outputs < classes:
         raise ValueError(
             f"head {head_name!r} has `num_classes`={num_outputs} outputs, but the data has {classes} classes"
@@ -120,11 +133,17 @@ def _check_checkpoint_hparams(path: str | Path, overrides: dict[str, Any]) -> No
     if not isinstance(backbone, dict) or not isinstance(spec, dict):
         return
     check_fits_weights(
-        model_values(head if isinstance(head, str) else None, hp.get("head_args") or {}, DataSpec.from_dict(spec),
-                     BackboneConfig(**backbone)),
-        ckpt.get("state_dict") or {}, f"{owner}: the checkpoint {str(path)!r}'s hyper-parameters",
+        model_values(
+            head if isinstance(head, str) else None,
+            hp.get("head_args") or {},
+            DataSpec.from_dict(spec),
+            BackboneConfig(**backbone),
+        ),
+        ckpt.get("state_dict") or {},
+        f"{owner}: the checkpoint {str(path)!r}'s hyper-parameters",
         f"backbone {backbone}, head {head!r} {hp.get('head_args') or {}} on its data spec",
-        "pass `backbone=` (or `head_args=`) explicitly if you mean it")
+        "pass `backbone=` (or `head_args=`) explicitly if you mean it",
+    )
 
 
 def imports_a_module(head: str) -> bool:
@@ -172,8 +191,10 @@ def check_fits_weights(wanted: int, weights: dict[str, Any], what: str, detail: 
     """
     stored = sum(t.numel() for t in weights.values() if isinstance(t, Tensor))
     if wanted > 2 * stored + 2**18:
-        raise ValueError(f"{what} build a model of {_size(4 * wanted)} but its weights hold {_size(4 * stored)} "
-                         f"(float32 sizes): refusing to allocate it (a corrupt or crafted file: {detail}); {hint}")
+        raise ValueError(
+            f"{what} build a model of {_size(4 * wanted)} but its weights hold {_size(4 * stored)} "
+            f"(float32 sizes): refusing to allocate it (a corrupt or crafted file: {detail}); {hint}"
+        )
 
 
 def _size(n: int) -> str:
@@ -268,8 +289,9 @@ class LossbenchModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         if nan_policy not in NAN_POLICIES:
-            raise ValueError(f"LossbenchModule: `nan_policy` must be {' or '.join(map(repr, NAN_POLICIES))}, "
-                             f"got {nan_policy!r}")
+            raise ValueError(
+                f"LossbenchModule: `nan_policy` must be {' or '.join(map(repr, NAN_POLICIES))}, got {nan_policy!r}"
+            )
         self.nan_policy = nan_policy
         self.skipped_steps = 0
         self._resumed_train_epoch: dict[str, Any] | None = None  # a checkpoint's mid-epoch sums, for on_train_start
@@ -284,7 +306,13 @@ class LossbenchModule(pl.LightningModule):
             _config_only("optimizer", optimizer, flat)
             opt = optimizer
             optimizer, lr, weight_decay, momentum, nesterov, betas = (
-                opt.name, opt.lr, opt.weight_decay, opt.momentum, opt.nesterov, tuple(opt.betas))
+                opt.name,
+                opt.lr,
+                opt.weight_decay,
+                opt.momentum,
+                opt.nesterov,
+                tuple(opt.betas),
+            )
         if isinstance(schedule, ScheduleConfig):
             _config_only("schedule", schedule, {"warmup_steps": warmup_steps})
             schedule, warmup_steps = schedule.name, schedule.warmup_steps
@@ -293,13 +321,15 @@ class LossbenchModule(pl.LightningModule):
         if backbone is None or isinstance(backbone, (dict, BackboneConfig)):
             config = BackboneConfig(**backbone) if isinstance(backbone, dict) else (backbone or BackboneConfig())
             if spec is None:
-                raise ValueError("LossbenchModule: `data_spec` is needed to build the backbone from a config; "
-                                 "pass the data module's `spec`, or a ready `backbone` module")
+                raise ValueError(
+                    "LossbenchModule: `data_spec` is needed to build the backbone from a config; "
+                    "pass the data module's `spec`, or a ready `backbone` module"
+                )
             self.backbone: nn.Module = build_backbone(spec, config, seed)
             backbone_hparam: Any = asdict(config)
         else:
             self.backbone, backbone_hparam = backbone, None
-        in_features = int(getattr(self.backbone, "out_features"))
+        in_features = int(self.backbone.out_features)
         if isinstance(head, str):
             cls = resolve_head_class(head)
             kwargs = dict(head_args or {})
@@ -307,7 +337,9 @@ class LossbenchModule(pl.LightningModule):
                 check_head_fits_data(head, cls.task, kwargs.get("num_classes"), spec)
             if cls.task in CLASS_TASKS and "num_classes" not in kwargs:
                 if spec is None or spec.num_classes is None:
-                    raise ValueError(f"LossbenchModule: head {head!r} needs `num_classes`: pass `data_spec` or head_args")
+                    raise ValueError(
+                        f"LossbenchModule: head {head!r} needs `num_classes`: pass `data_spec` or head_args"
+                    )
                 kwargs["num_classes"] = spec.num_classes
             if seed is not None:
                 with torch.random.fork_rng(devices=[]):
@@ -319,20 +351,38 @@ class LossbenchModule(pl.LightningModule):
         elif isinstance(head, LossHead):
             self.head, head_hparam = head, None
             if head.in_features != in_features:
-                raise ValueError(f"LossbenchModule: the head takes `in_features`={head.in_features}, "
-                                 f"the backbone gives {in_features}")
+                raise ValueError(
+                    f"LossbenchModule: the head takes `in_features`={head.in_features}, "
+                    f"the backbone gives {in_features}"
+                )
         else:
             raise TypeError(f"LossbenchModule: `head` must be a head name or a LossHead, got {type(head).__name__}")
         if spec is not None:
-            check_head_fits_data(self.head.name or type(self.head).__name__, self.head.task,
-                                 getattr(self.head, "num_classes", None), spec)
-        self.save_hyperparameters({
-            "head": head_hparam, "head_args": dict(head_args or {}),
-            "data_spec": spec.to_dict() if spec is not None else None, "backbone": backbone_hparam,
-            "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "momentum": momentum,
-            "nesterov": nesterov, "betas": list(betas), "schedule": schedule, "warmup_steps": warmup_steps,
-            "metrics": metrics, "seed": seed, "nan_policy": nan_policy,
-        })
+            check_head_fits_data(
+                self.head.name or type(self.head).__name__,
+                self.head.task,
+                getattr(self.head, "num_classes", None),
+                spec,
+            )
+        self.save_hyperparameters(
+            {
+                "head": head_hparam,
+                "head_args": dict(head_args or {}),
+                "data_spec": spec.to_dict() if spec is not None else None,
+                "backbone": backbone_hparam,
+                "optimizer": optimizer,
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "momentum": momentum,
+                "nesterov": nesterov,
+                "betas": list(betas),
+                "schedule": schedule,
+                "warmup_steps": warmup_steps,
+                "metrics": metrics,
+                "seed": seed,
+                "nan_policy": nan_policy,
+            }
+        )
         self.data_spec = spec
         self.target_scale = _target_scale(spec, self.head)
         num_classes = getattr(self.head, "num_classes", None)
@@ -341,7 +391,8 @@ class LossbenchModule(pl.LightningModule):
         self._sums = {stage: RunningSums() for stage in ("train", "val", "test")}
         self.metrics = nn.ModuleDict(
             {f"{s}_metrics": TaskMetrics(self.head.task, num_classes, ignore) for s in ("train", "val", "test")}
-            if metrics else {}
+            if metrics
+            else {}
         )
 
     @classmethod
@@ -357,11 +408,13 @@ class LossbenchModule(pl.LightningModule):
         return super().load_from_checkpoint(checkpoint_path, *args, weights_only=weights_only, **kwargs)
 
     @staticmethod
-    def _check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps,
-                     betas=OptimizerConfig.betas) -> None:
+    def _check_optim(
+        optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps, betas=OptimizerConfig.betas
+    ) -> None:
         """The optimizer and schedule arguments' checks (:class:`OptimizerConfig`, :class:`ScheduleConfig`)."""
         OptimizerConfig(optimizer, lr, weight_decay, momentum, nesterov, betas).check(
-            "LossbenchModule", lambda f: "optimizer" if f == "name" else f)
+            "LossbenchModule", lambda f: "optimizer" if f == "name" else f
+        )
         ScheduleConfig(schedule, warmup_steps).check("LossbenchModule", lambda f: "schedule" if f == "name" else f)
 
     # -- forward and steps -----------------------------------------------------------------------
@@ -448,7 +501,8 @@ class LossbenchModule(pl.LightningModule):
         if not finite:
             if self.nan_policy == "raise":
                 raise FloatingPointError(
-                    self.non_finite_message(loss, terms, self.global_step, batch_idx, elsewhere=here))
+                    self.non_finite_message(loss, terms, self.global_step, batch_idx, elsewhere=here)
+                )
             self.skipped_steps += 1
             self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
             if self._trainer is not None and self._trainer.world_size > 1:
@@ -461,24 +515,29 @@ class LossbenchModule(pl.LightningModule):
         self._loss_backward = True
         return self._record(loss, terms, outputs, target, "train")
 
-    def non_finite_message(self, loss: Tensor, terms: dict[str, Tensor], step: int, batch_idx: int,
-                           elsewhere: bool = False) -> str:
+    def non_finite_message(
+        self, loss: Tensor, terms: dict[str, Tensor], step: int, batch_idx: int, elsewhere: bool = False
+    ) -> str:
         """The error of ``nan_policy='raise'``: where, the loss and its non-finite terms."""
         bad = [name for name, value in terms.items() if not bool(torch.isfinite(value.detach()).all())]
         name = self.head.name or type(self.head).__name__
         detail = f"non-finite terms: {', '.join(bad)}" if bad else "the loss itself is non-finite"
         if elsewhere:
             detail = "non-finite in another process of this distributed run"
-        return (f"LossbenchModule: at step {step} (batch {batch_idx}) the {name!r} loss is {float(loss.detach())} "
-                f"({detail}); check the inputs and the learning rate, or set nan_policy='skip'")
+        return (
+            f"LossbenchModule: at step {step} (batch {batch_idx}) the {name!r} loss is {float(loss.detach())} "
+            f"({detail}); check the inputs and the learning rate, or set nan_policy='skip'"
+        )
 
     def non_finite_gradient_message(self, loss: Tensor | None, norm: Tensor, step: int, batch_idx: int) -> str:
         """The error of ``nan_policy='raise'`` on a finite loss whose gradient is not: where, the loss, the norm."""
         name = self.head.name or type(self.head).__name__
         value = "finite" if loss is None else float(loss.detach())
-        return (f"LossbenchModule: at step {step} (batch {batch_idx}) the {name!r} loss is {value} but its gradient "
-                f"is not finite (gradient norm {float(norm)}); check the loss's gradient at these outputs and the "
-                "learning rate, or set nan_policy='skip'")
+        return (
+            f"LossbenchModule: at step {step} (batch {batch_idx}) the {name!r} loss is {value} but its gradient "
+            f"is not finite (gradient norm {float(norm)}); check the loss's gradient at these outputs and the "
+            "learning rate, or set nan_policy='skip'"
+        )
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -509,8 +568,12 @@ class LossbenchModule(pl.LightningModule):
         """The training epoch's running loss sums and metric states, so a mid-epoch resume logs whole-epoch means."""
         sums = self._sums["train"]
         metrics = self.metrics["train_metrics"].metrics if "train_metrics" in self.metrics else {}
-        return {"epoch": int(self.trainer.current_epoch), "sums": dict(sums.sums), "count": sums.count,
-                "metrics": {name: {"state": m.metric_state, "updates": m.update_count} for name, m in metrics.items()}}
+        return {
+            "epoch": int(self.trainer.current_epoch),
+            "sums": dict(sums.sums),
+            "count": sums.count,
+            "metrics": {name: {"state": m.metric_state, "updates": m.update_count} for name, m in metrics.items()},
+        }
 
     def on_train_start(self) -> None:
         state, self._resumed_train_epoch = self._resumed_train_epoch, None
@@ -540,7 +603,9 @@ class LossbenchModule(pl.LightningModule):
         self._epoch_end("test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        inputs = batch["inputs"] if isinstance(batch, dict) else (batch[0] if isinstance(batch, (list, tuple)) else batch)
+        inputs = (
+            batch["inputs"] if isinstance(batch, dict) else (batch[0] if isinstance(batch, (list, tuple)) else batch)
+        )
         outputs = self(inputs)
         return self.predict_values(outputs) if self.head.task == "regression" else self.head.predict_proba(outputs)
 
@@ -576,15 +641,19 @@ class LossbenchModule(pl.LightningModule):
             return
         self.step_grad_norm, self.step_lr = norm.detach(), float(optimizer.param_groups[0]["lr"])
         if self._logs_step_values():
-            self.log_dict({"train/grad_norm": self.step_grad_norm, "train/lr": torch.tensor(self.step_lr)},
-                          on_step=True, on_epoch=False)
+            self.log_dict(
+                {"train/grad_norm": self.step_grad_norm, "train/lr": torch.tensor(self.step_lr)},
+                on_step=True,
+                on_epoch=False,
+            )
 
     def _non_finite_gradient(self, norm: Tensor) -> None:
         """``nan_policy`` on a finite loss with a non-finite gradient: raise, or count the step and drop the
         gradient (the optimizer leaves parameters without one unchanged: no update, as a skipped loss)."""
         if self.nan_policy == "raise":
             raise FloatingPointError(
-                self.non_finite_gradient_message(self._step_loss, norm, self.global_step, self._batch_idx))
+                self.non_finite_gradient_message(self._step_loss, norm, self.global_step, self._batch_idx)
+            )
         self.skipped_steps += 1
         self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
         self._drop_gradients()
@@ -603,10 +672,13 @@ class LossbenchModule(pl.LightningModule):
             if not p.requires_grad:
                 continue
             (decay if p.dim() >= 2 and "position" not in name and name != "backbone.cls" else no_decay).append(p)
-        extra = ({"momentum": hp.momentum, "nesterov": hp.nesterov} if hp.optimizer == "sgd"
-                 else {"betas": tuple(hp.betas)})
-        return [{"params": decay, "weight_decay": hp.weight_decay, "lr": hp.lr, **extra},
-                {"params": no_decay, "weight_decay": 0.0, "lr": hp.lr, **extra}]
+        extra = (
+            {"momentum": hp.momentum, "nesterov": hp.nesterov} if hp.optimizer == "sgd" else {"betas": tuple(hp.betas)}
+        )
+        return [
+            {"params": decay, "weight_decay": hp.weight_decay, "lr": hp.lr, **extra},
+            {"params": no_decay, "weight_decay": 0.0, "lr": hp.lr, **extra},
+        ]
 
     def lr_factor(self, total_steps: int):
         """The schedule as a function of the step (``LambdaLR``'s factor), or None for a constant rate."""

@@ -23,8 +23,15 @@ SMALL = {"d_model": 8, "nhead": 2, "num_layers": 1}
 @pytest.fixture
 def checkpoint(tmp_path):
     model = LossbenchModule("ce", data_spec=SPEC, backbone=SMALL, seed=0)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=str(tmp_path), max_steps=1, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        max_steps=1,
+        enable_checkpointing=False,
+    )
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
     trainer.fit(model, torch.utils.data.DataLoader([{"inputs": a, "target": b} for a, b in zip(x, y)], batch_size=4))
     path = tmp_path / "model.ckpt"
@@ -57,11 +64,15 @@ def test_a_checkpoint_asking_for_a_huge_model_is_refused_before_allocating(check
         LossbenchModule.load_from_checkpoint(checkpoint)
 
 
-@pytest.mark.parametrize("hparams", [
-    {"head_args": {"num_classes": 3_000_000}},  # issue 19 B7: a 210 kB checkpoint asked for a 7 GB head
-    {"data_spec": {**SPEC.to_dict(), "num_classes": 3_000_000}},  # the head's classes from the data spec
-    {"data_spec": {**SPEC.to_dict(), "num_features": 30_000_000}},  # the backbone's input adapter
-], ids=["head-num_classes", "spec-num_classes", "spec-num_features"])
+@pytest.mark.parametrize(
+    "hparams",
+    [
+        {"head_args": {"num_classes": 3_000_000}},  # issue 19 B7: a 210 kB checkpoint asked for a 7 GB head
+        {"data_spec": {**SPEC.to_dict(), "num_classes": 3_000_000}},  # the head's classes from the data spec
+        {"data_spec": {**SPEC.to_dict(), "num_features": 30_000_000}},  # the backbone's input adapter
+    ],
+    ids=["head-num_classes", "spec-num_classes", "spec-num_features"],
+)
 def test_a_checkpoint_asking_for_a_huge_head_or_data_is_refused_before_allocating(checkpoint, hparams, monkeypatch):
     """The size rule counts the whole model its hyper-parameters build (head and data spec too), not the backbone
     alone; nothing of that size is allocated (a Linear that large is never constructed)."""
@@ -75,8 +86,11 @@ def test_a_checkpoint_asking_for_a_huge_head_or_data_is_refused_before_allocatin
 
     monkeypatch.setattr(torch.nn.Linear, "__init__", spy)
     _edit(checkpoint, **hparams)
-    with pytest.raises(ValueError, match=r"hyper-parameters build a model of [\d.]+ ?[MGT]B .* its weights hold "
-                                         r"[\d.]+ ?kB .*refusing to allocate it"):
+    with pytest.raises(
+        ValueError,
+        match=r"hyper-parameters build a model of [\d.]+ ?[MGT]B .* its weights hold "
+        r"[\d.]+ ?kB .*refusing to allocate it",
+    ):
         LossbenchModule.load_from_checkpoint(checkpoint)
     assert max(built, default=0) < 10_000  # only the meta device saw the large layer
 
@@ -92,6 +106,12 @@ def test_the_size_rule_lets_every_built_in_head_load(tmp_path):
             continue
         model = LossbenchModule(info.name, data_spec=spec, backbone=SMALL, seed=0)
         path = tmp_path / f"{info.name}.ckpt"
-        torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                    "pytorch-lightning_version": pl.__version__}, path)
+        torch.save(
+            {
+                "state_dict": model.state_dict(),
+                "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": pl.__version__,
+            },
+            path,
+        )
         assert LossbenchModule.load_from_checkpoint(path).head.proj.out_features == 1000

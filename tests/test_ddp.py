@@ -270,7 +270,8 @@ def test_each_step_trains_the_one_process_batch_split_across_processes(runs):
     (one,), (r0, r1) = results[1], results[2]
     assert r0["samplers"] == ["OrderedDistributedSampler", "EvalDistributedSampler"], (
         "HFDataModule's loaders must take their samplers from lossbench.distributed.process_sampler: "
-        f"Lightning's own ({r0['samplers']}) reshuffle the training order and pad the validation rows")
+        f"Lightning's own ({r0['samplers']}) reshuffle the training order and pad the validation rows"
+    )
     assert len(one["steps"]) == len(r0["steps"]) == len(r1["steps"]) == 8
     for k, (a, b, c) in enumerate(zip(one["steps"], r0["steps"], r1["steps"])):
         assert len(b["rows"]) == len(c["rows"]) == 4
@@ -353,7 +354,7 @@ target: {metric: val/accuracy, mode: max, threshold: 0.5}
 # every file-system write under the output folder, with the writer's rank, goes to a log per process
 # (audit hooks see each open for writing, rename, remove and mkdir); paths come from the environment, which
 # the process Lightning launches for rank 1 inherits (it re-runs this script with the same arguments)
-COMPARE = textwrap.dedent('''
+COMPARE = textwrap.dedent("""
     import atexit, os, sys
     out = os.path.realpath(os.environ["AUDIT_OUT"])
     log = open(f"{os.environ['AUDIT_LOG']}.{os.getpid()}", "a", buffering=1)
@@ -377,7 +378,7 @@ COMPARE = textwrap.dedent('''
     torch.set_num_threads(1)
     from lossbench.cli import main
     sys.exit(main())
-''')
+""")
 
 TIMING = {"wall_time", "train_seconds", "seconds_per_step", "seconds_to_target"}
 
@@ -410,9 +411,24 @@ def compared(tmp_path_factory):
     (root / "recipe.yaml").write_text(RECIPE)
     (root / "compare.py").write_text(COMPARE)
     Comparison(load_recipe(str(root / "recipe.yaml")), root / "one", progress=False).run()
-    done = run(["compare.py", "compare", "recipe.yaml", "--output", "two", "--trainer.strategy", "ddp",
-                "--trainer.devices", "2", "--data.batch_size", "4"], cwd=root,
-               AUDIT_OUT=str(root / "two"), AUDIT_LOG=str(root / "writes"))
+    done = run(
+        [
+            "compare.py",
+            "compare",
+            "recipe.yaml",
+            "--output",
+            "two",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.devices",
+            "2",
+            "--data.batch_size",
+            "4",
+        ],
+        cwd=root,
+        AUDIT_OUT=str(root / "two"),
+        AUDIT_LOG=str(root / "writes"),
+    )
     logs = {}
     deadline = time.monotonic() + 30  # rank 1 may still be exiting when rank 0 is done
     while time.monotonic() < deadline:
@@ -429,12 +445,16 @@ def test_compare_on_two_processes_gives_the_one_process_results(compared):
     one, two = root / "one", root / "two"
     for name in ("comparison.json", "recipe.yaml", "results.csv", "report.md"):
         assert (two / name).is_file(), name
-    same_table(list(csv.DictReader(open(one / "results.csv"))), list(csv.DictReader(open(two / "results.csv"))),
-               "results.csv")
+    same_table(
+        list(csv.DictReader(open(one / "results.csv"))), list(csv.DictReader(open(two / "results.csv"))), "results.csv"
+    )
     for loss in ("ce", "poly1"):
         run_one, run_two = one / "runs" / loss / "seed_0", two / "runs" / loss / "seed_0"
-        same_table(list(csv.DictReader(open(run_one / "metrics.csv"))),
-                   list(csv.DictReader(open(run_two / "metrics.csv"))), f"{loss} metrics.csv")
+        same_table(
+            list(csv.DictReader(open(run_one / "metrics.csv"))),
+            list(csv.DictReader(open(run_two / "metrics.csv"))),
+            f"{loss} metrics.csv",
+        )
         record = json.loads((run_two / "record.json").read_text())
         assert record["status"] == "finished" and record["steps"] == 20
         assert len(record["fingerprints"]["data_order"]) == 2  # two epochs: the sampler's epoch reached every process

@@ -46,7 +46,6 @@ def test_did_you_mean_hints_come_from_one_helper():
 @pytest.mark.parametrize("where", ["head", "dataset", "recipe key", "corrupt setting"])
 def test_every_unknown_name_error_gives_the_same_hint(where):
     from lossbench.compare import load_recipe
-    from lossbench.compare.recipe.recipe import RecipeError
     from lossbench.data.builtin import check_builtin_name
     from lossbench.data.corrupt import LabelNoise
     from lossbench.heads import get_head_class

@@ -53,7 +53,9 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             if base.split(".")[0] != "lossbench":
                 continue
             for alias in node.names:  # `from package import submodule` depends on the submodule
@@ -127,11 +129,17 @@ def test_no_upward_import():
 
 
 def test_the_checker_finds_a_circle_and_an_upward_edge():
-    g = {"lossbench.config": {"lossbench.module"}, "lossbench.module": {"lossbench.config"},
-         "lossbench.compare.store.records": {"lossbench.compare.execution.engine"}, "lossbench.compare.execution.engine": set()}
+    g = {
+        "lossbench.config": {"lossbench.module"},
+        "lossbench.module": {"lossbench.config"},
+        "lossbench.compare.store.records": {"lossbench.compare.execution.engine"},
+        "lossbench.compare.execution.engine": set(),
+    }
     assert circles(g) == [["lossbench.config", "lossbench.module"]]
-    assert upward(g) == ["lossbench.compare.store.records -> lossbench.compare.execution.engine",
-                         "lossbench.config -> lossbench.module"]
+    assert upward(g) == [
+        "lossbench.compare.store.records -> lossbench.compare.execution.engine",
+        "lossbench.config -> lossbench.module",
+    ]
 
 
 def test_function_level_and_from_package_imports_are_edges(tmp_path):

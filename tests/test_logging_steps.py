@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 
 from lossbench import LossbenchModule
 from lossbench.compare import Comparison, load_recipe
-from lossbench.compare.store.records import read_csv
 from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import read_csv
 from lossbench.data import DataSpec
 from tests.compare.conftest import tiny_recipe
 
@@ -68,13 +68,19 @@ def csv_steps(path):
 @pytest.mark.parametrize("every", [5, 7])
 def test_user_trainer_csv_rows_hold_the_values_of_their_own_step(tmp_path, every):
     steps = 40
-    model = LossbenchModule("poly1", data_spec=FEATURES, backbone=SMALL, lr=1e-2, schedule="cosine",
-                            warmup_steps=5, seed=0)
+    model = LossbenchModule(
+        "poly1", data_spec=FEATURES, backbone=SMALL, lr=1e-2, schedule="cosine", warmup_steps=5, seed=0
+    )
     spy = Spy()
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=steps, log_every_n_steps=every, logger=CSVLogger(save_dir=tmp_path),
-        callbacks=[LearningRateMonitor(logging_interval="step"), spy], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        max_steps=steps,
+        log_every_n_steps=every,
+        logger=CSVLogger(save_dir=tmp_path),
+        callbacks=[LearningRateMonitor(logging_interval="step"), spy],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(model, DataLoader(class_data(4 * steps), batch_size=4))
     rows = csv_steps(f"{trainer.logger.log_dir}/metrics.csv")

@@ -30,10 +30,12 @@ def test_multiclass_balanced_accuracy_and_brier_match_references():
     proba, target = multiclass()
     label = proba.argmax(-1)
     assert value("multiclass", "balanced_accuracy", label, target, 5) == pytest.approx(
-        balanced_accuracy_score(target, label), abs=1e-7)
+        balanced_accuracy_score(target, label), abs=1e-7
+    )
     onehot = np.eye(5)[target.numpy()]
     assert value("multiclass", "brier", proba, target, 5) == pytest.approx(
-        ((proba.numpy() - onehot) ** 2).sum(-1).mean(), rel=1e-6)
+        ((proba.numpy() - onehot) ** 2).sum(-1).mean(), rel=1e-6
+    )
     perfect = torch.nn.functional.one_hot(target, 5).float()
     assert value("multiclass", "brier", perfect, target, 5) == 0.0
 
@@ -42,7 +44,8 @@ def test_binary_balanced_accuracy_brier_and_nll_match_references():
     g = torch.Generator().manual_seed(1)
     proba, target = torch.rand(200, generator=g), (torch.rand(200, generator=g) < 0.2).long()
     assert value("binary", "balanced_accuracy", proba, target) == pytest.approx(
-        balanced_accuracy_score(target, (proba > 0.5).long()), abs=1e-12)
+        balanced_accuracy_score(target, (proba > 0.5).long()), abs=1e-12
+    )
     assert value("binary", "brier", proba, target) == pytest.approx(brier_score_loss(target, proba), abs=1e-7)
     from sklearn.metrics import log_loss
 
@@ -56,7 +59,8 @@ def test_the_resampled_scores_equal_the_logged_metrics_on_the_full_split():
     pred = {"target": target.numpy(), "label": proba.argmax(-1).numpy(), "proba": proba.numpy()}
     full = np.arange(len(target))[None]
     assert SCORES["balanced_accuracy"](pred, full)[0] == pytest.approx(
-        value("multiclass", "balanced_accuracy", proba.argmax(-1), target, 5), abs=1e-7)
+        value("multiclass", "balanced_accuracy", proba.argmax(-1), target, 5), abs=1e-7
+    )
     assert SCORES["brier"](pred, full)[0] == pytest.approx(value("multiclass", "brier", proba, target, 5), rel=1e-6)
     good = {**pred, "label": np.where(np.arange(len(target)) % 5 == 0, pred["label"], pred["target"])}  # ~80% right
     worse = {**pred, "label": np.zeros_like(pred["label"])}  # always the majority class: balanced accuracy 1/5
@@ -75,8 +79,11 @@ def test_a_binary_probability_of_exactly_one_half_is_class_0_for_every_metric_an
     label = get_head("bce", in_features=4).predict(torch.logit(proba))  # sigmoid(0) is exactly 0.5
     assert label.tolist() == [0, 0, 0, 1]
     pred, full = {"target": target.numpy(), "proba": proba.numpy()}, np.arange(4)[None]
-    for name, reference in (("accuracy", accuracy_score), ("balanced_accuracy", balanced_accuracy_score),
-                            ("f1", f1_score)):
+    for name, reference in (
+        ("accuracy", accuracy_score),
+        ("balanced_accuracy", balanced_accuracy_score),
+        ("f1", f1_score),
+    ):
         expected = reference(target.numpy(), label.numpy())
         assert value("binary", name, proba, target) == pytest.approx(expected, abs=1e-12), name
         assert SCORES[name](pred, full)[0] == pytest.approx(expected, abs=1e-12), name
@@ -118,7 +125,8 @@ def test_nll_floors_probabilities_at_1e_12_as_stated_and_as_the_significance_sco
     proba, target = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.25, 0.25]], dtype=torch.float64), torch.tensor([0, 0])
     assert value("multiclass", "nll", proba, target, 3) == pytest.approx((floor + math.log(2)) / 2, rel=1e-9)
     assert SCORES["nll"]({"target": target.numpy(), "proba": proba.numpy()}, np.arange(2)[None])[0] == pytest.approx(
-        (floor + math.log(2)) / 2, rel=1e-9)
+        (floor + math.log(2)) / 2, rel=1e-9
+    )
     sure_and_wrong, target = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([0, 1])
     assert value("binary", "nll", sure_and_wrong, target) == pytest.approx(floor, rel=1e-4)
     assert NLL_FLOOR == 1e-12 and all("1e-12" in m.__doc__ for m in (MeanTargetNLL, BinaryNLL, metric_specs))
@@ -138,5 +146,6 @@ def test_balanced_accuracy_counts_a_class_predicted_but_never_a_target_with_reca
         warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
         assert balanced_accuracy_score(target, label) == pytest.approx(0.75)
         assert balanced_accuracy_score(negatives, (proba > 0.5).long()) == pytest.approx(0.75)
-    assert all("recall 0" in doc and "scikit-learn" in doc for doc in (BinaryBalancedAccuracy.__doc__,
-                                                                        metric_specs.__doc__))
+    assert all(
+        "recall 0" in doc and "scikit-learn" in doc for doc in (BinaryBalancedAccuracy.__doc__, metric_specs.__doc__)
+    )

@@ -5,11 +5,10 @@ import math
 import lightning.pytorch as pl
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from lossbench import LossbenchModule, get_head
 from lossbench.data import DataSpec
-
 
 SMALL = {"d_model": 16, "nhead": 2, "num_layers": 1}
 FEATURES = DataSpec("features", "class", num_classes=3, num_features=4)
@@ -25,8 +24,13 @@ def class_data(n=48, classes=3, features=4, seed=0):
 def trainer(**kw):
     kw.setdefault("max_steps", 4)
     return pl.Trainer(
-        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, log_every_n_steps=1, **kw,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        **kw,
     )
 
 
@@ -39,15 +43,26 @@ def test_fit_logs_loss_terms_grad_norm_lr_and_metrics():
     t = trainer(max_steps=3, limit_val_batches=1)
     t.fit(model, loader(class_data()), loader(class_data(seed=1)))
     logged = t.callback_metrics
-    for key in ("train/loss", "train/ce", "train/poly", "train/grad_norm", "train/lr",
-                "val/loss", "val/accuracy", "val/f1_macro", "val/nll", "val/ece"):
+    for key in (
+        "train/loss",
+        "train/ce",
+        "train/poly",
+        "train/grad_norm",
+        "train/lr",
+        "val/loss",
+        "val/accuracy",
+        "val/f1_macro",
+        "val/nll",
+        "val/ece",
+    ):
         assert key in logged and math.isfinite(float(logged[key])), key
     assert torch.isclose(logged["val/loss"], logged["val/ce"] + logged["val/poly"], atol=1e-5)
 
 
 def test_training_moves_every_weight_and_sgd_nesterov_works():
-    model = LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, optimizer="sgd", lr=0.1,
-                            nesterov=True, seed=0, metrics=False)
+    model = LossbenchModule(
+        "ce", data_spec=FEATURES, backbone=SMALL, optimizer="sgd", lr=0.1, nesterov=True, seed=0, metrics=False
+    )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer(max_steps=3).fit(model, loader(class_data()))
     moved = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
@@ -68,8 +83,18 @@ def test_weight_decay_spares_biases_norms_and_positions():
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 def test_warmup_then_decay_schedule(schedule):
-    model = LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, lr=1.0, schedule=schedule,
-                            warmup_steps=2, seed=0, metrics=False, optimizer="sgd", momentum=0.0)
+    model = LossbenchModule(
+        "ce",
+        data_spec=FEATURES,
+        backbone=SMALL,
+        lr=1.0,
+        schedule=schedule,
+        warmup_steps=2,
+        seed=0,
+        metrics=False,
+        optimizer="sgd",
+        momentum=0.0,
+    )
     lrs = []
 
     class Record(pl.Callback):
@@ -183,17 +208,41 @@ def test_missing_spec_is_explained():
 def test_the_optimizer_and_schedule_configs_are_accepted_and_stored_flat():
     from lossbench.config import OptimizerConfig, ScheduleConfig
 
-    model = LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, metrics=False,
-                            optimizer=OptimizerConfig(name="sgd", lr=0.1, momentum=0.5, nesterov=True),
-                            schedule=ScheduleConfig(name="cosine", warmup_steps=3))
+    model = LossbenchModule(
+        "ce",
+        data_spec=FEATURES,
+        backbone=SMALL,
+        metrics=False,
+        optimizer=OptimizerConfig(name="sgd", lr=0.1, momentum=0.5, nesterov=True),
+        schedule=ScheduleConfig(name="cosine", warmup_steps=3),
+    )
     hp = model.hparams
-    assert (hp.optimizer, hp.lr, hp.momentum, hp.nesterov, hp.schedule, hp.warmup_steps) == ("sgd", 0.1, 0.5, True,
-                                                                                              "cosine", 3)
-    same = LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, metrics=False, optimizer="sgd", lr=0.1,
-                           momentum=0.5, nesterov=True, schedule="cosine", warmup_steps=3)
+    assert (hp.optimizer, hp.lr, hp.momentum, hp.nesterov, hp.schedule, hp.warmup_steps) == (
+        "sgd",
+        0.1,
+        0.5,
+        True,
+        "cosine",
+        3,
+    )
+    same = LossbenchModule(
+        "ce",
+        data_spec=FEATURES,
+        backbone=SMALL,
+        metrics=False,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.5,
+        nesterov=True,
+        schedule="cosine",
+        warmup_steps=3,
+    )
     assert dict(same.hparams) == dict(hp)  # a checkpoint holds plain values either way (weights_only loads it)
-    with pytest.raises(ValueError, match=r"`optimizer` is a OptimizerConfig, which holds every optimizer setting; "
-                                         r"leave `lr` at the default"):
+    with pytest.raises(
+        ValueError,
+        match=r"`optimizer` is a OptimizerConfig, which holds every optimizer setting; "
+        r"leave `lr` at the default",
+    ):
         LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, optimizer=OptimizerConfig(), lr=0.5)
     with pytest.raises(ValueError, match=r"`lr` must be a finite number > 0, got 0.0"):
         LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, optimizer=OptimizerConfig(lr=0.0))

@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader
 
 from lossbench import LossbenchModule
 from lossbench.compare import Comparison, load_recipe
-from lossbench.compare.store.records import RunRecord
 from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import RunRecord
 from lossbench.data import DataSpec
 from tests.compare.conftest import tiny_recipe
 
@@ -30,15 +30,23 @@ def batches(nan_at: int | None = None, n: int = 6):
 
 
 def fit(model, data):
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, log_every_n_steps=1)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
     trainer.fit(model, DataLoader(data, batch_size=None))
     return trainer
 
 
 def test_raise_names_step_loss_and_term():
     model = LossbenchModule("poly1", data_spec=SPEC, backbone=SMALL, seed=0)
-    with pytest.raises(FloatingPointError, match=r"at step 3 \(batch 3\) the 'poly1' loss is nan \(non-finite terms: ce, poly\)"):
+    with pytest.raises(
+        FloatingPointError, match=r"at step 3 \(batch 3\) the 'poly1' loss is nan \(non-finite terms: ce, poly\)"
+    ):
         fit(model, batches(nan_at=3))
 
 
@@ -62,8 +70,14 @@ def test_nan_in_one_loss_term_is_named():
                 module.head.epsilon = float("inf")  # poly term becomes inf; ce stays finite
 
     model = LossbenchModule("poly1", data_spec=SPEC, backbone=SMALL, seed=0)
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[NaNTerm()])
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[NaNTerm()],
+    )
     with pytest.raises(FloatingPointError, match=r"step 1 .*non-finite terms: poly\)"):
         trainer.fit(model, DataLoader(batches(), batch_size=None))
 
@@ -120,8 +134,11 @@ def test_skip_sees_a_non_finite_gradient_of_a_finite_loss():
 
 
 def test_raise_names_a_non_finite_gradient_of_a_finite_loss():
-    with pytest.raises(FloatingPointError, match=r"at step 2 \(batch 2\) the 'BadGradientHead' loss is \d\.\d+ "
-                                                 r"but its gradient is not finite \(gradient norm nan\)"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"at step 2 \(batch 2\) the 'BadGradientHead' loss is \d\.\d+ "
+        r"but its gradient is not finite \(gradient norm nan\)",
+    ):
         fit(bad_gradient_model(bad_at=2), batches())
 
 
@@ -136,8 +153,14 @@ def test_under_a_loss_scaler_a_non_finite_gradient_is_the_scalers_overflow():
     head = BadGradientHead(in_features=8, num_classes=3, bad_from=3, bad_until=3, value="inf")
     model = LossbenchModule(head, data_spec=SPEC, backbone=SMALL, seed=0, nan_policy="raise")
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, plugins=[MixedPrecision("16-mixed", "cpu", scaler)])
+    trainer = pl.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[MixedPrecision("16-mixed", "cpu", scaler)],
+    )
     trainer.fit(model, DataLoader(batches(), batch_size=None))
     assert model.skipped_steps == 0 and scaler.get_scale() == 2.0**9
     assert torch.isfinite(model.step_grad_norm) and all(torch.isfinite(p).all() for p in model.parameters())

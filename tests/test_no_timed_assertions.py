@@ -69,4 +69,6 @@ def test_the_detector_finds_timed_assertions_and_passes_others():
 @pytest.mark.parametrize("path", sorted(TESTS.rglob("*.py")), ids=lambda p: str(p.relative_to(TESTS)))
 def test_no_test_asserts_on_wall_clock_time(path):
     found = timed_assertions(path.read_text())
-    assert not found, f"{path.relative_to(TESTS)} asserts on wall-clock time at lines {found}: measure it in benchmarks/"
+    assert not found, (
+        f"{path.relative_to(TESTS)} asserts on wall-clock time at lines {found}: measure it in benchmarks/"
+    )

@@ -65,9 +65,17 @@ class LossRecorder(pl.Callback):
 def train(model: LossbenchModule, batches, precision: str) -> list[float]:
     recorder = LossRecorder()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, precision=precision, max_steps=STEPS, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[recorder],
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        max_steps=STEPS,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[recorder],
     )
     loader = torch.utils.data.DataLoader(batches, batch_size=None)  # each item is a ready batch
     with warnings.catch_warnings():

@@ -30,8 +30,9 @@ class Log(pl.Callback):
 
     def _epoch_logs(self, trainer, epoch):
         step_logged = {"train/loss", "train/grad_norm", "train/lr"}
-        self.epochs[epoch] = {k: v.clone() for k, v in trainer.callback_metrics.items()
-                              if k.startswith("train/") and k not in step_logged}
+        self.epochs[epoch] = {
+            k: v.clone() for k, v in trainer.callback_metrics.items() if k.startswith("train/") and k not in step_logged
+        }
 
     def on_train_epoch_start(self, trainer, module):
         if trainer.current_epoch > 0:  # what the previous epoch's end logged
@@ -64,14 +65,31 @@ class Crash(pl.Callback):
 def fit(cache, precision, callbacks, ckpt_path=None, seed=0):
     dm = HFDataModule("lossbench:wine", batch_size=BATCH, cache_dir=cache, seed=3)
     model = LossbenchModule(
-        "ce", data_spec=dm.spec, backbone={"d_model": 8, "nhead": 2, "num_layers": 1, "dropout": 0.2},
-        lr=3e-3, weight_decay=0.01, schedule="cosine", warmup_steps=3, seed=0,
+        "ce",
+        data_spec=dm.spec,
+        backbone={"d_model": 8, "nhead": 2, "num_layers": 1, "dropout": 0.2},
+        lr=3e-3,
+        weight_decay=0.01,
+        schedule="cosine",
+        warmup_steps=3,
+        seed=0,
     )
     log = Log()
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, precision=precision, deterministic=True, max_steps=STEPS, max_epochs=-1,
-        val_check_interval=EVERY, check_val_every_n_epoch=None, num_sanity_val_steps=0, log_every_n_steps=1,
-        logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[log, *callbacks],
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        deterministic=True,
+        max_steps=STEPS,
+        max_epochs=-1,
+        val_check_interval=EVERY,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[log, *callbacks],
         enable_checkpointing=any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks),
         plugins=[AtomicCheckpointIO()],
     )
@@ -147,7 +165,8 @@ def test_resumed_run_is_bitwise_the_uninterrupted_run(cache, uninterrupted, tmp_
     # the training epochs' logged means (loss, accuracy ...) cover the batches before the stop too
     assert log.epochs and all(
         log.epochs[e].keys() == ref_log.epochs[e].keys()
-        and all(torch.equal(v, ref_log.epochs[e][k]) for k, v in log.epochs[e].items()) for e in log.epochs
+        and all(torch.equal(v, ref_log.epochs[e][k]) for k, v in log.epochs[e].items())
+        for e in log.epochs
     ), "epoch means"
     val = trainer.callback_metrics["val/loss"]
     assert torch.equal(val, reference[0].callback_metrics["val/loss"])  # the evaluation after the last step
@@ -160,8 +179,9 @@ def test_resumed_run_is_bitwise_the_uninterrupted_run(cache, uninterrupted, tmp_
         ("position", False),  # the resumed epoch starts over from its first batch
     ],
 )
-def test_without_the_mechanism_the_resumed_run_differs(cache, uninterrupted, tmp_path, monkeypatch, disable,
-                                                       same_batches):
+def test_without_the_mechanism_the_resumed_run_differs(
+    cache, uninterrupted, tmp_path, monkeypatch, disable, same_batches
+):
     if disable == "rng":
         monkeypatch.setattr(ResumeState, "on_train_start", lambda self, trainer, module: None)
     else:
@@ -181,7 +201,12 @@ def test_checkpoints_carry_rng_states_and_the_batch_order_position(cache, tmp_pa
     rng = ckpt["callbacks"]["ResumeState"]["rng"]
     assert set(rng) >= {"torch", "numpy", "python"}
     assert ckpt["HFDataModule"]["train_position"] == {
-        "epoch": 0, "batches": 5, "batch_size": BATCH, "num_rows": 124, "seed": 3, "world_size": 1,
+        "epoch": 0,
+        "batches": 5,
+        "batch_size": BATCH,
+        "num_rows": 124,
+        "seed": 3,
+        "world_size": 1,
     }
 
 
@@ -210,8 +235,9 @@ def test_sampler_resumes_once_in_the_saved_epoch_only():
 
 def test_a_changed_batch_size_is_not_resumed_at_a_wrong_position(cache):
     dm = HFDataModule("lossbench:wine", batch_size=8, cache_dir=cache, seed=3)
-    dm.load_state_dict({"train_position": {"epoch": 0, "batches": 2, "batch_size": 16, "num_rows": 124, "seed": 3,
-                                           "world_size": 1}})
+    dm.load_state_dict(
+        {"train_position": {"epoch": 0, "batches": 2, "batch_size": 16, "num_rows": 124, "seed": 3, "world_size": 1}}
+    )
     with pytest.warns(UserWarning, match="batch_size 16 then, 8 now"):
         loader = dm.train_dataloader()
     assert list(loader.sampler) == loader.sampler.order(0)

@@ -25,14 +25,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 import lossbench
 from lossbench import LossbenchModule, UnknownHeadError, get_head, get_head_class
 from lossbench.compare import Comparison, RecipeError, load_recipe
 from lossbench.compare.execution.callbacks import DataOrderFingerprint, RunRecorder
-from lossbench.compare.store.records import RunRecord
 from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import RunRecord
 from lossbench.data import DataSpec, HFDataModule
 
 ROOT = Path(lossbench.__file__).resolve().parent
@@ -42,8 +41,15 @@ NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"  # torch: weights_only=None
 
 
 def quiet_trainer(root: Path, **kwargs) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                      default_root_dir=str(root), num_sanity_val_steps=0, **kwargs)
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
 def loader(n: int = 16) -> torch.utils.data.DataLoader:
@@ -87,19 +93,43 @@ def test_trainer_checkpoint_holds_only_weights_only_types(tmp_path):
     """A comparison-style checkpoint (HF data module, schedule, lossbench callbacks) loads with weights_only=True."""
     df = pd.DataFrame({"x1": np.linspace(0, 1, 40), "x2": np.cos(np.arange(40.0)), "label": np.arange(40) % 3})
     df.to_parquet(tmp_path / "d.parquet")
-    dm = HFDataModule("parquet", data_files=str(tmp_path / "d.parquet"), feature_columns=["x1", "x2"],
-                      cache_dir=str(tmp_path / "hf"), batch_size=8)
-    model = LossbenchModule("focal", head_args={"weight": [1.0, 2.0, 1.0]}, data_spec=dm.spec, backbone=SMALL,
-                            schedule="cosine", warmup_steps=1, seed=0)
+    dm = HFDataModule(
+        "parquet",
+        data_files=str(tmp_path / "d.parquet"),
+        feature_columns=["x1", "x2"],
+        cache_dir=str(tmp_path / "hf"),
+        batch_size=8,
+    )
+    model = LossbenchModule(
+        "focal",
+        head_args={"weight": [1.0, 2.0, 1.0]},
+        data_spec=dm.spec,
+        backbone=SMALL,
+        schedule="cosine",
+        warmup_steps=1,
+        seed=0,
+    )
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="last", enable_version_counter=False)
-    trainer = quiet_trainer(tmp_path, max_steps=2, val_check_interval=2, check_val_every_n_epoch=None,
-                            callbacks=[RunRecorder(), DataOrderFingerprint(), checkpoint])
+    trainer = quiet_trainer(
+        tmp_path,
+        max_steps=2,
+        val_check_interval=2,
+        check_val_every_n_epoch=None,
+        callbacks=[RunRecorder(), DataOrderFingerprint(), checkpoint],
+    )
     trainer.fit(model, dm)
     path = tmp_path / "ckpt" / "last.ckpt"
 
     loaded = torch.load(path, weights_only=True)  # raises UnpicklingError naming any unsafe global
-    assert {"state_dict", "optimizer_states", "lr_schedulers", "callbacks", "hyper_parameters",
-            "datamodule_hyper_parameters", "lossbench_skipped_steps"} <= set(loaded)
+    assert {
+        "state_dict",
+        "optimizer_states",
+        "lr_schedulers",
+        "callbacks",
+        "hyper_parameters",
+        "datamodule_hyper_parameters",
+        "lossbench_skipped_steps",
+    } <= set(loaded)
     assert {"RunRecorder", "DataOrderFingerprint"} <= set(loaded["callbacks"])
     assert loaded["hyper_parameters"]["data_spec"] == dm.spec.to_dict()
 
@@ -138,8 +168,21 @@ def _fit_from(path: Path) -> None:
 def _lightning_cli_fit(path: Path) -> None:
     from lossbench.cli import main
 
-    main(["fit", "--data.path", "lossbench:wine", "--data.cache_dir", str(path.parent / "hf"),
-          "--trainer.max_steps", "1", "--trainer.logger", "false", "--ckpt_path", str(path)])
+    main(
+        [
+            "fit",
+            "--data.path",
+            "lossbench:wine",
+            "--data.cache_dir",
+            str(path.parent / "hf"),
+            "--trainer.max_steps",
+            "1",
+            "--trainer.logger",
+            "false",
+            "--ckpt_path",
+            str(path),
+        ]
+    )
 
 
 LOADERS = {
@@ -154,7 +197,9 @@ LOADERS = {
 @pytest.mark.parametrize("how", sorted(LOADERS))
 def test_crafted_checkpoint_is_refused(evil, how):
     path, marker = evil
-    with pytest.raises(pickle.UnpicklingError, match=r"(?s)Weights only load failed.*Unsupported global: GLOBAL io.open"):
+    with pytest.raises(
+        pickle.UnpicklingError, match=r"(?s)Weights only load failed.*Unsupported global: GLOBAL io.open"
+    ):
         LOADERS[how](path)
     assert not marker.exists()
 
@@ -181,9 +226,13 @@ def test_load_from_checkpoint_is_safe_by_default_even_under_the_environment(evil
 
 def tiny_recipe(tmp_path: Path) -> dict:
     return {
-        "name": "tiny", "data": {"path": "lossbench:wine", "batch_size": 32, "cache_dir": str(tmp_path / "hf")},
-        "backbone": {"d_model": 8, "nhead": 2, "num_layers": 1}, "losses": ["ce"], "seeds": [0],
-        "optimizer": {"name": "adamw", "lr": 0.01}, "trainer": {"max_steps": 2, "eval_every_n_steps": 2},
+        "name": "tiny",
+        "data": {"path": "lossbench:wine", "batch_size": 32, "cache_dir": str(tmp_path / "hf")},
+        "backbone": {"d_model": 8, "nhead": 2, "num_layers": 1},
+        "losses": ["ce"],
+        "seeds": [0],
+        "optimizer": {"name": "adamw", "lr": 0.01},
+        "trainer": {"max_steps": 2, "eval_every_n_steps": 2},
         "target": {"metric": "val/accuracy", "mode": "max", "threshold": 0.5},
     }
 
@@ -227,14 +276,18 @@ def evil_yaml(marker: Path, tag: str = "python/object/apply:builtins.open") -> s
     return f"name: evil\ndata: {{path: lossbench:wine}}\nlosses: [ce]\nnote: !!{tag} [{str(marker)!r}, w]\n"
 
 
-@pytest.mark.parametrize("tag", ["python/object/apply:builtins.open", "python/object/new:builtins.open",
-                                 "python/name:builtins.open"])
+@pytest.mark.parametrize(
+    "tag", ["python/object/apply:builtins.open", "python/object/new:builtins.open", "python/name:builtins.open"]
+)
 def test_recipe_with_python_tags_is_refused(tmp_path, tag):
     marker = tmp_path / "MARKER"
     path = tmp_path / "evil.yaml"
     path.write_text(evil_yaml(marker, tag), encoding="utf-8")
-    with pytest.raises(RecipeError, match=rf"recipe: '.*evil.yaml' holds a YAML tag that safe loading refuses "
-                                          rf"\(line 4\).*{tag.split(':')[0]}"):
+    with pytest.raises(
+        RecipeError,
+        match=rf"recipe: '.*evil.yaml' holds a YAML tag that safe loading refuses "
+        rf"\(line 4\).*{tag.split(':')[0]}",
+    ):
         load_recipe(path)
     assert not marker.exists()
 
@@ -259,9 +312,18 @@ def test_lightning_cli_config_with_a_python_tag_is_refused(tmp_path):
 
 
 UNSAFE_CALLS = {
-    ("yaml", "load"), ("yaml", "full_load"), ("yaml", "unsafe_load"), ("yaml", "load_all"), ("yaml", "full_load_all"),
-    ("yaml", "unsafe_load_all"), ("pickle", "load"), ("pickle", "loads"), ("dill", "load"), ("cloudpickle", "load"),
-    ("marshal", "loads"), ("shelve", "open"),
+    ("yaml", "load"),
+    ("yaml", "full_load"),
+    ("yaml", "unsafe_load"),
+    ("yaml", "load_all"),
+    ("yaml", "full_load_all"),
+    ("yaml", "unsafe_load_all"),
+    ("pickle", "load"),
+    ("pickle", "loads"),
+    ("dill", "load"),
+    ("cloudpickle", "load"),
+    ("marshal", "loads"),
+    ("shelve", "open"),
 }
 
 
@@ -282,8 +344,10 @@ def test_lossbench_reads_with_safe_loaders_only():
             if call in UNSAFE_CALLS:
                 problems.append(f"{file.relative_to(ROOT)}:{node.lineno}: {'.'.join(call)}()")
             if call == ("torch", "load"):
-                safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-                           for k in node.keywords)
+                safe = any(
+                    k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                    for k in node.keywords
+                )
                 if not safe:
                     problems.append(f"{file.relative_to(ROOT)}:{node.lineno}: torch.load without weights_only=True")
     assert problems == []
@@ -306,7 +370,8 @@ def probe_module(tmp_path, monkeypatch):
     """An importable module, outside lossbench and the plugins, that leaves a marker when imported."""
     name = "lossbench_probe_heads_mod"
     marker = tmp_path / "IMPORTED"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(f"""
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent(f"""
         from pathlib import Path
         Path({str(marker)!r}).write_text("imported")
         from lossbench import LossHead
@@ -321,7 +386,8 @@ def probe_module(tmp_path, monkeypatch):
 
             def _loss(self, outputs, target, reduction):
                 return cross_entropy(outputs, target, reduction=reduction)
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield name, marker
     sys.modules.pop(name, None)
@@ -333,9 +399,14 @@ def probe_module(tmp_path, monkeypatch):
         lambda name: get_head(f"{name}.ProbeHead", in_features=4, num_classes=3),
         lambda name: get_head_class(name),
         lambda name: get_head(name, in_features=4),
-        lambda name: load_recipe({"data": {"path": "lossbench:wine"}, "losses": [f"{name}.ProbeHead"],
-                                  "trainer": {"max_steps": 1},
-                                  "target": {"metric": "val/accuracy", "mode": "max", "threshold": 0.5}}),
+        lambda name: load_recipe(
+            {
+                "data": {"path": "lossbench:wine"},
+                "losses": [f"{name}.ProbeHead"],
+                "trainer": {"max_steps": 1},
+                "target": {"metric": "val/accuracy", "mode": "max", "threshold": 0.5},
+            }
+        ),
     ],
     ids=["get_head-dotted", "get_head_class-module-name", "get_head-module-name", "recipe-loss-name"],
 )
@@ -369,8 +440,9 @@ def test_short_names_in_a_fresh_interpreter_import_only_lossbench_and_plugins():
         print("EXTRA", extra)
         print("ANTIGRAVITY", "antigravity" in sys.modules)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=str(ROOT.parent))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=str(ROOT.parent)
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "EXTRA []" in out.stdout and "ANTIGRAVITY False" in out.stdout, out.stdout
 

@@ -32,13 +32,27 @@ def _csv(path, n=400, mean=50.0, sd=3.8, seed=0, shift=0.0):
 
 def _dm(tmp_path, **kw):
     files = _csv(tmp_path / "data.csv", **{k: kw.pop(k) for k in ("shift",) if k in kw})
-    return HFDataModule("csv", data_files=files, feature_columns=["a", "b", "c"], label_column="target",
-                        batch_size=32, cache_dir=str(tmp_path / "cache"), **kw)
+    return HFDataModule(
+        "csv",
+        data_files=files,
+        feature_columns=["a", "b", "c"],
+        label_column="target",
+        batch_size=32,
+        cache_dir=str(tmp_path / "cache"),
+        **kw,
+    )
 
 
 def _trainer(**kw):
-    return pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, **kw)
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kw,
+    )
 
 
 def test_spec_carries_the_training_splits_target_stats(tmp_path):
@@ -80,7 +94,7 @@ def test_raw_scale_target_learns_by_default_and_not_without_standardising(tmp_pa
         r2[standardize] = float(trainer.callback_metrics["val/r2"])
         mse = float(trainer.callback_metrics["val/mse"])
         if standardize:  # metrics on the original scale: the MSE is in target units², near sd² (1 - R²)
-            assert 0 < mse < 3.8 ** 2
+            assert 0 < mse < 3.8**2
     assert r2[True] > 0.3, r2
     assert r2[False] < -10, r2
 

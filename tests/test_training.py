@@ -19,8 +19,12 @@ RECIPES = Path(lossbench.__file__).parent / "recipes"
 
 def quiet_trainer(**kw):
     return pl.Trainer(
-        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, **kw,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
     )
 
 
@@ -64,8 +68,16 @@ def test_short_fit_on_bundled_data(datamodules, dataset, head):
 def test_digits_cross_entropy_beats_chance_by_far(tmp_path):
     """Measured: 6 epochs give 0.867-0.930 validation accuracy over seeds 0-4 (chance: 0.10)."""
     dm = HFDataModule("lossbench:digits", batch_size=64, seed=0, cache_dir=str(tmp_path))
-    model = LossbenchModule("ce", data_spec=dm.spec, backbone={"d_model": 32, "nhead": 4, "num_layers": 2},
-                            lr=3e-3, weight_decay=0.01, schedule="cosine", warmup_steps=20, seed=0)
+    model = LossbenchModule(
+        "ce",
+        data_spec=dm.spec,
+        backbone={"d_model": 32, "nhead": 4, "num_layers": 2},
+        lr=3e-3,
+        weight_decay=0.01,
+        schedule="cosine",
+        warmup_steps=20,
+        seed=0,
+    )
     trainer = quiet_trainer(max_epochs=6)
     trainer.fit(model, dm)
     assert float(trainer.callback_metrics["val/accuracy"]) >= 0.80
@@ -90,8 +102,15 @@ def test_text_classification_from_local_parquet(tmp_path):
 
     rows = [("a lovely film, great acting", "pos"), ("dull and far too long", "neg")] * 40
     pd.DataFrame(rows, columns=["text", "label"]).to_parquet(tmp_path / "train.parquet")
-    dm = HFDataModule("parquet", data_files=str(tmp_path / "train.parquet"), text_column="text",
-                      label_column="label", max_length=32, batch_size=16, cache_dir=str(tmp_path / "cache"))
+    dm = HFDataModule(
+        "parquet",
+        data_files=str(tmp_path / "train.parquet"),
+        text_column="text",
+        label_column="label",
+        max_length=32,
+        batch_size=16,
+        cache_dir=str(tmp_path / "cache"),
+    )
     assert dm.spec.input_kind == "tokens" and dm.label_names == ["neg", "pos"]
     model = LossbenchModule("ce", data_spec=dm.spec, backbone={**SMALL, "pooling": "mean"}, lr=3e-3, seed=0)
     trainer = quiet_trainer(max_epochs=3)
@@ -103,8 +122,15 @@ def test_language_modelling_on_text(tmp_path):
     import pandas as pd
 
     pd.DataFrame({"text": ["abcabcabcabc", "xyzxyzxyz"] * 20}).to_parquet(tmp_path / "lm.parquet")
-    dm = HFDataModule("parquet", data_files=str(tmp_path / "lm.parquet"), text_column="text", task="lm",
-                      max_length=16, batch_size=8, cache_dir=str(tmp_path / "cache"))
+    dm = HFDataModule(
+        "parquet",
+        data_files=str(tmp_path / "lm.parquet"),
+        text_column="text",
+        task="lm",
+        max_length=16,
+        batch_size=8,
+        cache_dir=str(tmp_path / "cache"),
+    )
     for head in ("lm_ce", "lm_ce_fused"):
         model = LossbenchModule(head, head_args={"z_loss": 1e-4}, data_spec=dm.spec, backbone=SMALL, seed=0)
         trainer = quiet_trainer(max_steps=4, limit_val_batches=1, val_check_interval=4, num_sanity_val_steps=0)
@@ -127,9 +153,16 @@ def test_every_fit_config_parses_and_builds(config, tmp_path):
     assert text.startswith("#") and f"lossbench fit --config recipes/{config}" in text
     pd.DataFrame({"text": ["good", "bad"] * 10, "label": ["p", "n"] * 10}).to_parquet(tmp_path / "train.parquet")
     cli = LossbenchCLI(
-        LossbenchModule, HFDataModule, run=False,
-        args=["--config", str(RECIPES / config), "--data.cache_dir", str(tmp_path / "cache"),
-              *(["--data.data_files", str(tmp_path / "train.parquet")] if "parquet" in config else [])],
+        LossbenchModule,
+        HFDataModule,
+        run=False,
+        args=[
+            "--config",
+            str(RECIPES / config),
+            "--data.cache_dir",
+            str(tmp_path / "cache"),
+            *(["--data.data_files", str(tmp_path / "train.parquet")] if "parquet" in config else []),
+        ],
     )
     assert isinstance(cli.model, LossbenchModule) and cli.model.data_spec == cli.datamodule.spec
 
@@ -141,10 +174,28 @@ def test_lossbench_fit_command_trains_from_a_config(tmp_path):
 
     # the README's command, run outside the repository: the bundled config is found by its name
     out = subprocess.run(
-        [sys.executable, "-m", "lossbench.cli", "fit", "--config", "recipes/fit_digits.yaml",
-         "--trainer.max_steps", "5", "--trainer.default_root_dir", str(tmp_path), "--model.head", "focal",
-         "--model.head_args", "{gamma: 1.0}", "--data.cache_dir", str(tmp_path / "cache")],
-        capture_output=True, text=True, env={**os.environ, "HF_DATASETS_OFFLINE": "1"}, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "lossbench.cli",
+            "fit",
+            "--config",
+            "recipes/fit_digits.yaml",
+            "--trainer.max_steps",
+            "5",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--model.head",
+            "focal",
+            "--model.head_args",
+            "{gamma: 1.0}",
+            "--data.cache_dir",
+            str(tmp_path / "cache"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1"},
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     checkpoints = list(tmp_path.rglob("*.ckpt"))
@@ -159,11 +210,18 @@ def test_bundled_fit_configs_are_found_by_name_and_files_are_left_alone(tmp_path
     digits = str(RECIPES / "fit_digits.yaml")
     assert set(bundled_configs()) >= {"fit_digits", "fit_breast_cancer", "fit_diabetes", "fit_text_parquet"}
     assert resolve_configs(["fit", "--config", "fit_digits"]) == ["fit", "--config", digits]
-    assert resolve_configs(["fit", "--config=elsewhere/fit_digits.yaml", "--x", "1"]) == ["fit", f"--config={digits}",
-                                                                                       "--x", "1"]
+    assert resolve_configs(["fit", "--config=elsewhere/fit_digits.yaml", "--x", "1"]) == [
+        "fit",
+        f"--config={digits}",
+        "--x",
+        "1",
+    ]
     mine = tmp_path / "fit_digits.yaml"
     mine.write_text("trainer: {max_steps: 1}\n")
     assert resolve_configs(["fit", "-c", str(mine)]) == ["fit", "-c", str(mine)]  # a file of that name wins
-    with pytest.raises(ValueError, match=r"`--config` 'fit_digts' is neither a file nor a bundled config; "
-                                         r"did you mean 'fit_digits'"):
+    with pytest.raises(
+        ValueError,
+        match=r"`--config` 'fit_digts' is neither a file nor a bundled config; "
+        r"did you mean 'fit_digits'",
+    ):
         resolve_configs(["fit", "--config", "fit_digts"])

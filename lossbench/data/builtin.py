@@ -68,7 +68,7 @@ def check_builtin_name(name: str, argument: str = "name") -> str:
     """Return ``name`` (without a ``lossbench:`` prefix) if it is a builtin dataset, or raise with the names."""
     if not isinstance(name, str):
         raise TypeError(f"load_builtin: `{argument}` must be a str, got {type(name).__name__}")
-    key = name[len(BUILTIN_PREFIX):] if name.startswith(BUILTIN_PREFIX) else name
+    key = name[len(BUILTIN_PREFIX) :] if name.startswith(BUILTIN_PREFIX) else name
     if key not in BUILTIN_DATASETS:
         raise UnknownDatasetError(
             f"load_builtin: `{argument}` must be one of {sorted(BUILTIN_DATASETS)}, got {name!r}"
@@ -85,9 +85,7 @@ def _split_indices(n: int, seed: int, stratify: np.ndarray | None) -> dict[str, 
     held = SPLIT_FRACTIONS["validation"] + SPLIT_FRACTIONS["test"]
     train, rest = train_test_split(index, test_size=held, random_state=seed, stratify=stratify)
     rest_strat = None if stratify is None else stratify[rest]
-    val, test = train_test_split(
-        rest, test_size=SPLIT_FRACTIONS["test"] / held, random_state=seed, stratify=rest_strat
-    )
+    val, test = train_test_split(rest, test_size=SPLIT_FRACTIONS["test"] / held, random_state=seed, stratify=rest_strat)
     return {"train": np.sort(train), "validation": np.sort(val), "test": np.sort(test)}
 
 
@@ -197,7 +195,9 @@ def load_builtin(name: str, seed: int = 0):
         info = datasets.DatasetInfo(description=description, features=features, dataset_name=key)
         tmp = datasets.Dataset.from_dict({c: v[rows] for c, v in columns.items()}, features=features, info=info)
         splits[split] = datasets.Dataset(
-            tmp.data, info=tmp.info, split=datasets.NamedSplit(split),
+            tmp.data,
+            info=tmp.info,
+            split=datasets.NamedSplit(split),
             fingerprint=builtin_fingerprint(key, int(seed), split),
         )
     return datasets.DatasetDict(splits)

@@ -95,9 +95,12 @@ class LabelNoise:
         rng = np.random.default_rng([self.seed, {"train": 0, "validation": 1}[split]])
         count = int(round(self.rate * len(target)))
         if count and count == len(target):  # every label replaced: no clean row is left to learn from
-            raise _error("label_noise.rate", f" {self.rate!r} replaces all {count} labels of the {split} split "
-                                                 "(realised rate 1.0): no clean row would be left; use a rate "
-                                                 f"below {(len(target) - 0.5) / len(target):.6g}")
+            raise _error(
+                "label_noise.rate",
+                f" {self.rate!r} replaces all {count} labels of the {split} split "
+                "(realised rate 1.0): no clean row would be left; use a rate "
+                f"below {(len(target) - 0.5) / len(target):.6g}",
+            )
         rows = np.sort(rng.permutation(len(target))[:count])
         noisy = target.copy()
         if self.kind == "symmetric":  # uniformly among the other C - 1 classes
@@ -107,9 +110,14 @@ class LabelNoise:
         pairs: dict[str, int] = {}
         for a, b in zip(target[rows].tolist(), noisy[rows].tolist()):
             pairs[f"{a}->{b}"] = pairs.get(f"{a}->{b}", 0) + 1
-        info = {**asdict(self), "split": split, "rows": len(target), "flipped": count,
-                "realised_rate": count / len(target) if len(target) else 0.0,
-                "transitions": dict(sorted(pairs.items(), key=lambda kv: tuple(map(int, kv[0].split("->")))))}
+        info = {
+            **asdict(self),
+            "split": split,
+            "rows": len(target),
+            "flipped": count,
+            "realised_rate": count / len(target) if len(target) else 0.0,
+            "transitions": dict(sorted(pairs.items(), key=lambda kv: tuple(map(int, kv[0].split("->"))))),
+        }
         return noisy, info
 
 
@@ -127,8 +135,9 @@ class Imbalance:
             return given
         imbalance = _from_mapping(cls, given, arg)
         if imbalance.kind not in IMBALANCE_KINDS:
-            raise _error(f"{arg}.kind", f" must be one of {', '.join(map(repr, IMBALANCE_KINDS))}, "
-                                        f"got {imbalance.kind!r}")
+            raise _error(
+                f"{arg}.kind", f" must be one of {', '.join(map(repr, IMBALANCE_KINDS))}, got {imbalance.kind!r}"
+            )
         ratio = imbalance.ratio
         if not finite_number(ratio) or ratio < 1:
             raise _error(f"{arg}.ratio", f" must be a number >= 1 (largest class / smallest), got {ratio!r}")
@@ -153,7 +162,8 @@ class Imbalance:
             raise _error("imbalance", f" needs rows of every class in the training split; classes {missing} have none")
         keep_counts = self.counts(before)
         rng = np.random.default_rng([self.seed, 2])
-        keep = np.sort(np.concatenate([
-            rng.permutation(np.flatnonzero(target == k))[:n] for k, n in enumerate(keep_counts)]))
+        keep = np.sort(
+            np.concatenate([rng.permutation(np.flatnonzero(target == k))[:n] for k, n in enumerate(keep_counts)])
+        )
         info = {**asdict(self), "before": before, "after": keep_counts, "rows": int(len(keep))}
         return keep, info

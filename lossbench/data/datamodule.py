@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lossbench.data.corrupt import Imbalance, LabelNoise
 from lossbench.data.builtin import BUILTIN_COLUMNS, BUILTIN_PREFIX, BUILTIN_VERSION, check_builtin_name, load_builtin
+from lossbench.data.corrupt import Imbalance, LabelNoise
 from lossbench.data.errors import (
     _OWNER,
     HubUnreachableError,
@@ -43,12 +43,20 @@ from lossbench.data.loading import (
 from lossbench.data.planning import _count_features, _make_spec, _plan_image, _plan_target
 from lossbench.data.preprocess import PREPROCESS_VERSION, _fingerprint, _Plan, _preprocess, _standardize
 from lossbench.data.spec import DataSpec
-from lossbench.distributed import process_sampler
 from lossbench.data.splits import _SPLIT_ARGS, SPLITS, _check_columns, _make_splits
 from lossbench.data.tokenize import BPETokenizer, ByteTokenizer, _import_tokenizers, get_tokenizer, train_bpe_tokenizer
+from lossbench.distributed import process_sampler
 
-__all__ = ["IGNORE_INDEX", "PREPROCESS_VERSION", "SPLITS", "TASKS", "Collate", "HFDataModule", "HubUnreachableError",
-           "SeededShuffleSampler"]
+__all__ = [
+    "IGNORE_INDEX",
+    "PREPROCESS_VERSION",
+    "SPLITS",
+    "TASKS",
+    "Collate",
+    "HFDataModule",
+    "HubUnreachableError",
+    "SeededShuffleSampler",
+]
 
 TASKS = ("auto", "class", "real", "probability", "lm")
 
@@ -205,8 +213,10 @@ class HFDataModule(L.LightningDataModule):
         self.builtin = check_builtin_name(path, "path") if path.startswith(BUILTIN_PREFIX) else None
         if self.builtin is not None and (data_files is not None or name is not None):
             used = "`data_files`" if data_files is not None else "`name`"
-            raise _err(f"{used} is not used with the bundled dataset `path`={path!r}; drop it, or load your files "
-                       "with a builder such as path='csv'")
+            raise _err(
+                f"{used} is not used with the bundled dataset `path`={path!r}; drop it, or load your files "
+                "with a builder such as path='csv'"
+            )
         for arg, value in (("train_split", train_split), ("val_split", val_split), ("test_split", test_split)):
             if not (isinstance(value, str) and value) and not (value is None and arg != "train_split"):
                 raise _err(f"`{arg}` must be a split name{' or None' if arg != 'train_split' else ''}, got {value!r}")
@@ -240,8 +250,15 @@ class HFDataModule(L.LightningDataModule):
                     f"`feature_columns` must name each column once; "
                     f"{', '.join(f'{c!r} is given {k} times' for c, k in twice.items())} in {feature_columns!r}"
                 )
-        given = {k: v for k, v in (("text_column", text_column), ("feature_columns", feature_columns),
-                                   ("image_column", image_column)) if v is not None}
+        given = {
+            k: v
+            for k, v in (
+                ("text_column", text_column),
+                ("feature_columns", feature_columns),
+                ("image_column", image_column),
+            )
+            if v is not None
+        }
         if len(given) > 1:
             raise _err(f"give exactly one of `text_column`, `feature_columns`, `image_column`; got {given}")
         if not given:
@@ -279,8 +296,10 @@ class HFDataModule(L.LightningDataModule):
                 _import_tokenizers()
                 _check_int("tokenizer_vocab_size", tokenizer_vocab_size, ByteTokenizer.vocab_size)
             elif not Path(tokenizer).is_file():
-                raise _err(f"`tokenizer` must be 'byte', 'bpe' or a path to a saved tokenizer JSON, got {tokenizer!r} "
-                           "(no such file)")
+                raise _err(
+                    f"`tokenizer` must be 'byte', 'bpe' or a path to a saved tokenizer JSON, got {tokenizer!r} "
+                    "(no such file)"
+                )
         self.label_noise = LabelNoise.parse(label_noise) if label_noise is not None else None
         self.imbalance = Imbalance.parse(imbalance) if imbalance is not None else None
         self.save_hyperparameters()
@@ -366,8 +385,11 @@ class HFDataModule(L.LightningDataModule):
                 if data is None:
                     continue
                 info = describe_split(data, spec.target_kind, spec.class_names, spec.num_classes)
-                out[split] = {"source": self._split_sources.get(split, "given"), **info,
-                              **self.corruption.get(split, {})}
+                out[split] = {
+                    "source": self._split_sources.get(split, "given"),
+                    **info,
+                    **self.corruption.get(split, {}),
+                }
             self._shared_rows(out)
             self._described = out
         return copy.deepcopy(self._described)
@@ -386,9 +408,12 @@ class HFDataModule(L.LightningDataModule):
                 shared = shared_rows(digests[split], digests[earlier])
                 if shared is not None:
                     described[split].setdefault("shared_rows", {})[earlier] = shared
-                    warnings.warn(f"{_OWNER}: {shared['rows']} of the {described[split]['rows']} {split} rows have "
-                                  f"the same inputs as rows of the {earlier} split (leakage across splits; "
-                                  f"fingerprint {shared['fingerprint'][:12]})", stacklevel=2)
+                    warnings.warn(
+                        f"{_OWNER}: {shared['rows']} of the {described[split]['rows']} {split} rows have "
+                        f"the same inputs as rows of the {earlier} split (leakage across splits; "
+                        f"fingerprint {shared['fingerprint'][:12]})",
+                        stacklevel=2,
+                    )
 
     # ------------------------------------------------------------------ Lightning hooks
 
@@ -405,8 +430,10 @@ class HFDataModule(L.LightningDataModule):
         if logits is not None:
             rows, classes = len(self.train_dataset), self.spec.num_classes
             if logits.dim() != 2 or tuple(logits.shape) != (rows, classes):
-                raise _err(f"`set_teacher` needs logits of shape ({rows}, {classes}) (training rows, classes), "
-                           f"got {tuple(logits.shape)}")
+                raise _err(
+                    f"`set_teacher` needs logits of shape ({rows}, {classes}) (training rows, classes), "
+                    f"got {tuple(logits.shape)}"
+                )
         self.teacher_logits = logits
 
     def train_order(self, epoch: int = 0) -> list[int]:
@@ -426,8 +453,13 @@ class HFDataModule(L.LightningDataModule):
             data,
             batch_size=self.batch_size if shuffle else (self.eval_batch_size or self.batch_size),
             # under DDP: this process's share (training keeps the seeded order, evaluation is unpadded)
-            sampler=process_sampler(SeededShuffleSampler(len(data), self.seed) if shuffle else None, len(data),
-                                    getattr(self, "trainer", None), train=shuffle, what=f"{split!r} split"),
+            sampler=process_sampler(
+                SeededShuffleSampler(len(data), self.seed) if shuffle else None,
+                len(data),
+                getattr(self, "trainer", None),
+                train=shuffle,
+                what=f"{split!r} split",
+            ),
             shuffle=False,
             # worker seeds from the loader's own generator: creating an iterator leaves the global RNG alone
             generator=torch.Generator().manual_seed(self.seed if shuffle else 0),
@@ -469,7 +501,9 @@ class HFDataModule(L.LightningDataModule):
         return {
             "epoch": int(trainer.current_epoch),
             "batches": int(loop.epoch_loop.batch_progress.current.ready),  # fetched from the loader this epoch
-            "batch_size": int(self.batch_size), "num_rows": len(self._processed["train"]), "seed": int(self.seed),
+            "batch_size": int(self.batch_size),
+            "num_rows": len(self._processed["train"]),
+            "seed": int(self.seed),
             "world_size": int(trainer.world_size),
         }
 
@@ -483,7 +517,8 @@ class HFDataModule(L.LightningDataModule):
                 warnings.warn(
                     f"{_OWNER}: resuming mid-epoch on {world_size} processes: the position in the batch order is "
                     "kept on one process only, so the resumed epoch starts over from its first batch",
-                    UserWarning, stacklevel=2,
+                    UserWarning,
+                    stacklevel=2,
                 )
             return
         if not isinstance(sampler, SeededShuffleSampler):
@@ -494,7 +529,9 @@ class HFDataModule(L.LightningDataModule):
             warnings.warn(
                 f"{_OWNER}: the checkpoint's training position does not fit this data module "
                 f"({', '.join(f'{k} {a} then, {b} now' for k, (a, b) in changed.items())}); "
-                "the resumed epoch starts from its beginning", UserWarning, stacklevel=2,
+                "the resumed epoch starts from its beginning",
+                UserWarning,
+                stacklevel=2,
             )
             return
         epoch, start = int(position["epoch"]), int(position["batches"]) * self.batch_size
@@ -560,9 +597,11 @@ class HFDataModule(L.LightningDataModule):
                 raise _hub_error(self.path, exc) from exc
             empty = _empty_split(exc)
             if empty is not None:
-                raise ValueError(f"{_OWNER}: the {empty!r} split of `path`={self.path!r}"
-                                 + (f" (`data_files`={self.data_files!r})" if self.data_files is not None else "")
-                                 + " is empty (0 rows); give data with rows, or leave that split out") from exc
+                raise ValueError(
+                    f"{_OWNER}: the {empty!r} split of `path`={self.path!r}"
+                    + (f" (`data_files`={self.data_files!r})" if self.data_files is not None else "")
+                    + " is empty (0 rows); give data with rows, or leave that split out"
+                ) from exc
             if self.data_files is not None:
                 cause = exc.__cause__ or exc
                 raise ValueError(
@@ -580,8 +619,14 @@ class HFDataModule(L.LightningDataModule):
         raw = self._load_raw()
         self._split_sources: dict[str, str] = {}
         splits = _make_splits(
-            raw, path=self.path, train_split=self.train_split, val_split=self.val_split, test_split=self.test_split,
-            val_fraction=self.val_fraction, test_fraction=self.test_fraction, split_seed=self.split_seed,
+            raw,
+            path=self.path,
+            train_split=self.train_split,
+            val_split=self.val_split,
+            test_split=self.test_split,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            split_seed=self.split_seed,
             stratify_column=None if self.task in ("lm", "real", "probability") else self.label_column,
             sources=self._split_sources,
         )
@@ -589,8 +634,12 @@ class HFDataModule(L.LightningDataModule):
             if ds.num_rows == 0:
                 raise _err(f"the {split!r} split {self._split_origin(split)} is empty (0 rows); give data with rows")
         _check_columns(
-            splits, self.path, text_column=self.text_column, image_column=self.image_column,
-            feature_columns=self.feature_columns, label_column=None if self.task == "lm" else self.label_column,
+            splits,
+            self.path,
+            text_column=self.text_column,
+            image_column=self.image_column,
+            feature_columns=self.feature_columns,
+            label_column=None if self.task == "lm" else self.label_column,
         )
         plan = self._plan(splits)
         self._label_names = plan.label_names
@@ -615,7 +664,9 @@ class HFDataModule(L.LightningDataModule):
             return done
         if plan.target_kind != "class":
             used = "label_noise" if self.label_noise is not None else "imbalance"
-            raise _err(f"`{used}` needs class labels, this data's target is {plan.target_kind!r} (`task`={self.task!r})")
+            raise _err(
+                f"`{used}` needs class labels, this data's target is {plan.target_kind!r} (`task`={self.task!r})"
+            )
         classes = int(plan.num_classes)
         if self.imbalance is not None:
             keep, info = self.imbalance.rows(np.asarray(processed["train"]["target"]), classes)
@@ -628,8 +679,9 @@ class HFDataModule(L.LightningDataModule):
                 ds = processed[split]
                 noisy, info = self.label_noise.apply(np.asarray(ds["target"]), classes, split)
                 info["flipped_fingerprint"] = _fingerprint("lossbench-label-noise", noisy.tolist())
-                processed[split] = ds.remove_columns("target").add_column("target", noisy.tolist(),
-                                                                          feature=ds.features["target"])
+                processed[split] = ds.remove_columns("target").add_column(
+                    "target", noisy.tolist(), feature=ds.features["target"]
+                )
                 done.setdefault(split, {})["label_noise"] = info
         return done
 
@@ -677,8 +729,12 @@ class HFDataModule(L.LightningDataModule):
         file = self._cache_root / "lossbench_tokenizers" / f"bpe-{key}.json"
         if file.is_file():
             return BPETokenizer.load(file)
-        texts = (t for batch in train.select_columns([self.text_column]).iter(batch_size=1000)
-                 for t in batch[self.text_column] if isinstance(t, str))
+        texts = (
+            t
+            for batch in train.select_columns([self.text_column]).iter(batch_size=1000)
+            for t in batch[self.text_column]
+            if isinstance(t, str)
+        )
         return train_bpe_tokenizer(texts, self.tokenizer_vocab_size, file)
 
 

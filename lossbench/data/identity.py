@@ -17,7 +17,7 @@ import numpy as np
 _BATCH = 4096
 
 
-def _hash_array(h: "hashlib._Hash", array: Any) -> None:
+def _hash_array(h: hashlib._Hash, array: Any) -> None:
     """Feed one Arrow array into ``h``: list lengths level by level, then the leaf values."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -60,8 +60,9 @@ def content_fingerprint(dataset: Any, columns: tuple[str, ...] = ("inputs", "tar
     return h.hexdigest()
 
 
-def describe_split(dataset: Any, target_kind: str | None, class_names: tuple[str, ...] | None = None,
-                   num_classes: int | None = None) -> dict[str, Any]:
+def describe_split(
+    dataset: Any, target_kind: str | None, class_names: tuple[str, ...] | None = None, num_classes: int | None = None
+) -> dict[str, Any]:
     """Rows, content fingerprint and the target's distribution of one processed split.
 
     ``class`` targets give ``class_counts`` (name -> rows, every class listed, in id order);
@@ -70,8 +71,13 @@ def describe_split(dataset: Any, target_kind: str | None, class_names: tuple[str
     info: dict[str, Any] = {"rows": int(dataset.num_rows), "fingerprint": content_fingerprint(dataset)}
     if target_kind not in ("class", "real") or "target" not in dataset.column_names:
         return info
-    target = np.concatenate([np.asarray(b["target"]) for b in dataset.with_format("numpy", columns=["target"])
-                             .iter(batch_size=_BATCH)]) if dataset.num_rows else np.zeros(0)
+    target = (
+        np.concatenate(
+            [np.asarray(b["target"]) for b in dataset.with_format("numpy", columns=["target"]).iter(batch_size=_BATCH)]
+        )
+        if dataset.num_rows
+        else np.zeros(0)
+    )
     if target_kind == "class":
         size = max(int(num_classes or 0), int(target.max()) + 1 if target.size else 0)
         counts = np.bincount(target.astype(np.int64), minlength=size)

@@ -61,7 +61,7 @@ class SeededShuffleSampler(Sampler[int]):
         order = self.order()
         resume, self._resume = self._resume, None
         if resume is not None and resume[0] == self.epoch:
-            order = order[resume[1]:]
+            order = order[resume[1] :]
         return iter(order)
 
     def __len__(self) -> int:
@@ -123,8 +123,9 @@ class TeacherRows(torch.utils.data.Dataset):
 
     def __init__(self, rows: Any, logits: torch.Tensor) -> None:
         if logits.dim() != 2 or logits.shape[0] != len(rows):
-            raise ValueError(f"TeacherRows: `logits` must have one row per example ({len(rows)}, C), "
-                             f"got {tuple(logits.shape)}")
+            raise ValueError(
+                f"TeacherRows: `logits` must have one row per example ({len(rows)}, C), got {tuple(logits.shape)}"
+            )
         self.rows, self.logits = rows, logits.detach().to(torch.float32).cpu()
 
     def __len__(self) -> int:

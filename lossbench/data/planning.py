@@ -67,8 +67,7 @@ def _count_features(train, columns: list[str]) -> int:
             total += _list_length(train, column)
             continue
         raise _err(
-            f"`feature_columns` must name numeric columns or columns of numeric lists; "
-            f"{column!r} has type {feature}"
+            f"`feature_columns` must name numeric columns or columns of numeric lists; {column!r} has type {feature}"
         )
     if total == 0:
         raise _err(f"`feature_columns`={columns!r} give no features (empty lists)")
@@ -94,8 +93,14 @@ def _plan_target(plan: _Plan, splits: dict[str, Any], task: str) -> None:
             "floats (probabilities)"
         )
     if task == "auto":
-        task = {"classlabel": "class", "int": "class", "bool": "class", "str": "class", "float": "real",
-                "prob_list": "probability"}[kind]
+        task = {
+            "classlabel": "class",
+            "int": "class",
+            "bool": "class",
+            "str": "class",
+            "float": "real",
+            "prob_list": "probability",
+        }[kind]
     allowed = {
         "class": ("classlabel", "int", "bool", "str", "float"),
         "real": ("classlabel", "int", "bool", "float"),
@@ -113,8 +118,7 @@ def _plan_target(plan: _Plan, splits: dict[str, Any], task: str) -> None:
     for split, values in uniques.items():
         if None in values:
             raise _err(
-                f"`label_column`={column!r} holds missing (None) labels in the {split!r} split; "
-                "drop such rows first"
+                f"`label_column`={column!r} holds missing (None) labels in the {split!r} split; drop such rows first"
             )
     if kind == "str":
         _check_not_mixed(column, uniques)
@@ -152,8 +156,10 @@ def _plan_target(plan: _Plan, splits: dict[str, Any], task: str) -> None:
         for split, values in uniques.items():
             over = sorted(v for v in values if v >= len(names))
             if over:
-                raise _err(f"`label_column`={column!r} holds ids {over[:10]} beyond its {len(names)} ClassLabel "
-                           f"names in the {split!r} split")
+                raise _err(
+                    f"`label_column`={column!r} holds ids {over[:10]} beyond its {len(names)} ClassLabel "
+                    f"names in the {split!r} split"
+                )
         _check_two_classes(column, [names[v] for v in uniques["train"]])
     elif kind == "bool":
         _check_two_classes(column, [str(bool(v)) for v in uniques["train"]])
@@ -234,7 +240,9 @@ def _make_spec(plan: _Plan, task: str, max_length: int) -> DataSpec:
         return DataSpec("tokens", "token", num_classes=plan.tokenizer.vocab_size, **common)
     names = tuple(plan.label_names) if plan.target_kind == "class" and plan.label_names else None
     return DataSpec(
-        plan.input_kind, plan.target_kind,  # type: ignore[arg-type]
+        plan.input_kind,
+        plan.target_kind,  # type: ignore[arg-type]
         num_classes=plan.num_classes if plan.target_kind in ("class", "probability") else None,
-        class_names=names, **common,
+        class_names=names,
+        **common,
     )

@@ -18,6 +18,7 @@ from lossbench.data.errors import _err
 PREPROCESS_VERSION = "2"  # bump when preprocessing changes: it keys datasets' cache
 # (2: finiteness checked in float32, so data cached by 1 with values beyond float32's range is checked again)
 
+
 def _as_float32(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``x`` (float64) cast to float32, and per element: not finite in float32, of which finite in float64.
 
@@ -31,8 +32,12 @@ def _as_float32(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _what_is_wrong(overflow: bool, what: str) -> str:
-    return (f"{what} beyond float32's range (±3.4e38), which become inf in the float32 data training uses," if overflow
-            else f"NaN or infinite {what}")
+    return (
+        f"{what} beyond float32's range (±3.4e38), which become inf in the float32 data training uses,"
+        if overflow
+        else f"NaN or infinite {what}"
+    )
+
 
 # Number of batches preprocessed by ``Dataset.map`` in this process: a second run over the same
 # data and arguments must leave it unchanged (datasets' cache answers). Tests read it.
@@ -67,12 +72,20 @@ class _Plan:
 
     def key(self) -> dict[str, Any]:
         return {
-            "input_kind": self.input_kind, "target_kind": self.target_kind, "input_columns": self.input_columns,
-            "label_column": self.label_column, "max_length": self.max_length,
-            "tokenizer": getattr(self.tokenizer, "fingerprint", None), "add_eos": self.add_eos,
-            "image_shape": self.image_shape, "image_layout": self.image_layout, "image_mode": self.image_mode,
+            "input_kind": self.input_kind,
+            "target_kind": self.target_kind,
+            "input_columns": self.input_columns,
+            "label_column": self.label_column,
+            "max_length": self.max_length,
+            "tokenizer": getattr(self.tokenizer, "fingerprint", None),
+            "add_eos": self.add_eos,
+            "image_shape": self.image_shape,
+            "image_layout": self.image_layout,
+            "image_mode": self.image_mode,
             "image_scale": self.image_scale,
-            "label_map": self.label_map, "num_features": self.num_features, "num_classes": self.num_classes,
+            "label_map": self.label_map,
+            "num_features": self.num_features,
+            "num_classes": self.num_classes,
         }
 
 
@@ -178,8 +191,9 @@ def _targets(values: list, indices: list[int], plan: _Plan, where: str) -> Any:
         if bad.any():
             rows = [indices[j] for j in np.flatnonzero(bad)[:5]]
             nan_or_inf = (bad & ~overflow).any()
-            raise _err(f"`label_column`={column!r} holds {_what_is_wrong(not nan_or_inf, 'targets')} in rows {rows} "
-                       f"of {where}")
+            raise _err(
+                f"`label_column`={column!r} holds {_what_is_wrong(not nan_or_inf, 'targets')} in rows {rows} of {where}"
+            )
         return y32
     # probability
     lengths = {len(v) for v in values}
@@ -244,8 +258,13 @@ def _preprocess(splits: dict[str, Any], plan: _Plan) -> dict[str, Any]:
         plan.split = split
         fp = _fingerprint("lossbench-preprocess", PREPROCESS_VERSION, ds._fingerprint, plan.key())
         processed[split] = ds.map(
-            _preprocess_batch, batched=True, with_indices=True, fn_kwargs={"plan": plan},
-            remove_columns=ds.column_names, features=_output_features(plan), new_fingerprint=fp,
+            _preprocess_batch,
+            batched=True,
+            with_indices=True,
+            fn_kwargs={"plan": plan},
+            remove_columns=ds.column_names,
+            features=_output_features(plan),
+            new_fingerprint=fp,
             desc=f"lossbench: preprocess {split}",
         )
     return processed
@@ -275,8 +294,12 @@ def _standardize(processed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, l
             "lossbench-standardize", PREPROCESS_VERSION, ds._fingerprint, mean.tobytes().hex(), std.tobytes().hex()
         )
         out[split] = ds.map(
-            _standardize_batch, batched=True, with_indices=True, features=ds.features,
+            _standardize_batch,
+            batched=True,
+            with_indices=True,
+            features=ds.features,
             fn_kwargs={"mean": mean, "std": std, "split": split},
-            new_fingerprint=fp, desc=f"lossbench: standardise {split}",
+            new_fingerprint=fp,
+            desc=f"lossbench: standardise {split}",
         )
     return out, {"mean": mean.tolist(), "std": std.tolist()}

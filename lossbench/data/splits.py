@@ -59,8 +59,9 @@ def _make_splits(
         sources["train"] = f"given: split {train_split!r} of {path!r}" + (" (less the carved rows)" if carve else "")
         labels_given = _stratify_labels(train, stratify_column) is not None
         for split, fraction in carve.items():
-            sources[split] = (f"carved: {fraction:g} of {train_split!r}, split_seed {split_seed}"
-                              + (", stratified by class" if labels_given else ""))
+            sources[split] = f"carved: {fraction:g} of {train_split!r}, split_seed {split_seed}" + (
+                ", stratified by class" if labels_given else ""
+            )
     if carve:
         n = train.num_rows
         sizes = {split: int(round(fraction * n)) for split, fraction in carve.items()}
@@ -72,8 +73,10 @@ def _make_splits(
                     f"{split} split; raise `{arg}`, give a {split} split, or set `{arg}`=0 for none"
                 )
         if sum(sizes.values()) >= n:
-            raise _err(f"carving validation/test rows out of the {n} rows of `train_split`={train_split!r} "
-                       "leaves no training rows; lower `val_fraction`/`test_fraction`")
+            raise _err(
+                f"carving validation/test rows out of the {n} rows of `train_split`={train_split!r} "
+                "leaves no training rows; lower `val_fraction`/`test_fraction`"
+            )
         parts = _carve(n, sizes, _stratify_labels(train, stratify_column), split_seed)
         for split, rows in parts.items():
             if split == "train":

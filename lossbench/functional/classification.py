@@ -83,7 +83,11 @@ def cross_entropy(
         return loss.reshape(target.shape) if reduction == "none" else loss
     w = None if weight is None else weight.to(x.dtype)
     loss = F.cross_entropy(
-        rows, flat, weight=w, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        rows,
+        flat,
+        weight=w,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
         reduction="none" if reduction == "none" else "sum",
     )
     if reduction != "mean":

@@ -15,12 +15,17 @@ from lossbench.functional.classification import cross_entropy
 from lossbench.functional.distribution import js_divergence, kl_divergence, reverse_kl_divergence, soft_cross_entropy
 
 DIVERGENCES = ("kl", "soft_ce", "js", "reverse_kl")
-_FUNCTIONS = {"kl": kl_divergence, "soft_ce": soft_cross_entropy, "js": js_divergence,
-              "reverse_kl": reverse_kl_divergence}
+_FUNCTIONS = {
+    "kl": kl_divergence,
+    "soft_ce": soft_cross_entropy,
+    "js": js_divergence,
+    "reverse_kl": reverse_kl_divergence,
+}
 
 
-def soft_target_loss(input: Tensor, teacher: Tensor, temperature: float = 4.0, divergence: str = "kl",
-                     reduction: str = "mean") -> Tensor:
+def soft_target_loss(
+    input: Tensor, teacher: Tensor, temperature: float = 4.0, divergence: str = "kl", reduction: str = "mean"
+) -> Tensor:
     r""":math:`T^2\,D(\mathrm{softmax}(t/T),\ \mathrm{softmax}(x/T))`: the student's softened distribution against the
     teacher's, by ``divergence``: ``"kl"`` (forward KL, Hinton et al.), ``"soft_ce"`` (KL plus the teacher's entropy:
     the same gradients), ``"js"`` (Jensen-Shannon) or ``"reverse_kl"`` (mode-seeking).
@@ -38,13 +43,22 @@ def soft_target_loss(input: Tensor, teacher: Tensor, temperature: float = 4.0, d
     if divergence not in DIVERGENCES:
         raise ValueError(f"{fn}: `divergence` must be one of {DIVERGENCES}, got {divergence!r}")
     check_same_shape(fn, input, teacher)
-    soft = torch.softmax(teacher.detach().double() / temperature, dim=-1).to(torch.promote_types(input.dtype, torch.float32))
+    soft = torch.softmax(teacher.detach().double() / temperature, dim=-1).to(
+        torch.promote_types(input.dtype, torch.float32)
+    )
     loss = _FUNCTIONS[divergence](input / temperature, soft, reduction=reduction)
     return loss * (temperature * temperature)
 
 
-def distillation_loss(input: Tensor, target: Tensor, teacher: Tensor, temperature: float = 4.0, alpha: float = 0.5,
-                      divergence: str = "kl", reduction: str = "mean") -> Tensor:
+def distillation_loss(
+    input: Tensor,
+    target: Tensor,
+    teacher: Tensor,
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+    divergence: str = "kl",
+    reduction: str = "mean",
+) -> Tensor:
     r"""Hinton et al.'s mixture :math:`\alpha\,\mathrm{CE}(x, y) + (1 - \alpha)\,T^2 D(\mathrm{softmax}(t/T),
     \mathrm{softmax}(x/T))`: hard labels and the teacher's softened probabilities (:func:`soft_target_loss`).
 

@@ -140,9 +140,7 @@ def gaussian_nll_loss(
     except ValueError as exc:
         if "negative" not in str(exc):
             raise
-        raise ValueError(
-            f"{fn}: `var` must be non-negative, got a minimum of {float(var.detach().min())}"
-        ) from None
+        raise ValueError(f"{fn}: `var` must be non-negative, got a minimum of {float(var.detach().min())}") from None
 
 
 def poisson_nll_loss(
@@ -171,8 +169,12 @@ def poisson_nll_loss(
     if validate_args_enabled() and target.numel() and float(target.min()) < 0:
         raise ValueError(f"{fn}: `target` must hold non-negative counts, got {float(target.min())}")
     if not log_input and validate_args_enabled() and input.numel() and float(input.detach().min()) < 0:
-        raise ValueError(f"{fn}: `input` must be a non-negative rate when log_input=False, got {float(input.detach().min())}")
-    return F.poisson_nll_loss(upcast(input), upcast(target), log_input=log_input, full=full, eps=eps, reduction=reduction)
+        raise ValueError(
+            f"{fn}: `input` must be a non-negative rate when log_input=False, got {float(input.detach().min())}"
+        )
+    return F.poisson_nll_loss(
+        upcast(input), upcast(target), log_input=log_input, full=full, eps=eps, reduction=reduction
+    )
 
 
 def quantile_loss(

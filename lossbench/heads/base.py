@@ -80,7 +80,9 @@ class LossHead(nn.Module, ABC):
         super().__init__()
         label = type(self).__name__
         if getattr(type(self), "task", None) not in TASKS:
-            raise TypeError(f"{label}: class attribute `task` must be one of {TASKS}, got {getattr(type(self), 'task', None)!r}")
+            raise TypeError(
+                f"{label}: class attribute `task` must be one of {TASKS}, got {getattr(type(self), 'task', None)!r}"
+            )
         if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
             raise ValueError(f"{label}: `in_features` must be a positive int, got {in_features!r}")
         check_reduction(label, reduction, self.reductions)
@@ -113,13 +115,17 @@ class LossHead(nn.Module, ABC):
         """The loss given the teacher's logits too (heads with ``distils = True``); others never see a teacher."""
         raise TypeError(f"{type(self).__name__} does not distil from a teacher (distils = False)")
 
-    def compute(self, outputs: Tensor, target: Tensor, reduction: str | None = None,
-                teacher: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def compute(
+        self, outputs: Tensor, target: Tensor, reduction: str | None = None, teacher: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """The loss and its named terms (empty for a single-term loss), computed once; ``teacher``: the teacher's
         logits for the same rows (heads with ``distils = True`` only)."""
         reduction = self.reduction if reduction is None else reduction
-        result = self._loss(outputs, target, reduction) if teacher is None else self._distil(
-            outputs, target, teacher, reduction)
+        result = (
+            self._loss(outputs, target, reduction)
+            if teacher is None
+            else self._distil(outputs, target, teacher, reduction)
+        )
         if isinstance(result, dict):
             terms = dict(result)
             total = terms.pop("loss", None)

@@ -122,8 +122,14 @@ class Poly1Head(LossHead):
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> dict[str, Tensor]:
         return LF.poly1_cross_entropy(
-            outputs, target, self.epsilon, self.weight, self.ignore_index, self.label_smoothing,
-            reduction=reduction, return_terms=True,
+            outputs,
+            target,
+            self.epsilon,
+            self.weight,
+            self.ignore_index,
+            self.label_smoothing,
+            reduction=reduction,
+            return_terms=True,
         )
 
 
@@ -225,8 +231,15 @@ class SCEHead(LossHead):
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> dict[str, Tensor]:
         return LF.symmetric_cross_entropy(
-            outputs, target, self.alpha, self.beta, self.log_zero, self.weight, self.ignore_index,
-            reduction=reduction, return_terms=True,
+            outputs,
+            target,
+            self.alpha,
+            self.beta,
+            self.log_zero,
+            self.weight,
+            self.ignore_index,
+            reduction=reduction,
+            return_terms=True,
         )
 
 
@@ -253,8 +266,15 @@ class NCERCEHead(LossHead):
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> dict[str, Tensor]:
         return LF.nce_rce_loss(
-            outputs, target, self.alpha, self.beta, self.log_zero, self.weight, self.ignore_index,
-            reduction=reduction, return_terms=True,
+            outputs,
+            target,
+            self.alpha,
+            self.beta,
+            self.log_zero,
+            self.weight,
+            self.ignore_index,
+            reduction=reduction,
+            return_terms=True,
         )
 
 

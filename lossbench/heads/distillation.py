@@ -30,8 +30,15 @@ class DistillationHead(LossHead):
     task = "multiclass"
     distils = True
 
-    def __init__(self, in_features: int, num_classes: int, temperature: float = 4.0, alpha: float = 0.5,
-                 divergence: str = "kl", reduction: str = "mean") -> None:
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        temperature: float = 4.0,
+        alpha: float = 0.5,
+        divergence: str = "kl",
+        reduction: str = "mean",
+    ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction)
         name = type(self).__name__
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
@@ -39,8 +46,9 @@ class DistillationHead(LossHead):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             raise ValueError(f"{name}: `alpha` must be a number in [0, 1], got {alpha!r}")
         if divergence not in DIVERGENCES:
-            raise ValueError(f"{name}: `divergence` must be one of {', '.join(map(repr, DIVERGENCES))}, "
-                             f"got {divergence!r}")
+            raise ValueError(
+                f"{name}: `divergence` must be one of {', '.join(map(repr, DIVERGENCES))}, got {divergence!r}"
+            )
         self.num_classes, self.ignore_index = num_classes, -100
         self.temperature, self.alpha, self.divergence = float(temperature), float(alpha), divergence
 

@@ -27,16 +27,23 @@ class LMCrossEntropyHead(LossHead):
     ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction)
         LF.lm_cross_entropy(
-            torch.zeros(1, 1, num_classes), torch.zeros(1, 1, dtype=torch.long),
-            label_smoothing=label_smoothing, z_loss=z_loss,
+            torch.zeros(1, 1, num_classes),
+            torch.zeros(1, 1, dtype=torch.long),
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
         )
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.label_smoothing, self.z_loss = label_smoothing, z_loss
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor | dict[str, Tensor]:
         return LF.lm_cross_entropy(
-            outputs, target, self.ignore_index, self.label_smoothing, self.z_loss,
-            reduction=reduction, return_terms=self.z_loss > 0,
+            outputs,
+            target,
+            self.ignore_index,
+            self.label_smoothing,
+            self.z_loss,
+            reduction=reduction,
+            return_terms=self.z_loss > 0,
         )
 
 
@@ -64,8 +71,12 @@ class FusedLMCrossEntropyHead(LossHead):
     ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction, bias=False)
         LF.linear_cross_entropy(
-            torch.zeros(1, in_features), torch.zeros(num_classes, in_features), torch.zeros(1, dtype=torch.long),
-            label_smoothing=label_smoothing, z_loss=z_loss, chunk_size=chunk_size,
+            torch.zeros(1, in_features),
+            torch.zeros(num_classes, in_features),
+            torch.zeros(1, dtype=torch.long),
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            chunk_size=chunk_size,
         )
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.label_smoothing, self.z_loss, self.chunk_size = label_smoothing, z_loss, chunk_size
@@ -76,8 +87,16 @@ class FusedLMCrossEntropyHead(LossHead):
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> dict[str, Tensor]:
         terms = LF.linear_cross_entropy(
-            outputs, self.proj.weight, target, self.proj.bias, self.ignore_index, self.label_smoothing,
-            self.z_loss, self.chunk_size, reduction=reduction, return_terms=True,
+            outputs,
+            self.proj.weight,
+            target,
+            self.proj.bias,
+            self.ignore_index,
+            self.label_smoothing,
+            self.z_loss,
+            self.chunk_size,
+            reduction=reduction,
+            return_terms=True,
         )
         return terms if self.z_loss else {"loss": terms["loss"]}
 

@@ -110,7 +110,9 @@ def _discover() -> dict[str, tuple[EntryPoint, str]]:
     if _plugins is None:
         found: dict[str, tuple[EntryPoint, str]] = {}
         for ep in entry_points(group=GROUP):
-            dist = f"plugin {ep.dist.name}" if getattr(ep, "dist", None) is not None else "plugin (unknown distribution)"
+            dist = (
+                f"plugin {ep.dist.name}" if getattr(ep, "dist", None) is not None else "plugin (unknown distribution)"
+            )
             if ep.name in found and found[ep.name][0].value != ep.value:
                 raise DuplicateHeadError(
                     f"head name {ep.name!r} is registered twice: by {found[ep.name][1]} ({found[ep.name][0].value}) "
@@ -207,6 +209,4 @@ def list_heads() -> list[HeadInfo]:
         _check_collision(name)
         if name not in _registry:
             _load(name)
-    return [
-        HeadInfo(name, cls.task, source, _summary(cls), cls) for name, (cls, source) in sorted(_registry.items())
-    ]
+    return [HeadInfo(name, cls.task, source, _summary(cls), cls) for name, (cls, source) in sorted(_registry.items())]

@@ -43,9 +43,13 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
         if tokens.dim() != 2 or tokens.is_floating_point():
-            raise ValueError(f"TokenEmbedding: `tokens` must be int64 ids of shape (N, T), got {tokens.dtype} {shape_str(tokens.shape)}")
+            raise ValueError(
+                f"TokenEmbedding: `tokens` must be int64 ids of shape (N, T), got {tokens.dtype} {shape_str(tokens.shape)}"
+            )
         if tokens.shape[1] > self.max_length:
-            raise ValueError(f"TokenEmbedding: sequences of length {tokens.shape[1]} exceed `max_length`={self.max_length}")
+            raise ValueError(
+                f"TokenEmbedding: sequences of length {tokens.shape[1]} exceed `max_length`={self.max_length}"
+            )
         x = self.embed(tokens) + self.position[: tokens.shape[1]]
         mask = tokens.eq(self.padding_idx) if self.padding_idx is not None else None
         return x, mask

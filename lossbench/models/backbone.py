@@ -61,7 +61,9 @@ class TransformerBackbone(nn.Module):
         if pooling not in ("cls", "mean", "none"):
             raise ValueError(f"{owner}: `pooling` must be 'cls', 'mean' or 'none', got {pooling!r}")
         if causal and pooling != "none":
-            raise ValueError(f"{owner}: `causal=True` is for token-level outputs and needs pooling='none', got {pooling!r}")
+            raise ValueError(
+                f"{owner}: `causal=True` is for token-level outputs and needs pooling='none', got {pooling!r}"
+            )
         if activation not in ("relu", "gelu"):
             raise ValueError(f"{owner}: `activation` must be 'relu' or 'gelu', got {activation!r}")
         if not 0.0 <= dropout < 1.0:
@@ -71,8 +73,13 @@ class TransformerBackbone(nn.Module):
         self.d_model, self.pooling, self.causal, self.seed = d_model, pooling, causal, seed
         self.adapter = adapter
         layer = nn.TransformerEncoderLayer(
-            d_model, nhead, dim_feedforward or 4 * d_model, dropout, activation,
-            batch_first=True, norm_first=norm_first,
+            d_model,
+            nhead,
+            dim_feedforward or 4 * d_model,
+            dropout,
+            activation,
+            batch_first=True,
+            norm_first=norm_first,
         )
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()

@@ -121,7 +121,10 @@ class LossHeadTester:
                 raise self._fail("contract", f"named terms must be scalar tensors, got {terms}")
             total = sum(t.detach() for t in terms.values())
             if not torch.allclose(total, loss.detach(), rtol=1e-9, atol=1e-12):
-                raise self._fail("contract", f"named terms {sorted(terms)} sum to {float(total)}, not the loss {float(loss.detach())}")
+                raise self._fail(
+                    "contract",
+                    f"named terms {sorted(terms)} sum to {float(total)}, not the loss {float(loss.detach())}",
+                )
         pred = head.predict(outputs)
         if head.task != "distribution" and pred.shape != target.shape:
             raise self._fail("contract", f"predict gives shape {tuple(pred.shape)}, targets have {tuple(target.shape)}")
@@ -161,13 +164,17 @@ class LossHeadTester:
         if self._supports("none"):
             each = head.loss(outputs, target, "none")
             if each.shape != positions:
-                raise self._fail("reductions", f"reduction='none' gives shape {tuple(each.shape)}, expected {tuple(positions)}")
+                raise self._fail(
+                    "reductions", f"reduction='none' gives shape {tuple(each.shape)}, expected {tuple(positions)}"
+                )
             if not torch.allclose(each.sum(), total, rtol=1e-9, atol=1e-12):
                 raise self._fail("reductions", f"sum {float(total)} != sum of 'none' {float(each.sum())}")
             if not torch.allclose(each.mean(), mean, rtol=1e-9, atol=1e-12):
                 raise self._fail("reductions", f"mean {float(mean)} != mean of 'none' {float(each.mean())}")
         elif not torch.allclose(mean * math.prod(positions), total, rtol=1e-9, atol=1e-12):
-            raise self._fail("reductions", f"mean {float(mean)} x {math.prod(positions)} positions != sum {float(total)}")
+            raise self._fail(
+                "reductions", f"mean {float(mean)} x {math.prod(positions)} positions != sum {float(total)}"
+            )
         try:
             head.loss(outputs, target, "average")
         except ValueError as exc:
@@ -209,13 +216,22 @@ class LossHeadTester:
         """Targets or features of the wrong shape raise an error naming them; nothing broadcasts."""
         head, features, target = self.inputs()
         outputs = head(features)
-        self._expect_error("bad_shapes", "a target with an extra trailing dimension",
-                           lambda: head.loss(outputs, target.unsqueeze(-1)), ["target", "shape"])
-        self._expect_error("bad_shapes", "a target with one more row",
-                           lambda: head.loss(outputs, torch.cat([target, target[:1]])), ["target", "shape"])
+        self._expect_error(
+            "bad_shapes",
+            "a target with an extra trailing dimension",
+            lambda: head.loss(outputs, target.unsqueeze(-1)),
+            ["target", "shape"],
+        )
+        self._expect_error(
+            "bad_shapes",
+            "a target with one more row",
+            lambda: head.loss(outputs, torch.cat([target, target[:1]])),
+            ["target", "shape"],
+        )
         wrong = torch.randn(*self.batch_shape, head.in_features + 1, dtype=torch.float64)
-        self._expect_error("bad_shapes", "features of the wrong width",
-                           lambda: head(wrong), ["features", str(head.in_features)])
+        self._expect_error(
+            "bad_shapes", "features of the wrong width", lambda: head(wrong), ["features", str(head.in_features)]
+        )
 
     def check_bad_targets(self) -> None:
         """Targets out of range or of the wrong kind raise an error naming ``target``."""

@@ -35,8 +35,13 @@ def test_heads_benchmark_quick_runs_and_prints_a_table(tmp_path):
 
 def test_fused_benchmark_quick_runs_all_three_cases(tmp_path):
     out = tmp_path / "fused.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fused.py"), "--quick", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fused.py"), "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     import json
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lossbench.compare.store.records import METRIC_COLUMNS, RunRecord, write_csv, write_json
 from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import METRIC_COLUMNS, RunRecord, write_csv, write_json
 
 SEEDS = [0, 1, 2]
 LOSSES = ["ce", "focal", "mse"]

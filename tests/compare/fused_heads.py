@@ -74,8 +74,15 @@ class BadGradientHead(LossHead):
 
     task = "multiclass"
 
-    def __init__(self, in_features: int, num_classes: int, bad_from: int = 3, bad_until: int | None = None,
-                 value: str = "nan", **kwargs) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        bad_from: int = 3,
+        bad_until: int | None = None,
+        value: str = "nan",
+        **kwargs,
+    ) -> None:
         super().__init__(in_features, num_classes, **kwargs)
         self.num_classes, self.bad_from, self.bad_until, self.value = num_classes, bad_from, bad_until, float(value)
         self.calls = 0

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lossbench.compare.analysis.calibration import reliability_bins
-from lossbench.metrics import ECE_BINS as N_BINS
 from lossbench.compare.execution.evaluate import metrics_from_predictions
+from lossbench.metrics import ECE_BINS as N_BINS
 
 EDGES = torch.linspace(0, 1, N_BINS + 1)  # float32, as torchmetrics builds them for float32 probabilities
 
@@ -26,7 +26,8 @@ def test_the_diagrams_ece_is_the_logged_ece_at_bin_edges_and_at_exactly_one():
     y[-108:-100] = torch.tensor([1, 0, 0, 0, 1, 0, 0, 1])  # at p = 1.0: mostly wrong
     binary = {"proba": p, "target": y}
     assert reliability_bins([_numpy(binary)]).ece == pytest.approx(
-        metrics_from_predictions("binary", None, binary)["test/ece"], abs=1e-6)
+        metrics_from_predictions("binary", None, binary)["test/ece"], abs=1e-6
+    )
     # multiclass (16 classes, so that every edge above 1/16 can be the top probability), ignore_index 2 left out
     top = torch.cat([EDGES[1:].repeat(3), torch.ones(5)])
     proba = ((1 - top) / 15).unsqueeze(1).repeat(1, 16)
@@ -40,6 +41,7 @@ def test_the_diagrams_ece_is_the_logged_ece_at_bin_edges_and_at_exactly_one():
     # seeds pooled: the ECE of the pooled rows
     pooled = {key: torch.cat([binary[key], binary[key].flip(0)]) for key in ("proba", "target")}
     assert reliability_bins([_numpy(binary), _numpy({k: v.flip(0) for k, v in binary.items()})]).ece == pytest.approx(
-        metrics_from_predictions("binary", None, pooled)["test/ece"], abs=1e-6)
+        metrics_from_predictions("binary", None, pooled)["test/ece"], abs=1e-6
+    )
     bins = reliability_bins([_numpy(binary)])
     assert bins.count.sum() == len(p) and bins.confidence[-1] == 1.0 and bins.count[-1] == int((p == 1).sum())

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from lossbench.compare import Comparison, RecipeError, load_recipe
-from lossbench.compare.store import killpoint
 from lossbench.compare.execution.callbacks import LastCheckpoint
 from lossbench.compare.execution.interrupt import Interrupted
-from lossbench.compare.store.records import load_records, read_csv
+from lossbench.compare.store import killpoint
 from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import load_records, read_csv
 from tests.compare.conftest import tiny_recipe
 
 # wine in batches of 16: evaluations at steps 4, 8 and 12; dropout makes the replayed RNG states matter
@@ -27,9 +27,15 @@ TRAINER = {"max_steps": 12, "eval_every_n_steps": 4}
 
 
 def recipe(executor: str, every_s: float) -> dict:
-    return tiny_recipe(losses=["ce", "square"], seeds=[0], select="best", executor=executor,
-                       data__batch_size=16, backbone__dropout=0.1,
-                       trainer={**TRAINER, "checkpoint_every_s": every_s})
+    return tiny_recipe(
+        losses=["ce", "square"],
+        seeds=[0],
+        select="best",
+        executor=executor,
+        data__batch_size=16,
+        backbone__dropout=0.1,
+        trainer={**TRAINER, "checkpoint_every_s": every_s},
+    )
 
 
 @pytest.fixture
@@ -68,9 +74,16 @@ def stop_at_step(step: int):
 
 
 def tables(out):
-    return {(r.loss, r.seed): ([{k: v for k, v in row.items() if k != "wall_time"} for row in rows],
-                               r.selected, r.test, r.best, r.final)
-            for r, rows in load_records(out)}
+    return {
+        (r.loss, r.seed): (
+            [{k: v for k, v in row.items() if k != "wall_time"} for row in rows],
+            r.selected,
+            r.test,
+            r.best,
+            r.final,
+        )
+        for r, rows in load_records(out)
+    }
 
 
 @pytest.mark.parametrize("executor", ["sequential", "fused"])

@@ -11,7 +11,9 @@ from lossbench.cli import main
 
 def run(*args, cwd=None):
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "lossbench.cli", *args], capture_output=True, text=True, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "lossbench.cli", *args], capture_output=True, text=True, env=env, cwd=cwd
+    )
 
 
 def test_recipes_lists_the_bundled_ones(capsys):
@@ -24,13 +26,29 @@ def test_recipes_lists_the_bundled_ones(capsys):
 def test_print_config_prints_the_resolved_recipe_which_runs_as_given(capsys, tmp_path):
     from lossbench.compare import load_recipe
 
-    assert main(["compare", "digits_tuned", "--print_config", "--tune.trials", "4", "--trainer.max_epochs", "2",
-                 "--seeds", "2"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "digits_tuned",
+                "--print_config",
+                "--tune.trials",
+                "4",
+                "--trainer.max_epochs",
+                "2",
+                "--seeds",
+                "2",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     path = tmp_path / "resolved.yaml"
     path.write_text(text)
-    again, given = load_recipe(path), load_recipe("digits_tuned", overrides={"tune.trials": 4,
-                                                                         "trainer.max_epochs": 2}, seeds=2)
+    again, given = (
+        load_recipe(path),
+        load_recipe("digits_tuned", overrides={"tune.trials": 4, "trainer.max_epochs": 2}, seeds=2),
+    )
     assert again.to_dict() == given.to_dict() and again.setup_hash == given.setup_hash
     assert "checkpoint_every_s: 60" in text and "trials: 4" in text  # defaults filled in, overrides applied
     assert not (tmp_path / "runs").exists()
@@ -39,8 +57,19 @@ def test_print_config_prints_the_resolved_recipe_which_runs_as_given(capsys, tmp
 @pytest.mark.slow
 def test_compare_then_report_rerenders_identically(tmp_path):
     out = tmp_path / "cmp"
-    first = run("compare", "wine", "--output", str(out), "--seeds", "1", "--losses", "gce",
-                "--trainer.max_epochs", "2", "--trainer.eval_every_n_steps=4")
+    first = run(
+        "compare",
+        "wine",
+        "--output",
+        str(out),
+        "--seeds",
+        "1",
+        "--losses",
+        "gce",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.eval_every_n_steps=4",
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     assert f"report: {out / 'report.md'}" in first.stdout
     assert "[1/2] ce seed 0" in first.stdout and "[2/2] gce seed 0" in first.stdout
@@ -56,8 +85,19 @@ def test_compare_then_report_rerenders_identically(tmp_path):
     checked = run("report", str(out), "--recompute")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "recomputed 2 finished run(s)" in checked.stdout and "all equal to the records" in checked.stdout
-    rerun = run("compare", "wine", "--output", str(out), "--seeds", "1", "--losses", "gce",
-                "--trainer.max_epochs", "2", "--trainer.eval_every_n_steps=4")
+    rerun = run(
+        "compare",
+        "wine",
+        "--output",
+        str(out),
+        "--seeds",
+        "1",
+        "--losses",
+        "gce",
+        "--trainer.max_epochs",
+        "2",
+        "--trainer.eval_every_n_steps=4",
+    )
     assert rerun.returncode == 0 and "finished earlier, skipped" in rerun.stdout
 
 

@@ -13,9 +13,9 @@ import pytest
 from lossbench.cli import main
 from lossbench.compare.execution.engine import Comparison
 from lossbench.compare.recipe.recipe import load_recipe
-from lossbench.compare.store.records import RunRecord, read_csv, write_csv
-from lossbench.compare.store.layout import run_dir
 from lossbench.compare.report.render import render_report
+from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import RunRecord, read_csv, write_csv
 from tests.compare.conftest import tiny_recipe
 from tests.compare.fake import make_folder
 
@@ -135,8 +135,9 @@ COMPARISON_FILES = {
     "comparison: losses a number": _edit_comparison(losses=5),
     "comparison: budget a string": _edit_comparison(budget="x"),
     "comparison: versions a list": _edit_comparison(versions=[1]),
-    "comparison: threshold a string": _edit_comparison(target={"metric": "val/accuracy", "mode": "max",
-                                                               "threshold": "x"}),
+    "comparison: threshold a string": _edit_comparison(
+        target={"metric": "val/accuracy", "mode": "max", "threshold": "x"}
+    ),
     "comparison: recipe a string": _edit_comparison(recipe="x"),
 }
 
@@ -222,10 +223,13 @@ def test_a_truncated_metrics_csv_is_flagged(folder):
     write_csv(_metrics_csv(folder, "focal"), rows[:0], list(rows[0]))  # the header alone
     text = render_report(folder).read_text()
     section = _irregular_section(text)
-    assert ("- ce, seed 0: runs/ce/seed_0/metrics.csv ends at step 4 but the run finished at step 8 (truncated?)"
-            in section)
-    assert ("- focal, seed 0: runs/focal/seed_0/metrics.csv has no evaluation rows but the run finished at step 8 "
-            "(truncated?)") in section
+    assert (
+        "- ce, seed 0: runs/ce/seed_0/metrics.csv ends at step 4 but the run finished at step 8 (truncated?)" in section
+    )
+    assert (
+        "- focal, seed 0: runs/focal/seed_0/metrics.csv has no evaluation rows but the run finished at step 8 "
+        "(truncated?)"
+    ) in section
     assert render_report(folder).read_text() == text
 
 
@@ -250,8 +254,10 @@ def test_skipped_steps_are_listed_and_flag_the_loss_that_ranks_first(tmp_path):
     root = make_folder(tmp_path, changes={("focal", 1): {"skipped_steps": 3}})  # focal ranks first
     text = render_report(root).read_text()
     section = _irregular_section(text)
-    assert ("- focal, seed 1: skipped 3 of 120 optimizer steps on a non-finite loss or gradient (nan_policy: skip)"
-            in section)
+    assert (
+        "- focal, seed 1: skipped 3 of 120 optimizer steps on a non-finite loss or gradient (nan_policy: skip)"
+        in section
+    )
     assert "kept in the statistics" in section
     ranking = text.split("## Ranking")[1].split("\n## ")[0]
     assert "| 1 | focal (irregular: 1/3 seeds) |" in ranking
@@ -260,9 +266,12 @@ def test_skipped_steps_are_listed_and_flag_the_loss_that_ranks_first(tmp_path):
     assert [line for line in per_loss if line.startswith("| focal | 3 |")][0].endswith("| 1/3 seeds |")
     assert [line for line in per_loss if line.startswith("| ce (baseline) | 3 |")][0].endswith("| — |")
     outcome = text.split("## Outcome")[1].split("\n## ")[0]
-    assert ("focal ranks first (0.92, next ce with 0.85); the gap is within noise" in outcome
-            and "That first place is flagged: 1 of focal's 3 seeds had an irregular run (skipped optimizer steps), "
-                "so read it with care." in outcome)
+    assert (
+        "focal ranks first (0.92, next ce with 0.85); the gap is within noise" in outcome
+        and "That first place is flagged: 1 of focal's 3 seeds had an irregular run (skipped optimizer steps), "
+        "so read it with care."
+        in outcome
+    )
     assert "Irregular runs, kept in the statistics and flagged" in outcome
     assert render_report(root).read_bytes() == text.encode()
 

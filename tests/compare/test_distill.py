@@ -12,21 +12,23 @@ import torch
 
 from lossbench import LossbenchModule
 from lossbench.compare import Comparison, RecipeError, load_recipe
-from lossbench.compare.store.layout import WEIGHTS_FILE
-from lossbench.compare.store.tensors import load_tensors
 from lossbench.compare.analysis.fairness import check_fairness
-from lossbench.compare.store.records import RunRecord, load_records, read_csv
-from lossbench.compare.store.layout import run_dir
 from lossbench.compare.execution.recompute import recompute
-from lossbench.compare.report.render import render_report
 from lossbench.compare.execution.teacher import fingerprint, training_logits
+from lossbench.compare.report.render import render_report
+from lossbench.compare.store.layout import WEIGHTS_FILE, run_dir
+from lossbench.compare.store.records import RunRecord, load_records, read_csv
+from lossbench.compare.store.tensors import load_tensors
 from lossbench.data import HFDataModule
 from lossbench.functional import distillation_loss
 from tests.compare.conftest import tiny_recipe
 
 TEACHER = {"head": "ce", "backbone": {"d_model": 16, "nhead": 2, "num_layers": 1}, "max_steps": 12}
-STUDENTS = ["ce", {"name": "kd", "args": {"temperature": 2.0, "alpha": 0.5}},
-            {"name": "kd", "label": "kd_hard", "args": {"alpha": 1.0}}]
+STUDENTS = [
+    "ce",
+    {"name": "kd", "args": {"temperature": 2.0, "alpha": 0.5}},
+    {"name": "kd", "label": "kd_hard", "args": {"alpha": 1.0}},
+]
 
 
 def distil(teacher=TEACHER, losses=STUDENTS, **changes):
@@ -35,15 +37,24 @@ def distil(teacher=TEACHER, losses=STUDENTS, **changes):
     return raw
 
 
-@pytest.mark.parametrize(("teacher", "losses", "message"), [
-    ({"hed": "ce"}, STUDENTS, "unknown key `teacher.hed`; did you mean 'head'"),
-    ({"checkpoint": "nowhere.ckpt"}, STUDENTS, "`teacher.checkpoint` must be a LossbenchModule checkpoint file, "
-                                               "got 'nowhere.ckpt' (no such file)"),
-    ({"head": "kd"}, STUDENTS, "`teacher.head` 'kd' distils itself"),
-    ({"head": "ce", "backbone": {"d_model": 10, "nhead": 3}}, STUDENTS,
-     "`teacher.backbone.nhead`=3 must divide `teacher.backbone.d_model`=10"),
-    ({"head": "ce", "max_epochs": 0}, STUDENTS, "`teacher.max_epochs` must be a positive int, got 0"),
-])
+@pytest.mark.parametrize(
+    ("teacher", "losses", "message"),
+    [
+        ({"hed": "ce"}, STUDENTS, "unknown key `teacher.hed`; did you mean 'head'"),
+        (
+            {"checkpoint": "nowhere.ckpt"},
+            STUDENTS,
+            "`teacher.checkpoint` must be a LossbenchModule checkpoint file, got 'nowhere.ckpt' (no such file)",
+        ),
+        ({"head": "kd"}, STUDENTS, "`teacher.head` 'kd' distils itself"),
+        (
+            {"head": "ce", "backbone": {"d_model": 10, "nhead": 3}},
+            STUDENTS,
+            "`teacher.backbone.nhead`=3 must divide `teacher.backbone.d_model`=10",
+        ),
+        ({"head": "ce", "max_epochs": 0}, STUDENTS, "`teacher.max_epochs` must be a positive int, got 0"),
+    ],
+)
 def test_bad_teacher_sections_are_refused_naming_the_key(teacher, losses, message):
     with pytest.raises(RecipeError) as info:
         load_recipe(distil(teacher, losses))
@@ -60,11 +71,23 @@ def test_students_need_a_teacher_and_a_teacher_needs_a_student(tmp_path):
 
 def test_a_checkpoint_teacher_whose_classes_differ_is_refused_before_anything_is_written(tmp_path):
     dm = HFDataModule("lossbench:breast_cancer", batch_size=32)  # 2 classes; the comparison's wine has 3
-    model = LossbenchModule("ce", head_args={"num_classes": 2}, data_spec=dm.spec, backbone={"d_model": 8, "nhead": 2},
-                            seed=0, metrics=False)
+    model = LossbenchModule(
+        "ce",
+        head_args={"num_classes": 2},
+        data_spec=dm.spec,
+        backbone={"d_model": 8, "nhead": 2},
+        seed=0,
+        metrics=False,
+    )
     ckpt = tmp_path / "teacher.ckpt"
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False, default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(model, datamodule=dm)
     trainer.save_checkpoint(ckpt)
     with pytest.raises(RecipeError, match=r"`teacher.checkpoint` .* predicts 2 classes .*the data has 3 classes"):
@@ -94,8 +117,11 @@ def test_each_seed_trains_its_teacher_and_every_run_records_its_logits(done):
         model = sub.build_model(sub.recipe.losses[0], seed, dm.spec, sub.initial_state(seed, dm.spec))
         model.load_state_dict(load_tensors(folder / WEIGHTS_FILE))
         assert sum(p.numel() for p in model.backbone.parameters()) != sum(
-            p.numel() for p in cmp.build_model(recipe.losses[0], seed, dm.spec, cmp.initial_state(seed, dm.spec))
-            .backbone.parameters())  # the teacher's own backbone (d_model 16), not the students' (8)
+            p.numel()
+            for p in cmp.build_model(
+                recipe.losses[0], seed, dm.spec, cmp.initial_state(seed, dm.spec)
+            ).backbone.parameters()
+        )  # the teacher's own backbone (d_model 16), not the students' (8)
         want = fingerprint(training_logits(model, dm))  # recomputed from what the folder keeps
         for loss in ("ce", "kd", "kd_hard"):
             assert RunRecord.load(run_dir(out, loss, seed) / "record.json").fingerprints["teacher"] == want
@@ -135,8 +161,14 @@ def test_the_module_hands_the_batch_teacher_to_a_head_that_distils():
     dm.set_teacher(logits)
     batch = next(iter(dm.train_dataloader()))
     assert batch["teacher"].shape == (16, 3)
-    model = LossbenchModule("kd", head_args={"temperature": 3.0, "alpha": 0.2}, data_spec=dm.spec,
-                            backbone={"d_model": 8, "nhead": 2}, seed=0, metrics=False)
+    model = LossbenchModule(
+        "kd",
+        head_args={"temperature": 3.0, "alpha": 0.2},
+        data_spec=dm.spec,
+        backbone={"d_model": 8, "nhead": 2},
+        seed=0,
+        metrics=False,
+    )
     outputs = model(batch["inputs"])
     loss, terms = model.head_loss(outputs, batch["target"], batch)
     assert torch.allclose(loss, distillation_loss(outputs, batch["target"], batch["teacher"], 3.0, 0.2))
@@ -153,8 +185,14 @@ def _teacher_checkpoint(path, seed):
     """A small LossbenchModule checkpoint for the comparison's wine data (its weights differ with ``seed``)."""
     dm = HFDataModule("lossbench:wine", batch_size=32)
     model = LossbenchModule("ce", data_spec=dm.spec, backbone={"d_model": 8, "nhead": 2}, seed=seed, metrics=False)
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False, default_root_dir=str(path.parent))
+    trainer = pl.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(path.parent),
+    )
     trainer.fit(model, datamodule=dm)
     trainer.save_checkpoint(path)
     return path
@@ -179,8 +217,11 @@ def test_the_checkpoint_s_contents_are_in_the_setup_hash_and_can_be_pinned(teach
     assert load_recipe(again).setup_hash == first.setup_hash  # the resolved recipe pins the contents and runs
     shutil.copy(b, path)  # same path, another teacher
     assert load_recipe(distil({"checkpoint": str(path)})).setup_hash != first.setup_hash
-    with pytest.raises(RecipeError, match=r"the teacher checkpoint '.*teacher.ckpt' changed from the sha256 in the "
-                                          r"recipe .*\(sha256 [0-9a-f]{12} then, [0-9a-f]{12} now\)"):
+    with pytest.raises(
+        RecipeError,
+        match=r"the teacher checkpoint '.*teacher.ckpt' changed from the sha256 in the "
+        r"recipe .*\(sha256 [0-9a-f]{12} then, [0-9a-f]{12} now\)",
+    ):
         load_recipe(distil(first.teacher))
     with pytest.raises(RecipeError, match=r"`teacher.sha256` must be the checkpoint file's sha256"):
         load_recipe(distil({"checkpoint": str(path), "sha256": "abc"}))
@@ -209,8 +250,11 @@ def test_a_teacher_checkpoint_replaced_on_disk_is_refused_naming_it(teachers, tm
     else:
         raw["seeds"] = [0, 1]
     shutil.copy(b, path)
-    with pytest.raises(RecipeError, match=rf"the teacher checkpoint '{path}' changed since the runs in `--output` "
-                                          r"'.*out' distilled from it \(sha256 [0-9a-f]{12} then"):
+    with pytest.raises(
+        RecipeError,
+        match=rf"the teacher checkpoint '{path}' changed since the runs in `--output` "
+        r"'.*out' distilled from it \(sha256 [0-9a-f]{12} then",
+    ):
         Comparison(load_recipe(raw), out, progress=False).run()
     assert not run_dir(out, "kd", 1).exists()
     shutil.copy(a, path)  # the same teacher again: the folder resumes
@@ -224,8 +268,11 @@ def test_a_teacher_checkpoint_asking_for_a_huge_head_is_refused_before_allocatin
     ckpt = torch.load(teachers[0], weights_only=True)
     ckpt["hyper_parameters"]["head_args"] = {"num_classes": 30_000_000}
     torch.save(ckpt, path)
-    with pytest.raises(RecipeError, match=r"`teacher.checkpoint` '.*huge.ckpt' cannot be loaded as a LossbenchModule: "
-                                          r"ValueError: .* build a model of [\d.]+ GB .*refusing to allocate it"):
+    with pytest.raises(
+        RecipeError,
+        match=r"`teacher.checkpoint` '.*huge.ckpt' cannot be loaded as a LossbenchModule: "
+        r"ValueError: .* build a model of [\d.]+ GB .*refusing to allocate it",
+    ):
         Comparison(load_recipe(distil({"checkpoint": str(path)})), tmp_path / "out", progress=False).prepare()
     assert not (tmp_path / "out").exists()
 
@@ -254,8 +301,10 @@ def test_recompute_checks_each_student_s_teacher_fingerprint_against_the_teacher
     path.write_text(json.dumps(values))
     problems = recompute(out).problems
     assert len(problems) == 1, problems
-    assert problems[0].startswith("kd seed 1: its record's teacher fingerprint 000000000000 is not that of "
-                                  "teacher/teacher seed 1's logits on the training rows, recomputed from its weights")
+    assert problems[0].startswith(
+        "kd seed 1: its record's teacher fingerprint 000000000000 is not that of "
+        "teacher/teacher seed 1's logits on the training rows, recomputed from its weights"
+    )
 
 
 @pytest.mark.parametrize("removed", ["the teacher folder", "one seed's teacher run", "the student's fingerprint"])
@@ -277,9 +326,14 @@ def test_recompute_cannot_be_made_to_skip_a_student_s_teacher_fingerprint(done, 
         shutil.rmtree(run_dir(out / "teacher", "teacher", 1))
     problems = recompute(out).problems
     if removed == "the student's fingerprint":
-        assert problems == ["kd seed 1: its record has no teacher fingerprint, though its comparison distils from a "
-                            "teacher trained in teacher/ (every run of a seed records it)"]
+        assert problems == [
+            "kd seed 1: its record has no teacher fingerprint, though its comparison distils from a "
+            "teacher trained in teacher/ (every run of a seed records it)"
+        ]
     else:
         seeds = [0, 1] if removed == "the teacher folder" else [1]
-        assert problems == [f"teacher/teacher seed {seed}: no finished run: the teacher fingerprint of ce, kd, "
-                            f"kd_hard seed {seed} cannot be recomputed" for seed in seeds]
+        assert problems == [
+            f"teacher/teacher seed {seed}: no finished run: the teacher fingerprint of ce, kd, "
+            f"kd_hard seed {seed} cannot be recomputed"
+            for seed in seeds
+        ]

@@ -7,8 +7,8 @@ import lightning.pytorch as pl
 import pytest
 
 from lossbench.compare import Comparison, RecipeError, load_recipe
-from lossbench.compare.store.records import RunRecord, load_records, read_csv
 from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import RunRecord, load_records, read_csv
 from tests.compare.conftest import tiny_recipe
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossbench.compare.store.tensors import load_tensors, save_tensors
 from lossbench.compare.execution.evaluate import metrics_from_predictions, predict
+from lossbench.compare.store.tensors import load_tensors, save_tensors
 from lossbench.data import HFDataModule
 from lossbench.module import LossbenchModule
 
@@ -16,8 +16,13 @@ def test_test_metrics_leave_out_the_heads_ignore_index_as_the_modules_own_metric
     ignore_index; with ignore_index=1 the kept predictions must give the module's own test metrics."""
     dm = HFDataModule(path="lossbench:wine", batch_size=16, seed=0)
     dm.setup()
-    model = LossbenchModule("ce", head_args={"num_classes": 3, "ignore_index": 1}, data_spec=dm.spec,
-                            backbone={"d_model": 8, "nhead": 2, "num_layers": 1}, seed=0)
+    model = LossbenchModule(
+        "ce",
+        head_args={"num_classes": 3, "ignore_index": 1},
+        data_spec=dm.spec,
+        backbone={"d_model": 8, "nhead": 2, "num_layers": 1},
+        seed=0,
+    )
     model.eval()
     logged = model.metrics["test_metrics"]
     with torch.no_grad():
@@ -43,8 +48,12 @@ def test_test_metrics_of_classes_last_token_predictions_equal_the_modules_task_m
     metrics = TaskMetrics("multiclass", 5, ignore_index)
     metrics.update(head, outputs, target)
     expected = {f"test/{name}": float(metric.compute()) for name, metric in metrics.metrics.items()}
-    preds = {"target": target, "label": head.predict(outputs), "proba": head.predict_proba(outputs),
-             "ignore_index": torch.tensor(ignore_index)}
+    preds = {
+        "target": target,
+        "label": head.predict(outputs),
+        "proba": head.predict_proba(outputs),
+        "ignore_index": torch.tensor(ignore_index),
+    }
     got = metrics_from_predictions("multiclass", 5, preds)
     assert got.keys() == expected.keys()
     for name, value in expected.items():

@@ -23,11 +23,11 @@ import yaml
 
 from lossbench.cli import main
 from lossbench.compare import Comparison, load_recipe
-from lossbench.compare.report.calibration import reliability_name
-from lossbench.compare.store.lock import FolderLock
 from lossbench.compare.recipe.recipe import RecipeError
-from lossbench.compare.store.records import atomic_write_bytes
+from lossbench.compare.report.calibration import reliability_name
 from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.lock import FolderLock
+from lossbench.compare.store.records import atomic_write_bytes
 from lossbench.compare.store.storage import MAX_LABEL_BYTES, NAME_MAX_BYTES
 from tests.compare.conftest import tiny_recipe
 from tests.compare.fake import make_folder
@@ -108,8 +108,9 @@ def test_report_refuses_a_plots_link_to_a_folder_not_yet_made(tmp_path, capsys):
     assert not (tmp_path / "elsewhere").exists() and "refusing to write" in err and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("inner", [("arrays", "seed_0"), ("runs", "ce", "seed_1", "checkpoints"), ("teacher",),
-                                   ("tuning",)])
+@pytest.mark.parametrize(
+    "inner", [("arrays", "seed_0"), ("runs", "ce", "seed_1", "checkpoints"), ("teacher",), ("tuning",)]
+)
 def test_an_output_inside_another_comparison_is_refused(tmp_path, inner):
     """B2, and B10: ``DIR/teacher`` and ``DIR/tuning`` are the comparison's own, never another's output."""
     outer = make_folder(tmp_path / "outer")
@@ -128,8 +129,10 @@ def test_a_comparison_holding_another_inside_is_refused(tmp_path):
 
 def test_a_teacher_inside_its_comparison_still_runs(tmp_path):
     """The check leaves the comparison's own sub-comparison alone (here: a teacher trained in DIR/teacher)."""
-    recipe = {**tiny_recipe(losses=["ce", "kd"], seeds=[0], executor="fused"),
-              "teacher": {"head": "ce", "backbone": {"d_model": 8, "nhead": 2, "num_layers": 1}, "max_steps": 4}}
+    recipe = {
+        **tiny_recipe(losses=["ce", "kd"], seeds=[0], executor="fused"),
+        "teacher": {"head": "ce", "backbone": {"d_model": 8, "nhead": 2, "num_layers": 1}, "max_steps": 4},
+    }
     out = tmp_path / "out"
     Comparison(load_recipe(recipe), out, progress=False).run()
     Comparison(load_recipe(recipe), out, progress=False).run()  # a rerun finds its own teacher/, not another's
@@ -138,8 +141,11 @@ def test_a_teacher_inside_its_comparison_still_runs(tmp_path):
 
 def test_a_label_too_long_for_a_file_name_is_a_recipe_error(tmp_path, capsys):
     label = "a" * 300
-    with pytest.raises(RecipeError, match=rf"`losses\[1\].label` must be at most {MAX_LABEL_BYTES} bytes in UTF-8, "
-                                          "got 300"):
+    with pytest.raises(
+        RecipeError,
+        match=rf"`losses\[1\].label` must be at most {MAX_LABEL_BYTES} bytes in UTF-8, "
+        "got 300",
+    ):
         load_recipe(tiny_recipe(losses=["ce", {"name": "focal", "label": label}]))
     wide = "é" * (MAX_LABEL_BYTES // 2 + 1)  # few characters, too many bytes
     with pytest.raises(RecipeError, match=f"got {2 * len(wide)}"):
@@ -185,11 +191,25 @@ def test_a_signal_while_waiting_for_the_folder_is_one_line(tmp_path, signum, cod
     from tests.compare.test_preemption import ROOT, _env
 
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "lossbench.cli", "compare", str(_recipe_file(tmp_path)), "--output", str(out),
-               "--wait"]
+    command = [
+        sys.executable,
+        "-m",
+        "lossbench.cli",
+        "compare",
+        str(_recipe_file(tmp_path)),
+        "--output",
+        str(out),
+        "--wait",
+    ]
     with FolderLock(out):
-        proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                                env=_env(tmp_path / "cache"), cwd=ROOT)
+        proc = subprocess.Popen(
+            command,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=_env(tmp_path / "cache"),
+            cwd=ROOT,
+        )
         lines: queue.Queue[str] = queue.Queue()
         reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True)
         reader.start()
@@ -207,8 +227,14 @@ def test_a_signal_while_waiting_for_the_folder_is_one_line(tmp_path, signum, cod
         err += lines.get()
     assert proc.returncode == code, err[-3000:]  # before: 1 with a KeyboardInterrupt traceback, or -15
     name = signal.Signals(signum).name
-    assert "Traceback" not in err and (f"lossbench compare: stopped by {name} at start-up, waiting for the other "
-                                       f"lossbench compare (pid {os.getpid()}, since") in err, err
+    assert (
+        "Traceback" not in err
+        and (
+            f"lossbench compare: stopped by {name} at start-up, waiting for the other "
+            f"lossbench compare (pid {os.getpid()}, since"
+        )
+        in err
+    ), err
     assert not (out / "comparison.json").exists()
 
 

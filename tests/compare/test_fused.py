@@ -17,17 +17,22 @@ import torch
 from lossbench import LossbenchModule
 from lossbench.compare import Comparison, load_recipe
 from lossbench.compare.execution.array import ModelArray
-from lossbench.compare.store.records import load_records
 from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import load_records
 from lossbench.data import DataSpec
 from tests.compare.conftest import tiny_recipe
 
 # wine (3 classes): ce (3 outputs, multiclass), coral (1 projection output and 2 thresholds, ordinal),
 # square (3 outputs); 124 rows in batches of 16 -> 8 steps per epoch, so 12 steps cross an epoch boundary
 LOSSES = ["ce", "coral", {"name": "square", "label": "sq"}]
-RECIPE64 = tiny_recipe(losses=LOSSES, data__batch_size=16, backbone={"d_model": 16, "nhead": 2, "num_layers": 1},
-                       trainer={"max_steps": 12, "eval_every_n_steps": 4, "precision": "64-true"},
-                       schedule={"name": "cosine", "warmup_steps": 3}, select="best")
+RECIPE64 = tiny_recipe(
+    losses=LOSSES,
+    data__batch_size=16,
+    backbone={"d_model": 16, "nhead": 2, "num_layers": 1},
+    trainer={"max_steps": 12, "eval_every_n_steps": 4, "precision": "64-true"},
+    schedule={"name": "cosine", "warmup_steps": 3},
+    select="best",
+)
 
 
 def run(tmp_path, recipe, executor, name=None):
@@ -82,8 +87,13 @@ def make_members(labels_heads, lrs=None, clip=None, dtype=torch.float32):
     spec = DataSpec("features", "class", num_classes=3, num_features=5)
     members = {}
     for i, (label, head) in enumerate(labels_heads):
-        m = LossbenchModule(head, data_spec=spec, backbone={"d_model": 16, "nhead": 2, "num_layers": 2}, seed=7,
-                            lr=(lrs or {}).get(label, 1e-3))
+        m = LossbenchModule(
+            head,
+            data_spec=spec,
+            backbone={"d_model": 16, "nhead": 2, "num_layers": 2},
+            seed=7,
+            lr=(lrs or {}).get(label, 1e-3),
+        )
         members[label] = m.to(dtype)
     return members
 
@@ -144,8 +154,9 @@ def test_nan_in_one_member_touches_only_that_member(tmp_path, policy):
         record, rows = fused[(loss, 0)]
         ref, ref_rows = alone[(loss, 0)]
         assert record.status == "finished" and record.skipped_steps == 0
-        assert [{k: v for k, v in r.items() if k != "wall_time"} for r in rows] == \
-               [{k: v for k, v in r.items() if k != "wall_time"} for r in ref_rows]
+        assert [{k: v for k, v in r.items() if k != "wall_time"} for r in rows] == [
+            {k: v for k, v in r.items() if k != "wall_time"} for r in ref_rows
+        ]
     record, rows = fused[("nan", 0)]
     if policy == "skip":  # steps 3..8 skipped: no update, the weights of step 2 to the end
         assert record.status == "finished" and record.skipped_steps == 6
@@ -174,8 +185,10 @@ def test_a_head_whose_loss_differs_in_the_array_falls_back_with_the_numbers(tmp_
     out, runs = run(tmp_path, tiny_recipe(losses=["ce", counting], seeds=[0]), "fused")
     execution = runs[("counting", 0)][0].execution
     assert execution["executor"] == "sequential" and runs[("counting", 0)][0].status == "finished"
-    assert "its first-batch loss in the array" in execution["fallback"] and "differs from its loss alone" in \
-        execution["fallback"]
+    assert (
+        "its first-batch loss in the array" in execution["fallback"]
+        and "differs from its loss alone" in execution["fallback"]
+    )
     assert runs[("ce", 0)][0].execution["members"] == ["ce"]  # an array of one: still fused
 
 

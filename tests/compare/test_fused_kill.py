@@ -22,8 +22,10 @@ def array_step(out, seed):
 
 
 def status(out):
-    return [(record(out, loss, seed) or {}).get("status") for loss, seed in
-            [("ce", 0), ("focal", 0), ("ce", 1), ("focal", 1)]]
+    return [
+        (record(out, loss, seed) or {}).get("status")
+        for loss, seed in [("ce", 0), ("focal", 0), ("ce", 1), ("focal", 1)]
+    ]
 
 
 def test_fused_compare_survives_kill_9_and_resumes_its_arrays_exactly(tmp_path):
@@ -43,9 +45,16 @@ def test_fused_compare_survives_kill_9_and_resumes_its_arrays_exactly(tmp_path):
     def between_arrays(o):  # focal finished from the array's last checkpoint (ce loaded with it, not retrained)
         assert status(o) == ["finished", "finished", None, None] and not (o / "arrays").exists()
 
-    out, reference = survive_beside_reference(recipe, tmp_path, [
-        ("step:6", mid_array), ("write:last.ckpt", writing_checkpoint), ("finished", first_member_finished),
-        ("run:3", between_arrays)])
+    out, reference = survive_beside_reference(
+        recipe,
+        tmp_path,
+        [
+            ("step:6", mid_array),
+            ("write:last.ckpt", writing_checkpoint),
+            ("finished", first_member_finished),
+            ("run:3", between_arrays),
+        ],
+    )
     assert [record(out, loss, 0)["resumed"] for loss in ("ce", "focal")] == [2, 3]
     assert [record(out, loss, 1)["resumed"] for loss in ("ce", "focal")] == [0, 0]
     assert record(out, "ce", 0)["execution"]["members"] == ["ce", "focal"]

@@ -23,8 +23,7 @@ from tests.compare.conftest import tiny_recipe
 from tests.compare.fused_heads import BadGradientHead
 from tests.compare.test_fused import close, make_members, run
 
-BAD_GRAD = {"class_path": "tests.compare.fused_heads.BadGradientHead", "init_args": {"bad_from": 3},
-            "label": "badgrad"}
+BAD_GRAD = {"class_path": "tests.compare.fused_heads.BadGradientHead", "init_args": {"bad_from": 3}, "label": "badgrad"}
 NAN_LOSS = {"class_path": "tests.compare.fused_heads.NaNFromHead", "init_args": {"nan_from": 3}, "label": "nan"}
 
 
@@ -48,16 +47,22 @@ def test_a_non_finite_gradient_in_one_member_touches_only_that_member(tmp_path, 
         assert rows[-1]["grad_norm"] == rows[-2]["grad_norm"] and math.isfinite(rows[-1]["grad_norm"])
     else:
         assert record.status == "failed" and record.error.startswith("FloatingPointError: ")
-        assert "at step 2 (batch 2)" in record.error and "but its gradient is not finite (gradient norm nan)" \
-               in record.error
+        assert (
+            "at step 2 (batch 2)" in record.error
+            and "but its gradient is not finite (gradient norm nan)" in record.error
+        )
         assert [r["step"] for r in rows] == [0]
 
 
 def test_skipped_steps_write_the_same_columns_in_both_executors(tmp_path):
     """A step skipped on its loss or its gradient: train_loss, grad_norm and lr by one rule (evaluation_row)."""
-    recipe = tiny_recipe(losses=["ce", NAN_LOSS, BAD_GRAD], seeds=[0], nan_policy="skip",
-                         trainer={"max_steps": 8, "eval_every_n_steps": 2, "precision": "64-true"},
-                         schedule={"name": "cosine", "warmup_steps": 1})
+    recipe = tiny_recipe(
+        losses=["ce", NAN_LOSS, BAD_GRAD],
+        seeds=[0],
+        nan_policy="skip",
+        trainer={"max_steps": 8, "eval_every_n_steps": 2, "precision": "64-true"},
+        schedule={"name": "cosine", "warmup_steps": 1},
+    )
     _, fused = run(tmp_path, recipe, "fused")
     _, seq = run(tmp_path, recipe, "sequential")
     for key in fused:
@@ -112,9 +117,15 @@ def fit_16_mixed(array, steps=4):
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(16, 5, generator=g), torch.randint(0, 3, (16,), generator=g)) for _ in range(steps)]
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         plugins=[MixedPrecision("16-mixed", "cpu", scaler)])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[MixedPrecision("16-mixed", "cpu", scaler)],
+    )
     trainer.fit(array, DataLoader(data, batch_size=None))
     return trainer
 
@@ -122,8 +133,9 @@ def fit_16_mixed(array, steps=4):
 def test_under_16_mixed_one_members_overflow_skips_only_its_own_step():
     a = make_members([("a", "ce")])["a"]
     overflow = BadGradientHead(a.head.in_features, 3, bad_from=2, bad_until=2, value="inf")  # at step 1 only
-    b = LossbenchModule(overflow, data_spec=a.data_spec, backbone={"d_model": 16, "nhead": 2, "num_layers": 2},
-                        seed=7, lr=1e-3)
+    b = LossbenchModule(
+        overflow, data_spec=a.data_spec, backbone={"d_model": 16, "nhead": 2, "num_layers": 2}, seed=7, lr=1e-3
+    )
     array = ModelArray({"a": a, "b": b})
     alone = ModelArray(make_members([("a", "ce")]))
     trainer = fit_16_mixed(array)
@@ -140,8 +152,9 @@ def overflow_array(bad_at):
     a = make_members([("a", "ce")])["a"]
     calls = 10**9 if bad_at is None else bad_at
     head = BadGradientHead(a.head.in_features, 3, bad_from=calls, bad_until=calls, value="inf")
-    b = LossbenchModule(head, data_spec=a.data_spec, backbone={"d_model": 16, "nhead": 2, "num_layers": 2},
-                        seed=7, lr=1e-3)
+    b = LossbenchModule(
+        head, data_spec=a.data_spec, backbone={"d_model": 16, "nhead": 2, "num_layers": 2}, seed=7, lr=1e-3
+    )
     return ModelArray({"a": a, "b": b})
 
 
@@ -149,9 +162,15 @@ def fit_16_mixed_resumable(array, steps, ckpt_path=None):
     torch.manual_seed(0)
     batch = (torch.randn(16, 5), torch.randint(0, 3, (16,)))  # one batch: a resumed epoch sees the same data
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False,
-                         plugins=[MixedPrecision("16-mixed", "cpu", scaler)])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[MixedPrecision("16-mixed", "cpu", scaler)],
+    )
     trainer.fit(array, DataLoader([batch] * 6, batch_size=None), ckpt_path=ckpt_path)
     return trainer
 

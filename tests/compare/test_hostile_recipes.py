@@ -92,8 +92,9 @@ def test_an_accelerator_the_machine_lacks_is_refused_in_validation(accelerator, 
         load_recipe(tiny_recipe(trainer={"max_steps": 4, "eval_every_n_steps": 2, "accelerator": accelerator}))
     path = _write(tmp_path, yaml.safe_dump(tiny_recipe(), sort_keys=False))
     out = tmp_path / "out"
-    assert main(["compare", str(path), "--output", str(out), "--no-progress",
-                 f"--trainer.accelerator={accelerator}"]) == 2
+    assert (
+        main(["compare", str(path), "--output", str(out), "--no-progress", f"--trainer.accelerator={accelerator}"]) == 2
+    )
     assert "no " in capsys.readouterr().err and not out.exists()
 
 
@@ -155,14 +156,17 @@ def _huge_at(where: str) -> dict:
     return raw
 
 
-@pytest.mark.parametrize(("where", "named"), [
-    ("target.threshold", "`target.threshold` must be a finite number"),
-    ("trainer.checkpoint_every_s", "`trainer.checkpoint_every_s` must be a number of seconds >= 0"),
-    ("tune.space", "`tune.space.optimizer.lr.high` must be a finite number"),
-    ("data.imbalance.ratio", "`imbalance.ratio` must be a number >= 1"),
-    ("optimizer.lr", "`optimizer.lr` must be a finite number > 0"),
-    ("data.max_length", "`data.max_length` must be at most"),
-])
+@pytest.mark.parametrize(
+    ("where", "named"),
+    [
+        ("target.threshold", "`target.threshold` must be a finite number"),
+        ("trainer.checkpoint_every_s", "`trainer.checkpoint_every_s` must be a number of seconds >= 0"),
+        ("tune.space", "`tune.space.optimizer.lr.high` must be a finite number"),
+        ("data.imbalance.ratio", "`imbalance.ratio` must be a number >= 1"),
+        ("optimizer.lr", "`optimizer.lr` must be a finite number > 0"),
+        ("data.max_length", "`data.max_length` must be at most"),
+    ],
+)
 def test_a_400_digit_number_is_one_recipe_error_not_an_overflow_traceback(tmp_path, capsys, where, named):
     """Issue 19, B11: the shared number check (lossbench.config.finite_number) bounds every one of them."""
     path = _write(tmp_path, yaml.safe_dump(_huge_at(where), sort_keys=False))
@@ -176,10 +180,16 @@ def test_a_400_digit_number_is_one_recipe_error_not_an_overflow_traceback(tmp_pa
 def test_tuning_seeds_are_bounded_like_seeds():
     """Issue 19, B12: `tune.seeds` took any number of seeds (each a run per loss and trial)."""
     raw = tiny_recipe()
-    raw["tune"] = {"trials": 2, "seeds": list(range(100, 100 + MAX_SEEDS + 1)),
-                   "space": {"optimizer.lr": {"low": 1e-3, "high": 1e-2}}}
-    with pytest.raises(RecipeError, match=rf"`tune.seeds` must be a list of 1 to {MAX_SEEDS} distinct ints .*got a "
-                                          rf"list of {MAX_SEEDS + 1} starting \[100, 101, 102, 103, 104\]"):
+    raw["tune"] = {
+        "trials": 2,
+        "seeds": list(range(100, 100 + MAX_SEEDS + 1)),
+        "space": {"optimizer.lr": {"low": 1e-3, "high": 1e-2}},
+    }
+    with pytest.raises(
+        RecipeError,
+        match=rf"`tune.seeds` must be a list of 1 to {MAX_SEEDS} distinct ints .*got a "
+        rf"list of {MAX_SEEDS + 1} starting \[100, 101, 102, 103, 104\]",
+    ):
         load_recipe(raw)
     raw["tune"]["seeds"] = raw["tune"]["seeds"][:MAX_SEEDS]
     assert len(load_recipe(raw).tune.seeds) == MAX_SEEDS

@@ -30,8 +30,11 @@ pytestmark = pytest.mark.slow
 # wine: 124 training rows in batches of 16 -> 8 batches per epoch; evaluations (and checkpoints) at
 # steps 4 (mid-epoch), 8 (end of epoch 0) and 12; dropout makes the RNG states matter
 RECIPE = tiny_recipe(
-    losses=["ce", {"name": "focal", "args": {"gamma": 2.0}}], seeds=[0, 1], data__batch_size=16,
-    backbone__dropout=0.1, trainer={"max_steps": 12, "eval_every_n_steps": 4},
+    losses=["ce", {"name": "focal", "args": {"gamma": 2.0}}],
+    seeds=[0, 1],
+    data__batch_size=16,
+    backbone__dropout=0.1,
+    trainer={"max_steps": 12, "eval_every_n_steps": 4},
 )
 RUNS = [("ce", 0), ("focal", 0), ("ce", 1), ("focal", 1)]  # the plan's order: seeds outer, losses inner
 TIMING = {"train_seconds", "seconds_per_step", "seconds_to_target", "resumed", "wall_time"}
@@ -45,7 +48,11 @@ def compare(recipe: Path, out: Path, cache: Path, kill_at: str | None = None) ->
         env["LOSSBENCH_TEST_KILL_AT"] = kill_at
     return subprocess.run(
         [sys.executable, "-m", "lossbench.cli", "compare", str(recipe), "--output", str(out), "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=300, cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=Path(__file__).parents[2],
     )
 
 
@@ -126,6 +133,7 @@ def survive(recipe: Path, out: Path, cache: Path, kills: list[tuple[str, object]
 def survive_beside_reference(recipe: Path, tmp_path: Path, kills: list[tuple[str, object]]) -> tuple[Path, Path]:
     """:func:`survive` in ``tmp_path/killed`` while an uninterrupted run fills ``tmp_path/reference`` (two
     processes at a time: each command spends seconds importing); returns both folders."""
+
     def reference() -> None:
         done = compare(recipe, tmp_path / "reference", tmp_path / "cache-ref")
         assert done.returncode == 0, done.stderr[-3000:]
@@ -163,8 +171,17 @@ def lane_a(recipe, out, cache):
     def before_cleanup(o):  # focal seed 0 resumed again and finished; ce seed 1 finished, checkpoints not deleted
         assert status(o)[:3] == ["finished"] * 3 and checkpoint_step(o, "ce", 1) == 12
 
-    survive(recipe, out, cache, [("run:2", between_runs), ("step:6", mid_run),
-                                 ("write:record.json@2", writing_record), ("finished@2", before_cleanup)])
+    survive(
+        recipe,
+        out,
+        cache,
+        [
+            ("run:2", between_runs),
+            ("step:6", mid_run),
+            ("write:record.json@2", writing_record),
+            ("finished@2", before_cleanup),
+        ],
+    )
     return [record(out, loss, seed)["resumed"] for loss, seed in RUNS]
 
 
@@ -184,9 +201,17 @@ def lane_b(recipe, out, cache):
     def writing_results(o):
         assert status(o) == ["finished"] * 4 and not (o / "results.csv").exists()
 
-    survive(recipe, out, cache, [("step:10", end_of_epoch), ("write:last.ckpt", writing_checkpoint),
-                                 ("write:test_predictions.pt", writing_predictions),
-                                 ("write:results.csv", writing_results)])
+    survive(
+        recipe,
+        out,
+        cache,
+        [
+            ("step:10", end_of_epoch),
+            ("write:last.ckpt", writing_checkpoint),
+            ("write:test_predictions.pt", writing_predictions),
+            ("write:results.csv", writing_results),
+        ],
+    )
     return [record(out, loss, seed)["resumed"] for loss, seed in RUNS]
 
 

@@ -33,8 +33,9 @@ def _cmd(recipe: Path, out: Path, *more: str) -> list[str]:
 
 
 def _run(recipe, out, cache, *more, **env):
-    return subprocess.run(_cmd(recipe, out, *more), capture_output=True, text=True, env=_env(cache, **env),
-                          timeout=300, cwd=ROOT)
+    return subprocess.run(
+        _cmd(recipe, out, *more), capture_output=True, text=True, env=_env(cache, **env), timeout=300, cwd=ROOT
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,23 +62,39 @@ def test_a_held_folder_is_refused_naming_the_holder(setup, tmp_path):
 def test_three_concurrent_processes_train_each_run_once(setup, tmp_path):
     root, recipe = setup
     out = tmp_path / "out"
-    procs = [subprocess.Popen(_cmd(recipe, out, "--wait"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=_env(root / "cache"), cwd=ROOT) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            _cmd(recipe, out, "--wait"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(root / "cache"),
+            cwd=ROOT,
+        )
+        for _ in range(3)
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [e[-2000:] for _, e in outputs]
-    trained = [line for o, _ in outputs for line in o.splitlines()
-               if re.search(r"\[\d/4\] \w+ seed \d: ", line) and "finished earlier, skipped" not in line]
+    trained = [
+        line
+        for o, _ in outputs
+        for line in o.splitlines()
+        if re.search(r"\[\d/4\] \w+ seed \d: ", line) and "finished earlier, skipped" not in line
+    ]
     assert len(trained) == len(RUNS), trained  # each run trained by exactly one process
     assert all(record(out, loss, seed)["resumed"] == 0 for loss, seed in RUNS)
     assert check_files(out) == []
     same_results(out, root / "reference")
 
 
-@pytest.mark.parametrize("point,signal_name,code,where", [
-    ("step:6", "TERM", 143, "run 1/4 (ce seed 0)"),  # mid-training, inside Lightning's fit
-    ("validate:0", "TERM", 143, "run 2/4 (focal seed 0)"),  # the stand-alone evaluation of the initial weights
-    ("test", "INT", 130, "run 1/4 (ce seed 0)"),  # the test evaluation at the end of a run (Ctrl-C)
-])
+@pytest.mark.parametrize(
+    "point,signal_name,code,where",
+    [
+        ("step:6", "TERM", 143, "run 1/4 (ce seed 0)"),  # mid-training, inside Lightning's fit
+        ("validate:0", "TERM", 143, "run 2/4 (focal seed 0)"),  # the stand-alone evaluation of the initial weights
+        ("test", "INT", 130, "run 1/4 (ce seed 0)"),  # the test evaluation at the end of a run (Ctrl-C)
+    ],
+)
 def test_a_signal_at_any_moment_exits_non_zero_and_resumes(setup, tmp_path, point, signal_name, code, where):
     root, recipe = setup
     out = tmp_path / "out"
@@ -86,7 +103,7 @@ def test_a_signal_at_any_moment_exits_non_zero_and_resumes(setup, tmp_path, poin
     assert stopped.returncode == code, stopped.stderr[-3000:]
     line = f"lossbench compare: stopped by SIG{signal_name} at {where}; the folder {str(out)!r} is resumable"
     assert line in stopped.stderr and "Traceback" not in stopped.stderr
-    assert "finished" not in status(out)[len(status(out)) - 1:]  # the last run never finished
+    assert "finished" not in status(out)[len(status(out)) - 1 :]  # the last run never finished
     assert not (out / "results.csv").exists()
     again = _run(recipe, out, root / "cache")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -106,8 +123,14 @@ def test_a_folder_killed_on_its_first_start_resumes(setup, tmp_path):
 
 def test_failed_runs_give_a_non_zero_exit_naming_them(setup, tmp_path):
     root, recipe = setup
-    bad = {**RECIPE, "losses": ["ce"], "seeds": [0], "optimizer": {"name": "adamw", "lr": 1.0e6},
-           "nan_policy": "raise", "data": {**RECIPE["data"], "batch_size": 16}}
+    bad = {
+        **RECIPE,
+        "losses": ["ce"],
+        "seeds": [0],
+        "optimizer": {"name": "adamw", "lr": 1.0e6},
+        "nan_policy": "raise",
+        "data": {**RECIPE["data"], "batch_size": 16},
+    }
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad, sort_keys=False), encoding="utf-8")
     done = _run(path, tmp_path / "out", root / "cache")

@@ -31,8 +31,7 @@ def test_digits_recipe_compares_the_documented_losses():
 
 
 def test_overrides_seeds_and_loss_subsets():
-    r = load_recipe("digits", overrides={"trainer.max_epochs": "2", "optimizer.lr": "0.01"}, seeds=2,
-                    losses=["focal"])
+    r = load_recipe("digits", overrides={"trainer.max_epochs": "2", "optimizer.lr": "0.01"}, seeds=2, losses=["focal"])
     assert r.trainer["max_epochs"] == 2 and r.optimizer["lr"] == 0.01 and r.seeds == [0, 1]
     assert [l.label for l in r.losses] == ["ce", "focal"]  # the baseline stays
 
@@ -45,14 +44,20 @@ def test_setup_hash_ignores_seeds_and_losses_but_not_the_budget():
 
 
 def test_class_path_losses(tmp_path):
-    r = load_recipe(tiny_recipe(losses=["ce", {"class_path": "lossbench.heads.FocalHead", "init_args": {"gamma": 1.0}}]))
+    r = load_recipe(
+        tiny_recipe(losses=["ce", {"class_path": "lossbench.heads.FocalHead", "init_args": {"gamma": 1.0}}])
+    )
     assert r.losses[1].label == "FocalHead" and r.losses[1].head == "lossbench.heads.FocalHead"
 
 
 @pytest.mark.parametrize(
     "changes, error, match",
     [
-        ({"trainer": {"max_steps": 8, "max_epoch": 2}}, RecipeError, r"unknown key `trainer.max_epoch`; did you mean 'max_epochs'"),
+        (
+            {"trainer": {"max_steps": 8, "max_epoch": 2}},
+            RecipeError,
+            r"unknown key `trainer.max_epoch`; did you mean 'max_epochs'",
+        ),
         ({"optimiser": {}}, RecipeError, r"unknown key `optimiser`; did you mean 'optimizer'"),
         ({"losses": ["ce", "focall"]}, UnknownHeadError, r"did you mean 'focal'"),
         ({"baseline": "cee"}, RecipeError, r"`baseline` 'cee' is not one of the losses .*did you mean 'ce'"),
@@ -62,20 +67,53 @@ def test_class_path_losses(tmp_path):
         ({"seeds": [0, 0]}, RecipeError, "`seeds` must be distinct"),
         ({"trainer": {"max_steps": 8, "max_epochs": 2}}, RecipeError, "exactly one of `max_epochs` or `max_steps`"),
         ({"trainer": {"max_steps": -1}}, RecipeError, r"`trainer.max_steps` must be a positive int, got -1"),
-        ({"target": {"metric": "accuracy", "mode": "max", "threshold": 1}}, RecipeError, "`target.metric` must name a validation metric"),
-        ({"target": {"metric": "val/accuracy", "mode": "up", "threshold": 1}}, RecipeError, "`target.mode` must be 'max' or 'min', got 'up'"),
-        ({"target": {"metric": "val/accuracy", "mode": "max", "threshold": float("nan")}}, RecipeError, "`target.threshold` must be a finite number, got nan"),
-        ({"optimizer": {"name": "adamw", "lr": -0.1}}, RecipeError, r"`optimizer.lr` must be a finite number > 0, got -0.1"),
-        ({"optimizer": {"name": "adam"}}, RecipeError, r"recipe: `optimizer.name` must be 'sgd' or 'adamw', got 'adam'"),
-        ({"optimizer": {"name": "adamw", "nesterov": True}}, RecipeError,
-         r"`optimizer.nesterov=True` needs `optimizer.name`='sgd' and `optimizer.momentum` > 0"),
+        (
+            {"target": {"metric": "accuracy", "mode": "max", "threshold": 1}},
+            RecipeError,
+            "`target.metric` must name a validation metric",
+        ),
+        (
+            {"target": {"metric": "val/accuracy", "mode": "up", "threshold": 1}},
+            RecipeError,
+            "`target.mode` must be 'max' or 'min', got 'up'",
+        ),
+        (
+            {"target": {"metric": "val/accuracy", "mode": "max", "threshold": float("nan")}},
+            RecipeError,
+            "`target.threshold` must be a finite number, got nan",
+        ),
+        (
+            {"optimizer": {"name": "adamw", "lr": -0.1}},
+            RecipeError,
+            r"`optimizer.lr` must be a finite number > 0, got -0.1",
+        ),
+        (
+            {"optimizer": {"name": "adam"}},
+            RecipeError,
+            r"recipe: `optimizer.name` must be 'sgd' or 'adamw', got 'adam'",
+        ),
+        (
+            {"optimizer": {"name": "adamw", "nesterov": True}},
+            RecipeError,
+            r"`optimizer.nesterov=True` needs `optimizer.name`='sgd' and `optimizer.momentum` > 0",
+        ),
         ({"schedule": {"name": "step"}}, RecipeError, r"`schedule.name` must be 'none', 'cosine' or 'linear'"),
         ({"schedule": {"warmup_steps": 1.5}}, RecipeError, r"`schedule.warmup_steps` must be an int >= 0, got 1.5"),
-        ({"backbone": {"d_model": 8, "nhead": 2, "num_layers": 0}}, RecipeError,
-         r"`backbone.num_layers` must be a positive int, got 0"),
-        ({"backbone": {"d_model": 8, "nhead": 2, "dropout": 1.0}}, RecipeError,
-         r"`backbone.dropout` must be a number in \[0, 1\), got 1.0"),
-        ({"data": {"path": "lossbench:wine", "batchsize": 4}}, RecipeError, r"unknown key `data.batchsize`; did you mean 'batch_size'"),
+        (
+            {"backbone": {"d_model": 8, "nhead": 2, "num_layers": 0}},
+            RecipeError,
+            r"`backbone.num_layers` must be a positive int, got 0",
+        ),
+        (
+            {"backbone": {"d_model": 8, "nhead": 2, "dropout": 1.0}},
+            RecipeError,
+            r"`backbone.dropout` must be a number in \[0, 1\), got 1.0",
+        ),
+        (
+            {"data": {"path": "lossbench:wine", "batchsize": 4}},
+            RecipeError,
+            r"unknown key `data.batchsize`; did you mean 'batch_size'",
+        ),
         ({"data": {"path": "lossbench:wine", "seed": 4}}, RecipeError, "`data.seed` is set by the comparison"),
         ({"nan_policy": "ignore"}, RecipeError, "`nan_policy` must be 'raise' or 'skip'"),
         ({"losses": ["ce", {"class_path": "no.such.Head"}]}, RecipeError, "cannot be imported"),
@@ -138,12 +176,12 @@ def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
 
 
 def test_each_default_is_defined_once_by_the_module_configs():
+    import inspect
     from dataclasses import fields
 
     from lossbench.compare.recipe.recipe import SECTIONS
     from lossbench.config import BackboneConfig, OptimizerConfig, ScheduleConfig
     from lossbench.module import LossbenchModule
-    import inspect
 
     for section, config in (("backbone", BackboneConfig), ("optimizer", OptimizerConfig), ("schedule", ScheduleConfig)):
         assert list(SECTIONS[section]) == [f.name for f in fields(config)]

@@ -18,12 +18,10 @@ import torch
 
 from lossbench.cli import main
 from lossbench.compare import Comparison, load_recipe
-from lossbench.compare.store.layout import WEIGHTS_FILE
 from lossbench.compare.execution.recompute import recompute
-from lossbench.compare.store.records import RunRecord, read_csv, write_csv
-from lossbench.compare.store.layout import run_dir
-from lossbench.compare.store.layout import SUMMARY_FILE, TUNING_DIR
 from lossbench.compare.recipe.tune import trial_label
+from lossbench.compare.store.layout import SUMMARY_FILE, TUNING_DIR, WEIGHTS_FILE, run_dir
+from lossbench.compare.store.records import RunRecord, read_csv, write_csv
 from tests.compare.conftest import tiny_recipe
 
 
@@ -67,14 +65,16 @@ def probe(tmp_path, monkeypatch):
     """An importable module that leaves a marker when imported; ``Head`` is a ce head under another name."""
     name = "lossbench_recompute_probe"
     marker = tmp_path / "IMPORTED"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(f"""
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent(f"""
         from pathlib import Path
         Path({str(marker)!r}).write_text("imported")
         from lossbench.heads import get_head_class
 
         class Head(get_head_class("ce")):
             pass
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield name, marker
     sys.modules.pop(name, None)
@@ -205,8 +205,11 @@ def test_the_tuning_trials_and_the_choice_are_recomputed(tuned, tmp_path):
     assert any(p.startswith("Tuning: the final run of 'ce' seed 0 was trained at") for p in problems), problems
     assert any(p.startswith(f"{SUMMARY_FILE}: loss 'ce' records") and f"select trial {loser}" in p for p in problems)
     # the rewritten selection value is not what the trial's kept weights score on validation
-    assert any(p.startswith(f"tuning/{trial_label('ce', loser, 2)} seed 100: val/accuracy is 1.0 in metrics.csv at "
-                            "step 8, ") and p.endswith("from weights.pt on the validation split") for p in problems)
+    assert any(
+        p.startswith(f"tuning/{trial_label('ce', loser, 2)} seed 100: val/accuracy is 1.0 in metrics.csv at step 8, ")
+        and p.endswith("from weights.pt on the validation split")
+        for p in problems
+    )
 
 
 def test_a_validation_number_rewritten_in_the_record_and_metrics_csv_is_caught_from_the_weights(copy):
@@ -224,4 +227,4 @@ def test_a_validation_number_rewritten_in_the_record_and_metrics_csv_is_caught_f
     assert len(problems) == 1, problems
     head = f"sce seed 1: val/accuracy is {true + 0.05} in metrics.csv at step 8, "
     assert problems[0].startswith(head) and problems[0].endswith(" from weights.pt on the validation split")
-    assert float(problems[0][len(head):].split()[0]) == pytest.approx(true, abs=1e-6)  # what training logged
+    assert float(problems[0][len(head) :].split()[0]) == pytest.approx(true, abs=1e-6)  # what training logged

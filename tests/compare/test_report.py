@@ -5,10 +5,10 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from lossbench.compare.analysis.fairness import data_fingerprint
-from lossbench.compare.store.records import read_csv
+from lossbench.compare.analysis.stats import compare_losses
 from lossbench.compare.report.outcome import outcome_sentences
 from lossbench.compare.report.render import render_report
-from lossbench.compare.analysis.stats import compare_losses
+from lossbench.compare.store.records import read_csv
 from tests.compare.fake import AUC, FINAL, LOSSES, SEEDS, TARGET, make_folder, make_record, write_comparison
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -61,21 +61,30 @@ def test_report_of_a_complete_comparison(tmp_path):
     p_final = _p(FINAL["focal"], FINAL["ce"])
     p_steps = _p([40, 40], [100, 80])
     primary = {"focal final": float(p_final), "mse final": float(_p(FINAL["mse"], FINAL["ce"]))}
-    secondary = {"focal steps": float(p_steps), "focal auc": float(_p(AUC["focal"], AUC["ce"])),
-                 "mse auc": float(_p(AUC["mse"], AUC["ce"]))}
-    holm = {**dict(zip(primary, multipletests(list(primary.values()), method="holm")[1])),
-            **dict(zip(secondary, multipletests(list(secondary.values()), method="holm")[1]))}
+    secondary = {
+        "focal steps": float(p_steps),
+        "focal auc": float(_p(AUC["focal"], AUC["ce"])),
+        "mse auc": float(_p(AUC["mse"], AUC["ce"])),
+    }
+    holm = {
+        **dict(zip(primary, multipletests(list(primary.values()), method="holm")[1])),
+        **dict(zip(secondary, multipletests(list(secondary.values()), method="holm")[1])),
+    }
     assert holm["focal final"] > 0.05 and holm["mse final"] < 0.05  # hand-check of what decides below
-    assert (f"| focal | final val/accuracy | 3 | +0.07 | [-0.004524, 0.1445] | {p_final} | "
-            f"{holm['focal final']:.3g} |") in text
-    assert (f"| focal | steps to target (secondary) | 2 | -50 | [-177.1, 77.06] | {p_steps} | "
-            f"{holm['focal steps']:.3g} |") in text
+    assert (
+        f"| focal | final val/accuracy | 3 | +0.07 | [-0.004524, 0.1445] | {p_final} | {holm['focal final']:.3g} |"
+    ) in text
+    assert (
+        f"| focal | steps to target (secondary) | 2 | -50 | [-177.1, 77.06] | {p_steps} | {holm['focal steps']:.3g} |"
+    ) in text
     assert "| mse | AUC (secondary) | 3 |" in text and "| mse | steps to target (secondary) | <2 | not compared" in text
     assert "the headline's over the losses (primary: 2 seed-level and 0 per-example tests" in text
     assert "the rows marked secondary over their 3 tests" in text
     # the method line states the families
-    assert ("Primary family: final val/accuracy against the baseline, Holm over the losses, separately for the "
-            "seed-level (2 tested) and the per-example test (0 tested)") in text
+    assert (
+        "Primary family: final val/accuracy against the baseline, Holm over the losses, separately for the "
+        "seed-level (2 tested) and the per-example test (0 tested)"
+    ) in text
     assert "Secondary family: steps to target and AUC against the baseline, Holm over their 3 tests together" in text
     # ranking: its own family of neighbour tests (focal-ce, ce-mse)
     rank = multipletests([float(p_final), float(_p(FINAL["ce"], FINAL["mse"]))], method="holm")[1]
@@ -83,8 +92,10 @@ def test_report_of_a_complete_comparison(tmp_path):
     assert f"| 2 | ce (baseline) | 0.85 | +0.3333 vs mse | significant (Holm p = {rank[1]:.3g}) |" in text
     # generated sentences: conditions first, Holm decides, low power said
     assert "These verdicts hold under a budget of 120 optimizer steps (2 epochs), 3 seeds" in text
-    assert (f"focal ranks first (0.92, next ce with 0.85); the gap is within noise (seeds: p = {p_final}, "
-            f"Holm {rank[0]:.3g}).") in text
+    assert (
+        f"focal ranks first (0.92, next ce with 0.85); the gap is within noise (seeds: p = {p_final}, "
+        f"Holm {rank[0]:.3g})."
+    ) in text
     assert "mse has a significantly worse final val/accuracy than ce (lower by 0.3333" in text
     assert "Differences in final val/accuracy from ce are within noise for focal" in text
     assert (
@@ -220,8 +231,11 @@ def test_sentences_follow_the_mode_and_equal_steps():
 
 def test_report_warns_when_every_loss_is_worse_than_the_mean(tmp_path):
     def r2(values):
-        return {(loss, seed): {"final": {**make_record(loss, seed).final, "val/r2": values[loss]}}
-                for loss in LOSSES for seed in SEEDS}
+        return {
+            (loss, seed): {"final": {**make_record(loss, seed).final, "val/r2": values[loss]}}
+            for loss in LOSSES
+            for seed in SEEDS
+        }
 
     bad = render_report(make_folder(tmp_path / "bad", changes=r2({"ce": -110.0, "focal": -0.2, "mse": 0.0})))
     assert "WARNING: every loss predicts worse than the mean of the targets" in bad.read_text()
@@ -234,13 +248,17 @@ def test_examples_without_seed_consistency_are_not_called_significant():
     import numpy as np
 
     test = {"ce": [0.8, 0.85, 0.9], "focal": [0.95, 0.8, 0.99], "mse": [0.81, 0.86, 0.9]}
-    records = [make_record(loss, seed, test={"test/accuracy": test[loss][i]})
-               for loss in LOSSES for i, seed in enumerate(SEEDS)]
+    records = [
+        make_record(loss, seed, test={"test/accuracy": test[loss][i]})
+        for loss in LOSSES
+        for i, seed in enumerate(SEEDS)
+    ]
     target = np.arange(300) % 5
     right = {"target": target, "label": target}
     half = {"target": target, "label": np.where(np.arange(300) < 150, target, (target + 1) % 5)}
-    predictions = {("focal", s): right for s in SEEDS} | {("ce", s): half for s in SEEDS} | {
-        ("mse", s): half for s in SEEDS}
+    predictions = (
+        {("focal", s): right for s in SEEDS} | {("ce", s): half for s in SEEDS} | {("mse", s): half for s in SEEDS}
+    )
     stats = compare_losses(records, "ce", target=TARGET, losses=LOSSES, predictions=predictions)
     verdict = stats.verdicts["focal"]
     assert verdict.examples.p < 1e-10 and verdict.seeds.p > 0.05 and not verdict.significant

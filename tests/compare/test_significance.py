@@ -11,8 +11,8 @@ from torchmetrics.classification import MulticlassF1Score
 from torchmetrics.regression import R2Score
 
 from lossbench.compare.analysis.curves import still_improving
-from lossbench.compare.execution.evaluate import metrics_from_predictions
 from lossbench.compare.analysis.significance import SCORES, example_level_test, holm, mcnemar_pooled, paired_bootstrap
+from lossbench.compare.execution.evaluate import metrics_from_predictions
 from lossbench.metrics import MeanTargetNLL, metric_specs
 
 
@@ -35,8 +35,9 @@ def test_mcnemar_pooled_matches_the_exact_binomial_by_hand():
     a0[5], b0[:5] = False, False
     a1, b1 = np.ones(60, bool), np.ones(60, bool)
     a1[9], b1[6:9] = False, False
-    test = mcnemar_pooled([_class_preds(target, a0), _class_preds(target, a1)],
-                          [_class_preds(target, b0), _class_preds(target, b1)])
+    test = mcnemar_pooled(
+        [_class_preds(target, a0), _class_preds(target, a1)], [_class_preds(target, b0), _class_preds(target, b1)]
+    )
     assert (test.detail["a_only"], test.detail["b_only"]) == (8, 2)
     # two-sided exact: 2 * P(X <= 2), X ~ Bin(10, 1/2) = 2 * (1 + 10 + 45) / 1024
     assert test.p == pytest.approx(2 * 56 / 1024)
@@ -113,8 +114,10 @@ def test_example_level_test_scope_and_errors():
         paired_bootstrap("calibration", [pred], [pred])
 
 
-@pytest.mark.parametrize("task,num_classes", [("multiclass", 3), ("binary", None), ("regression", None),
-                                              ("distribution", 3), ("ordinal", 4), ("lm", 5)])
+@pytest.mark.parametrize(
+    "task,num_classes",
+    [("multiclass", 3), ("binary", None), ("regression", None), ("distribution", 3), ("ordinal", 4), ("lm", 5)],
+)
 def test_every_task_metric_has_an_example_level_test(task, num_classes):
     """Issue 19, item 3: a headline (ECE, AUROC, perplexity, ...) is never decided by the seed-level test alone."""
     missing = sorted(set(metric_specs(task, num_classes)) - set(SCORES))
@@ -144,11 +147,20 @@ def _cases():
     distribution = {"target": soft, "proba": _proba(rng, target, 0.5).astype(np.float32)}
     tokens = rng.integers(0, 5, (n, 4))
     tokens[rng.random((n, 4)) < 0.3] = -100  # padding and ignored positions
-    lm = {"target": tokens, "target_proba": rng.random((n, 4)).astype(np.float32),
-          "label": np.where(rng.random((n, 4)) < 0.5, tokens, 0)}
-    return [("multiclass", 3, multiclass, "ece"), ("binary", None, binary, "ece"), ("binary", None, binary, "auroc"),
-            ("distribution", 3, distribution, "kl"), ("distribution", 3, distribution, "top1_agreement"),
-            ("lm", 5, lm, "perplexity"), ("lm", 5, lm, "token_accuracy")]
+    lm = {
+        "target": tokens,
+        "target_proba": rng.random((n, 4)).astype(np.float32),
+        "label": np.where(rng.random((n, 4)) < 0.5, tokens, 0),
+    }
+    return [
+        ("multiclass", 3, multiclass, "ece"),
+        ("binary", None, binary, "ece"),
+        ("binary", None, binary, "auroc"),
+        ("distribution", 3, distribution, "kl"),
+        ("distribution", 3, distribution, "top1_agreement"),
+        ("lm", 5, lm, "perplexity"),
+        ("lm", 5, lm, "token_accuracy"),
+    ]
 
 
 @pytest.mark.parametrize("task,num_classes,pred,metric", _cases(), ids=lambda x: x if isinstance(x, str) else "")
@@ -215,8 +227,11 @@ def test_steps_to_target_counts_an_exact_hit_in_float32():
     rows = [{"step": 0, "wall_time": 0.0, "val/accuracy": 0.1}, {"step": 10, "wall_time": 1.0, "val/accuracy": value}]
     got = summarise_rows(rows, {"val/accuracy": "max"}, {"metric": "val/accuracy", "mode": "max", "threshold": 0.7})
     assert got["steps_to_target"] == 10
-    low = summarise_rows([{**r, "val/loss": 1 - r["val/accuracy"]} for r in rows], {"val/loss": "min"},
-                         {"metric": "val/loss", "mode": "min", "threshold": 0.3})
+    low = summarise_rows(
+        [{**r, "val/loss": 1 - r["val/accuracy"]} for r in rows],
+        {"val/loss": "min"},
+        {"metric": "val/loss", "mode": "min", "threshold": 0.3},
+    )
     assert low["steps_to_target"] == 10  # 1 - 0.699999988 = 0.300000012 <= float32(0.3)
 
 
@@ -233,7 +248,6 @@ def test_example_level_tests_leave_out_the_heads_ignore_index_as_the_test_metric
 
     a, b = preds(), preds()
     logged = [metrics_from_predictions("multiclass", 3, p)[f"test/{metric}"] for p in (a, b)]
-    test = example_level_test(metric, [{k: v.numpy() for k, v in a.items()}],
-                              [{k: v.numpy() for k, v in b.items()}])
+    test = example_level_test(metric, [{k: v.numpy() for k, v in a.items()}], [{k: v.numpy() for k, v in b.items()}])
     assert test.n_examples == int((target != 1).sum())
     assert test.diff == pytest.approx(logged[0] - logged[1], abs=1e-6)

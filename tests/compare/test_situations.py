@@ -11,9 +11,9 @@ from torchmetrics.classification import BinaryCalibrationError, MulticlassCalibr
 from lossbench.compare import Comparison, load_recipe
 from lossbench.compare.analysis.calibration import reliability_bins
 from lossbench.compare.execution.engine import balanced_weights
-from lossbench.compare.store.records import RunRecord
-from lossbench.compare.store.layout import run_dir
 from lossbench.compare.execution.recompute import recompute
+from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import RunRecord
 from tests.compare.conftest import tiny_recipe
 
 
@@ -23,7 +23,8 @@ def test_reliability_bins_give_torchmetrics_ece():
     metric = MulticlassCalibrationError(5, n_bins=15)
     metric.update(proba, target)
     assert reliability_bins([{"proba": proba.numpy(), "target": target.numpy()}]).ece == pytest.approx(
-        float(metric.compute()), abs=1e-6)
+        float(metric.compute()), abs=1e-6
+    )
     p, t = torch.rand(300, generator=g), (torch.rand(300, generator=g) < 0.4).long()
     metric = BinaryCalibrationError(n_bins=15)
     metric.update(p, t)
@@ -34,11 +35,16 @@ def test_reliability_bins_give_torchmetrics_ece():
 @pytest.fixture(scope="module")
 def done(tmp_path_factory):
     out = tmp_path_factory.mktemp("situations") / "out"
-    raw = tiny_recipe(executor="fused", losses=["ce", {"name": "ce", "label": "ce_balanced",
-                                                       "args": {"weight": "balanced"}}],
-                      data={"path": "lossbench:wine", "batch_size": 16,
-                            "imbalance": {"kind": "longtail", "ratio": 4, "seed": 3},
-                            "label_noise": {"kind": "pairflip", "rate": 0.2, "seed": 3}})
+    raw = tiny_recipe(
+        executor="fused",
+        losses=["ce", {"name": "ce", "label": "ce_balanced", "args": {"weight": "balanced"}}],
+        data={
+            "path": "lossbench:wine",
+            "batch_size": 16,
+            "imbalance": {"kind": "longtail", "ratio": 4, "seed": 3},
+            "label_noise": {"kind": "pairflip", "rate": 0.2, "seed": 3},
+        },
+    )
     recipe = load_recipe(raw)
     Comparison(recipe, out, progress=False).run()
     return recipe, out
@@ -55,7 +61,9 @@ def test_balanced_weights_follow_the_imbalanced_training_counts(done):
     n, c = sum(counts.values()), len(counts)
     weights = balanced_weights(counts, cmp.datamodule(0).spec)
     assert weights == pytest.approx([n / (c * k) for k in counts.values()])
-    model = cmp.build_model(recipe.loss("ce_balanced"), 0, cmp.datamodule(0).spec, cmp.initial_state(0, cmp.datamodule(0).spec))
+    model = cmp.build_model(
+        recipe.loss("ce_balanced"), 0, cmp.datamodule(0).spec, cmp.initial_state(0, cmp.datamodule(0).spec)
+    )
     assert model.head.weight.tolist() == pytest.approx(weights)
     record = RunRecord.load(run_dir(out, "ce_balanced", 0) / "record.json")
     assert record.head_args == {"weight": "balanced"} and record.status == "finished"
@@ -64,8 +72,10 @@ def test_balanced_weights_follow_the_imbalanced_training_counts(done):
 def test_the_report_states_the_noise_and_imbalance_and_shows_recall_and_reliability(done):
     recipe, out = done
     text = (out / "report.md").read_text()
-    assert "Class imbalance, made on purpose: the train split was subsampled to a longtail profile with " \
-           "largest/smallest class ratio 4 (seed 3)" in text
+    assert (
+        "Class imbalance, made on purpose: the train split was subsampled to a longtail profile with "
+        "largest/smallest class ratio 4 (seed 3)" in text
+    )
     assert "Label noise, made on purpose: 0.2 pair-flip (class c -> c + 1 mod C) on the train split (seed 3)" in text
     assert "| true \\ given | 0 | 1 | 2 |" in text and "### Per-class recall (test)" in text
     for loss in ("ce", "ce_balanced"):

@@ -5,8 +5,8 @@ import pytest
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from lossbench.compare.report.outcome import outcome_sentences
 from lossbench.compare.analysis.stats import compare_losses, mean_ci, paired
+from lossbench.compare.report.outcome import outcome_sentences
 from tests.compare.fake import FINAL, LOSSES, SEEDS, TARGET, make_record
 
 
@@ -107,22 +107,39 @@ def test_the_same_count_difference_on_every_seed_is_not_tested():
     assert ls[0] - ce[0] != ls[1] - ce[1] and sps.ttest_rel(ls, ce).pvalue < 1e-4
     same = paired("test/accuracy", "focal", "ce", [0, 1], ls, ce)
     assert same.p is None and not same.significant and same.diff.mean == pytest.approx(-1 / 270, abs=1e-6)
-    three = paired("x", "focal", "ce", [0, 1, 2], [_f32(k / 270) for k in (180, 181, 250)],
-                   [_f32(k / 270) for k in (181, 182, 251)])
+    three = paired(
+        "x",
+        "focal",
+        "ce",
+        [0, 1, 2],
+        [_f32(k / 270) for k in (180, 181, 250)],
+        [_f32(k / 270) for k in (181, 182, 251)],
+    )
     assert three.p is None
     # one count of spread is a real spread: tested
-    spread = paired("x", "focal", "ce", [0, 1, 2], [_f32(k / 270) for k in (180, 180, 250)],
-                    [_f32(k / 270) for k in (181, 182, 251)])
+    spread = paired(
+        "x",
+        "focal",
+        "ce",
+        [0, 1, 2],
+        [_f32(k / 270) for k in (180, 180, 250)],
+        [_f32(k / 270) for k in (181, 182, 251)],
+    )
     assert spread.p == pytest.approx(sps.ttest_rel([180, 180, 250], [181, 182, 251]).pvalue, rel=1e-3)
     # through the comparison: the outcome says why there is no p-value, and the ranking does not test it either
-    records = [make_record(loss, seed, test={"test/accuracy": values[seed]})
-               for loss, values in (("ce", ce), ("focal", ls)) for seed in (0, 1)]
+    records = [
+        make_record(loss, seed, test={"test/accuracy": values[seed]})
+        for loss, values in (("ce", ce), ("focal", ls))
+        for seed in (0, 1)
+    ]
     stats = compare_losses(records, "ce", target=TARGET, losses=["ce", "focal"])
     verdict = stats.verdicts["focal"]
     assert verdict.untested and not verdict.significant and stats.ranking[0].vs_next.p is None
     text = " ".join(outcome_sentences(stats))
-    assert ("test/accuracy of focal (the same difference (-0.003704) on every seed) could not be tested against ce "
-            "across seeds, so no p-value is given") in text
+    assert (
+        "test/accuracy of focal (the same difference (-0.003704) on every seed) could not be tested against ce "
+        "across seeds, so no p-value is given"
+    ) in text
     assert "<0.001" not in text and "p = " not in text
 
 
@@ -131,8 +148,9 @@ def _headline_records(test, steps, auc):
     records = []
     for loss in test:
         for i, seed in enumerate(SEEDS):
-            record = make_record("focal", seed, test={"test/accuracy": test[loss][i]}, steps_to_target=steps[loss][i],
-                                 auc=auc[loss][i])
+            record = make_record(
+                "focal", seed, test={"test/accuracy": test[loss][i]}, steps_to_target=steps[loss][i], auc=auc[loss][i]
+            )
             record.loss = loss
             records.append(record)
     return records
@@ -143,8 +161,14 @@ def test_the_headline_is_the_primary_family_and_the_rest_secondary():
     Holm over all 20 tests (headline, steps, AUC, per-example, for 5 losses) made it 0.07: "not consistent". Holm
     over the 5 losses on the headline is the primary family; steps to target and AUC are secondary."""
     ce = [0.50, 0.52, 0.55]
-    shift = {"ce": [0, 0, 0], "gce": [0.18, 0.2, 0.225], "sce": [0.17, 0.2, 0.215], "square": [0.2, 0.21, 0.24],
-             "mae": [-0.1, 0.05, 0.02], "focal": [0.01, -0.02, 0.0]}
+    shift = {
+        "ce": [0, 0, 0],
+        "gce": [0.18, 0.2, 0.225],
+        "sce": [0.17, 0.2, 0.215],
+        "square": [0.2, 0.21, 0.24],
+        "mae": [-0.1, 0.05, 0.02],
+        "focal": [0.01, -0.02, 0.0],
+    }
     test = {loss: [c + d for c, d in zip(ce, ds)] for loss, ds in shift.items()}
     steps = {loss: [100 + 5 * i + 10 * (i % 2), 80 - 5 * i, 90 + 3 * i + 5 * (i % 3)] for i, loss in enumerate(shift)}
     auc = {loss: [0.6 + 0.01 * i, 0.65 - 0.02 * (i % 2), 0.7 + 0.015 * (i % 3)] for i, loss in enumerate(shift)}
@@ -153,14 +177,21 @@ def test_the_headline_is_the_primary_family_and_the_rest_secondary():
     half = {"target": target, "label": np.where(np.arange(200) < 100, target, (target + 1) % 5)}
     predictions = {(loss, s): good if loss in ("gce", "sce", "square") else half for loss in shift for s in SEEDS}
     losses = list(shift)
-    stats = compare_losses(_headline_records(test, steps, auc), "ce", target=TARGET, losses=losses,
-                           predictions=predictions)
+    stats = compare_losses(
+        _headline_records(test, steps, auc), "ce", target=TARGET, losses=losses, predictions=predictions
+    )
     others = losses[1:]
     gce = stats.verdicts["gce"]
     assert 0.003 < gce.seeds.p < 0.005 and gce.examples.p < 1e-10
     # the old family: all 20 tests together would not call gce significant
-    raw = [p for loss in others for p in (*(stats.vs_baseline[loss][k].p for k in ("headline", "steps", "auc")),
-                                           stats.verdicts[loss].examples.p)]
+    raw = [
+        p
+        for loss in others
+        for p in (
+            *(stats.vs_baseline[loss][k].p for k in ("headline", "steps", "auc")),
+            stats.verdicts[loss].examples.p,
+        )
+    ]
     assert len(raw) == 20 and multipletests(raw, method="holm")[1][raw.index(gce.seeds.p)] > 0.05
     # primary: Holm over the 5 losses, seed-level and per-example each on their own
     headline = multipletests([stats.vs_baseline[loss]["headline"].p for loss in others], method="holm")[1]
@@ -194,8 +225,13 @@ def test_a_headline_without_a_per_example_test_today_needs_one():
     ece = {"ce": [0.10, 0.12, 0.14], "focal": [0.05, 0.068, 0.09]}
     records = [make_record(loss, seed, test={"test/ece": ece[loss][i]}) for loss in ece for i, seed in enumerate(SEEDS)]
     predictions = {(loss, s): proba() for loss in ece for s in SEEDS}
-    stats = compare_losses(records, "ce", target={"metric": "val/ece", "mode": "min", "threshold": None},
-                           losses=["ce", "focal"], predictions=predictions)
+    stats = compare_losses(
+        records,
+        "ce",
+        target={"metric": "val/ece", "mode": "min", "threshold": None},
+        losses=["ce", "focal"],
+        predictions=predictions,
+    )
     verdict = stats.verdicts["focal"]
     assert stats.headline == "test/ece" and verdict.seeds.significant
     assert verdict.examples.method.startswith("paired bootstrap") and verdict.examples.metric == "ece"
@@ -226,10 +262,12 @@ def test_a_headline_verdict_needs_the_larger_of_its_two_p_values_to_pass_holm_ov
         return ExampleTest("McNemar (exact, pooled over seeds)", "accuracy", 300, 3, 0.1, p)
 
     def verdicts(ps):
-        result = ComparisonStats("val/accuracy", "max", None, "ce", ["ce", *ps], ["val/accuracy"],
-                                 headline="test/accuracy")
-        result.vs_baseline = {loss: {"headline": seeds(loss, s), "steps": None, "auc": None}
-                              for loss, (s, _) in ps.items()}
+        result = ComparisonStats(
+            "val/accuracy", "max", None, "ce", ["ce", *ps], ["val/accuracy"], headline="test/accuracy"
+        )
+        result.vs_baseline = {
+            loss: {"headline": seeds(loss, s), "steps": None, "auc": None} for loss, (s, _) in ps.items()
+        }
         _adjust_baseline_family(result, {loss: example(e) for loss, (_, e) in ps.items()})
         return result.verdicts
 

@@ -17,17 +17,15 @@ from scipy.stats import qmc
 from torch import Tensor
 
 from lossbench.compare import Comparison, RecipeError, load_recipe
-from lossbench.compare.store.records import RunRecord, load_records, read_csv
-from lossbench.compare.store.layout import run_dir
-from lossbench.compare.report.render import render_report
-from lossbench.compare.recipe.tune import TuneSpec, trial_label
 from lossbench.compare.analysis.tuning import check_tuning, select_trials
-from lossbench.compare.store.records import tuning_records
+from lossbench.compare.recipe.tune import TuneSpec, trial_label
+from lossbench.compare.report.render import render_report
+from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import RunRecord, load_records, read_csv, tuning_records
 from lossbench.heads.base import LossHead
 from tests.compare.conftest import tiny_recipe
 
-SPACE = {"optimizer.lr": {"low": 1e-3, "high": 3e-2, "log": True},
-         "losses.focal.args.gamma": {"low": 0.5, "high": 4.0}}
+SPACE = {"optimizer.lr": {"low": 1e-3, "high": 3e-2, "log": True}, "losses.focal.args.gamma": {"low": 0.5, "high": 4.0}}
 
 
 def tuned(trials=3, space=SPACE, **changes):
@@ -77,23 +75,30 @@ def test_an_untuned_recipe_keeps_its_hashes():
     assert load_recipe(tuned()).setup_hash != plain.setup_hash  # the tuning protocol is part of the setup
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"trials": 0}, "`tune.trials` must be a whole number of trials per loss in [1, 1024], got 0"),
-    ({"seeds": [0]}, "`tune.seeds` must be disjoint from the final `seeds`"),
-    ({"space": {"backbone.d_model": {"low": 8, "high": 16}}}, "`tune.space.backbone.d_model` cannot be tuned"),
-    ({"space": {"optimizer.lrr": {"low": 1e-3, "high": 1e-2}}}, "did you mean 'optimizer.lr'"),
-    ({"space": {"losses.focl.args.gamma": {"low": 1, "high": 2}}}, "names loss 'focl'"),
-    ({"space": {"optimizer.lr": {"low": 0, "high": 1e-2, "log": True}}}, "is log-scaled, so `low` must be > 0"),
-    ({"space": {"optimizer.lr": {"low": 1e-2, "high": 1e-3}}}, "needs low < high, got low=0.01, high=0.001"),
-    ({"space": {"optimizer.lr": {"low": 1e-3, "hihg": 1e-2}}}, "unknown key `tune.space.optimizer.lr.hihg`"),
-    ({"select": {"metric": "test/accuracy"}}, "trials are selected on validation, never on test"),
-    ({"trails": 3}, "unknown key `tune.trails`"),
-    # issue 19, item 11: a dimension that changes nothing, or that cannot take a sampled real number
-    ({"space": {"optimizer.momentum": {"low": 0.5, "high": 0.99}}},
-     "`tune.space.optimizer.momentum` changes nothing under `optimizer.name` 'adamw' (only 'sgd' reads momentum)"),
-    ({"space": {"losses.ce.args.ignore_index": {"low": 0, "high": 2}}},
-     "`tune.space.losses.ce.args.ignore_index` is an integer argument of CrossEntropyHead (`ignore_index`)"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"trials": 0}, "`tune.trials` must be a whole number of trials per loss in [1, 1024], got 0"),
+        ({"seeds": [0]}, "`tune.seeds` must be disjoint from the final `seeds`"),
+        ({"space": {"backbone.d_model": {"low": 8, "high": 16}}}, "`tune.space.backbone.d_model` cannot be tuned"),
+        ({"space": {"optimizer.lrr": {"low": 1e-3, "high": 1e-2}}}, "did you mean 'optimizer.lr'"),
+        ({"space": {"losses.focl.args.gamma": {"low": 1, "high": 2}}}, "names loss 'focl'"),
+        ({"space": {"optimizer.lr": {"low": 0, "high": 1e-2, "log": True}}}, "is log-scaled, so `low` must be > 0"),
+        ({"space": {"optimizer.lr": {"low": 1e-2, "high": 1e-3}}}, "needs low < high, got low=0.01, high=0.001"),
+        ({"space": {"optimizer.lr": {"low": 1e-3, "hihg": 1e-2}}}, "unknown key `tune.space.optimizer.lr.hihg`"),
+        ({"select": {"metric": "test/accuracy"}}, "trials are selected on validation, never on test"),
+        ({"trails": 3}, "unknown key `tune.trails`"),
+        # issue 19, item 11: a dimension that changes nothing, or that cannot take a sampled real number
+        (
+            {"space": {"optimizer.momentum": {"low": 0.5, "high": 0.99}}},
+            "`tune.space.optimizer.momentum` changes nothing under `optimizer.name` 'adamw' (only 'sgd' reads momentum)",
+        ),
+        (
+            {"space": {"losses.ce.args.ignore_index": {"low": 0, "high": 2}}},
+            "`tune.space.losses.ce.args.ignore_index` is an integer argument of CrossEntropyHead (`ignore_index`)",
+        ),
+    ],
+)
 def test_bad_tune_sections_are_refused_naming_the_key(change, message):
     raw = tuned()
     raw["tune"].update(change)
@@ -122,8 +127,12 @@ def done(tmp_path_factory):
 def test_every_loss_trains_every_trial_on_the_tuning_seed_in_one_array(done):
     recipe, out = done
     runs = tuning_records(out)
-    assert sorted(r.loss for r in runs) == sorted(trial_label(l, j, 3) for l in ("ce", "focal", "sce") for j in range(3))
-    assert {r.seed for r in runs} == {100} and {r.status for r in runs} == {"finished"} and {r.steps for r in runs} == {8}
+    assert sorted(r.loss for r in runs) == sorted(
+        trial_label(l, j, 3) for l in ("ce", "focal", "sce") for j in range(3)
+    )
+    assert (
+        {r.seed for r in runs} == {100} and {r.status for r in runs} == {"finished"} and {r.steps for r in runs} == {8}
+    )
     assert {len(r.execution["members"]) for r in runs} == {9}  # one array: 3 losses x 3 trials
     for r in runs:  # each trial trained with its point: the head argument and the learning rate it logged
         point = recipe.tune.loss_points(r.tuning["loss"])[r.tuning["trial"]]
@@ -139,8 +148,12 @@ def test_each_loss_gets_its_best_trial_on_validation_and_its_final_runs_train_at
     runs = tuning_records(out)
     summary = json.loads((out / "tuning.json").read_text())
     for label in ("ce", "focal", "sce"):
-        scores = [statistics.fmean(r.final["val/accuracy"] for r in runs if r.tuning["loss"] == label
-                                   and r.tuning["trial"] == j) for j in range(3)]
+        scores = [
+            statistics.fmean(
+                r.final["val/accuracy"] for r in runs if r.tuning["loss"] == label and r.tuning["trial"] == j
+            )
+            for j in range(3)
+        ]
         best = max(range(3), key=lambda j: (scores[j], -j))
         assert summary["losses"][label]["scores"] == pytest.approx(scores)
         assert summary["losses"][label]["chosen"] == best
@@ -157,7 +170,9 @@ def test_each_loss_gets_its_best_trial_on_validation_and_its_final_runs_train_at
 def test_the_report_shows_the_tuning_and_states_the_budget_in_its_verdicts(done):
     recipe, out = done
     text = (out / "report.md").read_text()
-    assert "WARNING" not in text and "## Tuning" in text and "![tuning sensitivity](plots/tuning_sensitivity.png)" in text
+    assert (
+        "WARNING" not in text and "## Tuning" in text and "![tuning sensitivity](plots/tuning_sensitivity.png)" in text
+    )
     assert (out / "plots" / "tuning_sensitivity.png").stat().st_size > 1000
     assert "tuned per loss under an equal budget of 3 trials" in text
     assert "not tuned per loss" not in text
@@ -220,8 +235,9 @@ def test_the_fairness_check_fails_a_final_run_trained_at_another_point_and_a_mis
     assert invalid == {(moved.loss, moved.seed)} and "its trials select" in problems[0]
     fewer = [r for r in trials if r.loss != trial_label("ce", 2, 3)]
     problems, invalid = check_tuning(comparison, fewer, [r for r, _ in load_records(out)])
-    assert problems == ["Tuning: loss 'ce' has trials [0, 1] on tuning seed 100, the budget is 3 trials (0 to 2) "
-                        "for every loss."]
+    assert problems == [
+        "Tuning: loss 'ce' has trials [0, 1] on tuning seed 100, the budget is 3 trials (0 to 2) for every loss."
+    ]
     assert invalid == {("ce", 0), ("ce", 1)}
 
 
@@ -229,21 +245,38 @@ def test_ties_go_to_the_lowest_trial_and_a_loss_without_a_finished_trial_falls_b
     tune = load_recipe(tuned(trials=3)).tune
 
     def trial(label, j, value, status="finished"):
-        return RunRecord(loss=f"{label}.t{j}", head=label, head_args={}, seed=100, status=status,
-                         final={"val/accuracy": value}, tuning={"role": "trial", "loss": label, "trial": j, "point": {}})
+        return RunRecord(
+            loss=f"{label}.t{j}",
+            head=label,
+            head_args={},
+            seed=100,
+            status=status,
+            final={"val/accuracy": value},
+            tuning={"role": "trial", "loss": label, "trial": j, "point": {}},
+        )
 
-    records = [trial("ce", 0, 0.5), trial("ce", 1, 0.9), trial("ce", 2, 0.9),
-               *(trial("sce", j, math.nan) for j in range(2)), trial("sce", 2, 0.8, status="failed")]
+    records = [
+        trial("ce", 0, 0.5),
+        trial("ce", 1, 0.9),
+        trial("ce", 2, 0.9),
+        *(trial("sce", j, math.nan) for j in range(2)),
+        trial("sce", 2, 0.8, status="failed"),
+    ]
     chosen = select_trials(tune, ["ce", "sce"], records, "final")
     assert chosen["ce"].chosen == 1 and chosen["ce"].scores == [0.5, 0.9, 0.9]
-    assert chosen["sce"].chosen == 0 and chosen["sce"].scores == [None] * 3 and "trial 0 is used" in chosen["sce"].reason
+    assert (
+        chosen["sce"].chosen == 0 and chosen["sce"].scores == [None] * 3 and "trial 0 is used" in chosen["sce"].reason
+    )
 
 
 def test_momentum_is_tunable_under_sgd_and_real_head_arguments_stay_tunable():
     raw = tuned(space={"optimizer.momentum": {"low": 0.5, "high": 0.99}, **SPACE})
     raw["optimizer"]["name"] = "sgd"
-    assert [d.path for d in load_recipe(raw).tune.space] == ["losses.focal.args.gamma", "optimizer.lr",
-                                                            "optimizer.momentum"]
+    assert [d.path for d in load_recipe(raw).tune.space] == [
+        "losses.focal.args.gamma",
+        "optimizer.lr",
+        "optimizer.momentum",
+    ]
 
 
 def test_a_misspelt_selection_metric_is_refused_before_the_folder_is_written(tmp_path):
@@ -272,15 +305,18 @@ def _edge_case(scores, mode="max", lrs=(1e-3, 3e-3, 1e-2, 3e-2)):
     return tune, LossTuning("square", [{"optimizer.lr": lr} for lr in lrs], list(scores), chosen)
 
 
-@pytest.mark.parametrize(("scores", "mode", "edge"), [
-    ([0.5, 0.6, 0.7, 0.8], "max", ("optimizer.lr", "largest")),  # still rising at the largest lr
-    ([0.9, 0.6, 0.7, 0.8], "max", ("optimizer.lr", "smallest")),
-    ([0.6, 0.5, 0.4, 0.2], "min", ("optimizer.lr", "largest")),  # mode min: lower is better
-    ([0.8, None, 0.5, 0.4], "max", ("optimizer.lr", "smallest")),  # the nearest trial inward diverged: worse
-    ([0.5, 0.9, 0.7, 0.6], "max", None),  # chosen inside the range
-    ([0.5, 0.6, 0.8, 0.8], "max", None),  # the largest ties its neighbour: the lower trial is chosen, inside
-    ([0.5, 0.6, 0.8, 0.8][::-1], "max", None),  # chosen at the smallest, but flat toward it (a tie)
-])
+@pytest.mark.parametrize(
+    ("scores", "mode", "edge"),
+    [
+        ([0.5, 0.6, 0.7, 0.8], "max", ("optimizer.lr", "largest")),  # still rising at the largest lr
+        ([0.9, 0.6, 0.7, 0.8], "max", ("optimizer.lr", "smallest")),
+        ([0.6, 0.5, 0.4, 0.2], "min", ("optimizer.lr", "largest")),  # mode min: lower is better
+        ([0.8, None, 0.5, 0.4], "max", ("optimizer.lr", "smallest")),  # the nearest trial inward diverged: worse
+        ([0.5, 0.9, 0.7, 0.6], "max", None),  # chosen inside the range
+        ([0.5, 0.6, 0.8, 0.8], "max", None),  # the largest ties its neighbour: the lower trial is chosen, inside
+        ([0.5, 0.6, 0.8, 0.8][::-1], "max", None),  # chosen at the smallest, but flat toward it (a tie)
+    ],
+)
 def test_a_chosen_trial_at_the_edge_of_its_range_is_found_only_while_the_curve_still_rises(scores, mode, edge):
     tune, t = _edge_case(scores, mode)
     found = [(d.path, side) for d, side in t.edges(tune)]
@@ -351,17 +387,36 @@ def test_a_trial_value_beyond_a_float_is_no_score_not_an_overflow_traceback():
     """A record's 400-digit selection value (JSON holds any integer) raised OverflowError in `trial_score`, so in
     `lossbench report` and the recompute; it is a value without a score, like NaN (issue 19, B11's rule)."""
     tune = load_recipe(tuned(trials=2)).tune
-    records = [RunRecord(loss=f"ce.t{j}", head="ce", head_args={}, seed=100, status="finished",
-                         final={"val/accuracy": value}, tuning={"role": "trial", "loss": "ce", "trial": j, "point": {}})
-               for j, value in enumerate([10**400, 0.5])]
+    records = [
+        RunRecord(
+            loss=f"ce.t{j}",
+            head="ce",
+            head_args={},
+            seed=100,
+            status="finished",
+            final={"val/accuracy": value},
+            tuning={"role": "trial", "loss": "ce", "trial": j, "point": {}},
+        )
+        for j, value in enumerate([10**400, 0.5])
+    ]
     chosen = select_trials(tune, ["ce"], records, "final")["ce"]
     assert chosen.scores == [None, 0.5] and chosen.chosen == 1
 
 
-@pytest.mark.parametrize(("annotation", "kind"), [
-    ("int", "an integer"), ("int | None", "an integer"), (int, "an integer"), (int | None, "an integer"),
-    ("bool", "a true/false"), (bool, "a true/false"), (float, None), (float | None, None), ("float", None),
-])
+@pytest.mark.parametrize(
+    ("annotation", "kind"),
+    [
+        ("int", "an integer"),
+        ("int | None", "an integer"),
+        (int, "an integer"),
+        (int | None, "an integer"),
+        ("bool", "a true/false"),
+        (bool, "a true/false"),
+        (float, None),
+        (float | None, None),
+        ("float", None),
+    ],
+)
 def test_an_integer_argument_is_found_whether_its_annotation_is_text_or_a_type(annotation, kind):
     """A head module without `from __future__ import annotations` has real types as annotations: `int | None` (a
     types.UnionType, without __name__) passed as real-valued, where its text `"int | None"` was refused."""

@@ -5,17 +5,21 @@ resumes, never trains a finished trial again, and the end equals an uninterrupte
 from __future__ import annotations
 
 import json
+
 import pytest
 import yaml
 
-from lossbench.compare.store.records import RunRecord
 from lossbench.compare.recipe.tune import trial_label
+from lossbench.compare.store.records import RunRecord
 from tests.compare.test_kill import RECIPE, same_results, survive_beside_reference
 
 pytestmark = pytest.mark.slow
 
-TUNED = {**RECIPE, "executor": "fused",
-         "tune": {"trials": 2, "seeds": [100], "space": {"optimizer.lr": {"low": 3e-3, "high": 3e-2, "log": True}}}}
+TUNED = {
+    **RECIPE,
+    "executor": "fused",
+    "tune": {"trials": 2, "seeds": [100], "space": {"optimizer.lr": {"low": 3e-3, "high": 3e-2, "log": True}}},
+}
 TRIALS = [trial_label(loss, j, 2) for loss in ("ce", "focal") for j in range(2)]
 
 
@@ -45,8 +49,9 @@ def test_a_tuned_compare_survives_kill_9_mid_tuning_and_ends_as_an_uninterrupted
 
     # run:2 is the tuning comparison's second run (its array trained them all at run:1); "finished" the first
     # run recorded finished by the third process: every trial finished before it started
-    out, reference_out = survive_beside_reference(recipe, tmp_path, [
-        ("step:6", mid_tuning), ("run:2", tuned_not_selected), ("finished", final_recorded)])
+    out, reference_out = survive_beside_reference(
+        recipe, tmp_path, [("step:6", mid_tuning), ("run:2", tuned_not_selected), ("finished", final_recorded)]
+    )
     assert [RunRecord.load(out / "tuning" / "runs" / t / "seed_100" / "record.json").resumed for t in TRIALS] == [1] * 4
     assert json.loads((out / "tuning.json").read_text()) == json.loads((reference_out / "tuning.json").read_text())
     same_results(out, reference_out)

@@ -11,8 +11,8 @@ import torch
 
 from lossbench.compare.execution.engine import Comparison
 from lossbench.compare.recipe.recipe import load_recipe
-from lossbench.compare.store.records import RunRecord, read_csv
 from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import RunRecord, read_csv
 from tests.compare.conftest import tiny_recipe
 
 
@@ -53,11 +53,14 @@ def test_an_unreadable_checkpoint_is_moved_aside_and_the_run_starts_over(finishe
     kept = list(folder.glob("last.ckpt.unreadable-*"))
     assert len(kept) == 1 and (kept[0].is_dir() if kind == "a folder" else kept[0].is_file())
     # trained from its initial weights: the same results as the uninterrupted run
-    assert read_csv(folder / "metrics.csv")[-1]["val/accuracy"] == read_csv(
-        run_dir(reference, "ce", 0) / "metrics.csv")[-1]["val/accuracy"]
+    assert (
+        read_csv(folder / "metrics.csv")[-1]["val/accuracy"]
+        == read_csv(run_dir(reference, "ce", 0) / "metrics.csv")[-1]["val/accuracy"]
+    )
     assert again.test == RunRecord.load(run_dir(reference, "ce", 0) / "record.json").test
     assert "Runs that started over from their initial weights: ce seed 0: checkpoint last.ckpt unreadable" in (
-        report.read_text())
+        report.read_text()
+    )
 
 
 # Issue 9, finding 11: an unreadable or ill-typed record.json is moved aside and its run trained again, which
@@ -89,8 +92,11 @@ def test_an_unreadable_record_is_moved_aside_and_its_run_rebuilt(finished, tmp_p
 
     Comparison(recipe, out, progress=False).run()
     again = RunRecord.load(path)
-    assert again.status == "finished" and len(again.restarts) == 1 and "record record.json unreadable" in (
-        again.restarts[0])
+    assert (
+        again.status == "finished"
+        and len(again.restarts) == 1
+        and "record record.json unreadable" in (again.restarts[0])
+    )
     assert len(list(path.parent.glob("record.json.unreadable-*"))) == 1
     assert again.test == RunRecord.load(run_dir(reference, "ce", 0) / "record.json").test  # rebuilt, same numbers
 
@@ -136,8 +142,10 @@ def test_a_corrupt_metrics_csv_of_a_finished_run_is_moved_aside_and_its_run_rebu
     assert again.status == "finished" and len(again.restarts) == 1, again.restarts
     assert again.restarts[0].startswith("metrics.csv unreadable (") and "run started over" in again.restarts[0]
     assert len(list(folder.glob("metrics.csv.unreadable-*"))) == 1  # kept for inspection
-    untimed = [[{k: v for k, v in row.items() if k != "wall_time"} for row in read_csv(root / "metrics.csv")]
-               for root in (folder, run_dir(reference, "ce", 0))]
+    untimed = [
+        [{k: v for k, v in row.items() if k != "wall_time"} for row in read_csv(root / "metrics.csv")]
+        for root in (folder, run_dir(reference, "ce", 0))
+    ]
     assert untimed[0] == untimed[1]
     assert again.test == RunRecord.load(run_dir(reference, "ce", 0) / "record.json").test  # rebuilt, same numbers
     assert "Runs that started over from their initial weights: ce seed 0: metrics.csv unreadable" in report.read_text()

@@ -9,13 +9,12 @@ import torch
 
 from lossbench.cli import main
 from lossbench.compare import Comparison, RecipeError, load_recipe
-from lossbench.compare.store.layout import PREDICTIONS_FILE, WEIGHTS_FILE
-from lossbench.compare.store.tensors import load_tensors
+from lossbench.compare.analysis.summary import summarise_rows
 from lossbench.compare.execution.evaluate import metrics_from_predictions
 from lossbench.compare.execution.recompute import recompute
+from lossbench.compare.store.layout import PREDICTIONS_FILE, WEIGHTS_FILE, run_dir
 from lossbench.compare.store.records import RunRecord, load_records, read_csv, read_json
-from lossbench.compare.store.layout import run_dir
-from lossbench.compare.analysis.summary import summarise_rows
+from lossbench.compare.store.tensors import load_tensors
 from tests.compare.conftest import tiny_recipe
 
 
@@ -80,10 +79,9 @@ def test_recompute_equals_the_records_and_catches_a_tampered_number(finished, tm
 
 def test_best_selection_reports_the_best_validation_weights(tmp_path):
     out = tmp_path / "best"
-    recipe = tiny_recipe(losses=["ce"], seeds=[0], select="best",
-                         trainer={"max_steps": 12, "eval_every_n_steps": 2})
+    recipe = tiny_recipe(losses=["ce"], seeds=[0], select="best", trainer={"max_steps": 12, "eval_every_n_steps": 2})
     Comparison(load_recipe(recipe), out, progress=False).run()
-    (record, rows), = load_records(out)
+    ((record, rows),) = load_records(out)
     trained = [r for r in rows if r["step"] > 0]
     best = max(trained, key=lambda r: (r["val/accuracy"], -r["step"]))  # the earliest of equal values
     assert record.selected["rule"] == "best" and record.selected["step"] == best["step"]
@@ -93,11 +91,14 @@ def test_best_selection_reports_the_best_validation_weights(tmp_path):
 
 
 def test_best_never_includes_step_zero():
-    rows = [{"step": 0, "wall_time": 0.0, "val/ece": 0.01, "val/accuracy": 0.1},
-            {"step": 4, "wall_time": 1.0, "val/ece": 0.20, "val/accuracy": 0.6},
-            {"step": 8, "wall_time": 2.0, "val/ece": 0.10, "val/accuracy": 0.5}]
-    got = summarise_rows(rows, {"val/ece": "min", "val/accuracy": "max"},
-                         {"metric": "val/accuracy", "mode": "max", "threshold": 0.55})
+    rows = [
+        {"step": 0, "wall_time": 0.0, "val/ece": 0.01, "val/accuracy": 0.1},
+        {"step": 4, "wall_time": 1.0, "val/ece": 0.20, "val/accuracy": 0.6},
+        {"step": 8, "wall_time": 2.0, "val/ece": 0.10, "val/accuracy": 0.5},
+    ]
+    got = summarise_rows(
+        rows, {"val/ece": "min", "val/accuracy": "max"}, {"metric": "val/accuracy", "mode": "max", "threshold": 0.55}
+    )
     assert got["best"] == {"val/ece": 0.10, "val/accuracy": 0.6}  # step 0's ece of 0.01 is not "best"
     assert got["final"] == {"val/ece": 0.10, "val/accuracy": 0.5} and got["steps_to_target"] == 4
 
@@ -114,9 +115,16 @@ def _csv_data(folder, labels):
 
 def _csv_recipe(files, cache):
     return tiny_recipe(
-        losses=["ce", "sce"], seeds=[0],
-        data={"path": "csv", "data_files": files, "feature_columns": ["a", "b", "c"], "label_column": "label",
-              "batch_size": 16, "cache_dir": str(cache)},
+        losses=["ce", "sce"],
+        seeds=[0],
+        data={
+            "path": "csv",
+            "data_files": files,
+            "feature_columns": ["a", "b", "c"],
+            "label_column": "label",
+            "batch_size": 16,
+            "cache_dir": str(cache),
+        },
     )
 
 
@@ -142,9 +150,15 @@ def test_a_given_test_file_is_the_test_split_and_changed_data_is_refused(tmp_pat
 
 
 def test_a_comparison_without_test_rows_is_refused(tmp_path):
-    recipe = tiny_recipe(data={"path": "csv", "data_files": _csv_data(tmp_path / "d", np.arange(100) % 2)["train"],
-                               "feature_columns": ["a", "b", "c"], "test_fraction": 0.0,
-                               "cache_dir": str(tmp_path / "cache")})
+    recipe = tiny_recipe(
+        data={
+            "path": "csv",
+            "data_files": _csv_data(tmp_path / "d", np.arange(100) % 2)["train"],
+            "feature_columns": ["a", "b", "c"],
+            "test_fraction": 0.0,
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
     with pytest.raises(RecipeError, match="no test split"):
         Comparison(load_recipe(recipe), tmp_path / "out", progress=False).prepare()
     assert not (tmp_path / "out").exists()

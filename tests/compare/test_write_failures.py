@@ -17,8 +17,8 @@ import yaml
 
 from lossbench.cli import EXIT_WRITE_FAILED, main
 from lossbench.compare.store import records, storage
-from lossbench.compare.store.records import RunRecord
 from lossbench.compare.store.layout import run_dir
+from lossbench.compare.store.records import RunRecord
 from tests.compare.conftest import tiny_recipe
 
 ROOT = Path(__file__).parents[2]
@@ -75,8 +75,9 @@ def _full_disk_after(monkeypatch, writes: int) -> None:
 
 
 @pytest.mark.parametrize("writes", [3, 12])  # 3: during the first run's first evaluations; 12: a later one
-def test_a_full_disk_stops_the_comparison_in_one_line_and_the_folder_resumes(recipe_file, tmp_path, capsys,
-                                                                             monkeypatch, writes):
+def test_a_full_disk_stops_the_comparison_in_one_line_and_the_folder_resumes(
+    recipe_file, tmp_path, capsys, monkeypatch, writes
+):
     out = tmp_path / "out"
     _full_disk_after(monkeypatch, writes)
     assert main(["compare", str(recipe_file), "--output", str(out), "--no-progress"]) == EXIT_WRITE_FAILED
@@ -90,7 +91,9 @@ def test_a_full_disk_stops_the_comparison_in_one_line_and_the_folder_resumes(rec
     monkeypatch.undo()
     assert main(["compare", str(recipe_file), "--output", str(out), "--no-progress"]) == 0
     assert [RunRecord.load(run_dir(out, loss, 0) / "record.json").status for loss in ("ce", "focal")] == [
-        "finished", "finished"]
+        "finished",
+        "finished",
+    ]
     assert (out / "report.md").is_file()
 
 
@@ -99,9 +102,23 @@ def test_a_file_size_limit_stops_the_comparison_in_one_line(recipe_file, tmp_pat
     cache, out = tmp_path / "cache", tmp_path / "out"
     env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "lossbench.cli", "compare", str(recipe_file), "--output", str(out), "--no-progress"]
-    warm = subprocess.run([*cmd[:-3], "--output", str(tmp_path / "warm"), "--no-progress", "--losses", "ce",
-                           "--trainer.max_steps=1", "--trainer.eval_every_n_steps=1"],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    warm = subprocess.run(
+        [
+            *cmd[:-3],
+            "--output",
+            str(tmp_path / "warm"),
+            "--no-progress",
+            "--losses",
+            "ce",
+            "--trainer.max_steps=1",
+            "--trainer.eval_every_n_steps=1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert warm.returncode == 0, warm.stderr[-2000:]  # the data cache is written before the limit applies
 
     def limit():

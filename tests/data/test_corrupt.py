@@ -20,8 +20,9 @@ def test_symmetric_noise_flips_exactly_the_rate_to_other_classes_uniformly():
         assert a != b and n == int(((TARGET == a) & (noisy == b)).sum())
     # uniform over the 9 other classes: 400 flips give ~44 per target class; chi-square on the new labels
     counts = np.bincount(noisy[changed], minlength=10)
-    expected = np.array([sum(v for k, v in info["transitions"].items() if int(k.split("->")[0]) != c) / 9
-                         for c in range(10)])
+    expected = np.array(
+        [sum(v for k, v in info["transitions"].items() if int(k.split("->")[0]) != c) / 9 for c in range(10)]
+    )
     assert ((counts - expected) ** 2 / expected).sum() < 30  # chi2(9) 0.9995 quantile is ~29.7
 
 
@@ -50,16 +51,23 @@ def test_longtail_and_step_profiles_have_the_asked_ratio():
     assert len(set(keep.tolist())) == len(keep)  # rows drawn without replacement
 
 
-@pytest.mark.parametrize(("arg", "value", "message"), [
-    ("label_noise", {"rate": 1.0}, "`label_noise.rate` must be a fraction in [0, 1), got 1.0"),
-    ("label_noise", {"rate": -0.1}, "`label_noise.rate` must be a fraction in [0, 1), got -0.1"),
-    ("label_noise", {"kind": "asymmetric", "rate": 0.2}, "`label_noise.kind` must be one of 'symmetric', 'pairflip'"),
-    ("label_noise", {"rat": 0.2}, "`label_noise.rat` is not a setting; did you mean 'rate'?"),
-    ("label_noise", 0.4, "`label_noise` must be a mapping {kind, rate, seed, validation}, got 0.4"),
-    ("imbalance", {"ratio": 0.5}, "`imbalance.ratio` must be a number >= 1 (largest class / smallest), got 0.5"),
-    ("imbalance", {"kind": "zipf", "ratio": 10}, "`imbalance.kind` must be one of 'longtail', 'step', got 'zipf'"),
-    ("imbalance", {"ratio": 10, "seed": -1}, "`imbalance.seed` must be an int in [0, 2**32), got -1"),
-])
+@pytest.mark.parametrize(
+    ("arg", "value", "message"),
+    [
+        ("label_noise", {"rate": 1.0}, "`label_noise.rate` must be a fraction in [0, 1), got 1.0"),
+        ("label_noise", {"rate": -0.1}, "`label_noise.rate` must be a fraction in [0, 1), got -0.1"),
+        (
+            "label_noise",
+            {"kind": "asymmetric", "rate": 0.2},
+            "`label_noise.kind` must be one of 'symmetric', 'pairflip'",
+        ),
+        ("label_noise", {"rat": 0.2}, "`label_noise.rat` is not a setting; did you mean 'rate'?"),
+        ("label_noise", 0.4, "`label_noise` must be a mapping {kind, rate, seed, validation}, got 0.4"),
+        ("imbalance", {"ratio": 0.5}, "`imbalance.ratio` must be a number >= 1 (largest class / smallest), got 0.5"),
+        ("imbalance", {"kind": "zipf", "ratio": 10}, "`imbalance.kind` must be one of 'longtail', 'step', got 'zipf'"),
+        ("imbalance", {"ratio": 10, "seed": -1}, "`imbalance.seed` must be an int in [0, 2**32), got -1"),
+    ],
+)
 def test_bad_options_are_refused_naming_the_argument(arg, value, message):
     with pytest.raises(ValueError) as info:
         HFDataModule("lossbench:digits", **{arg: value})
@@ -68,16 +76,23 @@ def test_bad_options_are_refused_naming_the_argument(arg, value, message):
 
 def test_the_datamodule_corrupts_the_training_split_only_and_says_what_it_did():
     clean = HFDataModule("lossbench:digits")
-    dm = HFDataModule("lossbench:digits", label_noise={"kind": "symmetric", "rate": 0.4, "seed": 7},
-                      imbalance={"kind": "longtail", "ratio": 10, "seed": 7})
+    dm = HFDataModule(
+        "lossbench:digits",
+        label_noise={"kind": "symmetric", "rate": 0.4, "seed": 7},
+        imbalance={"kind": "longtail", "ratio": 10, "seed": 7},
+    )
     splits, before = dm.describe_splits(), clean.describe_splits()
     for split in ("validation", "test"):  # untouched
         assert splits[split]["fingerprint"] == before[split]["fingerprint"] and "label_noise" not in splits[split]
     train = splits["train"]
     assert train["imbalance"]["after"][0] / train["imbalance"]["after"][-1] == pytest.approx(10, rel=0.1)
-    assert train["rows"] == sum(train["imbalance"]["after"]) and train["label_noise"]["flipped"] == round(0.4 * train["rows"])
+    assert train["rows"] == sum(train["imbalance"]["after"]) and train["label_noise"]["flipped"] == round(
+        0.4 * train["rows"]
+    )
     assert train["fingerprint"] != before["train"]["fingerprint"]
-    noisy = HFDataModule("lossbench:digits", label_noise={"kind": "symmetric", "rate": 0.4, "seed": 7, "validation": True})
+    noisy = HFDataModule(
+        "lossbench:digits", label_noise={"kind": "symmetric", "rate": 0.4, "seed": 7, "validation": True}
+    )
     assert noisy.describe_splits()["validation"]["label_noise"]["flipped"] == round(0.4 * before["validation"]["rows"])
     assert noisy.describe_splits()["test"]["fingerprint"] == before["test"]["fingerprint"]
 

@@ -9,7 +9,12 @@ import torch
 
 import lossbench
 from lossbench.data import (
-    BPETokenizer, ByteTokenizer, DataSpec, HFDataModule, SeededShuffleSampler, train_bpe_tokenizer,
+    BPETokenizer,
+    ByteTokenizer,
+    DataSpec,
+    HFDataModule,
+    SeededShuffleSampler,
+    train_bpe_tokenizer,
 )
 from lossbench.data import preprocess as preprocess_module
 
@@ -49,20 +54,38 @@ def test_builtin_features_breast_cancer(cache_dir):
 def test_builtin_regression_diabetes(cache_dir):
     dm = HFDataModule("lossbench:diabetes", batch_size=4, cache_dir=cache_dir)
     train = dm.train_dataset["target"][:].double()  # the raw target; the spec carries its training mean and sd
-    assert dm.spec == DataSpec("features", "real", num_features=10, target_mean=pytest.approx(train.mean().item()),
-                               target_std=pytest.approx(train.std(unbiased=False).item()))
+    assert dm.spec == DataSpec(
+        "features",
+        "real",
+        num_features=10,
+        target_mean=pytest.approx(train.mean().item()),
+        target_std=pytest.approx(train.std(unbiased=False).item()),
+    )
     assert 140 < dm.spec.target_mean < 160 and dm.num_classes is None and dm.label_names is None
     batch = first_batch(dm)
     assert batch["target"].dtype == torch.float32 and batch["target"].shape == (4,)
 
 
 def test_text_classification_parquet(text_parquet, cache_dir):
-    dm = HFDataModule("parquet", data_files={"train": text_parquet}, text_column="text", batch_size=8,
-                      max_length=128, cache_dir=cache_dir)
+    dm = HFDataModule(
+        "parquet",
+        data_files={"train": text_parquet},
+        text_column="text",
+        batch_size=8,
+        max_length=128,
+        cache_dir=cache_dir,
+    )
     spec = dm.spec
     assert isinstance(dm.tokenizer, BPETokenizer)  # the default
-    assert spec == DataSpec("tokens", "class", num_classes=3, vocab_size=dm.tokenizer.vocab_size, max_length=128,
-                            pad_id=0, class_names=tuple(sorted(LABELS)))
+    assert spec == DataSpec(
+        "tokens",
+        "class",
+        num_classes=3,
+        vocab_size=dm.tokenizer.vocab_size,
+        max_length=128,
+        pad_id=0,
+        class_names=tuple(sorted(LABELS)),
+    )
     assert dm.label_names == sorted(LABELS)  # string labels -> ids in sorted order
     batch = first_batch(dm)
     tokens, target = batch["inputs"], batch["target"]
@@ -77,8 +100,15 @@ def test_text_classification_parquet(text_parquet, cache_dir):
 
 
 def test_text_padding_to_max_length_and_truncation(text_parquet, cache_dir):
-    dm = HFDataModule("parquet", data_files=text_parquet, text_column="text", max_length=10,
-                      padding="max_length", batch_size=4, cache_dir=cache_dir)
+    dm = HFDataModule(
+        "parquet",
+        data_files=text_parquet,
+        text_column="text",
+        max_length=10,
+        padding="max_length",
+        batch_size=4,
+        cache_dir=cache_dir,
+    )
     batch = first_batch(dm)
     assert batch["inputs"].shape == (4, 10)
     assert max(len(r) for r in dm.train_dataset["inputs"][:]) == 10  # truncated
@@ -97,14 +127,28 @@ def test_string_labels_mapping_is_reproducible(tmp_path, cache_dir):
 
 
 def test_csv_float_target_is_real(numeric_csv, cache_dir):
-    dm = HFDataModule("csv", data_files=numeric_csv, feature_columns=["x1", "x2"], label_column="y",
-                      batch_size=5, cache_dir=cache_dir)
+    dm = HFDataModule(
+        "csv", data_files=numeric_csv, feature_columns=["x1", "x2"], label_column="y", batch_size=5, cache_dir=cache_dir
+    )
     y = dm.train_dataset["target"][:].double()
-    assert dm.spec == DataSpec("features", "real", num_features=2, target_mean=pytest.approx(y.mean().item()),
-                               target_std=pytest.approx(y.std(unbiased=False).item()))
-    assert DataSpec("features", "real", num_features=2) == HFDataModule(
-        "csv", data_files=numeric_csv, feature_columns=["x1", "x2"], label_column="y", standardize_target=False,
-        cache_dir=cache_dir).spec
+    assert dm.spec == DataSpec(
+        "features",
+        "real",
+        num_features=2,
+        target_mean=pytest.approx(y.mean().item()),
+        target_std=pytest.approx(y.std(unbiased=False).item()),
+    )
+    assert (
+        DataSpec("features", "real", num_features=2)
+        == HFDataModule(
+            "csv",
+            data_files=numeric_csv,
+            feature_columns=["x1", "x2"],
+            label_column="y",
+            standardize_target=False,
+            cache_dir=cache_dir,
+        ).spec
+    )
     batch = first_batch(dm)
     assert batch["inputs"].dtype == torch.float32 and batch["inputs"].shape == (5, 2)
     assert batch["target"].dtype == torch.float32 and batch["target"].shape == (5,)
@@ -112,16 +156,28 @@ def test_csv_float_target_is_real(numeric_csv, cache_dir):
     torch.testing.assert_close(train.mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-5, rtol=0)
     torch.testing.assert_close(train.std(0, unbiased=False), torch.ones(2, dtype=torch.float64), atol=1e-4, rtol=0)
     assert abs(dm.feature_stats["mean"][0] - 5.0) < 1.5  # raw scale remembered
-    raw = HFDataModule("csv", data_files=numeric_csv, feature_columns=["x1", "x2"], label_column="y",
-                       standardize=False, cache_dir=cache_dir)
+    raw = HFDataModule(
+        "csv",
+        data_files=numeric_csv,
+        feature_columns=["x1", "x2"],
+        label_column="y",
+        standardize=False,
+        cache_dir=cache_dir,
+    )
     assert raw.train_dataset["inputs"][:][:, 0].mean() > 3
 
 
 def test_float_labels_as_classes_when_asked(numeric_csv, tmp_path, cache_dir):
     df = pd.DataFrame({"x": np.arange(30.0), "y": [0.0, 1.0, 2.0] * 10})
     df.to_csv(tmp_path / "c.csv", index=False)
-    dm = HFDataModule("csv", data_files=str(tmp_path / "c.csv"), feature_columns="x", label_column="y",
-                      task="class", cache_dir=cache_dir)
+    dm = HFDataModule(
+        "csv",
+        data_files=str(tmp_path / "c.csv"),
+        feature_columns="x",
+        label_column="y",
+        task="class",
+        cache_dir=cache_dir,
+    )
     assert dm.spec.target_kind == "class" and dm.num_classes == 3
     assert first_batch(dm)["target"].dtype == torch.int64
 
@@ -132,8 +188,16 @@ def ids_of(dm, split):
 
 
 def test_automatic_split_seeded_deterministic_disjoint(numeric_csv, cache_dir):
-    kwargs = dict(path="csv", data_files=numeric_csv, feature_columns=["id", "x1"], label_column="y",
-                  standardize=False, cache_dir=cache_dir, val_fraction=0.2, test_fraction=0.1)
+    kwargs = dict(
+        path="csv",
+        data_files=numeric_csv,
+        feature_columns=["id", "x1"],
+        label_column="y",
+        standardize=False,
+        cache_dir=cache_dir,
+        val_fraction=0.2,
+        test_fraction=0.1,
+    )
     a, b, c = HFDataModule(**kwargs), HFDataModule(**kwargs), HFDataModule(**kwargs, split_seed=1)
     parts = {s: ids_of(a, s) for s in ("train", "val", "test")}
     assert (len(parts["train"]), len(parts["val"]), len(parts["test"])) == (28, 8, 4)
@@ -144,8 +208,9 @@ def test_automatic_split_seeded_deterministic_disjoint(numeric_csv, cache_dir):
 
 
 def test_automatic_split_is_stratified(text_parquet, cache_dir):
-    dm = HFDataModule("parquet", data_files=text_parquet, text_column="text", cache_dir=cache_dir,
-                      val_fraction=0.3, test_fraction=0.3)
+    dm = HFDataModule(
+        "parquet", data_files=text_parquet, text_column="text", cache_dir=cache_dir, val_fraction=0.3, test_fraction=0.3
+    )
     for data in (dm.val_dataset, dm.test_dataset):
         assert np.bincount(data["target"][:].numpy(), minlength=3).tolist() == [6, 6, 6]
 
@@ -153,18 +218,31 @@ def test_automatic_split_is_stratified(text_parquet, cache_dir):
 def test_existing_splits_are_used_and_fraction_zero_means_none(tmp_path, text_parquet, cache_dir):
     test = tmp_path / "test.parquet"
     pd.DataFrame({"text": ["x negative", "y positive"], "label": ["negative", "positive"]}).to_parquet(test)
-    dm = HFDataModule("parquet", data_files={"train": text_parquet, "test": str(test)}, text_column="text",
-                      val_fraction=0.0, cache_dir=cache_dir)
+    dm = HFDataModule(
+        "parquet",
+        data_files={"train": text_parquet, "test": str(test)},
+        text_column="text",
+        val_fraction=0.0,
+        cache_dir=cache_dir,
+    )
     assert len(dm.test_dataset) == 2 and len(dm.train_dataset) == 60 and dm.val_dataset is None
     assert dm.val_dataloader() == []
 
 
 def test_language_modelling(text_parquet, cache_dir):
-    dm = HFDataModule("parquet", data_files=text_parquet, text_column="text", task="lm", max_length=16,
-                      batch_size=8, cache_dir=cache_dir)
+    dm = HFDataModule(
+        "parquet",
+        data_files=text_parquet,
+        text_column="text",
+        task="lm",
+        max_length=16,
+        batch_size=8,
+        cache_dir=cache_dir,
+    )
     vocab = dm.tokenizer.vocab_size
-    assert vocab > 259 and dm.spec == DataSpec("tokens", "token", num_classes=vocab, vocab_size=vocab, max_length=16,
-                                               pad_id=0)
+    assert vocab > 259 and dm.spec == DataSpec(
+        "tokens", "token", num_classes=vocab, vocab_size=vocab, max_length=16, pad_id=0
+    )
     assert dm.label_names is None
     batch = first_batch(dm)
     inputs, target = batch["inputs"], batch["target"]
@@ -174,8 +252,17 @@ def test_language_modelling(text_parquet, cache_dir):
     assert (real[:, :-1] == (inputs[:, 1:] != 0)).all()  # -100 exactly where the next token is padding
     assert (target[inputs == 0] == -100).all()
     assert (target[:, :-1][real[:, :-1]] == inputs[:, 1:][real[:, :-1]]).all()  # shifted by one
-    short = HFDataModule("parquet", data_files=text_parquet, text_column="text", task="lm", max_length=200,
-                         batch_size=60, val_fraction=0, test_fraction=0, cache_dir=cache_dir)
+    short = HFDataModule(
+        "parquet",
+        data_files=text_parquet,
+        text_column="text",
+        task="lm",
+        max_length=200,
+        batch_size=60,
+        val_fraction=0,
+        test_fraction=0,
+        cache_dir=cache_dir,
+    )
     full = first_batch(short)
     assert (full["target"] == 2).sum() == 60  # every untruncated text ends with eos
 
@@ -216,8 +303,16 @@ def test_lightning_sets_the_epoch_of_the_order(cache_dir):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     dm = HFDataModule("lossbench:wine", batch_size=124, seed=0, cache_dir=cache_dir)
-    trainer = L.Trainer(max_epochs=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
     trainer.fit(Probe(), datamodule=dm)
     target = dm.train_dataset["target"][:]
     assert torch.equal(seen[0], target[dm.train_order(0)])
@@ -251,8 +346,14 @@ def test_builtin_preprocessing_is_cached(cache_dir):
 
 def test_bpe_tokenizer_trained_on_train_split_and_reused(text_parquet, cache_dir):
     pytest.importorskip("tokenizers")
-    kwargs = dict(path="parquet", data_files=text_parquet, text_column="text", tokenizer="bpe",
-                  tokenizer_vocab_size=280, cache_dir=cache_dir)
+    kwargs = dict(
+        path="parquet",
+        data_files=text_parquet,
+        text_column="text",
+        tokenizer="bpe",
+        tokenizer_vocab_size=280,
+        cache_dir=cache_dir,
+    )
     dm = HFDataModule(**kwargs)
     assert dm.spec.vocab_size == 280
     saved = list((__import__("pathlib").Path(cache_dir) / "lossbench_tokenizers").glob("bpe-*.json"))
@@ -284,8 +385,12 @@ def test_byte_tokenizer_stays_available(text_parquet, cache_dir):
 
 def test_bpe_learns_the_training_split_only_and_deterministically(tmp_path, cache_dir):
     train, test = tmp_path / "train.parquet", tmp_path / "test.parquet"
-    pd.DataFrame({"text": [f"a good film {i}" for i in range(30)] + [f"a bad film {i}" for i in range(30)],
-                  "label": ["pos"] * 30 + ["neg"] * 30}).to_parquet(train)
+    pd.DataFrame(
+        {
+            "text": [f"a good film {i}" for i in range(30)] + [f"a bad film {i}" for i in range(30)],
+            "label": ["pos"] * 30 + ["neg"] * 30,
+        }
+    ).to_parquet(train)
     pd.DataFrame({"text": ["zyzzyva quokka zyzzyva quokka"] * 30, "label": ["pos", "neg"] * 15}).to_parquet(test)
     kwargs = dict(path="parquet", data_files={"train": str(train), "test": str(test)}, text_column="text")
     dm = HFDataModule(**kwargs, cache_dir=cache_dir)
@@ -295,8 +400,11 @@ def test_bpe_learns_the_training_split_only_and_deterministically(tmp_path, cach
     # carved splits too: the tokenizer is the one trained on the carved training rows alone
     carved = HFDataModule(path="parquet", data_files=str(train), text_column="text", cache_dir=cache_dir)
     rows = [carved.tokenizer.decode(r) for r in carved.train_dataset["inputs"][:]]
-    held_out = [carved.tokenizer.decode(r) for split in ("val_dataset", "test_dataset")
-                for r in getattr(carved, split)["inputs"][:]]
+    held_out = [
+        carved.tokenizer.decode(r)
+        for split in ("val_dataset", "test_dataset")
+        for r in getattr(carved, split)["inputs"][:]
+    ]
     assert len(rows) == 42 and len(held_out) == 18 and not set(rows) & set(held_out)
     assert train_bpe_tokenizer(rows, 4096).fingerprint == carved.tokenizer.fingerprint
     everything = [f"a {w} film {i}" for w in ("good", "bad") for i in range(30)]
@@ -315,12 +423,24 @@ def test_default_tokenizer_learns_short_reviews(review_parquet, cache_dir):
 
     from lossbench import LossbenchModule
 
-    dm = HFDataModule("parquet", data_files=review_parquet, text_column="text", max_length=128, batch_size=16,
-                      cache_dir=cache_dir)  # the default tokenizer
-    model = LossbenchModule("ce", data_spec=dm.spec, lr=3e-3, seed=0,
-                            backbone={"d_model": 16, "nhead": 2, "num_layers": 1, "pooling": "mean"})
-    trainer = pl.Trainer(max_epochs=5, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    dm = HFDataModule(
+        "parquet", data_files=review_parquet, text_column="text", max_length=128, batch_size=16, cache_dir=cache_dir
+    )  # the default tokenizer
+    model = LossbenchModule(
+        "ce",
+        data_spec=dm.spec,
+        lr=3e-3,
+        seed=0,
+        backbone={"d_model": 16, "nhead": 2, "num_layers": 1, "pooling": "mean"},
+    )
+    trainer = pl.Trainer(
+        max_epochs=5,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, dm)
     assert float(trainer.callback_metrics["val/accuracy"]) >= 0.9  # chance: 1/3; byte ids: 0.78
 
@@ -332,10 +452,25 @@ def test_text_fit_recipe_learns_short_reviews(review_parquet, tmp_path):
 
     config = Path(lossbench.__file__).parent / "recipes" / "fit_text_parquet.yaml"
     assert "lossbench fit --config recipes/fit_text_parquet.yaml --data.data_files" in config.read_text()
-    cli = LossbenchCLI(LossbenchModule, HFDataModule, run=False, args=[
-        "--config", str(config), "--data.data_files", review_parquet, "--data.cache_dir", str(tmp_path / "cache"),
-        "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.logger", "false",
-        "--trainer.enable_checkpointing", "false"])
+    cli = LossbenchCLI(
+        LossbenchModule,
+        HFDataModule,
+        run=False,
+        args=[
+            "--config",
+            str(config),
+            "--data.data_files",
+            review_parquet,
+            "--data.cache_dir",
+            str(tmp_path / "cache"),
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_checkpointing",
+            "false",
+        ],
+    )
     assert isinstance(cli.datamodule.tokenizer, BPETokenizer)
     cli.trainer.fit(cli.model, cli.datamodule)
     assert float(cli.trainer.callback_metrics["val/f1_macro"]) >= 0.9
@@ -366,8 +501,14 @@ def test_probability_targets(tmp_path, cache_dir):
     p = rng.dirichlet(np.ones(4), size=30)
     df = pd.DataFrame({"x": rng.normal(size=30), "soft": list(p)})
     df.to_parquet(tmp_path / "p.parquet")
-    dm = HFDataModule("parquet", data_files=str(tmp_path / "p.parquet"), feature_columns=["x"], label_column="soft",
-                      batch_size=6, cache_dir=cache_dir)
+    dm = HFDataModule(
+        "parquet",
+        data_files=str(tmp_path / "p.parquet"),
+        feature_columns=["x"],
+        label_column="soft",
+        batch_size=6,
+        cache_dir=cache_dir,
+    )
     assert dm.spec == DataSpec("features", "probability", num_classes=4, num_features=1)
     batch = first_batch(dm)
     assert batch["target"].dtype == torch.float32 and batch["target"].shape == (6, 4)
@@ -381,10 +522,16 @@ def test_list_feature_column_and_pil_images_from_a_saved_dataset(tmp_path, cache
 
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)) for _ in range(20)]
-    features = datasets.Features({"img": datasets.Image(), "vec": datasets.List(datasets.Value("float32")),
-                                  "label": datasets.ClassLabel(names=["a", "b"])})
+    features = datasets.Features(
+        {
+            "img": datasets.Image(),
+            "vec": datasets.List(datasets.Value("float32")),
+            "label": datasets.ClassLabel(names=["a", "b"]),
+        }
+    )
     ds = datasets.Dataset.from_dict(
-        {"img": images, "vec": rng.normal(size=(20, 3)).tolist(), "label": [0, 1] * 10}, features=features)
+        {"img": images, "vec": rng.normal(size=(20, 3)).tolist(), "label": [0, 1] * 10}, features=features
+    )
     ds.save_to_disk(str(tmp_path / "saved"))
     dm = HFDataModule(str(tmp_path / "saved"), image_column="img", batch_size=4, cache_dir=cache_dir)
     assert dm.spec == DataSpec("image", "class", num_classes=2, image_shape=(3, 6, 5), class_names=("a", "b"))

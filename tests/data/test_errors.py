@@ -35,8 +35,11 @@ def test_max_length_below_one(value):
 
 
 def test_unknown_builtin_name_lists_names():
-    with pytest.raises(ValueError, match=r"`path` must be one of \['breast_cancer', 'diabetes', 'digits', 'wine'\], "
-                                         r"got 'lossbench:digit'; did you mean 'digits'"):
+    with pytest.raises(
+        ValueError,
+        match=r"`path` must be one of \['breast_cancer', 'diabetes', 'digits', 'wine'\], "
+        r"got 'lossbench:digit'; did you mean 'digits'",
+    ):
         HFDataModule("lossbench:digit")
 
 
@@ -77,8 +80,11 @@ def test_bad_tokenizer_and_sizes():
 
 
 def test_missing_column_lists_existing(text_parquet, cache_dir):
-    with pytest.raises(ValueError, match=r"`text_column`='txt' is not a column of the 'train' split .*"
-                                         r"its columns are \['text', 'label'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"`text_column`='txt' is not a column of the 'train' split .*"
+        r"its columns are \['text', 'label'\]",
+    ):
         load(path="parquet", data_files=text_parquet, text_column="txt", cache_dir=cache_dir)
     with pytest.raises(ValueError, match=r"`label_column`='category' is not a column .*\['text', 'label'\]"):
         load(path="parquet", data_files=text_parquet, text_column="text", label_column="category", cache_dir=cache_dir)
@@ -96,18 +102,29 @@ def test_nan_or_infinite_features(tmp_path, cache_dir, bad):
     df = pd.DataFrame({"x1": np.arange(20.0), "x2": np.ones(20), "y": np.zeros(20)})
     df.loc[17, "x2"] = bad
     df.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(ValueError, match=r"`feature_columns`='x2' holds NaN or infinite values in 1 row\(s\) of the "
-                                         r"'\w+' split \(rows \[17\]"):
-        load(path="csv", data_files=str(tmp_path / "bad.csv"), feature_columns=["x1", "x2"], label_column="y",
-             val_fraction=0, test_fraction=0, cache_dir=cache_dir)
+    with pytest.raises(
+        ValueError,
+        match=r"`feature_columns`='x2' holds NaN or infinite values in 1 row\(s\) of the "
+        r"'\w+' split \(rows \[17\]",
+    ):
+        load(
+            path="csv",
+            data_files=str(tmp_path / "bad.csv"),
+            feature_columns=["x1", "x2"],
+            label_column="y",
+            val_fraction=0,
+            test_fraction=0,
+            cache_dir=cache_dir,
+        )
 
 
 def test_missing_or_infinite_real_target(tmp_path, cache_dir):
     df = pd.DataFrame({"x": np.arange(20.0), "y": np.zeros(20)})
     df.loc[3, "y"] = np.inf
     df.to_csv(tmp_path / "inf.csv", index=False)
-    kwargs = dict(path="csv", feature_columns="x", label_column="y", val_fraction=0, test_fraction=0,
-                  cache_dir=cache_dir)
+    kwargs = dict(
+        path="csv", feature_columns="x", label_column="y", val_fraction=0, test_fraction=0, cache_dir=cache_dir
+    )
     with pytest.raises(ValueError, match=r"`label_column`='y' holds NaN or infinite targets in rows \[3\]"):
         load(data_files=str(tmp_path / "inf.csv"), **kwargs)
     df.loc[3, "y"] = np.nan  # an empty CSV field: datasets reads it as a missing value
@@ -119,41 +136,64 @@ def test_missing_or_infinite_real_target(tmp_path, cache_dir):
 def test_empty_split(monkeypatch, cache_dir):
     # datasets' own builders refuse to write empty splits, so hand one over as a loader would
     features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["a", "b"])})
-    dd = datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict({"text": ["x", "y"] * 5, "label": [0, 1] * 5}, features=features),
-        "test": datasets.Dataset.from_dict({"text": [], "label": []}, features=features),
-    })
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": ["x", "y"] * 5, "label": [0, 1] * 5}, features=features),
+            "test": datasets.Dataset.from_dict({"text": [], "label": []}, features=features),
+        }
+    )
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: dd)
-    with pytest.raises(ValueError, match=r"the 'test' split \(`test_split`='test' of `path`='some/dataset'\) is empty "
-                                         r"\(0 rows\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"the 'test' split \(`test_split`='test' of `path`='some/dataset'\) is empty "
+        r"\(0 rows\)",
+    ):
         load(path="some/dataset", text_column="text", cache_dir=cache_dir)
 
 
 def test_fraction_too_small_gives_empty_split(numeric_csv, cache_dir):
     with pytest.raises(ValueError, match=r"`val_fraction`=0.01 of the 40 rows .* gives an empty validation split"):
-        load(path="csv", data_files=numeric_csv, feature_columns=["x1"], label_column="y", val_fraction=0.01,
-             cache_dir=cache_dir)
+        load(
+            path="csv",
+            data_files=numeric_csv,
+            feature_columns=["x1"],
+            label_column="y",
+            val_fraction=0.01,
+            cache_dir=cache_dir,
+        )
 
 
 def test_minus_one_labels_are_rejected(tmp_path, cache_dir):
     features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["a", "b"])})
-    dd = datasets.DatasetDict({
-        "train": datasets.Dataset.from_dict({"text": ["x", "y"] * 5, "label": [0, 1] * 5}, features=features),
-        "test": datasets.Dataset.from_dict({"text": ["x", "y", "z"], "label": [-1, -1, 0]}, features=features),
-    })
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"text": ["x", "y"] * 5, "label": [0, 1] * 5}, features=features),
+            "test": datasets.Dataset.from_dict({"text": ["x", "y", "z"], "label": [-1, -1, 0]}, features=features),
+        }
+    )
     dd.save_to_disk(str(tmp_path / "dd"))
-    with pytest.raises(ValueError, match=r"`label_column`='label' is -1 in 2 row\(s\) of the 'test' split; -1 usually "
-                                         r"marks unlabeled rows .*filter them out.*`test_split`"):
+    with pytest.raises(
+        ValueError,
+        match=r"`label_column`='label' is -1 in 2 row\(s\) of the 'test' split; -1 usually "
+        r"marks unlabeled rows .*filter them out.*`test_split`",
+    ):
         load(path=str(tmp_path / "dd"), text_column="text", cache_dir=cache_dir)
 
 
 def test_unseen_string_labels_named(tmp_path, text_parquet, cache_dir):
     test = tmp_path / "test.parquet"
     pd.DataFrame({"text": ["a", "b", "c"], "label": ["positive", "sarcastic", "angry"]}).to_parquet(test)
-    with pytest.raises(ValueError, match=r"`label_column`='label' of the 'test' split holds labels that the training "
-                                         r"split does not have: \['angry', 'sarcastic'\]"):
-        load(path="parquet", data_files={"train": text_parquet, "test": str(test)}, text_column="text",
-             cache_dir=cache_dir)
+    with pytest.raises(
+        ValueError,
+        match=r"`label_column`='label' of the 'test' split holds labels that the training "
+        r"split does not have: \['angry', 'sarcastic'\]",
+    ):
+        load(
+            path="parquet",
+            data_files={"train": text_parquet, "test": str(test)},
+            text_column="text",
+            cache_dir=cache_dir,
+        )
 
 
 def test_wrong_column_types(tmp_path, text_parquet, cache_dir):
@@ -165,16 +205,31 @@ def test_wrong_column_types(tmp_path, text_parquet, cache_dir):
         load(path="parquet", data_files=str(tmp_path / "n.parquet"), text_column="n", cache_dir=cache_dir)
     with pytest.raises(ValueError, match=r"`task`='class' needs whole-number labels in `label_column`='y', got \[0.5"):
         pd.DataFrame({"x": np.arange(10.0), "y": [0.5, 1.0] * 5}).to_csv(tmp_path / "f.csv", index=False)
-        load(path="csv", data_files=str(tmp_path / "f.csv"), feature_columns="x", label_column="y", task="class",
-             val_fraction=0, test_fraction=0, cache_dir=cache_dir)
+        load(
+            path="csv",
+            data_files=str(tmp_path / "f.csv"),
+            feature_columns="x",
+            label_column="y",
+            task="class",
+            val_fraction=0,
+            test_fraction=0,
+            cache_dir=cache_dir,
+        )
 
 
 def test_probability_rows_must_sum_to_one(tmp_path, cache_dir):
     df = pd.DataFrame({"x": np.arange(4.0), "p": [[0.5, 0.5], [0.2, 0.2], [1.0, 0.0], [0.0, 1.0]]})
     df.to_parquet(tmp_path / "p.parquet")
     with pytest.raises(ValueError, match=r"`label_column`='p' rows must be probabilities .*summing to 0.4 in row 1"):
-        load(path="parquet", data_files=str(tmp_path / "p.parquet"), feature_columns="x", label_column="p",
-             val_fraction=0, test_fraction=0, cache_dir=cache_dir)
+        load(
+            path="parquet",
+            data_files=str(tmp_path / "p.parquet"),
+            feature_columns="x",
+            label_column="p",
+            val_fraction=0,
+            test_fraction=0,
+            cache_dir=cache_dir,
+        )
 
 
 def test_missing_local_files(tmp_path, cache_dir):
@@ -188,8 +243,11 @@ def test_hub_unreachable_is_explained(monkeypatch, cache_dir):
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(HubUnreachableError, match=r"could not reach the Hugging Face Hub to load `path`='ag_news'.*"
-                                                  r"`data_files`") as info:
+    with pytest.raises(
+        HubUnreachableError,
+        match=r"could not reach the Hugging Face Hub to load `path`='ag_news'.*"
+        r"`data_files`",
+    ) as info:
         load(path="ag_news", text_column="text", cache_dir=cache_dir)
     assert isinstance(info.value, ConnectionError)
 

@@ -17,8 +17,9 @@ from .conftest import write_parquet
 def parquet_module(tmp_path, cache_dir, frame, *, feature_columns=("x",), **kwargs):
     """A data module on one local parquet file (its validation and test splits carved out of it)."""
     path = write_parquet(frame, tmp_path / "data.parquet")
-    return HFDataModule(path="parquet", data_files={"train": path}, feature_columns=list(feature_columns),
-                        cache_dir=cache_dir, **kwargs)
+    return HFDataModule(
+        path="parquet", data_files={"train": path}, feature_columns=list(feature_columns), cache_dir=cache_dir, **kwargs
+    )
 
 
 def frame_with_labels(labels, n=24):
@@ -34,9 +35,16 @@ def test_sparse_class_ids_are_refused_with_a_mapping(tmp_path, cache_dir):
     with pytest.raises(ValueError) as info:
         dm.spec
     message = str(info.value)
-    for part in ("HFDataModule: `label_column`='label'", "largest id is 90210", "2 distinct labels",
-                 "90211 classes", "{10001: 0, 90210: 1}", "dataset.map(", "datasets.Value('string')",
-                 "task='real'"):
+    for part in (
+        "HFDataModule: `label_column`='label'",
+        "largest id is 90210",
+        "2 distinct labels",
+        "90211 classes",
+        "{10001: 0, 90210: 1}",
+        "dataset.map(",
+        "datasets.Value('string')",
+        "task='real'",
+    ):
         assert part in message, (part, message)
 
 
@@ -94,10 +102,19 @@ def test_stray_string_among_numeric_csv_labels_is_refused(tmp_path, cache_dir):
     path = tmp_path / "labels.csv"
     rows = [f"{i}.5,{i % 2}" for i in range(23)] + ["23.5,oops"]
     path.write_text("x,label\n" + "\n".join(rows) + "\n")
-    dm = HFDataModule(path="csv", data_files={"train": str(path)}, feature_columns=["x"], val_fraction=0.0,
-                      test_fraction=0.0, cache_dir=cache_dir)  # the stray row stays in training: a third class
-    with pytest.raises(ValueError, match=r"`label_column`='label' mixes numbers and other values: \['oops'\] "
-                                         r"(.|\n)*numeric labels \['0', '1'\](.|\n)*fix or drop"):
+    dm = HFDataModule(
+        path="csv",
+        data_files={"train": str(path)},
+        feature_columns=["x"],
+        val_fraction=0.0,
+        test_fraction=0.0,
+        cache_dir=cache_dir,
+    )  # the stray row stays in training: a third class
+    with pytest.raises(
+        ValueError,
+        match=r"`label_column`='label' mixes numbers and other values: \['oops'\] "
+        r"(.|\n)*numeric labels \['0', '1'\](.|\n)*fix or drop",
+    ):
         dm.spec
 
 
@@ -115,8 +132,11 @@ def test_string_labels_that_are_all_numbers_or_all_words_are_kept(tmp_path, cach
 @pytest.mark.parametrize("label, name", [(1, "1"), ("spam", "spam")])
 def test_single_class_training_split_is_refused(tmp_path, cache_dir, label, name):
     dm = parquet_module(tmp_path, cache_dir, frame_with_labels([label]))
-    with pytest.raises(ValueError, match=rf"the 'train' split of `label_column`='label' holds one class only "
-                                         rf"\({name!r}\); a classifier needs at least two classes in training"):
+    with pytest.raises(
+        ValueError,
+        match=rf"the 'train' split of `label_column`='label' holds one class only "
+        rf"\({name!r}\); a classifier needs at least two classes in training",
+    ):
         dm.spec
 
 
@@ -132,8 +152,11 @@ def test_feature_beyond_float32_range_is_refused(tmp_path, cache_dir):
     frame = frame_with_labels([0, 1])
     frame.loc[5, "x"] = 1e39  # finite in float64, inf in float32
     dm = parquet_module(tmp_path, cache_dir, frame, val_fraction=0.0, test_fraction=0.0)
-    with pytest.raises(ValueError, match=r"`feature_columns`='x' holds values beyond float32's range \(±3.4e38\), "
-                                         r".* in 1 row\(s\) of the 'train' split \(rows \[5\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"`feature_columns`='x' holds values beyond float32's range \(±3.4e38\), "
+        r".* in 1 row\(s\) of the 'train' split \(rows \[5\]",
+    ):
         dm.spec
 
 
@@ -141,8 +164,11 @@ def test_real_target_beyond_float32_range_is_refused(tmp_path, cache_dir):
     frame = frame_with_labels([0.5, 1.5])
     frame.loc[3, "label"] = -1e39
     dm = parquet_module(tmp_path, cache_dir, frame, val_fraction=0.0, test_fraction=0.0)
-    with pytest.raises(ValueError, match=r"`label_column`='label' holds targets beyond float32's range \(±3.4e38\), "
-                                         r".* in rows \[3\] of the 'train' split"):
+    with pytest.raises(
+        ValueError,
+        match=r"`label_column`='label' holds targets beyond float32's range \(±3.4e38\), "
+        r".* in rows \[3\] of the 'train' split",
+    ):
         dm.spec
 
 
@@ -158,9 +184,14 @@ def test_standardised_feature_beyond_float32_range_is_refused(tmp_path, cache_di
     """A training std of ~1e-45 makes a test value of 1 about 1e45 once standardised: refused, not inf."""
     train = pd.DataFrame({"x": [0.0, 1.4e-45] * 6, "label": [0, 1] * 6})
     test = pd.DataFrame({"x": [1.0, 0.0], "label": [0, 1]})
-    files = {"train": write_parquet(train, tmp_path / "train.parquet"),
-             "test": write_parquet(test, tmp_path / "test.parquet")}
+    files = {
+        "train": write_parquet(train, tmp_path / "train.parquet"),
+        "test": write_parquet(test, tmp_path / "test.parquet"),
+    }
     dm = HFDataModule(path="parquet", data_files=files, feature_columns=["x"], val_fraction=0.0, cache_dir=cache_dir)
-    with pytest.raises(ValueError, match=r"`standardize`=True takes feature 0 .*beyond float32's range "
-                                         r"\(±3.4e38\) in 1 row\(s\) of the 'test' split.*standardize=False"):
+    with pytest.raises(
+        ValueError,
+        match=r"`standardize`=True takes feature 0 .*beyond float32's range "
+        r"\(±3.4e38\) in 1 row\(s\) of the 'test' split.*standardize=False",
+    ):
         dm.spec

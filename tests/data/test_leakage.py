@@ -24,8 +24,9 @@ def _files(tmp_path, copied: int):
 
 
 def _module(tmp_path, files):
-    return HFDataModule("csv", data_files=files, feature_columns=["a", "b"], label_column="y",
-                        cache_dir=str(tmp_path / "cache"))
+    return HFDataModule(
+        "csv", data_files=files, feature_columns=["a", "b"], label_column="y", cache_dir=str(tmp_path / "cache")
+    )
 
 
 def test_test_rows_copied_from_train_are_counted_fingerprinted_reported_and_warned(tmp_path):
@@ -41,8 +42,10 @@ def test_test_rows_copied_from_train_are_counted_fingerprinted_reported_and_warn
     assert all("shared_rows" not in described[split] for split in ("train", "validation"))
     assert len(shared["train"]["fingerprint"]) == 64
     text = "\n".join(data_section({"data": described}))
-    assert (f"**Warning: {expected} of the 17 test rows have the same inputs as rows of the train split** "
-            f"(fingerprint of those inputs `{shared['train']['fingerprint'][:12]}`)") in text
+    assert (
+        f"**Warning: {expected} of the 17 test rows have the same inputs as rows of the train split** "
+        f"(fingerprint of those inputs `{shared['train']['fingerprint'][:12]}`)"
+    ) in text
 
 
 def test_disjoint_splits_report_nothing(tmp_path, recwarn):

@@ -3,15 +3,14 @@
 import pytest
 import torch
 
-from lossbench.data import HFDataModule
-from lossbench.data import loading
+from lossbench.data import HFDataModule, loading
 from lossbench.data.loading import Collate, MemoryRows
 
 
 def arrow_batches(dm, split, order, size):
     data = dm._split(split)
     collate = Collate(dm.spec, dm.padding)
-    return [collate([data[i] for i in order[k:k + size]]) for k in range(0, len(order), size)]
+    return [collate([data[i] for i in order[k : k + size]]) for k in range(0, len(order), size)]
 
 
 @pytest.mark.parametrize("kind", ["digits", "text"])

@@ -192,8 +192,9 @@ def test_binary_focal_hand_values():
 def test_binary_focal_saturated_logits_keep_the_value_and_a_finite_gradient(gamma, dtype):
     """Issue 19: 1 - sigmoid(x) rounds to 0 from a logit of about 16.7 (float32), and (1 - p_t)^gamma, 0 < gamma < 1,
     then has an infinite derivative: torchvision's formula gives a nan gradient there."""
-    x64 = torch.tensor([17.0, 20.0, 30.0, 40.0, 100.0, 200.0, -17.0, -100.0, -200.0, 200.0, -30.0, 0.5, -1.0],
-                       dtype=torch.float64)
+    x64 = torch.tensor(
+        [17.0, 20.0, 30.0, 40.0, 100.0, 200.0, -17.0, -100.0, -200.0, 200.0, -30.0, 0.5, -1.0], dtype=torch.float64
+    )
     y64 = torch.tensor([1.0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0], dtype=torch.float64)
     x = x64.to(dtype).requires_grad_(True)
     per = LF.binary_focal_loss(x, y64.to(dtype), alpha=0.25, gamma=gamma, reduction="none")

@@ -95,7 +95,9 @@ def test_cross_entropy_classes_last_3d(reduction, use_weight, label_smoothing):
         assert ours.shape == (3, 4)
     _assert_same(
         lambda a: LF.cross_entropy(a, t, weight=w, label_smoothing=label_smoothing, reduction=reduction),
-        lambda a: F.cross_entropy(a.permute(0, 2, 1), t, weight=w, label_smoothing=label_smoothing, reduction=reduction),
+        lambda a: F.cross_entropy(
+            a.permute(0, 2, 1), t, weight=w, label_smoothing=label_smoothing, reduction=reduction
+        ),
         x,
     )
 
@@ -266,7 +268,7 @@ def _focal_reference(a, t, gamma):
     """The focal loss written from its formula, per position: -(1 - p_y)^gamma log p_y (ignored rows: 0)."""
     valid = t != -100
     logp = F.log_softmax(a, -1).gather(-1, torch.where(valid, t, 0)[:, None]).squeeze(-1)
-    return -(1 - logp.exp()) ** gamma * logp * valid
+    return -((1 - logp.exp()) ** gamma) * logp * valid
 
 
 @pytest.mark.parametrize("gamma", [0.1, 0.5, 0.9])
@@ -487,7 +489,9 @@ def test_sce_matches_formula_and_terms(log_zero, reduction):
     alpha, beta = 0.3, 1.5
 
     def ref(a):
-        return _reduce(alpha * F.cross_entropy(a, t, reduction="none") + beta * _rce(a, t, log_zero), t * 0 + 1, reduction)
+        return _reduce(
+            alpha * F.cross_entropy(a, t, reduction="none") + beta * _rce(a, t, log_zero), t * 0 + 1, reduction
+        )
 
     ours = lambda a: LF.symmetric_cross_entropy(  # noqa: E731
         a, t, alpha=alpha, beta=beta, log_zero=log_zero, reduction=reduction
@@ -528,8 +532,10 @@ def test_log_zero_of_the_authors_code_is_log_1e4_and_stated_in_the_docstring(nam
     x, t = _logits(19), _targets(19)
     assert F.softmax(x, -1).min() > 1e-7  # the authors' floor of the probabilities is inactive here
     alpha, beta = (0.1, 1.0) if name == "sce" else (1.0, 1.0)  # each loss's default weights
-    fn, first = {"sce": (LF.symmetric_cross_entropy, lambda: F.cross_entropy(x, t, reduction="none")),
-                 "nce_rce": (LF.nce_rce_loss, lambda: _authors_nce(x, t))}[name]
+    fn, first = {
+        "sce": (LF.symmetric_cross_entropy, lambda: F.cross_entropy(x, t, reduction="none")),
+        "nce_rce": (LF.nce_rce_loss, lambda: _authors_nce(x, t)),
+    }[name]
     authors = (alpha * first() + beta * _authors_rce(x, t)).mean()
     assert fn(x, t, log_zero=math.log(1e-4)).item() == pytest.approx(authors.item(), rel=1e-12)
     assert fn(x, t).item() < 0.6 * authors.item()  # the default differs, by much
@@ -614,7 +620,9 @@ def test_non_integer_class_targets_are_type_errors(fn, dtype):
 
 @pytest.mark.parametrize("fn", ALL_FNS, ids=ids)
 def test_target_shape_must_be_input_without_classes(fn):
-    with pytest.raises(ValueError, match=r"`target` must have shape \(4,\) for `input` of shape \(4, 5\).*got \(4, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"`target` must have shape \(4,\) for `input` of shape \(4, 5\).*got \(4, 1\)"
+    ):
         fn(torch.zeros(4, C), torch.zeros(4, 1, dtype=torch.long))
     # a (N, T) target against (N, C) logits (classes first by mistake)
     with pytest.raises(ValueError, match=r"`target` must have shape \(2, 5\) for `input` of shape \(2, 5, 3\)"):

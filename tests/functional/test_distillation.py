@@ -69,10 +69,13 @@ def test_a_student_equal_to_its_teacher_has_zero_soft_loss_and_its_gradient_poin
     assert soft_target_loss(torch.zeros(1, 2), torch.tensor([[2.0, 0.0]]), 1.0).item() == pytest.approx(hand, rel=1e-6)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"temperature": 0.0}, "`temperature` must be > 0, got 0.0"),
-    ({"divergence": "hellinger"}, "`divergence` must be one of"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"temperature": 0.0}, "`temperature` must be > 0, got 0.0"),
+        ({"divergence": "hellinger"}, "`divergence` must be one of"),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         soft_target_loss(X, T_LOGITS, **kwargs)

@@ -202,7 +202,9 @@ def test_js_bounds_and_zero_for_equal():
     zero = LF.js_divergence(x, torch.softmax(x, -1), reduction="none")
     torch.testing.assert_close(zero, torch.zeros_like(zero), atol=1e-12, rtol=0)
     # disjoint supports reach log 2 (the docstring's example)
-    out = LF.js_divergence(torch.tensor([[0.0, -100.0]], dtype=torch.float64), torch.tensor([[0.0, 1.0]], dtype=torch.float64))
+    out = LF.js_divergence(
+        torch.tensor([[0.0, -100.0]], dtype=torch.float64), torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    )
     assert out.item() == pytest.approx(LOG2, abs=1e-12)
     # random, extreme inputs never exceed log 2
     g = _gen(10)
@@ -289,7 +291,9 @@ def test_target_shape_and_dtype(fn):
 
 @pytest.mark.parametrize("fn", DIST_FNS, ids=ids)
 def test_unknown_reduction_lists_batchmean(fn):
-    with pytest.raises(ValueError, match=r"`reduction` must be one of \('mean', 'sum', 'none', 'batchmean'\), got 'avg'"):
+    with pytest.raises(
+        ValueError, match=r"`reduction` must be one of \('mean', 'sum', 'none', 'batchmean'\), got 'avg'"
+    ):
         fn(torch.zeros(2, 3), torch.full((2, 3), 1 / 3), reduction="avg")
 
 

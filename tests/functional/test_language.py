@@ -58,7 +58,10 @@ def test_lm_cross_entropy_matches_flattened_torch(reduction, label_smoothing, ig
     x2 = x.clone().requires_grad_(True)
     ours = LF.lm_cross_entropy(x1, t, ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction)
     ref = F.cross_entropy(
-        x2.reshape(-1, V), t.reshape(-1), ignore_index=ignore_index, label_smoothing=label_smoothing,
+        x2.reshape(-1, V),
+        t.reshape(-1),
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
         reduction=reduction,
     )
     if reduction == "none":
@@ -170,8 +173,14 @@ def test_linear_cross_entropy_matches_lm_cross_entropy(chunk_size, reduction, la
     leaves1 = [v.clone().requires_grad_(True) for v in (h, w) + ((b,) if use_bias else ())]
     leaves2 = [v.clone().requires_grad_(True) for v in (h, w) + ((b,) if use_bias else ())]
     ours = LF.linear_cross_entropy(
-        leaves1[0], leaves1[1], t, bias=leaves1[2] if use_bias else None, label_smoothing=label_smoothing,
-        z_loss=z_loss, chunk_size=chunk_size, reduction=reduction,
+        leaves1[0],
+        leaves1[1],
+        t,
+        bias=leaves1[2] if use_bias else None,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        chunk_size=chunk_size,
+        reduction=reduction,
     )
     logits = leaves2[0] @ leaves2[1].T + (leaves2[2] if use_bias else 0.0)
     ref = LF.lm_cross_entropy(logits, t, label_smoothing=label_smoothing, z_loss=z_loss, reduction=reduction)
@@ -273,7 +282,9 @@ def test_linear_cross_entropy_argument_checks():
     h, w, b, t = _fused_data(14)
     with pytest.raises(ValueError, match=r"`reduction` must be one of \('mean', 'sum'\), got 'none'"):
         LF.linear_cross_entropy(h, w, t, reduction="none")
-    with pytest.raises(ValueError, match=r"`weight` must have shape \(V, 4\) for `hidden` of shape \(3, 5, 4\), got \(11, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"`weight` must have shape \(V, 4\) for `hidden` of shape \(3, 5, 4\), got \(11, 3\)"
+    ):
         LF.linear_cross_entropy(h, w[:, :3], t)
     with pytest.raises(ValueError, match=r"`bias` must have shape \(11,\), got \(10,\)"):
         LF.linear_cross_entropy(h, w, t, bias=b[:10])

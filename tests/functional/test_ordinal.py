@@ -37,9 +37,7 @@ def _coral_pytorch(logits, levels, importance=None, reduction="mean"):
 
 def test_ordinal_levels_hand_values():
     levels = LF.ordinal_levels(torch.tensor([0, 1, 2, 4]), num_classes=5)
-    expected = torch.tensor(
-        [[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.float32
-    )
+    expected = torch.tensor([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.float32)
     assert levels.dtype == torch.float32
     assert torch.equal(levels, expected)
     levels = LF.ordinal_levels(torch.tensor([[0, 2], [1, 1]]), num_classes=3, dtype=torch.float64)
@@ -105,7 +103,9 @@ def test_coral_argument_checks():
         LF.coral_loss(x, torch.tensor([0, -1, 1]))
     with pytest.raises(TypeError, match=r"`target` must hold integer ranks.*torch\.float32"):
         LF.coral_loss(x, torch.zeros(3))
-    with pytest.raises(ValueError, match=r"`target` must have shape \(3,\) for `input` of shape \(3, 4\).*got \(3, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"`target` must have shape \(3,\) for `input` of shape \(3, 4\).*got \(3, 1\)"
+    ):
         LF.coral_loss(x, torch.zeros(3, 1, dtype=torch.long))
     with pytest.raises(ValueError, match=r"`importance` must have shape \(4,\), got \(3,\)"):
         LF.coral_loss(x, torch.zeros(3, dtype=torch.long), importance=torch.ones(3))

@@ -155,7 +155,9 @@ def test_poisson_nll_accepts_integer_counts():
     counts = torch.randint(0, 5, (8,), generator=g)
     torch.testing.assert_close(LF.poisson_nll_loss(x, counts), F.poisson_nll_loss(x, counts.double()), **TOL)
     # hand value: exp(0) - 2 * 0 = 1
-    assert LF.poisson_nll_loss(torch.zeros(1, dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64)).item() == 1.0
+    assert (
+        LF.poisson_nll_loss(torch.zeros(1, dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64)).item() == 1.0
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -66,9 +66,7 @@ def _ref_kl(temperature):
 
 def _ref_lm(z_loss, label_smoothing=0.0):
     def ref(out, t, reduction):
-        ce = F.cross_entropy(
-            out.reshape(-1, C), t.reshape(-1), label_smoothing=label_smoothing, reduction=reduction
-        )
+        ce = F.cross_entropy(out.reshape(-1, C), t.reshape(-1), label_smoothing=label_smoothing, reduction=reduction)
         if reduction == "none":
             ce = ce.reshape(t.shape)
         if not z_loss:
@@ -409,9 +407,7 @@ def test_squared_hinge_predict_proba_inverts_its_minimiser():
     expected = torch.tensor([0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0])
     torch.testing.assert_close(head.predict_proba(outputs), expected)
     wide = _build("squared_hinge", margin=2.0)
-    torch.testing.assert_close(
-        wide.predict_proba(torch.tensor([-2.0, 1.0, 4.0])), torch.tensor([0.0, 0.75, 1.0])
-    )
+    torch.testing.assert_close(wide.predict_proba(torch.tensor([-2.0, 1.0, 4.0])), torch.tensor([0.0, 0.75, 1.0]))
 
 
 @pytest.mark.parametrize("name", REGRESSION_SQUEEZED + ["gaussian_nll", "quantile"])
@@ -441,7 +437,8 @@ def test_square_head_predicts_the_top_score_and_a_softmax_without_ties(k, M):
     ideal = M * torch.eye(C)
     torch.testing.assert_close(head.predict_proba(ideal).diagonal(), torch.full((C,), 0.99))
     assert _build("square", k=k, M=M, temperature=0.5).predict_proba(ideal)[0, 0] == pytest.approx(
-        math.exp(2 * M) / (math.exp(2 * M) + C - 1), rel=1e-5)
+        math.exp(2 * M) / (math.exp(2 * M) + C - 1), rel=1e-5
+    )
 
 
 def test_square_head_regression_scores_below_zero_and_untrained_nll():
@@ -452,7 +449,9 @@ def test_square_head_regression_scores_below_zero_and_untrained_nll():
     assert head.predict(negative).tolist() == negative.argmax(-1).tolist()
     assert head.predict_proba(negative).argmax(-1).tolist() == negative.argmax(-1).tolist()
     torch.manual_seed(0)
-    untrained = head(torch.randn(256, head.proj.in_features, dtype=head.proj.weight.dtype) * 0.1)  # near-zero scores of a fresh projection
+    untrained = head(
+        torch.randn(256, head.proj.in_features, dtype=head.proj.weight.dtype) * 0.1
+    )  # near-zero scores of a fresh projection
     target = torch.randint(0, C, (256,))
     nll = -head.predict_proba(untrained)[torch.arange(256), target].log().mean().item()
     assert math.isfinite(nll) and nll < 2 * math.log(C)  # the clipped rule gave 10-17 (p = 0 for many classes)

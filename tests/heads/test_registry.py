@@ -10,8 +10,7 @@ import torch
 
 import lossbench
 from lossbench import LossHead, UnknownHeadError, get_head, get_head_class, list_heads, register_head
-from lossbench.heads import TASKS, DuplicateHeadError, refresh_plugins
-from lossbench.heads import registry
+from lossbench.heads import TASKS, DuplicateHeadError, refresh_plugins, registry
 
 REQUIRED = {
     "regression": {"mse", "mae", "huber", "log_cosh", "gaussian_nll", "quantile"},
@@ -109,6 +108,7 @@ def test_decorator_registration_and_duplicates():
             @register_head("test_only_head")
             class Second(First):
                 """Second."""
+
         with pytest.raises(DuplicateHeadError, match="registered twice: by built-in"):
             register_head("mse")(First)
     finally:
@@ -136,7 +136,9 @@ def test_plugin_from_an_installed_distribution(plugin_path):
 
 
 def test_plugin_is_imported_only_when_asked_for(plugin_path):
-    install_fake_dist(plugin_path, "lbplug-lazy", {"plugin_lazy": "lbplug_lazy:PluginMAE"}, {"lbplug_lazy": PLUGIN_HEAD})
+    install_fake_dist(
+        plugin_path, "lbplug-lazy", {"plugin_lazy": "lbplug_lazy:PluginMAE"}, {"lbplug_lazy": PLUGIN_HEAD}
+    )
     get_head("ce", in_features=4, num_classes=3)
     assert "lbplug_lazy" not in sys.modules
     get_head("plugin_lazy", in_features=4)
@@ -145,7 +147,9 @@ def test_plugin_is_imported_only_when_asked_for(plugin_path):
 
 def test_broken_plugin_warns_once_and_others_keep_working(plugin_path):
     install_fake_dist(
-        plugin_path, "lbplug-broken", {"broken_head": "lbplug_broken:Missing"},
+        plugin_path,
+        "lbplug-broken",
+        {"broken_head": "lbplug_broken:Missing"},
         {"lbplug_broken": "raise ImportError('needs a library that is not installed')"},
     )
     with pytest.warns(RuntimeWarning, match=r"plugin 'broken_head' from plugin lbplug-broken .* failed to load"):
@@ -161,7 +165,9 @@ def test_broken_plugin_warns_once_and_others_keep_working(plugin_path):
 
 def test_plugin_name_colliding_with_a_builtin_names_both(plugin_path):
     install_fake_dist(plugin_path, "lbplug-clash", {"focal": "lbplug_clash:PluginMAE"}, {"lbplug_clash": PLUGIN_HEAD})
-    with pytest.raises(DuplicateHeadError, match=r"'focal' is registered twice: by built-in .*FocalHead.* and by plugin lbplug-clash"):
+    with pytest.raises(
+        DuplicateHeadError, match=r"'focal' is registered twice: by built-in .*FocalHead.* and by plugin lbplug-clash"
+    ):
         get_head("focal", in_features=2, num_classes=3)
     get_head("ce", in_features=2, num_classes=3)  # other names keep working
 
@@ -172,7 +178,9 @@ def test_two_plugins_with_one_name_name_both(plugin_path):
     sys.path[:0] = [str(plugin_path / "a"), str(plugin_path / "b")]
     try:
         refresh_plugins()
-        with pytest.raises(DuplicateHeadError, match=r"'twin' is registered twice: by plugin lbplug-\w .* and by plugin lbplug-\w"):
+        with pytest.raises(
+            DuplicateHeadError, match=r"'twin' is registered twice: by plugin lbplug-\w .* and by plugin lbplug-\w"
+        ):
             get_head("twin", in_features=2)
     finally:
         sys.path.remove(str(plugin_path / "a"))
@@ -180,7 +188,9 @@ def test_two_plugins_with_one_name_name_both(plugin_path):
 
 
 def test_plugin_that_is_not_a_head_is_skipped_with_a_warning(plugin_path):
-    install_fake_dist(plugin_path, "lbplug-notahead", {"nothead": "lbplug_nothead:thing"}, {"lbplug_nothead": "thing = 3"})
+    install_fake_dist(
+        plugin_path, "lbplug-notahead", {"nothead": "lbplug_nothead:thing"}, {"lbplug_nothead": "thing = 3"}
+    )
     with pytest.warns(RuntimeWarning, match="is not a LossHead subclass"):
         list_heads()
 
@@ -210,12 +220,16 @@ def test_pip_installed_example_plugin_appears_in_cli_and_get_head(tmp_path):
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(example)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     out = subprocess.run(
         [sys.executable, "-m", "lossbench.cli", "heads", "--task", "regression"],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     ).stdout
     assert any(line.startswith("cauchy") and "plugin lossbench-example-plugin" in line for line in out.splitlines())
     code = (

@@ -71,9 +71,3 @@ def reliability_bins(predictions: list[dict[str, Any]], n_bins: int = ECE_BINS) 
     centers = np.append((edges[:-1] + edges[1:]) / 2, 1.0 + 0.5 / n_bins)
     binary = np.asarray(predictions[0]["proba"]).ndim == 1
     return ReliabilityBins(conf[keep], acc[keep], count[keep], centers[keep], edges, ece, binary)
-
-
-
-
-
-

@@ -21,8 +21,8 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 TAIL = 1 / 3  # share of the (trained) evaluations the test looks at
 MIN_POINTS = 4  # fewer evaluations in the tail than this: no verdict (flag None)
@@ -41,15 +41,15 @@ class Improving:
     points: int = 0
 
 
-def still_improving(steps: Sequence[int], values: Sequence[float | None], mode: str, *,
-                    tail: float = TAIL, min_points: int = MIN_POINTS) -> Improving:
+def still_improving(
+    steps: Sequence[int], values: Sequence[float | None], mode: str, *, tail: float = TAIL, min_points: int = MIN_POINTS
+) -> Improving:
     """Fit a line to the last ``tail`` of the evaluations after step 0; see the module docstring."""
     from scipy.stats import linregress
 
     if mode not in ("max", "min"):
         raise ValueError(f"still_improving: `mode` must be 'max' or 'min', got {mode!r}")
-    pairs = [(int(s), float(v)) for s, v in zip(steps, values)
-             if s > 0 and v is not None and math.isfinite(float(v))]
+    pairs = [(int(s), float(v)) for s, v in zip(steps, values) if s > 0 and v is not None and math.isfinite(float(v))]
     count = max(min_points, math.ceil(len(pairs) * tail))
     if len(pairs) < min_points:
         return Improving(None, points=len(pairs))

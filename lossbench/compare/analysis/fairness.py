@@ -18,8 +18,9 @@ A fingerprint a run does not carry (for instance a run that never started) is no
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from lossbench.compare.store.fingerprints import combine
 from lossbench.compare.store.records import RunRecord
@@ -125,8 +126,10 @@ def check_fairness(records: Iterable[Any]) -> FairnessResult:
             bad = sorted(k for k, v in present.items() if v != value or count * 2 <= len(present))
             if not all(k in invalid for k in bad):
                 shown = ", ".join(f"{loss} seed {seed}" for loss, seed in bad)
-                problems.append(f"Runs {shown} were trained or scored on different contents of the {split!r} split "
-                                "than the other runs of this comparison (data); their comparisons are invalid.")
+                problems.append(
+                    f"Runs {shown} were trained or scored on different contents of the {split!r} split "
+                    "than the other runs of this comparison (data); their comparisons are invalid."
+                )
                 invalid.update(bad)
     return FairnessResult(ok=not problems, problems=problems, invalid=invalid, checked=checked)
 

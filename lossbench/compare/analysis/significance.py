@@ -26,8 +26,9 @@ of one position whose target is ignored are left out of every test, as the logge
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,8 +123,15 @@ def mcnemar_pooled(preds_a: Sequence[dict], preds_b: Sequence[dict]) -> ExampleT
         p = 1.0  # no discordant example: no evidence of any difference
     else:
         p = float(mcnemar([[0, a_only], [b_only, 0]], exact=True).pvalue)
-    return ExampleTest("McNemar (exact, pooled over seeds)", "accuracy", n, len(preds_a), float(np.mean(diffs)),
-                       min(p, 1.0), {"a_only": a_only, "b_only": b_only})
+    return ExampleTest(
+        "McNemar (exact, pooled over seeds)",
+        "accuracy",
+        n,
+        len(preds_a),
+        float(np.mean(diffs)),
+        min(p, 1.0),
+        {"a_only": a_only, "b_only": b_only},
+    )
 
 
 # metric -> score(prediction dict, index rows (R, N)) -> (R,) scores of each resampled test set
@@ -153,8 +161,11 @@ def _f1(pred: dict, idx: np.ndarray, classes: list[int]) -> np.ndarray:
 
 def _classes(pred: dict) -> list[int]:
     proba = pred.get("proba")
-    n_classes = int(np.asarray(proba).shape[-1]) if proba is not None and np.asarray(proba).ndim == 2 else int(
-        max(np.max(pred["target"]), np.max(_labels(pred))) + 1)
+    n_classes = (
+        int(np.asarray(proba).shape[-1])
+        if proba is not None and np.asarray(proba).ndim == 2
+        else int(max(np.max(pred["target"]), np.max(_labels(pred))) + 1)
+    )
     return list(range(max(n_classes, 2)))
 
 
@@ -203,6 +214,7 @@ def _r2(pred: dict, idx: np.ndarray) -> np.ndarray:
 def _per_example(fn: Callable[[dict], np.ndarray]) -> Callable[[dict, np.ndarray], np.ndarray]:
     def score(pred: dict, idx: np.ndarray) -> np.ndarray:
         return fn(pred)[idx].reshape(idx.shape[0], -1).mean(-1)
+
     return score
 
 
@@ -271,12 +283,14 @@ def _auroc(pred: dict, idx: np.ndarray) -> np.ndarray:
 def _token_mean(values: Callable[[dict], np.ndarray]) -> Callable[[dict, np.ndarray], np.ndarray]:
     """A mean over the positions whose target is not the head's ``ignore_index``, pooled over the resampled rows (a
     row of a language model holds many positions)."""
+
     def score(pred: dict, idx: np.ndarray) -> np.ndarray:
         target = np.asarray(pred["target"])
         n, keep = target.shape[0], (target != _ignore_index(pred))
         per_row = np.stack([_rows(np.where(keep, values(pred), 0.0), n).sum(1), _rows(keep, n).sum(1)], 1)
         sums = _resampled_sums(per_row.astype(np.float64), idx)
         return sums[:, 0] / np.maximum(sums[:, 1], 1)
+
     return score
 
 
@@ -317,14 +331,26 @@ SCORES: dict[str, Callable[[dict, np.ndarray], np.ndarray]] = {
     "perplexity": _perplexity,
     "token_accuracy": _token_mean(lambda p: (np.asarray(p["label"]) == np.asarray(p["target"])).astype(np.float64)),
 }
-NEEDS = {"nll": "proba", "brier": "proba", "ece": "proba", "auroc": "proba", "kl": "proba", "top1_agreement": "proba",
-         "mse": "value", "mae": "value", "r2": "value", "rank_mae": "label", "perplexity": "target_proba",
-         "token_accuracy": "label"}
+NEEDS = {
+    "nll": "proba",
+    "brier": "proba",
+    "ece": "proba",
+    "auroc": "proba",
+    "kl": "proba",
+    "top1_agreement": "proba",
+    "mse": "value",
+    "mae": "value",
+    "r2": "value",
+    "rank_mae": "label",
+    "perplexity": "target_proba",
+    "token_accuracy": "label",
+}
 """The prediction each metric's test reads (the others read ``label``, or ``proba`` where no label was kept)."""
 
 
-def paired_bootstrap(metric: str, preds_a: Sequence[dict], preds_b: Sequence[dict], *,
-                     resamples: int = RESAMPLES, seed: int = SEED) -> ExampleTest:
+def paired_bootstrap(
+    metric: str, preds_a: Sequence[dict], preds_b: Sequence[dict], *, resamples: int = RESAMPLES, seed: int = SEED
+) -> ExampleTest:
     """Paired bootstrap of ``metric(a) - metric(b)``: each resample draws test rows (the same rows for both
     losses and every seed) and seeds, both with replacement. Two-sided p from the share of resampled
     differences on the other side of 0; ``detail["ci"]`` is the 95% percentile interval.
@@ -352,19 +378,27 @@ def paired_bootstrap(metric: str, preds_a: Sequence[dict], preds_b: Sequence[dic
         idx = rng.integers(0, n, size=(rows, n))
         draws = rng.integers(0, k, size=(rows, k))
         per_seed = np.stack([score(a, idx) - score(b, idx) for a, b in zip(preds_a, preds_b)], 1)  # (rows, k)
-        stats[start:start + rows] = np.take_along_axis(per_seed, draws, 1).mean(1)
+        stats[start : start + rows] = np.take_along_axis(per_seed, draws, 1).mean(1)
     stats = stats[np.isfinite(stats)]
     if stats.size == 0:
         return ExampleTest("paired bootstrap over examples and seeds", metric, n, k, diff, None, {"ci": (None, None)})
     below, above = (np.sum(stats <= 0) + 1) / (stats.size + 1), (np.sum(stats >= 0) + 1) / (stats.size + 1)
     p = float(min(1.0, 2 * min(below, above)))
     low, high = (float(x) for x in np.percentile(stats, [2.5, 97.5]))
-    return ExampleTest("paired bootstrap over examples and seeds", metric, n, k, diff, p,
-                       {"ci": (low, high), "resamples": int(stats.size), "seed": seed})
+    return ExampleTest(
+        "paired bootstrap over examples and seeds",
+        metric,
+        n,
+        k,
+        diff,
+        p,
+        {"ci": (low, high), "resamples": int(stats.size), "seed": seed},
+    )
 
 
-def example_level_test(metric: str, preds_a: Sequence[dict], preds_b: Sequence[dict], *,
-                       mode: str = "max") -> ExampleTest | None:
+def example_level_test(
+    metric: str, preds_a: Sequence[dict], preds_b: Sequence[dict], *, mode: str = "max"
+) -> ExampleTest | None:
     """The example-level test of ``metric`` (a name without the ``test/`` prefix), or None when no
     per-example test is defined for it (the seed-level test then decides alone). ``mode`` is the
     metric's direction; the test is two-sided either way."""
@@ -382,11 +416,15 @@ def example_level_test(metric: str, preds_a: Sequence[dict], preds_b: Sequence[d
 
 def _check_pairs(preds_a: Sequence[dict], preds_b: Sequence[dict]) -> None:
     if len(preds_a) != len(preds_b) or not preds_a:
-        raise ValueError(f"example-level test: `preds_a` and `preds_b` must hold one prediction dict per common seed, "
-                         f"got {len(preds_a)} and {len(preds_b)}")
+        raise ValueError(
+            f"example-level test: `preds_a` and `preds_b` must hold one prediction dict per common seed, "
+            f"got {len(preds_a)} and {len(preds_b)}"
+        )
     reference = np.asarray(preds_a[0]["target"])
     for i, p in enumerate((*preds_a, *preds_b)):
         if not np.array_equal(np.asarray(p["target"]), reference):
-            raise ValueError(f"example-level test: every prediction must be on the same test rows; "
-                             f"prediction {i} has other targets (shape {np.asarray(p['target']).shape}, "
-                             f"expected {reference.shape})")
+            raise ValueError(
+                f"example-level test: every prediction must be on the same test rows; "
+                f"prediction {i} has other targets (shape {np.asarray(p['target']).shape}, "
+                f"expected {reference.shape})"
+            )

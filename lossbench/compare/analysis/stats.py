@@ -10,8 +10,9 @@ A run that never reached the target is counted as "not reached", never as 0 or i
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from scipy import stats as sps
@@ -208,21 +209,31 @@ def irregularities(
     elif rows is not None:
         steps = [row["step"] for row in rows]
         if not steps and record.steps:
-            add("truncated", f"{metrics_file} has no evaluation rows but the run finished at step {record.steps} "
-                             "(truncated?)")
+            add(
+                "truncated",
+                f"{metrics_file} has no evaluation rows but the run finished at step {record.steps} (truncated?)",
+            )
         elif steps and steps[-1] < record.steps:
-            add("truncated", f"{metrics_file} ends at step {steps[-1]} but the run finished at step {record.steps} "
-                             "(truncated?)")
+            add(
+                "truncated",
+                f"{metrics_file} ends at step {steps[-1]} but the run finished at step {record.steps} (truncated?)",
+            )
         back = next((i for i in range(1, len(steps)) if steps[i] <= steps[i - 1]), None)
         if back is not None:
-            add("truncated", f"{metrics_file}'s steps do not increase (row {back + 1}: step {steps[back]} after "
-                             f"{steps[back - 1]})")
+            add(
+                "truncated",
+                f"{metrics_file}'s steps do not increase (row {back + 1}: step {steps[back]} after {steps[back - 1]})",
+            )
     if record.skipped_steps:
-        add("skipped", f"skipped {record.skipped_steps} of {record.steps} optimizer steps on a non-finite loss or "
-                       "gradient (nan_policy: skip)")
+        add(
+            "skipped",
+            f"skipped {record.skipped_steps} of {record.steps} optimizer steps on a non-finite loss or "
+            "gradient (nan_policy: skip)",
+        )
     columns = sorted({k for row in rows or () for k in row if k.startswith("val/")})
-    for metric in sorted({*columns, *(m for m in record.final if m.startswith("val/"))},
-                         key=lambda m: (m != "val/loss", m)):
+    for metric in sorted(
+        {*columns, *(m for m in record.final if m.startswith("val/"))}, key=lambda m: (m != "val/loss", m)
+    ):
         kind = "nonfinite" if metric == "val/loss" else "nonfinite_metric"
         values = [row[metric] for row in rows or () if row.get(metric) is not None]
         bad = sum(1 for v in values if not _finite(v))
@@ -363,9 +374,14 @@ def same_differences(a: Iterable[float], b: Iterable[float]) -> bool:
     return bool(np.ptp(a - b) <= ROUNDING * scale)
 
 
-def summarize(loss: str, records: list[RunRecord], metric: str, metrics: list[str],
-              test_metrics: list[str] = (), irregular: dict[tuple[str, int], list[Irregularity]] | None = None
-              ) -> LossSummary:
+def summarize(
+    loss: str,
+    records: list[RunRecord],
+    metric: str,
+    metrics: list[str],
+    test_metrics: list[str] = (),
+    irregular: dict[tuple[str, int], list[Irregularity]] | None = None,
+) -> LossSummary:
     """Summary of one loss over its (finished, valid) records, one per seed; ``irregular`` as
     :attr:`ComparisonStats.irregular` (default: from the records alone, :func:`irregularities`)."""
     records = sorted(records, key=lambda r: r.seed)
@@ -466,12 +482,21 @@ def compare_losses(
     has_test = any(tested in r.test for rs in used.values() for r in rs.values())
     headline = tested if has_test else metric
 
-    result = ComparisonStats(metric, mode, target.get("threshold"), baseline, losses, metrics, headline=headline,
-                             test_metrics=[tested, *test_names] if has_test else [],
-                             irregular={key: list(found) for key, found in sorted(irregular.items()) if found})
+    result = ComparisonStats(
+        metric,
+        mode,
+        target.get("threshold"),
+        baseline,
+        losses,
+        metrics,
+        headline=headline,
+        test_metrics=[tested, *test_names] if has_test else [],
+        irregular={key: list(found) for key, found in sorted(irregular.items()) if found},
+    )
     for loss in losses:
-        result.summaries[loss] = summarize(loss, list(used[loss].values()), metric, metrics, result.test_metrics,
-                                           irregular)
+        result.summaries[loss] = summarize(
+            loss, list(used[loss].values()), metric, metrics, result.test_metrics, irregular
+        )
     predictions = predictions or {}
     examples = {}
     for loss in losses:
@@ -527,8 +552,9 @@ def _example_test(used, predictions, loss: str, other: str, headline: str, mode:
     if not seeds:
         return None
     name = headline.split("/", 1)[-1]
-    return example_level_test(name, [predictions[(loss, s)] for s in seeds],
-                              [predictions[(other, s)] for s in seeds], mode=mode)
+    return example_level_test(
+        name, [predictions[(loss, s)] for s in seeds], [predictions[(other, s)] for s in seeds], mode=mode
+    )
 
 
 def median(values: Iterable[float]) -> float:
@@ -582,14 +608,18 @@ def _paired_steps(used: dict[str, dict[int, RunRecord]], loss: str, other: str) 
     return result if result is not None and result.n >= 2 else None
 
 
-def _rank(result: ComparisonStats, used: dict[str, dict[int, RunRecord]],
-          predictions: dict[tuple[str, int], dict[str, Any]]) -> tuple[list[RankEntry], list[str]]:
+def _rank(
+    result: ComparisonStats, used: dict[str, dict[int, RunRecord]], predictions: dict[tuple[str, int], dict[str, Any]]
+) -> tuple[list[RankEntry], list[str]]:
     """Order losses by mean headline metric (ties keep report order); compare each with the next (Holm)."""
     from lossbench.compare.analysis.significance import holm
 
     order = {loss: i for i, loss in enumerate(result.losses)}
-    pick = (lambda s: s.test[result.headline]) if result.headline.startswith("test/") else (
-        lambda s: s.final[result.metric])
+    pick = (
+        (lambda s: s.test[result.headline])
+        if result.headline.startswith("test/")
+        else (lambda s: s.final[result.metric])
+    )
     means = {loss: pick(s).mean for loss, s in result.summaries.items()}
     ranked = [loss for loss in result.losses if means[loss] is not None]
     sign = -1.0 if result.mode == "max" else 1.0

@@ -48,7 +48,10 @@ def summarise_rows(rows: list[dict[str, Any]], modes: dict[str, str], target: di
             break
     improving = still_improving([r["step"] for r in rows], [r.get(metric) for r in rows], mode)
     return {
-        "final": final, "best": best, "steps_to_target": steps, "seconds_to_target": seconds,
+        "final": final,
+        "best": best,
+        "steps_to_target": steps,
+        "seconds_to_target": seconds,
         "auc": time_average([r["step"] for r in rows], [r.get(metric) for r in rows]),
         "improving": {"metric": metric, **asdict(improving)},
     }
@@ -59,8 +62,10 @@ def summarise_run(record: RunRecord, rows: list[dict[str, Any]], trainer: Any, m
     from lossbench.metrics import metric_specs
 
     task = model.head.task
-    modes = {f"val/{name}": mode for name, (_, _, mode) in
-             metric_specs(task, getattr(model.head, "num_classes", None)).items()}
+    modes = {
+        f"val/{name}": mode
+        for name, (_, _, mode) in metric_specs(task, getattr(model.head, "num_classes", None)).items()
+    }
     modes["val/loss"] = "min"
     record.modes = modes
     record.steps = int(trainer.global_step)

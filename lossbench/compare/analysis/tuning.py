@@ -17,8 +17,11 @@ def diverged(record: RunRecord) -> bool:
     """A tuning trial stopped by a non-finite training loss or gradient (``nan_policy: raise``): a result, the
     worst score, not a failure of the comparison (a search space may well reach learning rates that diverge);
     done, like a finished run, so a rerun does not train it again."""
-    return ((record.tuning or {}).get("role") == "trial" and record.status == "failed"
-            and str(record.error or "").startswith("FloatingPointError"))
+    return (
+        (record.tuning or {}).get("role") == "trial"
+        and record.status == "failed"
+        and str(record.error or "").startswith("FloatingPointError")
+    )
 
 
 def trial_score(record: RunRecord, metric: str, select: str) -> float | None:
@@ -46,8 +49,14 @@ class LossTuning:
         return self.points[self.chosen]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"points": self.points, "scores": self.scores, "chosen": self.chosen, "point": self.point,
-                "reason": self.reason, "diverged": self.diverged}
+        return {
+            "points": self.points,
+            "scores": self.scores,
+            "chosen": self.chosen,
+            "point": self.point,
+            "reason": self.reason,
+            "diverged": self.diverged,
+        }
 
     def edges(self, tune: TuneSpec) -> list[tuple[Dimension, str]]:
         """The dimensions whose smallest or largest value tried is the chosen trial's while its score is better
@@ -105,12 +114,19 @@ def select_trials(tune: TuneSpec, labels: list[str], records: list[RunRecord], s
 
 # -- the fairness check ------------------------------------------------------------------------------
 def _same(a: Any, b: Any) -> bool:
-    return (isinstance(a, (int, float)) and isinstance(b, (int, float))
-            and math.isclose(float(a), float(b), rel_tol=POINT_TOLERANCE, abs_tol=1e-15))
+    return (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and math.isclose(float(a), float(b), rel_tol=POINT_TOLERANCE, abs_tol=1e-15)
+    )
 
 
-def check_tuning(comparison: dict[str, Any], records: list[RunRecord], final: list[RunRecord],
-                 chosen: dict[str, LossTuning] | None = None) -> tuple[list[str], set[tuple[str, int]]]:
+def check_tuning(
+    comparison: dict[str, Any],
+    records: list[RunRecord],
+    final: list[RunRecord],
+    chosen: dict[str, LossTuning] | None = None,
+) -> tuple[list[str], set[tuple[str, int]]]:
     """Problems with a tuned comparison's budget and choices, and the final (loss, seed) runs they make invalid.
 
     Checks, from the records alone: every loss has the recipe's number of trials on every tuning seed, with the
@@ -133,8 +149,10 @@ def check_tuning(comparison: dict[str, Any], records: list[RunRecord], final: li
         for seed in tune.seeds:
             done = sorted(int(r.tuning.get("trial", -1)) for r in runs if r.seed == seed)
             if done != list(range(tune.trials)):
-                problems.append(f"Tuning: loss '{label}' has trials {done} on tuning seed {seed}, the budget is "
-                                f"{tune.trials} trials (0 to {tune.trials - 1}) for every loss.")
+                problems.append(
+                    f"Tuning: loss '{label}' has trials {done} on tuning seed {seed}, the budget is "
+                    f"{tune.trials} trials (0 to {tune.trials - 1}) for every loss."
+                )
                 bad_losses.add(label)
         for r in runs:
             j, point = int(r.tuning.get("trial", -1)), r.tuning.get("point") or {}
@@ -142,21 +160,29 @@ def check_tuning(comparison: dict[str, Any], records: list[RunRecord], final: li
             wrong = sorted(p for p in set(want) | set(point) if not _same(point.get(p), want.get(p)))
             if wrong:
                 shown = ", ".join(f"{p}={point.get(p)!r} (the recipe's point: {want.get(p)!r})" for p in wrong)
-                problems.append(f"Tuning: trial {j} of loss '{label}' (seed {r.seed}) was recorded at {shown}: its "
-                                "point is not the recipe's, so the losses did not get the same trials.")
+                problems.append(
+                    f"Tuning: trial {j} of loss '{label}' (seed {r.seed}) was recorded at {shown}: its "
+                    "point is not the recipe's, so the losses did not get the same trials."
+                )
                 bad_losses.add(label)
     for j in range(tune.trials):  # the shared dimensions of trial j, across losses
         for dim in tune.shared:
-            values = {label: (r.tuning.get("point") or {}).get(dim.path) for label in labels
-                      for r in by_loss.get(label, []) if int(r.tuning.get("trial", -1)) == j}
+            values = {
+                label: (r.tuning.get("point") or {}).get(dim.path)
+                for label in labels
+                for r in by_loss.get(label, [])
+                if int(r.tuning.get("trial", -1)) == j
+            }
             if len({repr(v) for v in values.values()}) > 1:
                 shown = ", ".join(f"{k}={v!r}" for k, v in sorted(values.items()))
                 problems.append(f"Tuning: trial {j} has different {dim.path} across losses ({shown}).")
                 bad_losses.update(values)
     steps = {r.steps for r in trials if r.status == "finished"}
     if len(steps) > 1:
-        problems.append(f"Tuning: finished trials trained different numbers of steps ({sorted(steps)}); every trial "
-                        "must get the same budget.")
+        problems.append(
+            f"Tuning: finished trials trained different numbers of steps ({sorted(steps)}); every trial "
+            "must get the same budget."
+        )
         bad_losses.update(labels)
     chosen = select_trials(tune, labels, records, select) if chosen is None else chosen
     invalid = {(r.loss, r.seed) for r in final if r.loss in bad_losses}
@@ -164,8 +190,10 @@ def check_tuning(comparison: dict[str, Any], records: list[RunRecord], final: li
         point = (r.tuning or {}).get("point") or {}
         want = chosen[r.loss].point if r.loss in chosen else None
         if want is None or set(point) != set(want) or not all(_same(point[p], want[p]) for p in want):
-            problems.append(f"Tuning: the final run of '{r.loss}' seed {r.seed} was trained at {point}, its trials "
-                            f"select {want} on validation.")
+            problems.append(
+                f"Tuning: the final run of '{r.loss}' seed {r.seed} was trained at {point}, its trials "
+                f"select {want} on validation."
+            )
             invalid.add((r.loss, r.seed))
     return problems, invalid
 

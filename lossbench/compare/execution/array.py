@@ -62,12 +62,16 @@ class ModelArray(pl.LightningModule):
         shapes = [{n: tuple(p.shape) for n, p in m.backbone.named_parameters()} for m in self.members]
         for label, shape in zip(self.labels, shapes):
             if shape != shapes[0]:
-                raise ValueError(f"ModelArray: member {label!r}'s backbone differs from {self.labels[0]!r}'s; "
-                                 "the members of an array must share the backbone's architecture")
+                raise ValueError(
+                    f"ModelArray: member {label!r}'s backbone differs from {self.labels[0]!r}'s; "
+                    "the members of an array must share the backbone's architecture"
+                )
         optimizers = {m.hparams.optimizer for m in self.members}
         if len(optimizers) > 1:
-            raise ValueError(f"ModelArray: the members use different optimizers {sorted(optimizers)}; one array "
-                             "has one optimizer (its members may differ in learning rate and weight decay)")
+            raise ValueError(
+                f"ModelArray: the members use different optimizers {sorted(optimizers)}; one array "
+                "has one optimizer (its members may differ in learning rate and weight decay)"
+            )
         # the architecture without weights: functional_call runs it on each member's parameters
         self._template = [copy.deepcopy(self.members[0].backbone).to("meta")]  # a list: not a submodule
         self.gradient_clip_val = gradient_clip_val
@@ -138,8 +142,9 @@ class ModelArray(pl.LightningModule):
         finally:
             torch.backends.mha.set_fastpath_enabled(fastpath)
 
-    def member_losses(self, batch: Any, feats: Tensor | None = None
-                      ) -> list[tuple[Tensor, dict[str, Tensor], Tensor] | BaseException | None]:
+    def member_losses(
+        self, batch: Any, feats: Tensor | None = None
+    ) -> list[tuple[Tensor, dict[str, Tensor], Tensor] | BaseException | None]:
         """Each member's (loss, terms, outputs) on ``batch``, the exception its head raised, or None (failed)."""
         inputs, target = LossbenchModule._unpack(batch)
         feats = self.features(inputs) if feats is None else feats
@@ -198,7 +203,8 @@ class ModelArray(pl.LightningModule):
             if not ok:
                 if m.nan_policy == "raise":
                     self.failed[self.labels[i]] = "FloatingPointError: " + m.non_finite_message(
-                        loss, terms, self.global_step, batch_idx)
+                        loss, terms, self.global_step, batch_idx
+                    )
                 else:
                     m.skipped_steps += 1
                 continue
@@ -275,13 +281,19 @@ class ModelArray(pl.LightningModule):
             return
         if m.nan_policy == "raise":
             self.failed[self.labels[i]] = "FloatingPointError: " + m.non_finite_gradient_message(
-                self.step_losses[i], norm, self.global_step, self._batch_idx)
+                self.step_losses[i], norm, self.global_step, self._batch_idx
+            )
         else:
             m.skipped_steps += 1
 
     # -- loss scaling ----------------------------------------------------------------------------
-    def use_loss_scaling(self, init_scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
-                         growth_interval: int = 2000) -> None:
+    def use_loss_scaling(
+        self,
+        init_scale: float = 2.0**16,
+        growth_factor: float = 2.0,
+        backoff_factor: float = 0.5,
+        growth_interval: int = 2000,
+    ) -> None:
         """Scale each member's loss by its own dynamic scale from now on (``torch.amp.GradScaler``'s settings);
         scales already set (by a checkpoint) are kept."""
         self._scaling = (float(growth_factor), float(backoff_factor), int(growth_interval))
@@ -307,8 +319,9 @@ class ModelArray(pl.LightningModule):
         scaler = loss_scaler(self.trainer)
         if scaler is None:
             return
-        self.use_loss_scaling(scaler.get_scale(), scaler.get_growth_factor(), scaler.get_backoff_factor(),
-                              scaler.get_growth_interval())
+        self.use_loss_scaling(
+            scaler.get_scale(), scaler.get_growth_factor(), scaler.get_backoff_factor(), scaler.get_growth_interval()
+        )
         plugin = self.trainer.precision_plugin
         plugin.scaler = torch.amp.GradScaler(getattr(plugin, "device", "cuda"), enabled=False)
 
@@ -382,7 +395,8 @@ class ModelArray(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lossbench_array"] = {
-            "labels": list(self.labels), "failed": dict(self.failed),
+            "labels": list(self.labels),
+            "failed": dict(self.failed),
             "skipped_steps": [int(m.skipped_steps) for m in self.members],
         }
         if self.loss_scales is not None:
@@ -391,8 +405,9 @@ class ModelArray(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("lossbench_array") or {}
         if state.get("labels", self.labels) != self.labels:
-            raise ValueError(f"ModelArray: the checkpoint holds members {state.get('labels')}, this array "
-                             f"{self.labels}")
+            raise ValueError(
+                f"ModelArray: the checkpoint holds members {state.get('labels')}, this array {self.labels}"
+            )
         self.failed = dict(state.get("failed", {}))
         for m, skipped in zip(self.members, state.get("skipped_steps", [0] * len(self.members))):
             m.skipped_steps = int(skipped)

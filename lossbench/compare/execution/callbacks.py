@@ -50,8 +50,15 @@ class DataOrderFingerprint(pl.Callback):
         self.hashes = dict(state_dict.get("hashes", {}))
 
 
-def evaluation_row(step: int, epoch: int, wall_time: float, train_loss: float | None, grad_norm: Any,
-                   lr: float | None, values: dict[str, Any]) -> dict[str, Any]:
+def evaluation_row(
+    step: int,
+    epoch: int,
+    wall_time: float,
+    train_loss: float | None,
+    grad_norm: Any,
+    lr: float | None,
+    values: dict[str, Any],
+) -> dict[str, Any]:
     """One metrics.csv row: METRIC_COLUMNS, then every ``val/`` value in name order.
 
     One rule for both executors (sequential runs and fused array members): ``train_loss`` is the mean of the
@@ -62,8 +69,12 @@ def evaluation_row(step: int, epoch: int, wall_time: float, train_loss: float | 
     until a step has updated the weights; ``lr`` is then the optimizer's.
     """
     row = {
-        "step": step, "epoch": epoch, "wall_time": round(wall_time, 6), "train_loss": train_loss,
-        "grad_norm": _float(grad_norm) if step else None, "lr": lr,
+        "step": step,
+        "epoch": epoch,
+        "wall_time": round(wall_time, 6),
+        "train_loss": train_loss,
+        "grad_norm": _float(grad_norm) if step else None,
+        "lr": lr,
     }
     row.update({k: _float(v) for k, v in sorted(values.items()) if k.startswith("val/")})
     return row
@@ -138,8 +149,17 @@ class RunRecorder(pl.Callback):
         lr = module.step_lr
         if lr is None and trainer.optimizers:
             lr = float(trainer.optimizers[0].param_groups[0]["lr"])
-        self.rows.append(evaluation_row(step, int(trainer.current_epoch), self.train_seconds, self._loss.take(trainer),
-                                        module.step_grad_norm, lr, dict(trainer.callback_metrics)))
+        self.rows.append(
+            evaluation_row(
+                step,
+                int(trainer.current_epoch),
+                self.train_seconds,
+                self._loss.take(trainer),
+                module.step_grad_norm,
+                lr,
+                dict(trainer.callback_metrics),
+            )
+        )
         if self.on_row is not None:
             self.on_row(self.rows)
 

@@ -102,8 +102,12 @@ def library_versions() -> dict[str, str]:
     import lossbench
 
     return {
-        "python": platform.python_version(), "torch": torch.__version__, "lightning": lightning.__version__,
-        "torchmetrics": torchmetrics.__version__, "datasets": datasets.__version__, "lossbench": lossbench.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "torchmetrics": torchmetrics.__version__,
+        "datasets": datasets.__version__,
+        "lossbench": lossbench.__version__,
     }
 
 
@@ -114,16 +118,24 @@ def environment(trainer: pl.Trainer | None = None, settings: dict[str, Any] | No
     """
     settings = settings or {}
     env: dict[str, Any] = {
-        "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
-        "cpu_count": os.cpu_count(), "platform": platform.platform(), "machine": platform.machine(),
-        "accelerator": settings.get("accelerator"), "devices": settings.get("devices"),
-        "precision": str(settings.get("precision")), "deterministic": settings.get("deterministic"),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "accelerator": settings.get("accelerator"),
+        "devices": settings.get("devices"),
+        "precision": str(settings.get("precision")),
+        "deterministic": settings.get("deterministic"),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
     }
     if trainer is not None:
-        env.update(accelerator=type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
-                   devices=int(trainer.num_devices), world_size=int(trainer.world_size),
-                   precision=str(trainer.precision))
+        env.update(
+            accelerator=type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
+            devices=int(trainer.num_devices),
+            world_size=int(trainer.world_size),
+            precision=str(trainer.precision),
+        )
     if torch.cuda.is_available() and env["accelerator"] in ("cuda", "gpu"):
         env["device_name"] = torch.cuda.get_device_name(0)
     return env
@@ -146,8 +158,15 @@ def balanced_weights(class_counts: dict[str, int], spec) -> list[float]:
     return [total / (len(counts) * n) for n in counts]
 
 
-def build_module(recipe: dict[str, Any], head: str, head_args: dict[str, Any], spec, seed: int,
-                 overrides: dict[str, Any] | None = None, class_counts: dict[str, int] | None = None):
+def build_module(
+    recipe: dict[str, Any],
+    head: str,
+    head_args: dict[str, Any],
+    spec,
+    seed: int,
+    overrides: dict[str, Any] | None = None,
+    class_counts: dict[str, int] | None = None,
+):
     """The LossbenchModule of one run, from a resolved recipe dict (``Recipe.to_dict()`` / comparison.json) and the
     run's own ``optimizer.*`` values (a tuning trial's point, :attr:`LossSpec.overrides`). A head argument
     ``weight: balanced`` becomes :func:`balanced_weights` of the training split's ``class_counts``."""
@@ -165,8 +184,13 @@ def build_module(recipe: dict[str, Any], head: str, head_args: dict[str, Any], s
             raise ValueError("`weight: balanced` needs the training split's class counts")
         head_args = {**head_args, "weight": balanced_weights(class_counts, spec)}
     return LossbenchModule(
-        head, head_args=head_args, data_spec=spec, backbone=recipe["backbone"], seed=seed,
-        nan_policy=recipe.get("nan_policy", "raise"), optimizer=OptimizerConfig(**opt),
+        head,
+        head_args=head_args,
+        data_spec=spec,
+        backbone=recipe["backbone"],
+        seed=seed,
+        nan_policy=recipe.get("nan_policy", "raise"),
+        optimizer=OptimizerConfig(**opt),
         schedule=ScheduleConfig(**recipe["schedule"]),
     )
 
@@ -234,11 +258,17 @@ def _read_record(path: Path) -> tuple[RunRecord | None, str | None]:
         return None, None
     try:
         record = RunRecord.load(path)
-        bad = [name for name, ok in (
-            ("status", record.status in STATUS), ("seed", isinstance(record.seed, int)),
-            ("steps", isinstance(record.steps, int)), ("fingerprints", isinstance(record.fingerprints, dict)),
-            *((name, isinstance(getattr(record, name), dict)) for name in ("final", "best", "test", "head_args")),
-        ) if not ok]
+        bad = [
+            name
+            for name, ok in (
+                ("status", record.status in STATUS),
+                ("seed", isinstance(record.seed, int)),
+                ("steps", isinstance(record.steps, int)),
+                ("fingerprints", isinstance(record.fingerprints, dict)),
+                *((name, isinstance(getattr(record, name), dict)) for name in ("final", "best", "test", "head_args")),
+            )
+            if not ok
+        ]
         if bad:
             raise ValueError(f"ill-typed fields {bad}")
         return record, None
@@ -314,7 +344,8 @@ class Comparison:
                 raise RecipeError(
                     f"recipe: the data has no {split} split and carves none (`data.{'val' if split == 'validation' else 'test'}"
                     f"_fraction` is 0): a comparison needs validation rows to select on and test rows to report; "
-                    f"give a {split} split or a fraction > 0")
+                    f"give a {split} split or a fraction > 0"
+                )
         self._check_data()
         from lossbench.metrics import metric_specs
         from lossbench.module import check_head_fits_data, resolve_head_class
@@ -338,8 +369,11 @@ class Comparison:
         self._check_model_size(spec)
         check_distillers(self.recipe)
         if self.recipe.teacher is not None and "checkpoint" in self.recipe.teacher:
-            load_checkpoint_teacher(self.recipe.teacher["checkpoint"], spec,  # its classes, data and contents, now
-                                    self.recipe.teacher.get("sha256"))
+            load_checkpoint_teacher(
+                self.recipe.teacher["checkpoint"],
+                spec,  # its classes, data and contents, now
+                self.recipe.teacher.get("sha256"),
+            )
         probe = self.initial_state(self.recipe.seeds[0], spec)
         for loss in self.recipe.losses:  # the heads' own argument checks, before anything is written
             try:
@@ -358,8 +392,10 @@ class Comparison:
                 try:
                     self.build_model(with_point(loss, point, "trial", j), self.recipe.seeds[0], spec, probe)
                 except (ValueError, TypeError) as exc:
-                    raise RecipeError(f"recipe: loss {loss.label!r} cannot be built at tuning trial {j} "
-                                      f"({point}): {exc}; narrow `tune.space`") from None
+                    raise RecipeError(
+                        f"recipe: loss {loss.label!r} cannot be built at tuning trial {j} "
+                        f"({point}): {exc}; narrow `tune.space`"
+                    ) from None
 
     def _check_model_size(self, spec) -> None:
         """Refuse a backbone above MAX_PARAMETERS before allocating it (counted on the meta device)."""
@@ -371,7 +407,8 @@ class Comparison:
         if count > MAX_PARAMETERS:
             raise RecipeError(
                 f"recipe: the backbone would have {count:,} parameters (`backbone` {self.recipe.backbone} on this "
-                f"data), more than the {MAX_PARAMETERS:,} a comparison allows; refused before allocating it")
+                f"data), more than the {MAX_PARAMETERS:,} a comparison allows; refused before allocating it"
+            )
 
     def _check_output(self) -> None:
         meta = self.output / "comparison.json"
@@ -418,7 +455,8 @@ class Comparison:
         changed = [
             f"{split!r} (fingerprint {str(before.get(split, {}).get('fingerprint'))[:12]} then, "
             f"{str(now.get('fingerprint'))[:12]} now; {before.get(split, {}).get('rows')} rows then, {now.get('rows')} now)"
-            for split, now in self.data.items() if before.get(split, {}).get("fingerprint") != now.get("fingerprint")
+            for split, now in self.data.items()
+            if before.get(split, {}).get("fingerprint") != now.get("fingerprint")
         ]
         if changed:
             raise RecipeError(
@@ -440,7 +478,8 @@ class Comparison:
             problem = problem if not isinstance(meta, dict) else "its 'data' is not an object"
             raise RecipeError(
                 f"compare: {str(path)!r} is unreadable: {problem}; it records which recipe and data this folder "
-                "holds, so its runs cannot be resumed without it: restore it, or use a new --output folder")
+                "holds, so its runs cannot be resumed without it: restore it, or use a new --output folder"
+            )
         return meta
 
     @property
@@ -504,8 +543,9 @@ class Comparison:
         given = self.recipe.teacher or {}
         self.position = "the teachers"
         if "checkpoint" in given:
-            model = load_checkpoint_teacher(given["checkpoint"], self.datamodule(self.recipe.seeds[0]).spec,
-                                            given.get("sha256"))
+            model = load_checkpoint_teacher(
+                given["checkpoint"], self.datamodule(self.recipe.seeds[0]).spec, given.get("sha256")
+            )
             models = {seed: model for seed in self.recipe.seeds}
         else:
             sub = self._run_part(teacher_recipe(self.recipe), TEACHER_DIR)
@@ -515,10 +555,16 @@ class Comparison:
                 record, _ = _read_record(folder / "record.json")
                 if record is None or record.status != "finished":
                     why = record.error if record is not None else "no record"
-                    raise RecipeError(f"compare: the teacher of seed {seed} did not finish ({why}); its students "
-                                      f"cannot distil from it (see {folder})")
-                model = sub.build_model(sub.recipe.losses[0], seed, self.datamodule(seed).spec,
-                                        sub.initial_state(seed, self.datamodule(seed).spec))
+                    raise RecipeError(
+                        f"compare: the teacher of seed {seed} did not finish ({why}); its students "
+                        f"cannot distil from it (see {folder})"
+                    )
+                model = sub.build_model(
+                    sub.recipe.losses[0],
+                    seed,
+                    self.datamodule(seed).spec,
+                    sub.initial_state(seed, self.datamodule(seed).spec),
+                )
                 model.load_state_dict(load_tensors(folder / WEIGHTS_FILE))
                 models[seed] = model
         for seed, model in models.items():
@@ -534,12 +580,15 @@ class Comparison:
         self._run_part(tuning_recipe(self.recipe), TUNING_DIR)
         chosen = None
         if self.processes.is_global_zero:
-            chosen = select_trials(tune, [l.label for l in self.recipe.losses], tuning_records(self.output),
-                                   self.recipe.select)
+            chosen = select_trials(
+                tune, [l.label for l in self.recipe.losses], tuning_records(self.output), self.recipe.select
+            )
             write_summary(self.output, tune, chosen)
         chosen = self.processes.broadcast(chosen)
-        self.losses = [with_point(loss, chosen[loss.label].point, "final", chosen[loss.label].chosen)
-                       for loss in self.recipe.losses]
+        self.losses = [
+            with_point(loss, chosen[loss.label].point, "final", chosen[loss.label].chosen)
+            for loss in self.recipe.losses
+        ]
 
     def run(self) -> Path:
         """Validate, lock the folder, train what is not finished, render the report; returns the report's path.
@@ -551,8 +600,11 @@ class Comparison:
             self.prepare()
             self.processes = self._launch()  # every process exists before anything is decided or written
         # one writer per folder (rank 0 of a distributed run is the only one that writes)
-        lock = (FolderLock(self.output, wait=self.wait, on_wait=self._waiting) if self.processes.is_global_zero
-                else contextlib.nullcontext())
+        lock = (
+            FolderLock(self.output, wait=self.wait, on_wait=self._waiting)
+            if self.processes.is_global_zero
+            else contextlib.nullcontext()
+        )
         with results_folder(self.output), stop_on_signals(), lock:  # a signal while waiting for the lock stops too
             try:
                 return self._run_locked()
@@ -566,8 +618,12 @@ class Comparison:
         """``--wait``: say that (and whom) this process waits for; a signal meanwhile names it."""
         self.position = f"start-up, waiting for the other lossbench compare ({holder})"
         if self.progress:
-            print(f"lossbench compare: {str(self.output)!r} is in use by another lossbench compare ({holder}); "
-                  "waiting for it to finish (--wait)", file=sys.stderr, flush=True)
+            print(
+                f"lossbench compare: {str(self.output)!r} is in use by another lossbench compare ({holder}); "
+                "waiting for it to finish (--wait)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _run_locked(self, report: bool = True) -> Path:
         from tqdm.auto import tqdm
@@ -584,8 +640,14 @@ class Comparison:
                 self._tune()
             plan = self.plan()
             show = self.progress and self.processes.is_global_zero  # one display, on global rank 0
-            bar = tqdm(total=len(plan), desc="lossbench compare", unit="run", disable=not show,
-                       file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(
+                total=len(plan),
+                desc="lossbench compare",
+                unit="run",
+                disable=not show,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
             inits: dict[int, InitialState] = {}
             fused: dict[int, tuple[dict[str, str], dict[str, str]]] = {}  # seed -> (lines, fallbacks) of its array
             try:
@@ -631,11 +693,25 @@ class Comparison:
     def _write_meta(self) -> None:
         r = self.recipe
         meta = {
-            "name": r.name, "recipe": r.to_dict(), "recipe_hash": r.recipe_hash, "setup_hash": self.setup_hash,
-            "recipe_setup_hash": r.setup_hash, "data": self.data, "select": r.select, "baseline": r.baseline, "losses": [l.label for l in r.losses], "seeds": r.seeds, "target": r.target,
-            "budget": {"max_epochs": r.trainer["max_epochs"], "max_steps": r.trainer["max_steps"],
-                       "eval_every_n_steps": r.trainer["eval_every_n_steps"]},
-            "optimizer": dict(r.optimizer), "schedule": dict(r.schedule), "tuned": r.tune is not None,
+            "name": r.name,
+            "recipe": r.to_dict(),
+            "recipe_hash": r.recipe_hash,
+            "setup_hash": self.setup_hash,
+            "recipe_setup_hash": r.setup_hash,
+            "data": self.data,
+            "select": r.select,
+            "baseline": r.baseline,
+            "losses": [l.label for l in r.losses],
+            "seeds": r.seeds,
+            "target": r.target,
+            "budget": {
+                "max_epochs": r.trainer["max_epochs"],
+                "max_steps": r.trainer["max_steps"],
+                "eval_every_n_steps": r.trainer["eval_every_n_steps"],
+            },
+            "optimizer": dict(r.optimizer),
+            "schedule": dict(r.schedule),
+            "tuned": r.tune is not None,
             "versions": library_versions(),
             "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         }
@@ -651,14 +727,25 @@ class Comparison:
         t = self.recipe.trainer
         every = t["eval_every_n_steps"]
         return pl.Trainer(
-            accelerator=t["accelerator"], devices=t["devices"], num_nodes=t["num_nodes"], strategy=t["strategy"],
-            precision=t["precision"], deterministic=t["deterministic"], logger=False, enable_progress_bar=False,
-            enable_model_summary=False, callbacks=callbacks, default_root_dir=str(root), num_sanity_val_steps=0,
+            accelerator=t["accelerator"],
+            devices=t["devices"],
+            num_nodes=t["num_nodes"],
+            strategy=t["strategy"],
+            precision=t["precision"],
+            deterministic=t["deterministic"],
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=callbacks,
+            default_root_dir=str(root),
+            num_sanity_val_steps=0,
             plugins=[AtomicCheckpointIO()],  # a checkpoint is whole or absent, even after kill -9
             inference_mode=False,  # validation under no_grad: inference tensors would leak into metric states
             max_epochs=t["max_epochs"] if t["max_epochs"] is not None else -1,
             max_steps=t["max_steps"] if t["max_steps"] is not None else -1,
-            val_check_interval=every, check_val_every_n_epoch=None, log_every_n_steps=min(every, 50),
+            val_check_interval=every,
+            check_val_every_n_epoch=None,
+            log_every_n_steps=min(every, 50),
             gradient_clip_val=t["gradient_clip_val"],
         )
 
@@ -672,8 +759,14 @@ class Comparison:
             rule = "final" if best is None else "final (no finite validation value after step 0 to select on)"
             record.selected = {"rule": rule, "step": int(trainer.global_step)}
         save_tensors(folder / WEIGHTS_FILE, model.state_dict())
-        predictions = predict(model, dm.test_dataset, dm.spec, padding=dm.padding,
-                              batch_size=dm.eval_batch_size or dm.batch_size, precision=str(trainer.precision))
+        predictions = predict(
+            model,
+            dm.test_dataset,
+            dm.spec,
+            padding=dm.padding,
+            batch_size=dm.eval_batch_size or dm.batch_size,
+            precision=str(trainer.precision),
+        )
         save_tensors(folder / PREDICTIONS_FILE, predictions)
         record.test = metrics_from_predictions(model.head.task, getattr(model.head, "num_classes", None), predictions)
 
@@ -690,17 +783,31 @@ class Comparison:
             redo = _quarantine_metrics(record_path.parent / "metrics.csv")
             restart = redo or restart
         finished, resume = self.processes.broadcast(
-            (record is not None and (record.status == "finished" or diverged(record)) and not redo,
-             ckpt.exists() and not unreadable and not redo))
+            (
+                record is not None and (record.status == "finished" or diverged(record)) and not redo,
+                ckpt.exists() and not unreadable and not redo,
+            )
+        )
         if finished and self.processes.is_global_zero:  # left if killed right after finishing
             remove_tree(record_path.parent / "checkpoints")
         return record, restart, finished, resume
 
-    def open_record(self, loss: LossSpec, seed: int, model, dm, record: RunRecord | None, resume: bool,
-                    restart: str | None, execution: dict[str, Any]) -> RunRecord:
+    def open_record(
+        self,
+        loss: LossSpec,
+        seed: int,
+        model,
+        dm,
+        record: RunRecord | None,
+        resume: bool,
+        restart: str | None,
+        execution: dict[str, Any],
+    ) -> RunRecord:
         """The run's record, new or resumed, with its fingerprints, marked running and saved."""
-        initial = {"backbone_init": state_fingerprint(model.backbone.state_dict()),
-                   "head_init": state_fingerprint(model.head.proj.state_dict())}
+        initial = {
+            "backbone_init": state_fingerprint(model.backbone.state_dict()),
+            "head_init": state_fingerprint(model.head.proj.state_dict()),
+        }
         for key, value in initial.items():  # every process must start from rank 0's weights (RankMismatchError)
             same_on_all_ranks(f"the {key} fingerprint of loss {loss.label!r} seed {seed}", value)
         data = fingerprints_of(dm.describe_splits())  # this seed's data
@@ -708,7 +815,9 @@ class Comparison:
             earlier = (record.restarts if record is not None else []) + ([restart] if restart else [])
             record = RunRecord(loss=loss.label, head=loss.head, head_args=loss.args, seed=seed, restarts=earlier)
             record.fingerprints = {
-                **initial, "head_shape": "x".join(str(s) for s in model.head.proj.weight.shape), "data_order": {},
+                **initial,
+                "head_shape": "x".join(str(s) for s in model.head.proj.weight.shape),
+                "data_order": {},
             }
         else:
             record.resumed += 1
@@ -738,8 +847,9 @@ class Comparison:
         self.failed.append(f"{record.loss} seed {record.seed} ({first})")
         return f"{record.loss} seed {record.seed}: FAILED ({first})"
 
-    def finish_record(self, record: RunRecord, rows: list[dict[str, Any]], trainer, model,
-                      order: dict[str, str]) -> str:
+    def finish_record(
+        self, record: RunRecord, rows: list[dict[str, Any]], trainer, model, order: dict[str, str]
+    ) -> str:
         """Record a finished run from its evaluation rows, delete its checkpoints; returns its summary line."""
         r, folder = self.recipe, run_dir(self.output, record.loss, record.seed)
         record.fingerprints["data_order"].update(order)
@@ -756,11 +866,16 @@ class Comparison:
         headline = test_metric(r.target["metric"])
         tested = f", {headline} {record.test[headline]:.4f}" if headline in record.test else ""
         reached = f"step {record.steps_to_target}" if record.steps_to_target is not None else "not reached"
-        return (f"{label}: {r.target['metric']} {value:.4f} final{tested}, target {reached}, "
-                f"{record.train_seconds:.1f}s train" if value is not None else f"{label}: done")
+        return (
+            f"{label}: {r.target['metric']} {value:.4f} final{tested}, target {reached}, "
+            f"{record.train_seconds:.1f}s train"
+            if value is not None
+            else f"{label}: done"
+        )
 
-    def run_one(self, loss: LossSpec, seed: int, dm, init: InitialState,
-                execution: dict[str, Any] | None = None) -> str:
+    def run_one(
+        self, loss: LossSpec, seed: int, dm, init: InitialState, execution: dict[str, Any] | None = None
+    ) -> str:
         """Train one (loss, seed) run, or skip/resume it; return its summary line."""
         folder = run_dir(self.output, loss.label, seed)
         ckpt = folder / "checkpoints" / "last.ckpt"
@@ -768,8 +883,9 @@ class Comparison:
         if finished:
             return f"{loss.label} seed {seed}: finished earlier, skipped"
         model = self.build_model(loss, seed, dm.spec, init)
-        record = self.open_record(loss, seed, model, dm, record, resume, restart,
-                                  execution or {"executor": "sequential"})
+        record = self.open_record(
+            loss, seed, model, dm, record, resume, restart, execution or {"executor": "sequential"}
+        )
         r = self.recipe
         recorder = RunRecorder(on_row=lambda rows: write_csv(folder / "metrics.csv", rows))
         order = DataOrderFingerprint()

@@ -43,8 +43,9 @@ def _reads(task: str, num_classes: int | None) -> set[str]:
 
 
 @torch.no_grad()
-def predict(model: Any, dataset: Any, spec: Any, *, padding: str = "longest", batch_size: int = 256,
-            precision: str = "32") -> dict[str, Tensor]:
+def predict(
+    model: Any, dataset: Any, spec: Any, *, padding: str = "longest", batch_size: int = 256, precision: str = "32"
+) -> dict[str, Tensor]:
     """Test predictions of ``model`` (a :class:`~lossbench.LossbenchModule`) on a processed split.
 
     One process, in row order, in eval mode, with the autocast of ``precision``; nothing else
@@ -101,13 +102,15 @@ def _concat(values: list[Tensor]) -> Tensor:
     if values[0].dim() >= 2 and len({v.shape[1:] for v in values}) > 1:  # token batches padded to their longest
         width = max(v.shape[1] for v in values)
         fill = -100 if not values[0].is_floating_point() else 1.0
-        values = [torch.nn.functional.pad(v, (0, width - v.shape[1]), value=fill) if v.dim() == 2 else v
-                  for v in values]
+        values = [
+            torch.nn.functional.pad(v, (0, width - v.shape[1]), value=fill) if v.dim() == 2 else v for v in values
+        ]
     return torch.cat(values)
 
 
-def metrics_from_predictions(task: str, num_classes: int | None, predictions: dict[str, Tensor],
-                             prefix: str = "test/") -> dict[str, float]:
+def metrics_from_predictions(
+    task: str, num_classes: int | None, predictions: dict[str, Tensor], prefix: str = "test/"
+) -> dict[str, float]:
     """Every task metric of ``task`` computed from saved predictions, in one pass (deterministic).
 
     Uses the very torchmetrics objects that training logs (:func:`lossbench.metrics.metric_specs`), with the

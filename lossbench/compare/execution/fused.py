@@ -102,8 +102,17 @@ class ArrayRecorder(pl.Callback):
             lr = module.step_lrs[i]  # the member's last step that updated its weights (before any: the optimizer's)
             if lr is None and trainer.optimizers:
                 lr = module.member_lr(trainer.optimizers[0], i)
-            rows.append(evaluation_row(step, int(trainer.current_epoch), self.train_seconds,
-                                       self._loss[i].take(trainer), module.step_grad_norms[i], lr, module.values[i]))
+            rows.append(
+                evaluation_row(
+                    step,
+                    int(trainer.current_epoch),
+                    self.train_seconds,
+                    self._loss[i].take(trainer),
+                    module.step_grad_norms[i],
+                    lr,
+                    module.values[i],
+                )
+            )
             if self.on_row is not None:
                 self.on_row(i, rows)
 
@@ -181,12 +190,12 @@ def _held_members(cmp: Comparison, ckpt: Path) -> tuple[list[str] | None, str | 
 
 def _set_aside(ckpt: Path, held: list[str], labels: list[str]) -> str:
     name = move_aside(ckpt, "other-members").name if is_global_zero() else f"{ckpt.name}.other-members-*"
-    return (f"array checkpoint {ckpt.name} holds members {held}, the array now {labels}; moved to {name}, "
-            "run started over")
+    return (
+        f"array checkpoint {ckpt.name} holds members {held}, the array now {labels}; moved to {name}, run started over"
+    )
 
 
-def array_parts(sizes: list[int], members: int = MAX_ARRAY_MEMBERS, values: int = MAX_ARRAY_VALUES
-                ) -> list[list[int]]:
+def array_parts(sizes: list[int], members: int = MAX_ARRAY_MEMBERS, values: int = MAX_ARRAY_VALUES) -> list[list[int]]:
     """Consecutive groups of member indices, each at most ``members`` long and ``values`` in total size
     (a member larger than ``values`` alone is a group of its own): the arrays a seed's losses train in.
 
@@ -207,8 +216,9 @@ def array_parts(sizes: list[int], members: int = MAX_ARRAY_MEMBERS, values: int 
     return parts
 
 
-def run_arrays(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
-               init: InitialState) -> tuple[dict[str, str], dict[str, str]]:
+def run_arrays(
+    cmp: Comparison, seed: int, losses: list[LossSpec], dm, init: InitialState
+) -> tuple[dict[str, str], dict[str, str]]:
     """Train the pending ``losses`` of ``seed`` in arrays bounded by :data:`MAX_ARRAY_MEMBERS` and
     :data:`MAX_ARRAY_VALUES` (:func:`array_parts`, in plan order; one array when they fit): what
     :func:`run_array` returns, merged over the arrays."""
@@ -224,15 +234,22 @@ def run_arrays(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
     lines: dict[str, str] = {}
     fallbacks: dict[str, str] = {}
     for j, part in enumerate(parts):
-        done, sequential = run_array(cmp, seed, [losses[i] for i in part], dm, init,
-                                     f"seed_{seed}" if len(parts) == 1 else f"seed_{seed}_part_{j}")
+        done, sequential = run_array(
+            cmp,
+            seed,
+            [losses[i] for i in part],
+            dm,
+            init,
+            f"seed_{seed}" if len(parts) == 1 else f"seed_{seed}_part_{j}",
+        )
         lines.update(done)
         fallbacks.update(sequential)
     return lines, fallbacks
 
 
-def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
-              init: InitialState, name: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+def run_array(
+    cmp: Comparison, seed: int, losses: list[LossSpec], dm, init: InitialState, name: str | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
     """Train the pending ``losses`` of ``seed`` as one array, checkpointed in ``DIR/arrays/<name>``
     (default ``seed_<seed>``).
 
@@ -269,8 +286,11 @@ def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
     labels = pending
     # killed while the members' records were being finished: the checkpoint (at its last step) also holds
     # members finished since; they are loaded with it, their records are not touched again
-    if held is not None and set(pending) <= set(held) and all(h in by_label and (h in pending or h in lines)
-                                                               for h in held):
+    if (
+        held is not None
+        and set(pending) <= set(held)
+        and all(h in by_label and (h in pending or h in lines) for h in held)
+    ):
         labels = held
     elif held is not None:
         note = _set_aside(ckpt, held, labels)
@@ -285,8 +305,9 @@ def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
         record, restart = state[label]
         restart = restart or note
         # a member resumes only with its array: without the array's checkpoint it starts over
-        records[label] = cmp.open_record(by_label[label], seed, models[label], dm, record, resume, restart,
-                                         dict(execution))
+        records[label] = cmp.open_record(
+            by_label[label], seed, models[label], dm, record, resume, restart, dict(execution)
+        )
     folders = [run_dir(cmp.output, label, seed) for label in labels]
 
     def on_row(i: int, rows: list[dict[str, Any]]) -> None:
@@ -315,8 +336,9 @@ def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
         if write_failure(exc, cmp.output) is not None:
             raise
         for label, record in records.items():
-            lines[label] = cmp.fail_record(record, f"{type(exc).__name__}: {exc}", models[label].skipped_steps,
-                                           order.hashes)
+            lines[label] = cmp.fail_record(
+                record, f"{type(exc).__name__}: {exc}", models[label].skipped_steps, order.hashes
+            )
         return lines, fallbacks
     for i, label in enumerate(labels):
         if label not in records:  # finished before a kill; resumed with the array only to load it
@@ -334,8 +356,7 @@ def run_array(cmp: Comparison, seed: int, losses: list[LossSpec], dm,
         except Exception as exc:
             if write_failure(exc, cmp.output) is not None:
                 raise
-            lines[label] = cmp.fail_record(record, f"{type(exc).__name__}: {exc}", model.skipped_steps,
-                                           order.hashes)
+            lines[label] = cmp.fail_record(record, f"{type(exc).__name__}: {exc}", model.skipped_steps, order.hashes)
             continue
         lines[label] = cmp.finish_record(record, recorder.rows[i], trainer, model, order.hashes)
     _remove(cmp, root)

@@ -111,16 +111,19 @@ def _check_summary(record: RunRecord, rows: list[dict[str, Any]], out: Recompute
     for key in ("final", "best"):
         for metric, value in getattr(record, key).items():
             if not _same(again[key].get(metric), value):
-                out.problems.append(f"{name}: {key} {metric} is {value} in record.json, "
-                                    f"{again[key].get(metric)} from metrics.csv")
+                out.problems.append(
+                    f"{name}: {key} {metric} is {value} in record.json, {again[key].get(metric)} from metrics.csv"
+                )
     for key in ("steps_to_target", "auc"):
         if not _same(again[key], getattr(record, key)):
-            out.problems.append(f"{name}: {key} is {getattr(record, key)} in record.json, {again[key]} from "
-                                "metrics.csv")
+            out.problems.append(
+                f"{name}: {key} is {getattr(record, key)} in record.json, {again[key]} from metrics.csv"
+            )
 
 
-def recompute(root: str | Path, *, atol: float = 1e-5, predictions_from_weights: bool = True,
-              trusted_heads: Iterable[str] = ()) -> RecomputeResult:
+def recompute(
+    root: str | Path, *, atol: float = 1e-5, predictions_from_weights: bool = True, trusted_heads: Iterable[str] = ()
+) -> RecomputeResult:
     """Recompute every finished run's numbers under ``root`` (and its teacher/ and tuning/ parts) from its weights,
     predictions and metrics.csv.
 
@@ -145,8 +148,9 @@ def recompute(root: str | Path, *, atol: float = 1e-5, predictions_from_weights:
     return out
 
 
-def _check_folder(folder: Path, comparison: dict[str, Any], check: _Check, out: RecomputeResult,
-                  prefix: str) -> list[RunRecord]:
+def _check_folder(
+    folder: Path, comparison: dict[str, Any], check: _Check, out: RecomputeResult, prefix: str
+) -> list[RunRecord]:
     """Check every finished run of ``folder``, then its parts and its tuning choice; returns its records."""
     from lossbench.compare.report.render import load_comparison
 
@@ -174,8 +178,9 @@ def _check_folder(folder: Path, comparison: dict[str, Any], check: _Check, out: 
     for part in PARTS:
         if (folder / part / "comparison.json").is_file():
             try:
-                parts[part] = _check_folder(folder / part, load_comparison(folder / part), check, out,
-                                            f"{prefix}{part}/")
+                parts[part] = _check_folder(
+                    folder / part, load_comparison(folder / part), check, out, f"{prefix}{part}/"
+                )
             except (CorruptFileError, OSError) as exc:
                 out.problems.append(f"{prefix}{part}/: {exc}")
     teacher = comparison["recipe"].get("teacher")
@@ -189,8 +194,15 @@ def _check_folder(folder: Path, comparison: dict[str, Any], check: _Check, out: 
     return records
 
 
-def _check_run(record: RunRecord, rows: list[dict[str, Any]], folder: Path, comparison: dict[str, Any],
-               check: _Check, out: RecomputeResult, name: str) -> None:
+def _check_run(
+    record: RunRecord,
+    rows: list[dict[str, Any]],
+    folder: Path,
+    comparison: dict[str, Any],
+    check: _Check,
+    out: RecomputeResult,
+    name: str,
+) -> None:
     missing = [f for f in (WEIGHTS_FILE, PREDICTIONS_FILE) if not (folder / f).is_file()]
     if missing:
         raise NotRecomputed(f"{', '.join(missing)} missing in {folder}: its numbers cannot be re-checked")
@@ -204,8 +216,9 @@ def _check_run(record: RunRecord, rows: list[dict[str, Any]], folder: Path, comp
     metrics = metrics_from_predictions(task, classes, saved)
     for metric, value in record.test.items():
         if not _same(metrics.get(metric), value):
-            out.problems.append(f"{name}: {metric} is {value} in record.json, {metrics.get(metric)} from "
-                                f"{PREDICTIONS_FILE}")
+            out.problems.append(
+                f"{name}: {metric} is {value} in record.json, {metrics.get(metric)} from {PREDICTIONS_FILE}"
+            )
 
 
 def _check_head(head: Any, trusted: frozenset[str]) -> None:
@@ -218,7 +231,8 @@ def _check_head(head: Any, trusted: frozenset[str]) -> None:
         raise NotRecomputed(
             f"its record names the head {head!r}, a dotted class path whose module is not imported; a recompute "
             f"never imports a module on a record's word: if you trust it, pass it (`lossbench report DIR "
-            f"--recompute --trust-head {head}`)")
+            f"--recompute --trust-head {head}`)"
+        )
 
 
 def _data_args(data: dict[str, Any], check: _Check) -> dict[str, Any]:
@@ -240,8 +254,16 @@ def _datamodule(recipe: dict[str, Any], seed: int, check: _Check) -> Any:
     return check.modules[key]
 
 
-def _check_predictions(record: RunRecord, rows: list[dict[str, Any]], folder: Path, recipe: dict[str, Any],
-                       saved: dict[str, Any], check: _Check, out: RecomputeResult, name: str) -> tuple[str, int | None]:
+def _check_predictions(
+    record: RunRecord,
+    rows: list[dict[str, Any]],
+    folder: Path,
+    recipe: dict[str, Any],
+    saved: dict[str, Any],
+    check: _Check,
+    out: RecomputeResult,
+    name: str,
+) -> tuple[str, int | None]:
     """Predict the test split again from the run's weights and compare with the saved predictions; then the
     validation split (:func:`_check_validation`)."""
     dm = _datamodule(recipe, record.seed, check)
@@ -249,8 +271,10 @@ def _check_predictions(record: RunRecord, rows: list[dict[str, Any]], folder: Pa
     before = record.fingerprints.get("data") or {}
     changed = [split for split in now if before.get(split) not in (None, now[split])]
     if changed:
-        raise NotRecomputed(f"the contents of split {', '.join(map(repr, changed))} differ from those the run was "
-                            "trained and scored on; predictions not recomputed")
+        raise NotRecomputed(
+            f"the contents of split {', '.join(map(repr, changed))} differ from those the run was "
+            "trained and scored on; predictions not recomputed"
+        )
     model = _load_model(record, folder, recipe, dm)
     again = _predict(model, dm, dm.test_dataset, recipe)
     for key, value in saved.items():
@@ -263,8 +287,13 @@ def _check_predictions(record: RunRecord, rows: list[dict[str, Any]], folder: Pa
         if diff > check.atol:
             out.problems.append(f"{name}: recomputed {key!r} predictions differ by up to {diff:.3g}")
     task, classes = model.head.task, getattr(model.head, "num_classes", None)
-    _check_validation(record, rows, metrics_from_predictions(task, classes, _predict(model, dm, dm.val_dataset, recipe),
-                                                             prefix="val/"), out, name)
+    _check_validation(
+        record,
+        rows,
+        metrics_from_predictions(task, classes, _predict(model, dm, dm.val_dataset, recipe), prefix="val/"),
+        out,
+        name,
+    )
     return task, classes
 
 
@@ -278,9 +307,12 @@ def _load_model(record: RunRecord, folder: Path, recipe: dict[str, Any], dm: Any
     weights = load_run_tensors(folder / WEIGHTS_FILE, "the reported weights")
     try:
         check_fits_weights(
-            model_values(record.head, record.head_args, dm.spec, BackboneConfig(**recipe["backbone"])), weights,
-            "comparison.json's recipe and the record", f"backbone {recipe['backbone']}, head {record.head!r} "
-            f"{record.head_args}", "the folder's recipe or record does not describe these weights")
+            model_values(record.head, record.head_args, dm.spec, BackboneConfig(**recipe["backbone"])),
+            weights,
+            "comparison.json's recipe and the record",
+            f"backbone {recipe['backbone']}, head {record.head!r} {record.head_args}",
+            "the folder's recipe or record does not describe these weights",
+        )
     except ValueError as exc:
         raise NotRecomputed(str(exc)) from None
     counts = (dm.describe_splits().get("train") or {}).get("class_counts")
@@ -295,28 +327,39 @@ def _load_model(record: RunRecord, folder: Path, recipe: dict[str, Any], dm: Any
 
 
 def _predict(model: Any, dm: Any, dataset: Any, recipe: dict[str, Any]) -> dict[str, Any]:
-    return predict(model, dataset, dm.spec, padding=dm.padding,
-                   batch_size=dm.eval_batch_size or dm.batch_size, precision=str(recipe["trainer"]["precision"]))
+    return predict(
+        model,
+        dataset,
+        dm.spec,
+        padding=dm.padding,
+        batch_size=dm.eval_batch_size or dm.batch_size,
+        precision=str(recipe["trainer"]["precision"]),
+    )
 
 
-def _check_validation(record: RunRecord, rows: list[dict[str, Any]], again: dict[str, float], out: RecomputeResult,
-                      name: str) -> None:
+def _check_validation(
+    record: RunRecord, rows: list[dict[str, Any]], again: dict[str, float], out: RecomputeResult, name: str
+) -> None:
     """The validation metrics of the reported weights, predicted again, against metrics.csv's row of the step they
     were selected at: a trial's selection value (tuning), a best run's choice and each curve's last point cannot
     be rewritten, consistently in the record and metrics.csv, without the weights."""
     step = (record.selected or {}).get("step")
     row = next((r for r in rows if r.get("step") == step), None)
     if row is None:
-        out.problems.append(f"{name}: metrics.csv has no evaluation at step {step}, where its reported weights were "
-                            "selected")
+        out.problems.append(
+            f"{name}: metrics.csv has no evaluation at step {step}, where its reported weights were selected"
+        )
         return
     for metric, value in again.items():
         logged = row.get(metric)
         if isinstance(logged, (int, float)) and not (
-                math.isclose(value, logged, rel_tol=VALIDATION_TOLERANCE, abs_tol=VALIDATION_TOLERANCE)
-                or (math.isnan(value) and math.isnan(logged))):
-            out.problems.append(f"{name}: {metric} is {logged} in metrics.csv at step {step}, {value} from "
-                                f"{WEIGHTS_FILE} on the validation split")
+            math.isclose(value, logged, rel_tol=VALIDATION_TOLERANCE, abs_tol=VALIDATION_TOLERANCE)
+            or (math.isnan(value) and math.isnan(logged))
+        ):
+            out.problems.append(
+                f"{name}: {metric} is {logged} in metrics.csv at step {step}, {value} from "
+                f"{WEIGHTS_FILE} on the validation split"
+            )
 
 
 def _task_of(record: RunRecord, comparison: dict[str, Any]) -> tuple[str, int | None]:
@@ -328,8 +371,15 @@ def _task_of(record: RunRecord, comparison: dict[str, Any]) -> tuple[str, int | 
     return task, classes
 
 
-def _check_teacher_logits(folder: Path, comparison: dict[str, Any], students: list[RunRecord],
-                          teachers: list[RunRecord], check: _Check, out: RecomputeResult, prefix: str) -> None:
+def _check_teacher_logits(
+    folder: Path,
+    comparison: dict[str, Any],
+    students: list[RunRecord],
+    teachers: list[RunRecord],
+    check: _Check,
+    out: RecomputeResult,
+    prefix: str,
+) -> None:
     """Each student's recorded teacher fingerprint against its seed's teacher's logits on the training rows,
     recomputed from the teacher's kept weights (``DIR/teacher``). A finished run without a fingerprint, or a seed
     without a finished teacher run to recompute it from, is a difference: neither check can be skipped by removing
@@ -341,9 +391,11 @@ def _check_teacher_logits(folder: Path, comparison: dict[str, Any], students: li
         if r.status != "finished":
             continue
         if "teacher" not in r.fingerprints:
-            out.problems.append(f"{prefix}{r.loss} seed {r.seed}: its record has no teacher fingerprint, though its "
-                                f"comparison distils from a teacher trained in {TEACHER_DIR}/ (every run of a seed "
-                                "records it)")
+            out.problems.append(
+                f"{prefix}{r.loss} seed {r.seed}: its record has no teacher fingerprint, though its "
+                f"comparison distils from a teacher trained in {TEACHER_DIR}/ (every run of a seed "
+                "records it)"
+            )
             continue
         taught.setdefault(r.seed, []).append(r)
     if not check.from_weights:
@@ -353,27 +405,41 @@ def _check_teacher_logits(folder: Path, comparison: dict[str, Any], students: li
         name = f"{prefix}{TEACHER_DIR}/{TEACHER_LABEL} seed {seed}"
         teacher = found.get(seed)
         if teacher is None:
-            out.problems.append(f"{name}: no finished run: the teacher fingerprint of "
-                                f"{', '.join(sorted(r.loss for r in runs))} seed {seed} cannot be recomputed")
+            out.problems.append(
+                f"{name}: no finished run: the teacher fingerprint of "
+                f"{', '.join(sorted(r.loss for r in runs))} seed {seed} cannot be recomputed"
+            )
             continue
         try:
             _check_head(teacher.head, check.trusted)
             dm = _datamodule(comparison["recipe"], seed, check)
-            model = _load_model(teacher, run_dir(folder / TEACHER_DIR, TEACHER_LABEL, seed),
-                                load_comparison(folder / TEACHER_DIR)["recipe"], dm)
+            model = _load_model(
+                teacher,
+                run_dir(folder / TEACHER_DIR, TEACHER_LABEL, seed),
+                load_comparison(folder / TEACHER_DIR)["recipe"],
+                dm,
+            )
             want = fingerprint(training_logits(model, dm))
         except Exception as exc:  # already one difference of the teacher's own run, where it is its weights
             out.problems.append(f"{name}: its logits on the training rows cannot be recomputed: {_line(exc)}")
             continue
         for r in runs:
             if r.fingerprints["teacher"] != want:
-                out.problems.append(f"{prefix}{r.loss} seed {r.seed}: its record's teacher fingerprint "
-                                    f"{str(r.fingerprints['teacher'])[:12]} is not that of {name}'s logits on the "
-                                    f"training rows, recomputed from its weights ({want[:12]})")
+                out.problems.append(
+                    f"{prefix}{r.loss} seed {r.seed}: its record's teacher fingerprint "
+                    f"{str(r.fingerprints['teacher'])[:12]} is not that of {name}'s logits on the "
+                    f"training rows, recomputed from its weights ({want[:12]})"
+                )
 
 
-def _check_tuning(folder: Path, comparison: dict[str, Any], records: list[RunRecord], trials: list[RunRecord],
-                  out: RecomputeResult, prefix: str) -> None:
+def _check_tuning(
+    folder: Path,
+    comparison: dict[str, Any],
+    records: list[RunRecord],
+    trials: list[RunRecord],
+    out: RecomputeResult,
+    prefix: str,
+) -> None:
     """Each loss's choice selected again from the trial records: the final runs' points and ``tuning.json``."""
     from lossbench.compare.analysis.tuning import check_tuning, select_trials
     from lossbench.compare.recipe.tune import TuneSpec
@@ -393,5 +459,7 @@ def _check_tuning(folder: Path, comparison: dict[str, Any], records: list[RunRec
         mine = written.get(label) if isinstance(written, dict) else None
         if not isinstance(mine, dict) or any(mine.get(k) != again[k] for k in ("chosen", "scores", "point")):
             shown = {k: mine.get(k) for k in ("chosen", "scores")} if isinstance(mine, dict) else mine
-            out.problems.append(f"{prefix}{SUMMARY_FILE}: loss {label!r} records {shown}, its trial records select "
-                                f"trial {choice.chosen} (scores {choice.scores})")
+            out.problems.append(
+                f"{prefix}{SUMMARY_FILE}: loss {label!r} records {shown}, its trial records select "
+                f"trial {choice.chosen} (scores {choice.scores})"
+            )

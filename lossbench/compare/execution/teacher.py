@@ -38,13 +38,6 @@ if TYPE_CHECKING:
     from lossbench.compare.recipe.recipe import Recipe
 
 
-
-
-
-
-
-
-
 def check_same_teacher(previous: dict[str, Any] | None, recipe: Recipe, output: str | Path) -> None:
     """Refuse to resume or grow the results folder ``output`` (``previous``: its comparison.json's recipe) when its
     teacher checkpoint's contents are not those its runs distilled from, naming the checkpoint."""
@@ -53,9 +46,11 @@ def check_same_teacher(previous: dict[str, Any] | None, recipe: Recipe, output: 
     if not isinstance(before, dict) or "checkpoint" not in before or "checkpoint" not in now:
         return
     if before.get("sha256") is None:
-        raise RecipeError(f"compare: the runs in `--output` {str(output)!r} distilled from the teacher checkpoint "
-                          f"{before['checkpoint']!r} without recording its contents' sha256 (an older lossbench): "
-                          "that the file is unchanged cannot be checked; use a new --output folder")
+        raise RecipeError(
+            f"compare: the runs in `--output` {str(output)!r} distilled from the teacher checkpoint "
+            f"{before['checkpoint']!r} without recording its contents' sha256 (an older lossbench): "
+            "that the file is unchanged cannot be checked; use a new --output folder"
+        )
     check_checkpoint_contents(now["checkpoint"], before["sha256"], output)
 
 
@@ -65,11 +60,15 @@ def check_distillers(recipe: Recipe) -> None:
 
     distil = [loss.label for loss in recipe.losses if resolve_head_class(loss.head).distils]
     if distil and recipe.teacher is None:
-        raise RecipeError(f"recipe: losses {distil} distil from a teacher: give a `teacher:` section (a checkpoint, "
-                          "or a head and a budget to train one first)")
+        raise RecipeError(
+            f"recipe: losses {distil} distil from a teacher: give a `teacher:` section (a checkpoint, "
+            "or a head and a budget to train one first)"
+        )
     if recipe.teacher is not None and not distil:
-        raise RecipeError("recipe: `teacher` is given but no loss distils from it (e.g. `{name: kd, args: "
-                          "{temperature: 4.0, alpha: 0.5}}`)")
+        raise RecipeError(
+            "recipe: `teacher` is given but no loss distils from it (e.g. `{name: kd, args: "
+            "{temperature: 4.0, alpha: 0.5}}`)"
+        )
 
 
 def teacher_recipe(recipe: Recipe) -> Recipe:
@@ -79,8 +78,14 @@ def teacher_recipe(recipe: Recipe) -> Recipe:
     if "max_epochs" in t or "max_steps" in t:
         trainer.update(max_epochs=t.get("max_epochs"), max_steps=t.get("max_steps"))
     return dataclasses.replace(
-        recipe, name=f"{recipe.name}-teacher", losses=[LossSpec(TEACHER_LABEL, t["head"], dict(t["head_args"]))],
-        baseline=TEACHER_LABEL, seeds=list(recipe.seeds), tune=None, teacher=None, trainer=trainer,
+        recipe,
+        name=f"{recipe.name}-teacher",
+        losses=[LossSpec(TEACHER_LABEL, t["head"], dict(t["head_args"]))],
+        baseline=TEACHER_LABEL,
+        seeds=list(recipe.seeds),
+        tune=None,
+        teacher=None,
+        trainer=trainer,
         backbone={**recipe.backbone, **t.get("backbone", {})},
     )
 
@@ -120,17 +125,20 @@ def load_checkpoint_teacher(path: str, spec: Any, sha256: str | None = None) -> 
     try:
         model = LossbenchModule.load_from_checkpoint(path, map_location="cpu")
     except Exception as exc:
-        raise RecipeError(f"recipe: `teacher.checkpoint` {path!r} cannot be loaded as a LossbenchModule: "
-                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:500]}") from None
+        raise RecipeError(
+            f"recipe: `teacher.checkpoint` {path!r} cannot be loaded as a LossbenchModule: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:500]}"
+        ) from None
     check_checkpoint_contents(path, sha256)
     classes = getattr(model.head, "num_classes", None)
     if model.head.task != "multiclass" or classes != spec.num_classes:
-        raise RecipeError(f"recipe: `teacher.checkpoint` {path!r} predicts {classes} classes ({model.head.task} head), "
-                          f"the data has {spec.num_classes} classes: a teacher must predict the data's classes")
+        raise RecipeError(
+            f"recipe: `teacher.checkpoint` {path!r} predicts {classes} classes ({model.head.task} head), "
+            f"the data has {spec.num_classes} classes: a teacher must predict the data's classes"
+        )
     if model.data_spec is not None and model.data_spec != spec:
-        raise RecipeError(f"recipe: `teacher.checkpoint` {path!r} was trained on data with spec {model.data_spec}, "
-                          f"this data gives {spec}")
+        raise RecipeError(
+            f"recipe: `teacher.checkpoint` {path!r} was trained on data with spec {model.data_spec}, "
+            f"this data gives {spec}"
+        )
     return model
-
-
-

@@ -41,9 +41,19 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "backbone": defaults(BackboneConfig),  # the module's own configs: one definition of each default
     "optimizer": defaults(OptimizerConfig),
     "schedule": defaults(ScheduleConfig),
-    "trainer": {"max_epochs": None, "max_steps": None, "eval_every_n_steps": 20, "precision": "32",
-                "accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "deterministic": True,
-                "gradient_clip_val": None, "checkpoint_every_s": 60},
+    "trainer": {
+        "max_epochs": None,
+        "max_steps": None,
+        "eval_every_n_steps": 20,
+        "precision": "32",
+        "accelerator": "cpu",
+        "devices": 1,
+        "num_nodes": 1,
+        "strategy": "auto",
+        "deterministic": True,
+        "gradient_clip_val": None,
+        "checkpoint_every_s": 60,
+    },
     "target": {"metric": None, "mode": None, "threshold": None},
 }
 TRAINER_UNHASHED = ("checkpoint_every_s",)
@@ -51,8 +61,24 @@ TRAINER_UNHASHED = ("checkpoint_every_s",)
 with another value)."""
 EXECUTORS = ("fused", "sequential")
 """How a comparison trains its runs: each seed's losses in lockstep as one model array, or one run after another."""
-TOP_LEVEL = ("name", "description", "data", "backbone", "losses", "baseline", "optimizer", "schedule",
-             "trainer", "seeds", "target", "nan_policy", "select", "executor", "tune", "teacher")
+TOP_LEVEL = (
+    "name",
+    "description",
+    "data",
+    "backbone",
+    "losses",
+    "baseline",
+    "optimizer",
+    "schedule",
+    "trainer",
+    "seeds",
+    "target",
+    "nan_policy",
+    "select",
+    "executor",
+    "tune",
+    "teacher",
+)
 
 
 class RecipeError(ValueError):
@@ -114,11 +140,20 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         out = {
-            "name": self.name, "description": self.description, "data": self.data, "backbone": self.backbone,
-            "losses": [spec.to_dict() for spec in self.losses], "baseline": self.baseline,
-            "optimizer": self.optimizer, "schedule": self.schedule, "trainer": self.trainer,
-            "seeds": self.seeds, "target": self.target, "nan_policy": self.nan_policy,
-            "select": self.select, "executor": self.executor,
+            "name": self.name,
+            "description": self.description,
+            "data": self.data,
+            "backbone": self.backbone,
+            "losses": [spec.to_dict() for spec in self.losses],
+            "baseline": self.baseline,
+            "optimizer": self.optimizer,
+            "schedule": self.schedule,
+            "trainer": self.trainer,
+            "seeds": self.seeds,
+            "target": self.target,
+            "nan_policy": self.nan_policy,
+            "select": self.select,
+            "executor": self.executor,
         }
         if self.tune is not None:  # only then: an untuned recipe's hashes are those it always had
             out["tune"] = self.tune.to_dict()
@@ -312,8 +347,11 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
 
 def is_seed_list(seeds: Any) -> bool:
     """Whether ``seeds`` is a list of 1 to :data:`MAX_SEEDS` ints in [0, :data:`MAX_SEED`] (``seeds``, ``tune.seeds``)."""
-    return (isinstance(seeds, list) and 1 <= len(seeds) <= MAX_SEEDS
-            and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds))
+    return (
+        isinstance(seeds, list)
+        and 1 <= len(seeds) <= MAX_SEEDS
+        and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)
+    )
 
 
 def shown_seeds(given: Any) -> str:
@@ -351,8 +389,10 @@ def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = 
         if not label.replace("_", "").replace("-", "").isalnum():
             raise RecipeError(f"recipe: `losses[{i}].label` must be letters, digits, _ or -, got {label!r}")
         if len(label.encode("utf-8")) > MAX_LABEL_BYTES:  # it names a folder and files
-            raise RecipeError(f"recipe: `losses[{i}].label` must be at most {MAX_LABEL_BYTES} bytes in UTF-8, got "
-                              f"{len(label.encode('utf-8'))} ({label[:20]!r}...)")
+            raise RecipeError(
+                f"recipe: `losses[{i}].label` must be at most {MAX_LABEL_BYTES} bytes in UTF-8, got "
+                f"{len(label.encode('utf-8'))} ({label[:20]!r}...)"
+            )
         specs.append(LossSpec(label, head, args))
         if "class_path" in item:
             class_paths.add(label)
@@ -363,7 +403,9 @@ def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = 
     if baseline is None:
         baseline = labels[0]
     if baseline not in labels:
-        raise RecipeError(f"recipe: `baseline` {baseline!r} is not one of the losses {labels}{did_you_mean(str(baseline), labels)}")
+        raise RecipeError(
+            f"recipe: `baseline` {baseline!r} is not one of the losses {labels}{did_you_mean(str(baseline), labels)}"
+        )
     if keep:
         unknown = [k for k in keep if k not in labels]
         if unknown:
@@ -398,8 +440,10 @@ def _import_head_class(class_path: str, i: int) -> type:
     except (ImportError, AttributeError, ValueError) as exc:
         raise RecipeError(f"recipe: `losses[{i}].class_path` {class_path!r} cannot be imported: {exc}") from exc
     except SystemExit as exc:  # a module that exits on import must not end the comparison with its code
-        raise RecipeError(f"recipe: `losses[{i}].class_path` {class_path!r}: importing {module!r} called "
-                          f"sys.exit({exc.code!r}); a head's module must not exit when imported") from None
+        raise RecipeError(
+            f"recipe: `losses[{i}].class_path` {class_path!r}: importing {module!r} called "
+            f"sys.exit({exc.code!r}); a head's module must not exit when imported"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, LossHead)):
         raise RecipeError(f"recipe: `losses[{i}].class_path` {class_path!r} is not a LossHead subclass")
     return cls
@@ -425,19 +469,25 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         raise RecipeError(f"recipe: `seeds` must be distinct, got {seeds}")
     trainer = _section(raw, "trainer")
     if (trainer["max_epochs"] is None) == (trainer["max_steps"] is None):
-        raise RecipeError("recipe: `trainer` needs exactly one of `max_epochs` or `max_steps`, "
-                          f"got max_epochs={trainer['max_epochs']!r}, max_steps={trainer['max_steps']!r}")
+        raise RecipeError(
+            "recipe: `trainer` needs exactly one of `max_epochs` or `max_steps`, "
+            f"got max_epochs={trainer['max_epochs']!r}, max_steps={trainer['max_steps']!r}"
+        )
     for key in ("max_epochs", "max_steps", "eval_every_n_steps"):
         value = trainer[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise RecipeError(f"recipe: `trainer.{key}` must be a positive int, got {value!r}")
     every = trainer["checkpoint_every_s"]
     if not finite_number(every) or every < 0:
-        raise RecipeError("recipe: `trainer.checkpoint_every_s` must be a number of seconds >= 0 (0: a checkpoint "
-                          f"after every evaluation), got {every!r}")
+        raise RecipeError(
+            "recipe: `trainer.checkpoint_every_s` must be a number of seconds >= 0 (0: a checkpoint "
+            f"after every evaluation), got {every!r}"
+        )
     target = _section(raw, "target")
     if not isinstance(target["metric"], str) or not target["metric"].startswith("val/"):
-        raise RecipeError(f"recipe: `target.metric` must name a validation metric like 'val/accuracy', got {target['metric']!r}")
+        raise RecipeError(
+            f"recipe: `target.metric` must name a validation metric like 'val/accuracy', got {target['metric']!r}"
+        )
     if target["mode"] not in ("max", "min"):
         raise RecipeError(f"recipe: `target.mode` must be 'max' or 'min', got {target['mode']!r}")
     threshold = target["threshold"]
@@ -449,12 +499,16 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         raise RecipeError(f"recipe: `nan_policy` must be {' or '.join(map(repr, NAN_POLICIES))}, got {nan_policy!r}")
     select = raw.get("select", "final")
     if select not in SELECT:
-        raise RecipeError(f"recipe: `select` must be 'final' (the last weights) or 'best' (best on validation by "
-                          f"`target.metric`), got {select!r}")
+        raise RecipeError(
+            f"recipe: `select` must be 'final' (the last weights) or 'best' (best on validation by "
+            f"`target.metric`), got {select!r}"
+        )
     executor = raw.get("executor", Recipe.executor)
     if executor not in EXECUTORS:
-        raise RecipeError(f"recipe: `executor` must be 'fused' (each seed's losses trained in lockstep as one model "
-                          f"array) or 'sequential' (one run after another), got {executor!r}")
+        raise RecipeError(
+            f"recipe: `executor` must be 'fused' (each seed's losses trained in lockstep as one model "
+            f"array) or 'sequential' (one run after another), got {executor!r}"
+        )
     check_config(OptimizerConfig(**optimizer), "optimizer")  # the module's own checks, now, not at the first run
     check_config(ScheduleConfig(**schedule), "schedule")
     teacher = None
@@ -472,10 +526,22 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     check_config(BackboneConfig(**backbone), "backbone")
     _check_trainer_values(trainer)
     return Recipe(
-        name=str(raw.get("name") or "comparison"), description=str(raw.get("description") or ""),
-        data=dict(data), backbone=backbone, losses=losses, baseline=baseline,
-        optimizer=optimizer, schedule=schedule, trainer=trainer, seeds=seeds, target=target, nan_policy=nan_policy,
-        select=select, executor=executor, tune=tune, teacher=teacher,
+        name=str(raw.get("name") or "comparison"),
+        description=str(raw.get("description") or ""),
+        data=dict(data),
+        backbone=backbone,
+        losses=losses,
+        baseline=baseline,
+        optimizer=optimizer,
+        schedule=schedule,
+        trainer=trainer,
+        seeds=seeds,
+        target=target,
+        nan_policy=nan_policy,
+        select=select,
+        executor=executor,
+        tune=tune,
+        teacher=teacher,
     )
 
 
@@ -499,8 +565,9 @@ def _check_trainer_values(trainer: dict[str, Any]) -> None:
         allowed = tuple(v for arg in get_args(_PRECISION_INPUT) for v in get_args(arg))
     if allowed and trainer["precision"] not in allowed:
         shown = ", ".join(repr(v) for v in allowed if isinstance(v, str))
-        raise RecipeError(f"recipe: `trainer.precision` must be one of Lightning's precisions ({shown}), "
-                          f"got {trainer['precision']!r}")
+        raise RecipeError(
+            f"recipe: `trainer.precision` must be one of Lightning's precisions ({shown}), got {trainer['precision']!r}"
+        )
     _check_accelerator(trainer["accelerator"], trainer["devices"])
     clip = trainer["gradient_clip_val"]
     if clip is not None and not (finite_number(clip) and clip >= 0):
@@ -516,14 +583,18 @@ def _check_accelerator(accelerator: Any, devices: Any) -> None:
     if accelerator == "auto" or not isinstance(accelerator, str):  # not a str: an Accelerator instance
         return
     if accelerator not in (*names, "gpu"):
-        raise RecipeError(f"recipe: `trainer.accelerator` must be 'auto', 'gpu' or one of {names}, "
-                          f"got {accelerator!r}{did_you_mean(accelerator, [*names, 'gpu', 'auto'])}")
+        raise RecipeError(
+            f"recipe: `trainer.accelerator` must be 'auto', 'gpu' or one of {names}, "
+            f"got {accelerator!r}{did_you_mean(accelerator, [*names, 'gpu', 'auto'])}"
+        )
     kinds = ("cuda", "mps") if accelerator == "gpu" else (accelerator,)
     found = [k for k in kinds if AcceleratorRegistry[k]["accelerator"].is_available()]
     if not found:
-        raise RecipeError(f"recipe: `trainer.accelerator` is {accelerator!r} but this machine has no "
-                          f"{' or '.join(kinds)} device (torch {torch.__version__}); use 'cpu' or 'auto', "
-                          "or run on a machine that has one")
+        raise RecipeError(
+            f"recipe: `trainer.accelerator` is {accelerator!r} but this machine has no "
+            f"{' or '.join(kinds)} device (torch {torch.__version__}); use 'cpu' or 'auto', "
+            "or run on a machine that has one"
+        )
     if found[0] == "cuda" and isinstance(devices, int) and not isinstance(devices, bool):
         count = torch.cuda.device_count()
         if devices > count:
@@ -537,11 +608,15 @@ def _check_data_args(data: dict[str, Any]) -> None:
 
     allowed = [p for p in inspect.signature(HFDataModule.__init__).parameters if p not in ("self", "seed")]
     if "seed" in data:
-        raise RecipeError("recipe: `data.seed` is set by the comparison from `seeds` (one batch order per seed); remove it")
+        raise RecipeError(
+            "recipe: `data.seed` is set by the comparison from `seeds` (one batch order per seed); remove it"
+        )
     _check_keys("data.", data, allowed)
     length = data.get("max_length")
     # other bad values (not a number, below 1, not whole): HFDataModule's own check names them
     if isinstance(length, (int, float)) and not isinstance(length, bool) and length > MAX_LENGTH:
         shown = f"{int(length):,}" if isinstance(length, int) or finite_number(length) else repr(length)
-        raise RecipeError(f"recipe: `data.max_length` must be at most {MAX_LENGTH} tokens, got {length!r} "
-                          f"(the position table alone would hold {shown} x d_model numbers)")
+        raise RecipeError(
+            f"recipe: `data.max_length` must be at most {MAX_LENGTH} tokens, got {length!r} "
+            f"(the position table alone would hold {shown} x d_model numbers)"
+        )

@@ -17,23 +17,30 @@ def parse_teacher(raw: Any) -> dict[str, Any]:
     from lossbench.heads.registry import get_head_class
 
     if not isinstance(raw, dict) or not raw:
-        raise RecipeError(f"recipe: `teacher` must be a mapping (`checkpoint`, or `head`, `backbone` and a budget), "
-                          f"got {raw!r}")
+        raise RecipeError(
+            f"recipe: `teacher` must be a mapping (`checkpoint`, or `head`, `backbone` and a budget), got {raw!r}"
+        )
     _check_keys("teacher.", raw, KEYS)
     if "checkpoint" in raw:
         extra = sorted(k for k in raw if k not in ("checkpoint", "sha256"))
         if extra:
-            raise RecipeError(f"recipe: `teacher.checkpoint` loads a trained teacher; {extra} would train one: "
-                              "give one or the other")
+            raise RecipeError(
+                f"recipe: `teacher.checkpoint` loads a trained teacher; {extra} would train one: give one or the other"
+            )
         path = raw["checkpoint"]
         if not isinstance(path, str) or not Path(path).is_file():
-            raise RecipeError(f"recipe: `teacher.checkpoint` must be a LossbenchModule checkpoint file, got {path!r}"
-                              + (" (no such file)" if isinstance(path, str) else ""))
+            raise RecipeError(
+                f"recipe: `teacher.checkpoint` must be a LossbenchModule checkpoint file, got {path!r}"
+                + (" (no such file)" if isinstance(path, str) else "")
+            )
         pinned = raw.get("sha256")
-        if pinned is not None and not (isinstance(pinned, str) and len(pinned) == 64
-                                       and all(c in "0123456789abcdef" for c in pinned)):
-            raise RecipeError(f"recipe: `teacher.sha256` must be the checkpoint file's sha256 (64 lowercase hex "
-                              f"digits), got {pinned!r}")
+        if pinned is not None and not (
+            isinstance(pinned, str) and len(pinned) == 64 and all(c in "0123456789abcdef" for c in pinned)
+        ):
+            raise RecipeError(
+                f"recipe: `teacher.sha256` must be the checkpoint file's sha256 (64 lowercase hex "
+                f"digits), got {pinned!r}"
+            )
         return {"checkpoint": path, "sha256": check_checkpoint_contents(path, pinned)}
     if "sha256" in raw:
         raise RecipeError("recipe: `teacher.sha256` fingerprints a `teacher.checkpoint`; a trained teacher has none")
@@ -78,9 +85,14 @@ def check_checkpoint_contents(path: str, sha256: str | None, output: str | Path 
     except OSError as exc:
         raise RecipeError(f"recipe: `teacher.checkpoint` {path!r} cannot be read: {exc.strerror or exc}") from None
     if sha256 is not None and now != sha256:
-        where = (f"since the runs in `--output` {str(output)!r} distilled from it" if output is not None
-                 else "from the sha256 in the recipe (`teacher.sha256`, or taken when the recipe was read)")
-        raise RecipeError(f"compare: the teacher checkpoint {path!r} changed {where} (sha256 {sha256[:12]} then, "
-                          f"{now[:12]} now): its students would learn from two teachers; restore the file, or use "
-                          "a new --output folder (or the new file's sha256)")
+        where = (
+            f"since the runs in `--output` {str(output)!r} distilled from it"
+            if output is not None
+            else "from the sha256 in the recipe (`teacher.sha256`, or taken when the recipe was read)"
+        )
+        raise RecipeError(
+            f"compare: the teacher checkpoint {path!r} changed {where} (sha256 {sha256[:12]} then, "
+            f"{now[:12]} now): its students would learn from two teachers; restore the file, or use "
+            "a new --output folder (or the new file's sha256)"
+        )
     return now

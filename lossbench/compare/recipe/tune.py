@@ -103,8 +103,13 @@ class TuneSpec:
     seed: int = 0  # scrambling seed of the Sobol sequence
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trials": self.trials, "seeds": list(self.seeds), "select": {"metric": self.metric, "mode": self.mode},
-                "space": {d.path: d.to_dict() for d in self.space}, "seed": self.seed}
+        return {
+            "trials": self.trials,
+            "seeds": list(self.seeds),
+            "select": {"metric": self.metric, "mode": self.mode},
+            "space": {d.path: d.to_dict() for d in self.space},
+            "seed": self.seed,
+        }
 
     @property
     def shared(self) -> tuple[Dimension, ...]:
@@ -127,46 +132,64 @@ class TuneSpec:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TuneSpec:
         """Rebuild a spec from :meth:`to_dict` (comparison.json); no checks."""
-        space = tuple(Dimension(path, float(d["low"]), float(d["high"]), bool(d.get("log", False)))
-                      for path, d in sorted(raw["space"].items()))
+        space = tuple(
+            Dimension(path, float(d["low"]), float(d["high"]), bool(d.get("log", False)))
+            for path, d in sorted(raw["space"].items())
+        )
         select = raw.get("select") or {}
-        return cls(int(raw["trials"]), tuple(int(s) for s in raw["seeds"]), str(select.get("metric")),
-                   str(select.get("mode")), space, int(raw.get("seed", 0)))
+        return cls(
+            int(raw["trials"]),
+            tuple(int(s) for s in raw["seeds"]),
+            str(select.get("metric")),
+            str(select.get("mode")),
+            space,
+            int(raw.get("seed", 0)),
+        )
 
 
 # -- validation ------------------------------------------------------------------------------------
-def parse_tune(raw: Any, labels: list[str], target: dict[str, Any], seeds: list[int],
-               optimizer: dict[str, Any] | None = None) -> TuneSpec:
+def parse_tune(
+    raw: Any, labels: list[str], target: dict[str, Any], seeds: list[int], optimizer: dict[str, Any] | None = None
+) -> TuneSpec:
     """Check a recipe's ``tune:`` section against its loss labels, target, final seeds and optimizer."""
     if not isinstance(raw, dict):
         raise TuneError(f"recipe: `tune` must be a mapping with `trials` and `space`, got {raw!r}")
     _check_keys("tune.", raw, ["trials", "seeds", "select", "space", "seed"])
     trials = raw.get("trials")
     if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
-        raise TuneError(f"recipe: `tune.trials` must be a whole number of trials per loss in [1, {MAX_TRIALS}], "
-                        f"got {trials!r}")
+        raise TuneError(
+            f"recipe: `tune.trials` must be a whole number of trials per loss in [1, {MAX_TRIALS}], got {trials!r}"
+        )
     tune_seeds = raw.get("seeds", [1000])
     if not is_seed_list(tune_seeds) or len(set(tune_seeds)) != len(tune_seeds):
-        raise TuneError(f"recipe: `tune.seeds` must be a list of 1 to {MAX_SEEDS} distinct ints in [0, {MAX_SEED}], "
-                        f"got {shown_seeds(tune_seeds)}")
+        raise TuneError(
+            f"recipe: `tune.seeds` must be a list of 1 to {MAX_SEEDS} distinct ints in [0, {MAX_SEED}], "
+            f"got {shown_seeds(tune_seeds)}"
+        )
     overlap = sorted(set(tune_seeds) & set(seeds))
     if overlap:
-        raise TuneError(f"recipe: `tune.seeds` must be disjoint from the final `seeds` (a configuration chosen on a "
-                        f"seed would be scored on the same seed), both hold {overlap}")
+        raise TuneError(
+            f"recipe: `tune.seeds` must be disjoint from the final `seeds` (a configuration chosen on a "
+            f"seed would be scored on the same seed), both hold {overlap}"
+        )
     select = raw.get("select") or {}
     if not isinstance(select, dict):
         raise TuneError(f"recipe: `tune.select` must be a mapping {{metric, mode}}, got {select!r}")
     _check_keys("tune.select.", select, ["metric", "mode"])
     metric, mode = select.get("metric", target.get("metric")), select.get("mode", target.get("mode"))
     if not isinstance(metric, str) or not metric.startswith("val/"):
-        raise TuneError(f"recipe: `tune.select.metric` must name a validation metric like 'val/accuracy' (trials are "
-                        f"selected on validation, never on test), got {metric!r}")
+        raise TuneError(
+            f"recipe: `tune.select.metric` must name a validation metric like 'val/accuracy' (trials are "
+            f"selected on validation, never on test), got {metric!r}"
+        )
     if mode not in ("max", "min"):
         raise TuneError(f"recipe: `tune.select.mode` must be 'max' or 'min', got {mode!r}")
     scramble = raw.get("seed", 0)
     if isinstance(scramble, bool) or not isinstance(scramble, int) or not 0 <= scramble <= MAX_SEED:
-        raise TuneError(f"recipe: `tune.seed` (the Sobol sequence's scrambling seed) must be an int in "
-                        f"[0, {MAX_SEED}], got {scramble!r}")
+        raise TuneError(
+            f"recipe: `tune.seed` (the Sobol sequence's scrambling seed) must be an int in "
+            f"[0, {MAX_SEED}], got {scramble!r}"
+        )
     space = raw.get("space")
     if not isinstance(space, dict) or not space:
         raise TuneError(f"recipe: `tune.space` must map dotted paths to ranges {{low, high, log}}, got {space!r}")
@@ -197,20 +220,27 @@ def _check_path(path: str, labels: list[str], optimizer: str | None) -> None:
     if parts[0] == "optimizer" and len(parts) == 2:
         reader = OPTIMIZER_ONLY.get(parts[1])
         if reader is not None and optimizer != reader:
-            raise TuneError(f"recipe: `tune.space.{path}` changes nothing under `optimizer.name` {optimizer!r} "
-                            f"(only {reader!r} reads {parts[1]}); set `optimizer.name: {reader}` or remove it")
+            raise TuneError(
+                f"recipe: `tune.space.{path}` changes nothing under `optimizer.name` {optimizer!r} "
+                f"(only {reader!r} reads {parts[1]}); set `optimizer.name: {reader}` or remove it"
+            )
         if parts[1] in TUNABLE_OPTIMIZER:
             return
-        raise TuneError(f"recipe: `tune.space.{path}` is not a tunable optimizer value"
-                        f"{did_you_mean(path, allowed[:-1])} (tunable: {', '.join(allowed)})")
+        raise TuneError(
+            f"recipe: `tune.space.{path}` is not a tunable optimizer value"
+            f"{did_you_mean(path, allowed[:-1])} (tunable: {', '.join(allowed)})"
+        )
     if parts[0] == "losses" and len(parts) == 4 and parts[2] == "args" and parts[3]:
         if parts[1] in labels:
             return
-        raise TuneError(f"recipe: `tune.space.{path}` names loss {parts[1]!r}, which is not one of the losses "
-                        f"{labels}{did_you_mean(parts[1], labels)}")
+        raise TuneError(
+            f"recipe: `tune.space.{path}` names loss {parts[1]!r}, which is not one of the losses "
+            f"{labels}{did_you_mean(parts[1], labels)}"
+        )
     raise TuneError(
         f"recipe: `tune.space.{path}` cannot be tuned{did_you_mean(path, allowed)}: tunable are {', '.join(allowed)}; the "
-        "backbone, data and trainer are shared by every run of a seed (same initial weights, batches and budget)")
+        "backbone, data and trainer are shared by every run of a seed (same initial weights, batches and budget)"
+    )
 
 
 def check_tuned_heads(tune: TuneSpec, losses: list[LossSpec]) -> None:
@@ -224,9 +254,11 @@ def check_tuned_heads(tune: TuneSpec, losses: list[LossSpec]) -> None:
         cls = _head_class(spec, list(specs).index(spec.label))
         kind = _whole_kind(cls, dim.key)
         if kind is not None:
-            raise TuneError(f"recipe: `tune.space.{dim.path}` is {kind} argument of {cls.__name__} (`{dim.key}`), "
-                            "but a trial's value is a real number sampled from [low, high]; tune real-valued "
-                            f"arguments only and set `{dim.key}` in the loss's `args`")
+            raise TuneError(
+                f"recipe: `tune.space.{dim.path}` is {kind} argument of {cls.__name__} (`{dim.key}`), "
+                "but a trial's value is a real number sampled from [low, high]; tune real-valued "
+                f"arguments only and set `{dim.key}` in the loss's `args`"
+            )
 
 
 def _head_class(spec: LossSpec, i: int) -> type:
@@ -272,27 +304,17 @@ def tuning_recipe(recipe: Recipe) -> Recipe:
     """The tuning comparison: every (loss, trial) of ``recipe`` a run, on the tuning seeds, selected by tune.select."""
     tune = recipe.tune
     assert tune is not None
-    losses = [with_point(loss, point, "trial", j, trial_label(loss.label, j, tune.trials))
-              for loss in recipe.losses for j, point in enumerate(tune.loss_points(loss.label))]
+    losses = [
+        with_point(loss, point, "trial", j, trial_label(loss.label, j, tune.trials))
+        for loss in recipe.losses
+        for j, point in enumerate(tune.loss_points(loss.label))
+    ]
     return dataclasses.replace(
-        recipe, name=f"{recipe.name}-tuning", losses=losses, baseline=losses[0].label, seeds=list(tune.seeds),
-        tune=None, target={**recipe.target, "metric": tune.metric, "mode": tune.mode},
+        recipe,
+        name=f"{recipe.name}-tuning",
+        losses=losses,
+        baseline=losses[0].label,
+        seeds=list(tune.seeds),
+        tune=None,
+        target={**recipe.target, "metric": tune.metric, "mode": tune.mode},
     )
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -36,8 +36,9 @@ def reliability_name(loss: str) -> str:
     return f"reliability_{file_stem(loss)}.png"
 
 
-def render_reliability(predictions: dict[tuple[str, int], dict[str, Any]], losses: list[str],
-                       plots_dir: Path) -> list[Path]:
+def render_reliability(
+    predictions: dict[tuple[str, int], dict[str, Any]], losses: list[str], plots_dir: Path
+) -> list[Path]:
     """A reliability diagram per loss whose saved test predictions hold probabilities; returns their paths."""
     paths = []
     for loss in losses:

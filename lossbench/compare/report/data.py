@@ -20,13 +20,30 @@ def data_section(comparison: dict[str, Any]) -> list[str]:
     data = comparison.get("data") or {}
     if not data:
         return ["## Data", "", "Not recorded (a results folder from an older lossbench).", ""]
-    lines = ["## Data", "", *_table(["split", "source", "rows", "targets", "content fingerprint"], [
-        [split, info.get("source", "—"), str(info.get("rows", "—")), _targets_text(info),
-         f"`{str(info.get('fingerprint'))[:12]}`"] for split, info in data.items()
-    ]), ""]
-    lines += ["Validation drives every choice made during a run (curves, steps to target, the selected weights); "
-              "the test split is used once per run, for the headline numbers. The fingerprints are of the "
-              "processed rows' contents, not of file paths.", ""]
+    lines = [
+        "## Data",
+        "",
+        *_table(
+            ["split", "source", "rows", "targets", "content fingerprint"],
+            [
+                [
+                    split,
+                    info.get("source", "—"),
+                    str(info.get("rows", "—")),
+                    _targets_text(info),
+                    f"`{str(info.get('fingerprint'))[:12]}`",
+                ]
+                for split, info in data.items()
+            ],
+        ),
+        "",
+    ]
+    lines += [
+        "Validation drives every choice made during a run (curves, steps to target, the selected weights); "
+        "the test split is used once per run, for the headline numbers. The fingerprints are of the "
+        "processed rows' contents, not of file paths.",
+        "",
+    ]
     for split, info in data.items():
         lines += imbalance_lines(split, info.get("imbalance")) + noise_lines(split, info.get("label_noise"))
         lines += shared_lines(split, info)
@@ -35,10 +52,16 @@ def data_section(comparison: dict[str, Any]) -> list[str]:
 
 def shared_lines(split: str, info: dict[str, Any]) -> list[str]:
     """A warning for the rows of ``split`` whose inputs are also rows of an earlier split (leakage)."""
-    return [line for earlier, shared in (info.get("shared_rows") or {}).items() for line in (
-        f"> **Warning: {shared.get('rows')} of the {info.get('rows')} {split} rows have the same inputs as rows of "
-        f"the {earlier} split** (fingerprint of those inputs `{str(shared.get('fingerprint'))[:12]}`): scores on them "
-        "measure what the model memorised, not how it generalises; remove them from one of the splits.", "")]
+    return [
+        line
+        for earlier, shared in (info.get("shared_rows") or {}).items()
+        for line in (
+            f"> **Warning: {shared.get('rows')} of the {info.get('rows')} {split} rows have the same inputs as rows of "
+            f"the {earlier} split** (fingerprint of those inputs `{str(shared.get('fingerprint'))[:12]}`): scores on them "
+            "measure what the model memorised, not how it generalises; remove them from one of the splits.",
+            "",
+        )
+    ]
 
 
 def _targets_text(info: dict[str, Any]) -> str:
@@ -53,31 +76,48 @@ def imbalance_lines(split: str, info: dict[str, Any] | None) -> list[str]:
     if not info:
         return []
     after, before = info.get("after") or [], info.get("before") or []
-    return [f"Class imbalance, made on purpose: the {split} split was subsampled to a {info.get('kind')} profile with "
-            f"largest/smallest class ratio {_plain(info.get('ratio'))} (seed {info.get('seed')}): class counts "
-            f"{', '.join(str(n) for n in after)} (by class id) from {', '.join(str(n) for n in before)}; validation "
-            "and test keep their own class balance.", ""]
+    return [
+        f"Class imbalance, made on purpose: the {split} split was subsampled to a {info.get('kind')} profile with "
+        f"largest/smallest class ratio {_plain(info.get('ratio'))} (seed {info.get('seed')}): class counts "
+        f"{', '.join(str(n) for n in after)} (by class id) from {', '.join(str(n) for n in before)}; validation "
+        "and test keep their own class balance.",
+        "",
+    ]
 
 
 def noise_lines(split: str, info: dict[str, Any] | None) -> list[str]:
     if not info:
         return []
-    kind = {"symmetric": "symmetric (a uniformly random other class)",
-            "pairflip": "pair-flip (class c -> c + 1 mod C)"}.get(info.get("kind"), info.get("kind"))
-    lines = [f"Label noise, made on purpose: {_plain(info.get('rate'))} {kind} on the {split} split (seed "
-             f"{info.get('seed')}): {info.get('flipped')} of {info.get('rows')} labels replaced (realised rate "
-             f"{_num(info.get('realised_rate'))}; flipped-labels fingerprint `{info.get('flipped_fingerprint')}`). "
-             "The test split is never noisy; the class counts above are of the noisy labels.", ""]
+    kind = {
+        "symmetric": "symmetric (a uniformly random other class)",
+        "pairflip": "pair-flip (class c -> c + 1 mod C)",
+    }.get(info.get("kind"), info.get("kind"))
+    lines = [
+        f"Label noise, made on purpose: {_plain(info.get('rate'))} {kind} on the {split} split (seed "
+        f"{info.get('seed')}): {info.get('flipped')} of {info.get('rows')} labels replaced (realised rate "
+        f"{_num(info.get('realised_rate'))}; flipped-labels fingerprint `{info.get('flipped_fingerprint')}`). "
+        "The test split is never noisy; the class counts above are of the noisy labels.",
+        "",
+    ]
     pairs = {tuple(int(x) for x in k.split("->")): v for k, v in (info.get("transitions") or {}).items()}
     classes = 1 + max((max(a, b) for a, b in pairs), default=-1)
     if pairs and classes <= MAX_MATRIX_CLASSES:
-        lines += [f"Realised transitions on the {split} split (rows: true class, columns: given label; flipped rows "
-                  "only):", ""]
-        lines += _table(["true \\ given", *map(str, range(classes))],
-                        [[str(a), *(str(pairs.get((a, b), "")) if a != b else "·" for b in range(classes))]
-                         for a in range(classes)])
+        lines += [
+            f"Realised transitions on the {split} split (rows: true class, columns: given label; flipped rows only):",
+            "",
+        ]
+        lines += _table(
+            ["true \\ given", *map(str, range(classes))],
+            [
+                [str(a), *(str(pairs.get((a, b), "")) if a != b else "·" for b in range(classes))]
+                for a in range(classes)
+            ],
+        )
         lines.append("")
     elif pairs:
-        lines += [f"Realised transitions on the {split} split: " + ", ".join(f"{a}->{b}: {n}" for (a, b), n in
-                                                                          sorted(pairs.items())), ""]
+        lines += [
+            f"Realised transitions on the {split} split: "
+            + ", ".join(f"{a}->{b}: {n}" for (a, b), n in sorted(pairs.items())),
+            "",
+        ]
     return lines

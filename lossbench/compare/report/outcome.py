@@ -37,9 +37,11 @@ def conditions_sentence(conditions: dict[str, Any]) -> str:
     tuning = conditions.get("tuning")
     if tuning:
         paths = ", ".join(tuning["paths"])
-        parts.append(f"{opt.get('name', 'the optimizer')} with {paths} tuned per loss under an equal budget of "
-                     f"{tuning['trials']} trials (the same points for every loss, selected by {tuning['metric']} on "
-                     f"tuning seed(s) {', '.join(str(s) for s in tuning['seeds'])})")
+        parts.append(
+            f"{opt.get('name', 'the optimizer')} with {paths} tuned per loss under an equal budget of "
+            f"{tuning['trials']} trials (the same points for every loss, selected by {tuning['metric']} on "
+            f"tuning seed(s) {', '.join(str(s) for s in tuning['seeds'])})"
+        )
     elif opt:
         tuned = "tuned per loss" if conditions.get("tuned") else "shared by every loss and not tuned per loss"
         sched = conditions.get("schedule") or {}
@@ -54,8 +56,11 @@ def conditions_sentence(conditions: dict[str, Any]) -> str:
     text = "These verdicts hold under " + (", ".join(parts) if parts else "the recipe's settings")
     if conditions.get("test_rows"):
         text += f", scored once on the {conditions['test_rows']}-row test split"
-    text += ("; another budget or search space can change them." if tuning else
-             "; another budget or learning rate can change them.")
+    text += (
+        "; another budget or search space can change them."
+        if tuning
+        else "; another budget or learning rate can change them."
+    )
     edges = (tuning or {}).get("edges")
     return text + (f" At the edge of the search space: {'; '.join(edges)}: widen the range." if edges else "")
 
@@ -95,8 +100,10 @@ def _first_irregular_sentences(stats: ComparisonStats) -> list[str]:
         return []
     k, n = len(s.irregular), s.n
     had = "had an irregular run" if k == 1 else "had irregular runs"
-    return [f"That first place is flagged: {k} of {s.loss}'s {n} seed{'s' if n != 1 else ''} {had} "
-            f"({', '.join(s.irregular_kinds)}), so read it with care."]
+    return [
+        f"That first place is flagged: {k} of {s.loss}'s {n} seed{'s' if n != 1 else ''} {had} "
+        f"({', '.join(s.irregular_kinds)}), so read it with care."
+    ]
 
 
 def _irregular_sentences(stats: ComparisonStats) -> list[str]:
@@ -104,7 +111,7 @@ def _irregular_sentences(stats: ComparisonStats) -> list[str]:
     if not flagged:
         return []
     names = "; ".join(f"{s.loss} ({len(s.irregular)}/{s.n} seeds: {', '.join(s.irregular_kinds)})" for s in flagged)
-    return [f"Irregular runs, kept in the statistics and flagged (see \"Unfinished or irregular runs\"): {names}."]
+    return [f'Irregular runs, kept in the statistics and flagged (see "Unfinished or irregular runs"): {names}.']
 
 
 def _verdict_ps(verdict: Verdict | None) -> str:
@@ -144,8 +151,11 @@ def _headline_sentences(stats: ComparisonStats) -> list[str]:
     split = [(loss, v) for loss, v in noise if _examples_only(v)]
     noise = [(loss, v) for loss, v in noise if not _examples_only(v)]
     if split:
-        names = ", ".join(f"{loss} ({_signed(v.seeds.diff.mean)}; examples Holm {_pvalue(v.examples_p_adj)}, "
-                          f"seeds Holm {_pvalue(v.seeds.decisive_p)})" for loss, v in split)
+        names = ", ".join(
+            f"{loss} ({_signed(v.seeds.diff.mean)}; examples Holm {_pvalue(v.examples_p_adj)}, "
+            f"seeds Holm {_pvalue(v.seeds.decisive_p)})"
+            for loss, v in split
+        )
         verb = "differs" if len(split) == 1 else "differ"
         sentences.append(
             f"The {m} of {names} {verb} from {base} on the pooled test examples but not consistently across seeds: "
@@ -212,16 +222,20 @@ def _improving_sentences(stats: ComparisonStats) -> list[str]:
     if not flagged:
         return []
     names = ", ".join(f"{loss} ({k}/{n} seeds)" for loss, (k, n) in flagged)
-    return [f"Still improving at the end of the budget (the validation {stats.metric} curve's last third rises "
-            f"beyond its noise): {names}; a longer budget may change the verdicts that involve them."]
+    return [
+        f"Still improving at the end of the budget (the validation {stats.metric} curve's last third rises "
+        f"beyond its noise): {names}; a longer budget may change the verdicts that involve them."
+    ]
 
 
 def _power_sentences(stats: ComparisonStats) -> list[str]:
     n = max((s.n for s in stats.summaries.values()), default=0)
     if n >= LOW_POWER_SEEDS:
         return []
-    return [f"With {n} seed{'s' if n != 1 else ''} (fewer than {LOW_POWER_SEEDS}) the comparison has low power: "
-            "a real difference can easily go undetected, so \"within noise\" is not evidence of no difference."]
+    return [
+        f"With {n} seed{'s' if n != 1 else ''} (fewer than {LOW_POWER_SEEDS}) the comparison has low power: "
+        'a real difference can easily go undetected, so "within noise" is not evidence of no difference.'
+    ]
 
 
 def worse_than_mean(stats: ComparisonStats) -> bool:
@@ -229,6 +243,9 @@ def worse_than_mean(stats: ComparisonStats) -> bool:
     key = next((m for m in (stats.test_metrics or []) if m.endswith("/r2")), None)
     values = [s.test[key].mean for s in stats.summaries.values() if key and s.test[key].mean is not None]
     if not values:
-        values = [s.final["val/r2"].mean for s in stats.summaries.values()
-                  if "val/r2" in s.final and s.final["val/r2"].mean is not None]
+        values = [
+            s.final["val/r2"].mean
+            for s in stats.summaries.values()
+            if "val/r2" in s.final and s.final["val/r2"].mean is not None
+        ]
     return bool(values) and all(v <= 0 for v in values)

@@ -32,17 +32,28 @@ def class_recalls(predictions: list[dict[str, Any]], num_classes: int) -> np.nda
     return np.nanmean(np.stack(out), 0) if out else np.full(num_classes, np.nan)
 
 
-def per_class_section(predictions: dict[tuple[str, int], dict[str, Any]], losses: list[str],
-                      class_names: list[str]) -> list[str]:
+def per_class_section(
+    predictions: dict[tuple[str, int], dict[str, Any]], losses: list[str], class_names: list[str]
+) -> list[str]:
     """Markdown: a row per loss, a column per class (its training count in the header when known)."""
     rows = []
     for loss in losses:
         preds = [p for (label, _), p in sorted(predictions.items()) if label == loss]
         if preds and np.asarray(preds[0]["target"]).ndim == 1:
-            rows.append([loss, str(len(preds)), *(_num(float(r)) if r == r else "—"
-                                                  for r in class_recalls(preds, len(class_names)))])
+            rows.append(
+                [
+                    loss,
+                    str(len(preds)),
+                    *(_num(float(r)) if r == r else "—" for r in class_recalls(preds, len(class_names))),
+                ]
+            )
     if not rows:
         return []
-    return ["### Per-class recall (test)", "",
-            "Recall of each class on the test split, mean over seeds; the header gives each class's training rows.",
-            "", *_table(["loss", "seeds", *class_names], rows), ""]
+    return [
+        "### Per-class recall (test)",
+        "",
+        "Recall of each class on the test split, mean over seeds; the header gives each class's training rows.",
+        "",
+        *_table(["loss", "seeds", *class_names], rows),
+        "",
+    ]

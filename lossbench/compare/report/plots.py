@@ -14,8 +14,9 @@ import hashlib
 import io
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import matplotlib
 import numpy as np

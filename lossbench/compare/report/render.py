@@ -27,6 +27,7 @@ from lossbench.compare.analysis.stats import (
 )
 from lossbench.compare.analysis.tuning import LossTuning, check_tuning, select_trials
 from lossbench.compare.recipe.tune import TuneSpec
+from lossbench.compare.report import plots as plotting
 from lossbench.compare.report.calibration import reliability_name, render_reliability
 from lossbench.compare.report.data import _table, data_section
 from lossbench.compare.report.format import (
@@ -43,7 +44,6 @@ from lossbench.compare.report.format import (
 )
 from lossbench.compare.report.outcome import outcome_sentences, worse_than_mean
 from lossbench.compare.report.per_class import per_class_section
-from lossbench.compare.report import plots as plotting
 from lossbench.compare.report.teacher import teacher_section
 from lossbench.compare.report.tuning import (
     plot_sensitivity,
@@ -111,10 +111,15 @@ def load_comparison(root: str | Path) -> dict[str, Any]:
         raise corrupt(f"'baseline' one of 'losses' {comparison['losses']}", describe(comparison["baseline"]))
     target = comparison["target"]
     threshold = target.get("threshold")
-    if (not isinstance(target.get("metric"), str) or not target["metric"] or target.get("mode") not in ("max", "min")
-            or not (threshold is None or _is_number(threshold))):
-        raise corrupt("'target' {'metric': 'val/<name>', 'mode': 'max'|'min', 'threshold': a number or null}",
-                      f"{target!r}")
+    if (
+        not isinstance(target.get("metric"), str)
+        or not target["metric"]
+        or target.get("mode") not in ("max", "min")
+        or not (threshold is None or _is_number(threshold))
+    ):
+        raise corrupt(
+            "'target' {'metric': 'val/<name>', 'mode': 'max'|'min', 'threshold': a number or null}", f"{target!r}"
+        )
     for split, info in (comparison.get("data") or {}).items():
         if not isinstance(info, dict):
             raise corrupt(f"a JSON object for data[{split!r}]", describe(info))
@@ -130,8 +135,9 @@ def _is_names(value: Any) -> bool:
 
 
 def _is_seeds(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool)
-                                                           for v in value)
+    return (
+        isinstance(value, list) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
 
 
 _COMPARISON_TYPES = (  # key, what it must be, check (optional keys may also be null)
@@ -174,8 +180,13 @@ def _render_report(root: Path) -> Path:
     tuning = _tuning(root, comparison, runs, fairness)
     predictions = load_predictions(root, runs, fairness)
     stats = compare_losses(
-        runs, comparison["baseline"], target=comparison["target"], losses=losses, invalid=fairness.invalid,
-        predictions=predictions, irregular=find_irregular(root, runs),
+        runs,
+        comparison["baseline"],
+        target=comparison["target"],
+        losses=losses,
+        invalid=fairness.invalid,
+        predictions=predictions,
+        irregular=find_irregular(root, runs),
     )
     used = [(r, rows) for r, rows in runs if r.status == "finished" and (r.loss, r.seed) not in fairness.invalid]
     plot_paths = plotting.render_plots(used, root / "plots", stats.metric, losses)
@@ -184,15 +195,17 @@ def _render_report(root: Path) -> Path:
     plot_paths += render_reliability(predictions, losses, root / "plots")  # class tasks: calibration on test
     columns, rows = results_table(comparison, runs, fairness)
     write_csv(root / "results.csv", rows, columns)
-    text = report_markdown(comparison, runs, fairness, stats, [p.relative_to(root) for p in plot_paths], outside,
-                           tuning, predictions, root)
+    text = report_markdown(
+        comparison, runs, fairness, stats, [p.relative_to(root) for p in plot_paths], outside, tuning, predictions, root
+    )
     path = root / "report.md"
     atomic_write_text(path, text)
     return path
 
 
-def _tuning(root: Path, comparison: dict[str, Any], runs: Runs,
-            fairness: FairnessResult) -> tuple[TuneSpec, dict[str, LossTuning]] | None:
+def _tuning(
+    root: Path, comparison: dict[str, Any], runs: Runs, fairness: FairnessResult
+) -> tuple[TuneSpec, dict[str, LossTuning]] | None:
     """A tuned comparison's spec and per-loss trials, recomputed from ``DIR/tuning``'s records; its budget and
     choices are checked (:func:`tuning.check_tuning`) and their problems added to ``fairness``."""
     raw = (comparison.get("recipe") or {}).get("tune")
@@ -318,7 +331,8 @@ def report_markdown(
         lines += [
             "> **WARNING: every loss predicts worse than the mean of the targets** (R² <= 0). The verdicts below "
             "compare failures: check the target's scale (`data.standardize_target`), the budget and the learning "
-            "rate before reading them.", "",
+            "rate before reading them.",
+            "",
         ]
     lines += [f"# Loss comparison: {comparison['name']}", ""]
     lines += _setup_section(comparison, runs, fairness, stats)
@@ -410,14 +424,18 @@ def _setup_section(
     ]
     tune = (comparison.get("recipe") or {}).get("tune")
     if opt and tune:
-        lines.append(f"- Tuned per loss, {tune['trials']} trials each (the same points for every loss): "
-                     f"{', '.join(f'`{p}`' for p in tune['space'])}; {opt.get('name')}, the rest as the recipe says "
-                     f"(lr {_plain(opt.get('lr'))}, weight decay {_plain(opt.get('weight_decay'))} where not tuned); "
-                     "the chosen values are in the Tuning section")
+        lines.append(
+            f"- Tuned per loss, {tune['trials']} trials each (the same points for every loss): "
+            f"{', '.join(f'`{p}`' for p in tune['space'])}; {opt.get('name')}, the rest as the recipe says "
+            f"(lr {_plain(opt.get('lr'))}, weight decay {_plain(opt.get('weight_decay'))} where not tuned); "
+            "the chosen values are in the Tuning section"
+        )
     elif opt:
-        lines.append(f"- Learning rate: {opt.get('name')} lr {_plain(opt.get('lr'))}, weight decay "
-                     f"{_plain(opt.get('weight_decay'))}, shared by every loss"
-                     + (" (tuned)" if comparison.get("tuned") else " and not tuned per loss"))
+        lines.append(
+            f"- Learning rate: {opt.get('name')} lr {_plain(opt.get('lr'))}, weight decay "
+            f"{_plain(opt.get('weight_decay'))}, shared by every loss"
+            + (" (tuned)" if comparison.get("tuned") else " and not tuned per loss")
+        )
     lines += [
         f"- Headline: {_headline_text(stats, select)}",
         f"- Target: {_target_text(stats)}",
@@ -441,8 +459,9 @@ def _setup_section(
         else:
             runs_text = "both runs" if len(checked) == 2 else f"all {len(checked)} runs"
             data = " and data" if any(r.fingerprints.get("data") for r, _ in runs if r.seed == seed) else ""
-            lines.append(f"  - seed {seed}: {runs_text} of seed {seed} share the same initial weights{data} and "
-                         "batch order")
+            lines.append(
+                f"  - seed {seed}: {runs_text} of seed {seed} share the same initial weights{data} and batch order"
+            )
     n_used = sum(s.n for s in stats.summaries.values())
     lines += [
         "",
@@ -460,33 +479,43 @@ def _setup_section(
 
 def _families_text(stats: ComparisonStats) -> str:
     """The correction families, as the method line and the paired table state them."""
-    return (f"Primary family: {stats.headline_label} against the baseline, Holm over the losses, separately for "
-            f"the seed-level ({stats.primary_size} tested) and the per-example test ({stats.primary_examples_size} "
-            "tested), and the larger of a loss's two p-values, Holm-adjusted over the losses: a headline verdict "
-            "needs all three below 0.05 (an intersection-union test). Secondary family: steps to target and AUC against the "
-            f"baseline, Holm over their {stats.secondary_size} tests together, labelled \"secondary\". The "
-            "ranking's tests of neighbours are a family of their own.")
+    return (
+        f"Primary family: {stats.headline_label} against the baseline, Holm over the losses, separately for "
+        f"the seed-level ({stats.primary_size} tested) and the per-example test ({stats.primary_examples_size} "
+        "tested), and the larger of a loss's two p-values, Holm-adjusted over the losses: a headline verdict "
+        "needs all three below 0.05 (an intersection-union test). Secondary family: steps to target and AUC against the "
+        f'baseline, Holm over their {stats.secondary_size} tests together, labelled "secondary". The '
+        "ranking's tests of neighbours are a family of their own."
+    )
 
 
 def _headline_text(stats: ComparisonStats, select: str) -> str:
     if not stats.headline.startswith("test/"):
-        return (f"final {stats.metric} on validation (these records hold no test metrics, so the numbers below were "
-                "also used to make choices: treat them as optimistic)")
-    weights = ("the weights of the best validation evaluation of " + stats.metric + " (step 0 excluded)"
-               if select == "best" else "the final weights")
+        return (
+            f"final {stats.metric} on validation (these records hold no test metrics, so the numbers below were "
+            "also used to make choices: treat them as optimistic)"
+        )
+    weights = (
+        "the weights of the best validation evaluation of " + stats.metric + " (step 0 excluded)"
+        if select == "best"
+        else "the final weights"
+    )
     return f"{stats.headline}, evaluated once per run on the test split with {weights}"
 
 
 def _execution_text(runs: Runs) -> str:
     """How the runs were trained (``record.execution``): fused arrays, sequential runs and why a loss fell back."""
-    fused = sorted({(r.seed, tuple(r.execution.get("members") or ())) for r, _ in runs
-                    if r.execution.get("executor") == "fused"})
+    fused = sorted(
+        {(r.seed, tuple(r.execution.get("members") or ())) for r, _ in runs if r.execution.get("executor") == "fused"}
+    )
     sequential = [r for r, _ in runs if r.execution.get("executor", "sequential") == "sequential"]
     parts = []
     if fused:
         sizes = sorted({len(members) for _, members in fused})
-        parts.append(f"{len(fused)} fused array(s) (each seed's losses trained in lockstep as one model, "
-                     f"{'/'.join(map(str, sizes))} members; wall times are the array's)")
+        parts.append(
+            f"{len(fused)} fused array(s) (each seed's losses trained in lockstep as one model, "
+            f"{'/'.join(map(str, sizes))} members; wall times are the array's)"
+        )
     if sequential:
         parts.append(f"{len(sequential)} sequential run(s)")
     fallbacks = sorted({f"{r.loss} ({r.execution['fallback']})" for r in sequential if r.execution.get("fallback")})
@@ -500,8 +529,13 @@ def _environment_text(runs: Runs) -> str:
     if not envs:
         return "not recorded"
     parts = []
-    for key, name in (("accelerator", "device"), ("devices", "devices"), ("torch_threads", "torch threads"),
-                      ("precision", "precision"), ("deterministic", "deterministic")):
+    for key, name in (
+        ("accelerator", "device"),
+        ("devices", "devices"),
+        ("torch_threads", "torch threads"),
+        ("precision", "precision"),
+        ("deterministic", "deterministic"),
+    ):
         values = sorted({str(e.get(key)) for e in envs})
         parts.append(f"{name} {'/'.join(values)}")
     return ", ".join(parts) + "; seconds are machine-dependent and never decide a verdict"
@@ -510,8 +544,11 @@ def _environment_text(runs: Runs) -> str:
 def _per_loss_section(stats: ComparisonStats, own_scale: list[str]) -> list[str]:
     m, h = stats.metric, stats.headline
     tested = h.startswith("test/")
-    header = ["loss", "seeds"] + ([h] if tested else []) + [f"final {m}", f"best {m}", "steps to target", "AUC",
-                                                            "still improving", "irregular runs"]
+    header = (
+        ["loss", "seeds"]
+        + ([h] if tested else [])
+        + [f"final {m}", f"best {m}", "steps to target", "AUC", "still improving", "irregular runs"]
+    )
     rows = []
     for loss, s in stats.summaries.items():
         row = [_loss_name(loss, stats), str(s.n)] + ([_est(s.test[h])] if tested else [])
@@ -526,7 +563,7 @@ def _per_loss_section(stats: ComparisonStats, own_scale: list[str]) -> list[str]
         "reached it is not averaged in. Best: over the evaluations after step 0. Still improving: seeds whose "
         f"validation {m} curve was still rising beyond its noise over the last third of the budget. Irregular runs: "
         "seeds that skipped optimizer steps or had non-finite validation values (kept in the statistics; see "
-        "\"Unfinished or irregular runs\").",
+        '"Unfinished or irregular runs").',
         "",
     ]
     others = stats.test_metrics[1:]
@@ -543,10 +580,16 @@ def _per_loss_section(stats: ComparisonStats, own_scale: list[str]) -> list[str]
         ]
         lines += ["Other validation metrics:", "", *_table(header, rows), ""]
     header = ["loss", "s/step", "seconds to target"]
-    rows = [[_loss_name(loss, stats), _num(s.seconds_per_step), _reached(s.seconds_to_target)]
-            for loss, s in stats.summaries.items()]
-    lines += ["Time (machine-dependent: it varies with load and threads, so it is shown but never ranked):", "",
-              *_table(header, rows), ""]
+    rows = [
+        [_loss_name(loss, stats), _num(s.seconds_per_step), _reached(s.seconds_to_target)]
+        for loss, s in stats.summaries.items()
+    ]
+    lines += [
+        "Time (machine-dependent: it varies with load and threads, so it is shown but never ranked):",
+        "",
+        *_table(header, rows),
+        "",
+    ]
     if own_scale:
         lines += [
             f"{', '.join(own_scale)}: each loss's own value, on its own scale, so not compared across losses "
@@ -560,8 +603,7 @@ def _paired_section(stats: ComparisonStats) -> list[str]:
     base = stats.baseline
     header = ["loss", "quantity", "seeds", f"mean diff (loss − {base})", "95% CI", "p", "p (Holm)"]
     rows = []
-    names = ((PRIMARY, stats.headline_label),
-             ("steps", "steps to target (secondary)"), ("auc", "AUC (secondary)"))
+    names = ((PRIMARY, stats.headline_label), ("steps", "steps to target (secondary)"), ("auc", "AUC (secondary)"))
     for loss, results in stats.vs_baseline.items():
         for key, name in names:
             p = results[key]
@@ -570,16 +612,36 @@ def _paired_section(stats: ComparisonStats) -> list[str]:
                 rows.append([loss, name, "0" if key != "steps" else "<2", f"not compared ({why})", "—", "—", "—"])
             else:
                 untested = f"— ({_untested(p)})" if p.p is None else None
-                rows.append([loss, name, str(p.n), _signed(p.diff.mean), _ci(p.diff), untested or _p(p),
-                             "—" if untested else _padj(p)])
+                rows.append(
+                    [
+                        loss,
+                        name,
+                        str(p.n),
+                        _signed(p.diff.mean),
+                        _ci(p.diff),
+                        untested or _p(p),
+                        "—" if untested else _padj(p),
+                    ]
+                )
             if key == PRIMARY:
                 verdict = stats.verdicts.get(loss)
                 ex = verdict.examples if verdict is not None else None
                 if ex is not None:
-                    low, high = (ex.detail or {}).get("ci", (None, None)) if isinstance(ex.detail, dict) else (None, None)
+                    low, high = (
+                        (ex.detail or {}).get("ci", (None, None)) if isinstance(ex.detail, dict) else (None, None)
+                    )
                     ci = f"[{_num(low)}, {_num(high)}]" if low is not None else "—"
-                    rows.append([loss, f"{name}, per test example ({ex.method})", f"{ex.n_seeds} × {ex.n_examples}",
-                                 _signed(ex.diff), ci, _pvalue(ex.p), _pvalue(verdict.examples_p_adj)])
+                    rows.append(
+                        [
+                            loss,
+                            f"{name}, per test example ({ex.method})",
+                            f"{ex.n_seeds} × {ex.n_examples}",
+                            _signed(ex.diff),
+                            ci,
+                            _pvalue(ex.p),
+                            _pvalue(verdict.examples_p_adj),
+                        ]
+                    )
     lines = [f"## Paired comparison against the baseline ({base})", ""]
     if not rows:
         return lines + ["Only the baseline was compared.", ""]
@@ -615,8 +677,13 @@ def _ranking_section(stats: ComparisonStats) -> list[str]:
             else:
                 flag = f"not significant (p = {_p(e.vs_next)}, Holm {_padj(e.vs_next)})"
         rows.append([str(e.rank), _flagged_name(e.loss, stats), _num(e.mean), diff, flag])
-    lines = ["## Ranking", "", f"By mean {stats.headline_label} ({better} is better); neighbours are tested like the "
-             "baseline comparisons (seeds and test examples, Holm over the ranking's tests).", ""]
+    lines = [
+        "## Ranking",
+        "",
+        f"By mean {stats.headline_label} ({better} is better); neighbours are tested like the "
+        "baseline comparisons (seeds and test examples, Holm over the ranking's tests).",
+        "",
+    ]
     if rows:
         lines += [*_table(header, rows), ""]
     if stats.unranked:
@@ -624,8 +691,9 @@ def _ranking_section(stats: ComparisonStats) -> list[str]:
     return lines
 
 
-def _unfinished_section(comparison: dict[str, Any], runs: Runs, outside: list[tuple[str, int]],
-                        stats: ComparisonStats | None = None) -> list[str]:
+def _unfinished_section(
+    comparison: dict[str, Any], runs: Runs, outside: list[tuple[str, int]], stats: ComparisonStats | None = None
+) -> list[str]:
     """Runs that are missing, failed or unfinished (excluded), and finished runs that were irregular (kept)."""
     by_key = {(r.loss, r.seed): (r, rows) for r, rows in runs}
     irregular = stats.irregular if stats is not None else {}
@@ -641,8 +709,9 @@ def _unfinished_section(comparison: dict[str, Any], runs: Runs, outside: list[tu
                 items.append(f"- {loss}, seed {seed}: failed after {steps_done(r, rows)} steps: {error[-1]}")
                 unfinished += 1
             elif r.status != "finished":
-                items.append(f"- {loss}, seed {seed}: {r.status} ({steps_done(r, rows)} steps done, resumed "
-                             f"{r.resumed} times)")
+                items.append(
+                    f"- {loss}, seed {seed}: {r.status} ({steps_done(r, rows)} steps done, resumed {r.resumed} times)"
+                )
                 unfinished += 1
             elif irregular.get((loss, int(seed))):
                 found = irregular[(loss, int(seed))]
@@ -657,12 +726,18 @@ def _unfinished_section(comparison: dict[str, Any], runs: Runs, outside: list[tu
         lines += ["Missing, failed and unfinished runs are excluded from the statistics.", ""]
     if flagged:
         # kept, not excluded: see compare_losses (dropping the seeds where a loss went wrong flatters that loss)
-        lines += ["Finished runs that skipped optimizer steps or had non-finite validation values are kept in the "
-                  "statistics (dropping them would judge a loss only on the seeds where it behaved) and their loss "
-                  "is flagged in the tables, the ranking and the outcome.", ""]
+        lines += [
+            "Finished runs that skipped optimizer steps or had non-finite validation values are kept in the "
+            "statistics (dropping them would judge a loss only on the seeds where it behaved) and their loss "
+            "is flagged in the tables, the ranking and the outcome.",
+            "",
+        ]
     if files:
-        lines += ["A missing or truncated metrics.csv only affects the plotted curves: every number above comes "
-                  "from the run records.", ""]
+        lines += [
+            "A missing or truncated metrics.csv only affects the plotted curves: every number above comes "
+            "from the run records.",
+            "",
+        ]
     if outside:
         shown = ", ".join(f"{loss} seed {seed}" for loss, seed in outside)
         lines += [f"Run records outside the plan in comparison.json (ignored): {shown}.", ""]

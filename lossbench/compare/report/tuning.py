@@ -51,17 +51,20 @@ def plot_sensitivity(tune: TuneSpec, tuning: dict[str, LossTuning], path: str | 
 
 def tuning_section(tune: TuneSpec, tuning: dict[str, LossTuning], seeds: list[int], plot: Path | None) -> list[str]:
     """Markdown: the protocol, the space, and per loss the chosen values, the best and the median trial."""
-    space = "; ".join(f"`{d.path}` in [{_plain(d.low)}, {_plain(d.high)}]" + (" (log)" if d.log else "")
-                      for d in tune.space)
+    space = "; ".join(
+        f"`{d.path}` in [{_plain(d.low)}, {_plain(d.high)}]" + (" (log)" if d.log else "") for d in tune.space
+    )
     lines = [
-        "## Tuning", "",
+        "## Tuning",
+        "",
         f"Every loss got the same budget: {tune.trials} trials, each the full training budget, at the first "
         f"{tune.trials} points of a scrambled Sobol sequence (seed {tune.seed}) over {space}; the shared values of "
         f"trial j are the same numbers for every loss. Trials ran on tuning seed(s) "
         f"{', '.join(str(s) for s in tune.seeds)}, disjoint from the final seeds ({', '.join(str(s) for s in seeds)}), "
         f"and were selected by mean {tune.metric} ({tune.mode}) on the validation split; the chosen configuration of "
         "each loss was then trained on the final seeds and scored once on the test split. Recomputed from "
-        f"`tuning/runs/*/seed_*/record.json`.", "",
+        f"`tuning/runs/*/seed_*/record.json`.",
+        "",
         f"| loss | chosen trial | chosen values | chosen {tune.metric} | median trial | worst trial | finished trials |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -72,19 +75,31 @@ def tuning_section(tune: TuneSpec, tuning: dict[str, LossTuning], seeds: list[in
         chosen = _num(t.scores[t.chosen]) if t.scores[t.chosen] is not None else "—"
         lines.append(
             f"| {loss} | {t.chosen} | {values} | {chosen} | {_num(statistics.median(scores)) if scores else '—'} | "
-            f"{_num(worst(scores)) if scores else '—'} | {len(scores)}/{tune.trials} |")
+            f"{_num(worst(scores)) if scores else '—'} | {len(scores)}/{tune.trials} |"
+        )
     notes = [f"- {loss}: {t.reason}" for loss, t in tuning.items() if t.reason]
-    notes += [f"- {loss}: trial{'s' if len(t.diverged) > 1 else ''} {', '.join(map(str, t.diverged))} diverged (a "
-              "non-finite training loss or gradient under `nan_policy: raise`) on a tuning seed: a result, scored "
-              "worst, never preferred to a trial that finished" for loss, t in tuning.items() if t.diverged]
-    notes += [f"- {note} ({_plain(_round(value))}), and its score is better than the nearest trial's inward: "
-              f"the best value may lie outside the range; widen `tune.space.{path}`"
-              for note, path, value in _edges(tune, tuning)]
+    notes += [
+        f"- {loss}: trial{'s' if len(t.diverged) > 1 else ''} {', '.join(map(str, t.diverged))} diverged (a "
+        "non-finite training loss or gradient under `nan_policy: raise`) on a tuning seed: a result, scored "
+        "worst, never preferred to a trial that finished"
+        for loss, t in tuning.items()
+        if t.diverged
+    ]
+    notes += [
+        f"- {note} ({_plain(_round(value))}), and its score is better than the nearest trial's inward: "
+        f"the best value may lie outside the range; widen `tune.space.{path}`"
+        for note, path, value in _edges(tune, tuning)
+    ]
     lines += [""] + (notes + [""] if notes else [])
     if plot is not None:
         dim = sensitivity_axis(tune)
-        lines += [f"How picky each loss is about `{dim.path}`: a flat line tolerates a wide range, a peaked one "
-                  "needs its value found.", "", f"![tuning sensitivity]({plot.as_posix()})", ""]
+        lines += [
+            f"How picky each loss is about `{dim.path}`: a flat line tolerates a wide range, a peaked one "
+            "needs its value found.",
+            "",
+            f"![tuning sensitivity]({plot.as_posix()})",
+            "",
+        ]
     return lines
 
 
@@ -98,12 +113,20 @@ def _round(value: float) -> float:
 def _edges(tune: TuneSpec, tuning: dict[str, LossTuning]) -> list[tuple[str, str, float]]:
     """``("square's best lr is the largest tried", path, value)`` for every chosen trial at the edge of the
     range it was tried in, with the score still rising there (:meth:`LossTuning.edges`)."""
-    return [(f"{loss}'s best {dim.key} is the {side} tried", dim.path, t.point[dim.path])
-            for loss, t in tuning.items() for dim, side in t.edges(tune)]
+    return [
+        (f"{loss}'s best {dim.key} is the {side} tried", dim.path, t.point[dim.path])
+        for loss, t in tuning.items()
+        for dim, side in t.edges(tune)
+    ]
 
 
 def tuning_conditions(tune: TuneSpec, tuning: dict[str, LossTuning] | None = None) -> dict[str, Any]:
     """The tuning conditions the verdicts hold under (:func:`outcome.conditions_sentence`); ``edges``: the losses
     whose chosen value is at the edge of its range."""
-    return {"trials": tune.trials, "paths": [d.path for d in tune.space], "seeds": list(tune.seeds),
-            "metric": tune.metric, "edges": [note for note, _, _ in _edges(tune, tuning or {})]}
+    return {
+        "trials": tune.trials,
+        "paths": [d.path for d in tune.space],
+        "seeds": list(tune.seeds),
+        "metric": tune.metric,
+        "edges": [note for note, _, _ in _edges(tune, tuning or {})],
+    }

@@ -88,4 +88,3 @@ class FolderLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
-

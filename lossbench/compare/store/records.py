@@ -138,14 +138,20 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]], columns: list[str] |
     atomic_write_text(path, buffer.getvalue())
 
 
-RUN_FIX = ("rerun `lossbench compare` with the same --output to rebuild that run (move the file aside first), "
-           "or delete the run folder")
+RUN_FIX = (
+    "rerun `lossbench compare` with the same --output to rebuild that run (move the file aside first), "
+    "or delete the run folder"
+)
 """How to repair a corrupt record.json: :class:`CorruptFileError`'s ``fix``."""
-RUN_FILE_FIX = ("rerun `lossbench compare` with the same --output to rebuild that run (move the file and the run's "
-                "record.json aside first: a run with a finished record is not trained again), or delete the run folder")
+RUN_FILE_FIX = (
+    "rerun `lossbench compare` with the same --output to rebuild that run (move the file and the run's "
+    "record.json aside first: a run with a finished record is not trained again), or delete the run folder"
+)
 """How to repair another corrupt file of one run (metrics.csv, test_predictions.pt)."""
-COMPARISON_FIX = ("restore it (from a backup or a copy of the folder), or start a new results folder "
-                  "(`lossbench compare RECIPE --output NEW_DIR`)")
+COMPARISON_FIX = (
+    "restore it (from a backup or a copy of the folder), or start a new results folder "
+    "(`lossbench compare RECIPE --output NEW_DIR`)"
+)
 """How to repair a corrupt comparison.json."""
 
 
@@ -164,8 +170,9 @@ class CorruptFileError(ValueError):
             ``"corrupt"`` (it parses but holds something else).
     """
 
-    def __init__(self, path: str | Path, expected: str, found: str, fix: str = RUN_FIX,
-                 problem: str = "corrupt") -> None:
+    def __init__(
+        self, path: str | Path, expected: str, found: str, fix: str = RUN_FIX, problem: str = "corrupt"
+    ) -> None:
         self.path, self.expected, self.found, self.fix, self.problem = Path(path), expected, found, fix, problem
         super().__init__(f"{self.path}: {problem}: expected {expected}, found {found}; {fix}")
 
@@ -204,12 +211,26 @@ def load_run_tensors(path: str | Path, what: str) -> dict[str, Any]:
 
     try:
         return load_tensors(path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, KeyError, AttributeError,
-            UnicodeDecodeError, OSError) as exc:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        UnicodeDecodeError,
+        OSError,
+    ) as exc:
         text = str(exc).strip().replace(str(path) + ": ", "")
         found = text.splitlines()[0][:200] if text else type(exc).__name__
-        raise CorruptFileError(path, f"a torch file of named tensors ({what})", f"a file torch cannot load ({found})",
-                               RUN_FILE_FIX, "unreadable") from None
+        raise CorruptFileError(
+            path,
+            f"a torch file of named tensors ({what})",
+            f"a file torch cannot load ({found})",
+            RUN_FILE_FIX,
+            "unreadable",
+        ) from None
 
 
 def read_json_file(path: str | Path, what: str, fix: str = RUN_FIX) -> Any:
@@ -219,8 +240,9 @@ def read_json_file(path: str | Path, what: str, fix: str = RUN_FIX) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CorruptFileError(path, f"UTF-8 JSON ({what})", f"bytes that are not UTF-8 (at byte {exc.start})",
-                               fix, "not valid JSON") from None
+        raise CorruptFileError(
+            path, f"UTF-8 JSON ({what})", f"bytes that are not UTF-8 (at byte {exc.start})", fix, "not valid JSON"
+        ) from None
     try:
         return json.loads(text)
     except ValueError as exc:  # json.JSONDecodeError
@@ -243,11 +265,13 @@ def _read_table(path: Path, fix: str) -> tuple[list[str] | None, list[dict[str, 
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CorruptFileError(path, "UTF-8 CSV text", f"bytes that are not UTF-8 (at byte {exc.start})",
-                               fix, "not valid CSV") from None
+        raise CorruptFileError(
+            path, "UTF-8 CSV text", f"bytes that are not UTF-8 (at byte {exc.start})", fix, "not valid CSV"
+        ) from None
     if "\x00" in text:
-        raise CorruptFileError(path, "CSV text", f"a NUL byte (at character {text.index(chr(0))})", fix,
-                               "not valid CSV")
+        raise CorruptFileError(
+            path, "CSV text", f"a NUL byte (at character {text.index(chr(0))})", fix, "not valid CSV"
+        )
     rows = []
     try:
         reader = csv.reader(io.StringIO(text, newline=""))
@@ -258,8 +282,13 @@ def _read_table(path: Path, fix: str) -> tuple[list[str] | None, list[dict[str, 
             if not cells:
                 continue  # a blank line, as csv.DictReader skips it
             if len(cells) != len(header):
-                raise CorruptFileError(path, f"{len(header)} fields per row (as in the header)",
-                                       f"{len(cells)} on line {reader.line_num}", fix, "not valid CSV")
+                raise CorruptFileError(
+                    path,
+                    f"{len(header)} fields per row (as in the header)",
+                    f"{len(cells)} on line {reader.line_num}",
+                    fix,
+                    "not valid CSV",
+                )
             rows.append({k: _number(v) for k, v in zip(header, cells)})
     except csv.Error as exc:
         raise CorruptFileError(path, "CSV text", f"a CSV syntax error ({exc})", fix, "not valid CSV") from None
@@ -276,20 +305,29 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     header, rows = _read_table(path, RUN_FILE_FIX)
     if header is None:
-        raise CorruptFileError(path, f"a CSV header line ({', '.join(METRIC_COLUMNS)}, val/...)", "an empty file",
-                               RUN_FILE_FIX)
+        raise CorruptFileError(
+            path, f"a CSV header line ({', '.join(METRIC_COLUMNS)}, val/...)", "an empty file", RUN_FILE_FIX
+        )
     if "step" not in header:
         shown = ", ".join(header[:6]) + (", ..." if len(header) > 6 else "")
         raise CorruptFileError(path, "a header with a 'step' column", f"the header {shown!r}", RUN_FILE_FIX)
     for number, row in enumerate(rows, start=1):
         step = row.get("step")
         if not isinstance(step, int) or step < 0:
-            raise CorruptFileError(path, "a whole, non-negative step in every row",
-                                   f"{_cell(step)} in the step column of data row {number}", RUN_FILE_FIX)
+            raise CorruptFileError(
+                path,
+                "a whole, non-negative step in every row",
+                f"{_cell(step)} in the step column of data row {number}",
+                RUN_FILE_FIX,
+            )
         for key, value in row.items():
             if value is not None and not isinstance(value, (int, float)):
-                raise CorruptFileError(path, f"numbers (or empty cells) in column {key!r}",
-                                       f"{_cell(value)} in data row {number}", RUN_FILE_FIX)
+                raise CorruptFileError(
+                    path,
+                    f"numbers (or empty cells) in column {key!r}",
+                    f"{_cell(value)} in data row {number}",
+                    RUN_FILE_FIX,
+                )
     return rows
 
 
@@ -321,7 +359,9 @@ class RunRecord:
     status: str = "pending"  # one of STATUS
     recipe_hash: str = ""  # sha256 of the resolved recipe
     setup_hash: str = ""  # sha256 of what must be identical across losses (data, backbone, optimizer, trainer)
-    versions: dict[str, str] = field(default_factory=dict)  # python, torch, lightning, torchmetrics, datasets, lossbench
+    versions: dict[str, str] = field(
+        default_factory=dict
+    )  # python, torch, lightning, torchmetrics, datasets, lossbench
     fingerprints: dict[str, Any] = field(default_factory=dict)
     # "backbone_init": sha256 of the backbone's initial state dict
     # "head_init": sha256 of the head's initial state dict; "head_shape": its projection's shape as a string
@@ -413,8 +453,11 @@ def check_record(values: Any, path: str | Path) -> None:
         raise CorruptFileError(path, what, describe(values))
     missing = [key for key in REQUIRED_RECORD_KEYS if key not in values]
     if missing:
-        raise CorruptFileError(path, f"{what} with the keys {list(REQUIRED_RECORD_KEYS)}",
-                               f"no {', '.join(map(repr, missing))}" + (" (an empty object)" if not values else ""))
+        raise CorruptFileError(
+            path,
+            f"{what} with the keys {list(REQUIRED_RECORD_KEYS)}",
+            f"no {', '.join(map(repr, missing))}" + (" (an empty object)" if not values else ""),
+        )
     for key, (kind, nullable) in _RECORD_TYPES.items():
         if key not in values or (nullable and values[key] is None) or _is(values[key], kind):
             continue
@@ -430,8 +473,6 @@ def check_record(values: Any, path: str | Path) -> None:
         value = (values.get("fingerprints") or {}).get(key)
         if value is not None and not isinstance(value, dict):
             raise CorruptFileError(path, f"a JSON object for fingerprints[{key!r}]", describe(value))
-
-
 
 
 def load_records(root: str | Path) -> list[tuple[RunRecord, list[dict[str, Any]]]]:

@@ -68,9 +68,11 @@ class OutsideResultsFolder(WriteFailed):
         self.path, self.errno, self.reason = str(path), errno.EXDEV, "outside the results folder"
         self.resolved, self.root, self.action = str(resolved), str(root), action
         Exception.__init__(
-            self, f"refusing to {action} {self.path!r}: it resolves to {self.resolved!r}, outside the results "
+            self,
+            f"refusing to {action} {self.path!r}: it resolves to {self.resolved!r}, outside the results "
             f"folder {self.root!r} (through a symbolic link); lossbench writes and deletes only inside its results "
-            "folder: replace the link by a folder and rerun")
+            "folder: replace the link by a folder and rerun",
+        )
 
     def __reduce__(self):
         return type(self), (self.path, self.resolved, self.root, self.action)
@@ -181,15 +183,19 @@ def nesting_problem(output: str | Path, parts: tuple[str, ...] = ()) -> str | No
     lexical, resolved = Path(os.path.abspath(output)), output.resolve()
     for parent in [*lexical.parents, *resolved.parents]:
         if (parent / COMPARISON_FILE).is_file():
-            return (f"{str(output)!r} is inside the comparison folder {str(parent)!r} (it holds {COMPARISON_FILE}): "
-                    "rerunning that comparison could delete or overwrite it; choose a folder outside it")
+            return (
+                f"{str(output)!r} is inside the comparison folder {str(parent)!r} (it holds {COMPARISON_FILE}): "
+                "rerunning that comparison could delete or overwrite it; choose a folder outside it"
+            )
     if (resolved / COMPARISON_FILE).is_file():  # any other non-empty folder is refused as foreign, unwalked
         for found in sorted(resolved.rglob(COMPARISON_FILE)):
             inner = found.parent.relative_to(resolved)
             if inner.parts and inner.as_posix() not in parts:
-                return (f"{str(output)!r} holds another comparison folder, {str(output / inner)!r} (it holds "
-                        f"{COMPARISON_FILE}): rerunning this comparison could delete or overwrite it; move it out "
-                        "first, or choose another folder")
+                return (
+                    f"{str(output)!r} holds another comparison folder, {str(output / inner)!r} (it holds "
+                    f"{COMPARISON_FILE}): rerunning this comparison could delete or overwrite it; move it out "
+                    "first, or choose another folder"
+                )
     return None
 
 
