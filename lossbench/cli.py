@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "takes_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.version:
-        from lossbench import __version__
+        from lossbench._version import __version__
 
         print(__version__)
         return 0

@@ -99,7 +99,7 @@ def library_versions() -> dict[str, str]:
     import lightning
     import torchmetrics
 
-    import lossbench
+    from lossbench._version import __version__
 
     return {
         "python": platform.python_version(),
@@ -107,7 +107,7 @@ def library_versions() -> dict[str, str]:
         "lightning": lightning.__version__,
         "torchmetrics": torchmetrics.__version__,
         "datasets": datasets.__version__,
-        "lossbench": lossbench.__version__,
+        "lossbench": __version__,
     }
 
 

@@ -137,7 +137,7 @@ def recompute(
     Raises:
         FileNotFoundError, CorruptFileError: ``root/comparison.json`` is missing or unreadable.
     """
-    from lossbench.compare.report.render import load_comparison
+    from lossbench.compare.store.meta import load_comparison
 
     root = Path(root)
     comparison = load_comparison(root)
@@ -152,7 +152,7 @@ def _check_folder(
     folder: Path, comparison: dict[str, Any], check: _Check, out: RecomputeResult, prefix: str
 ) -> list[RunRecord]:
     """Check every finished run of ``folder``, then its parts and its tuning choice; returns its records."""
-    from lossbench.compare.report.render import load_comparison
+    from lossbench.compare.store.meta import load_comparison
 
     records = []
     for path in sorted(folder.glob("runs/*/seed_*/record.json")):
@@ -384,7 +384,7 @@ def _check_teacher_logits(
     recomputed from the teacher's kept weights (``DIR/teacher``). A finished run without a fingerprint, or a seed
     without a finished teacher run to recompute it from, is a difference: neither check can be skipped by removing
     what it reads."""
-    from lossbench.compare.report.render import load_comparison
+    from lossbench.compare.store.meta import load_comparison
 
     taught: dict[int, list[RunRecord]] = {}
     for r in students:

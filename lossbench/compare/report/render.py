@@ -50,113 +50,28 @@ from lossbench.compare.report.tuning import (
     tuning_conditions,
     tuning_section,
 )
-from lossbench.compare.store.layout import TUNING_PNG, run_dir
+from lossbench.compare.store.layout import (
+    METRICS_FILE,
+    PLOTS_DIR,
+    PREDICTIONS_FILE,
+    REPORT_FILE,
+    RESULTS_FILE,
+    TUNING_PNG,
+    run_dir,
+)
+from lossbench.compare.store.meta import load_comparison
 from lossbench.compare.store.records import (
-    COMPARISON_FIX,
-    CorruptFileError,
     RunRecord,
     atomic_write_text,
-    describe,
     load_records,
     load_run_tensors,
-    read_json_file,
     test_metric,
     tuning_records,
     write_csv,
 )
 from lossbench.compare.store.storage import results_folder
-from lossbench.config import SELECT
 
-REQUIRED_KEYS = (
-    "name", "recipe", "recipe_hash", "setup_hash", "baseline", "losses",
-    "seeds", "target", "budget", "versions", "created",
-)  # fmt: skip
 Runs = list[tuple[RunRecord, list[dict[str, Any]]]]
-
-
-def load_comparison(root: str | Path) -> dict[str, Any]:
-    """Read and check ``root/comparison.json``.
-
-    Raises:
-        FileNotFoundError: when the file is missing (``root`` is not a comparison folder).
-        CorruptFileError: (a ValueError) naming the file, when it is not UTF-8 JSON, not an object, a required
-            key is missing, a field has another type than `lossbench compare` writes, or the baseline is not
-            one of the losses.
-    """
-    path = Path(root) / "comparison.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {Path(root)} is not a lossbench comparison folder "
-            "(`lossbench compare RECIPE` creates one)"
-        )
-    comparison = read_json_file(path, "a comparison description written by `lossbench compare`", COMPARISON_FIX)
-
-    def corrupt(expected: str, found: str) -> CorruptFileError:
-        return CorruptFileError(path, expected, found, COMPARISON_FIX)
-
-    if not isinstance(comparison, dict):
-        raise corrupt("a JSON object", describe(comparison))
-    missing = [key for key in REQUIRED_KEYS if key not in comparison]
-    if missing:
-        raise corrupt(f"the keys {list(REQUIRED_KEYS)}", f"missing keys {missing}")
-    for key, kind, ok in _COMPARISON_TYPES:
-        value = comparison.get(key)
-        if (key in REQUIRED_KEYS or value is not None) and not ok(value):
-            raise corrupt(f"{kind} for {key!r}", describe(value))
-    for key in ("losses", "seeds"):
-        values = comparison[key]
-        if len(set(values)) != len(values):
-            raise corrupt(f"distinct {key}", f"{key} {values}")
-    if comparison["baseline"] not in comparison["losses"]:
-        raise corrupt(f"'baseline' one of 'losses' {comparison['losses']}", describe(comparison["baseline"]))
-    target = comparison["target"]
-    threshold = target.get("threshold")
-    if (
-        not isinstance(target.get("metric"), str)
-        or not target["metric"]
-        or target.get("mode") not in ("max", "min")
-        or not (threshold is None or _is_number(threshold))
-    ):
-        raise corrupt(
-            "'target' {'metric': 'val/<name>', 'mode': 'max'|'min', 'threshold': a number or null}", f"{target!r}"
-        )
-    for split, info in (comparison.get("data") or {}).items():
-        if not isinstance(info, dict):
-            raise corrupt(f"a JSON object for data[{split!r}]", describe(info))
-    return comparison
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_names(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
-
-
-def _is_seeds(value: Any) -> bool:
-    return (
-        isinstance(value, list) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    )
-
-
-_COMPARISON_TYPES = (  # key, what it must be, check (optional keys may also be null)
-    ("name", "a string", lambda v: isinstance(v, str)),
-    ("recipe", "a JSON object", lambda v: isinstance(v, dict)),
-    ("recipe_hash", "a string", lambda v: isinstance(v, str)),
-    ("setup_hash", "a string", lambda v: isinstance(v, str)),
-    ("baseline", "a string", lambda v: isinstance(v, str)),
-    ("losses", "a non-empty list of loss names", _is_names),
-    ("seeds", "a non-empty list of whole numbers", _is_seeds),
-    ("target", "a JSON object", lambda v: isinstance(v, dict)),
-    ("budget", "a JSON object", lambda v: isinstance(v, dict)),
-    ("versions", "a JSON object", lambda v: isinstance(v, dict)),
-    ("created", "a string", lambda v: isinstance(v, str)),
-    ("data", "a JSON object", lambda v: isinstance(v, dict)),
-    ("optimizer", "a JSON object", lambda v: isinstance(v, dict)),
-    ("schedule", "a JSON object", lambda v: isinstance(v, dict)),
-    ("select", "'final' or 'best'", lambda v: v in SELECT),
-)
 
 
 def render_report(root: str | Path) -> Path:
@@ -189,16 +104,16 @@ def _render_report(root: Path) -> Path:
         irregular=find_irregular(root, runs),
     )
     used = [(r, rows) for r, rows in runs if r.status == "finished" and (r.loss, r.seed) not in fairness.invalid]
-    plot_paths = plotting.render_plots(used, root / "plots", stats.metric, losses)
+    plot_paths = plotting.render_plots(used, root / PLOTS_DIR, stats.metric, losses)
     if tuning is not None:
-        plot_paths.append(plot_sensitivity(*tuning, root / "plots" / TUNING_PNG))
-    plot_paths += render_reliability(predictions, losses, root / "plots")  # class tasks: calibration on test
+        plot_paths.append(plot_sensitivity(*tuning, root / PLOTS_DIR / TUNING_PNG))
+    plot_paths += render_reliability(predictions, losses, root / PLOTS_DIR)  # class tasks: calibration on test
     columns, rows = results_table(comparison, runs, fairness)
-    write_csv(root / "results.csv", rows, columns)
+    write_csv(root / RESULTS_FILE, rows, columns)
     text = report_markdown(
         comparison, runs, fairness, stats, [p.relative_to(root) for p in plot_paths], outside, tuning, predictions, root
     )
-    path = root / "report.md"
+    path = root / REPORT_FILE
     atomic_write_text(path, text)
     return path
 
@@ -228,7 +143,7 @@ def find_irregular(root: Path, runs: Runs) -> dict[tuple[str, int], list[Irregul
     for r, rows in runs:
         if r.status == "finished":
             relative = f"runs/{r.loss}/seed_{r.seed}/metrics.csv"
-            missing = not (run_dir(root, r.loss, r.seed) / "metrics.csv").exists()
+            missing = not (run_dir(root, r.loss, r.seed) / METRICS_FILE).exists()
             out[(r.loss, r.seed)] = irregularities(r, rows, relative, missing=missing)
     return out
 
@@ -245,7 +160,6 @@ def load_predictions(root: Path, runs: Runs, fairness: FairnessResult) -> dict[t
     Raises:
         CorruptFileError: naming a test_predictions.pt that cannot be read as a mapping of tensors.
     """
-    from lossbench.compare.store.layout import PREDICTIONS_FILE
 
     out = {}
     for r, _ in runs:
