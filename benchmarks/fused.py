@@ -35,7 +35,8 @@ warnings.filterwarnings("ignore")
 
 
 def digits(seeds: int = 1, **changes) -> dict:
-    from lossbench.compare.recipe.recipe import resolve_recipe_path, safe_yaml
+    from lossbench.compare.recipe.bounded_yaml import safe_yaml
+    from lossbench.compare.recipe.recipe import resolve_recipe_path
 
     path = resolve_recipe_path("digits")
     raw = safe_yaml(path.read_text(encoding="utf-8"), str(path))

@@ -61,7 +61,8 @@ EXIT_WRITE_FAILED = 74  # sysexits.h EX_IOERR: the results folder could not be w
 def _compare(args: argparse.Namespace, extra: list[str]) -> int:
     from lossbench.compare.execution.engine import Comparison, quiet
     from lossbench.compare.execution.interrupt import Interrupted
-    from lossbench.compare.recipe.recipe import RecipeError, load_recipe
+    from lossbench.compare.recipe.checks import RecipeError
+    from lossbench.compare.recipe.recipe import load_recipe
     from lossbench.compare.store.lock import FolderBusyError
     from lossbench.compare.store.storage import OutsideResultsFolder, WriteFailed, folder_name_problem
     from lossbench.heads import UnknownHeadError

@@ -65,7 +65,7 @@ def test_every_unknown_name_error_gives_the_same_hint(where):
 
 def test_nan_policy_and_select_are_checked_against_one_definition():
     from lossbench.compare import load_recipe
-    from lossbench.compare.recipe.recipe import RecipeError
+    from lossbench.compare.recipe.checks import RecipeError
     from lossbench.module import LossbenchModule
     from tests.compare.conftest import tiny_recipe
 

@@ -14,18 +14,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lossbench.compare.execution.engine import Comparison
     from lossbench.compare.execution.recompute import recompute
-    from lossbench.compare.recipe.recipe import (
-        Recipe,
-        RecipeError,
-        bundled_recipes,
-        load_recipe,
-    )
+    from lossbench.compare.recipe.checks import RecipeError
+    from lossbench.compare.recipe.recipe import bundled_recipes, load_recipe
+    from lossbench.compare.recipe.schema import Recipe
     from lossbench.compare.report.render import render_report
 
 _PUBLIC = {
     "Comparison": "lossbench.compare.execution.engine",
-    "Recipe": "lossbench.compare.recipe.recipe",
-    "RecipeError": "lossbench.compare.recipe.recipe",
+    "Recipe": "lossbench.compare.recipe.schema",
+    "RecipeError": "lossbench.compare.recipe.checks",
     "bundled_recipes": "lossbench.compare.recipe.recipe",
     "load_recipe": "lossbench.compare.recipe.recipe",
     "render_report": "lossbench.compare.report.render",

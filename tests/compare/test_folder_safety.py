@@ -23,12 +23,12 @@ import yaml
 
 from lossbench.cli import main
 from lossbench.compare import Comparison, load_recipe
-from lossbench.compare.recipe.recipe import RecipeError
+from lossbench.compare.recipe.checks import MAX_LABEL_BYTES, RecipeError
 from lossbench.compare.report.calibration import reliability_name
 from lossbench.compare.store.layout import run_dir
 from lossbench.compare.store.lock import FolderLock
 from lossbench.compare.store.records import atomic_write_bytes
-from lossbench.compare.store.storage import MAX_LABEL_BYTES, NAME_MAX_BYTES
+from lossbench.compare.store.storage import NAME_MAX_BYTES
 from tests.compare.conftest import tiny_recipe
 from tests.compare.fake import make_folder
 

@@ -194,7 +194,7 @@ def test_a_head_whose_loss_differs_in_the_array_falls_back_with_the_numbers(tmp_
 
 def test_the_cli_offers_exactly_the_recipe_executors():
     from lossbench.cli import build_parser
-    from lossbench.compare.recipe.recipe import EXECUTORS
+    from lossbench.compare.recipe.schema import EXECUTORS
 
     compare = build_parser()._subparsers._group_actions[0].choices["compare"]
     executor = next(a for a in compare._actions if a.dest == "executor")

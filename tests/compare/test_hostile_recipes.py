@@ -15,15 +15,9 @@ import yaml
 
 from lossbench.cli import main
 from lossbench.compare.execution.engine import Comparison
-from lossbench.compare.recipe.recipe import (
-    MAX_LENGTH,
-    MAX_SEEDS,
-    MAX_YAML_DEPTH,
-    MAX_YAML_VALUES,
-    RecipeError,
-    load_recipe,
-    safe_yaml,
-)
+from lossbench.compare.recipe.bounded_yaml import MAX_YAML_DEPTH, MAX_YAML_VALUES, safe_yaml
+from lossbench.compare.recipe.checks import MAX_LENGTH, MAX_SEEDS, RecipeError
+from lossbench.compare.recipe.recipe import load_recipe
 from tests.compare.conftest import tiny_recipe
 
 

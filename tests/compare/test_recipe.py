@@ -179,7 +179,7 @@ def test_each_default_is_defined_once_by_the_module_configs():
     import inspect
     from dataclasses import fields
 
-    from lossbench.compare.recipe.recipe import SECTIONS
+    from lossbench.compare.recipe.schema import SECTIONS
     from lossbench.config import BackboneConfig, OptimizerConfig, ScheduleConfig
     from lossbench.module import LossbenchModule
 

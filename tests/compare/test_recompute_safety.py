@@ -19,7 +19,7 @@ import torch
 from lossbench.cli import main
 from lossbench.compare import Comparison, load_recipe
 from lossbench.compare.execution.recompute import recompute
-from lossbench.compare.recipe.tune import trial_label
+from lossbench.compare.recipe.trials import trial_label
 from lossbench.compare.store.layout import SUMMARY_FILE, TUNING_DIR, WEIGHTS_FILE, run_dir
 from lossbench.compare.store.records import RunRecord, read_csv, write_csv
 from tests.compare.conftest import tiny_recipe

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from lossbench.compare import Comparison, RecipeError, load_recipe
 from lossbench.compare.analysis.tuning import check_tuning, select_trials
-from lossbench.compare.recipe.tune import TuneSpec, trial_label
+from lossbench.compare.recipe.trials import trial_label
+from lossbench.compare.recipe.tune import TuneSpec
 from lossbench.compare.report.render import render_report
 from lossbench.compare.store.layout import run_dir
 from lossbench.compare.store.records import RunRecord, load_records, read_csv, tuning_records
@@ -420,7 +421,7 @@ def test_a_trial_value_beyond_a_float_is_no_score_not_an_overflow_traceback():
 def test_an_integer_argument_is_found_whether_its_annotation_is_text_or_a_type(annotation, kind):
     """A head module without `from __future__ import annotations` has real types as annotations: `int | None` (a
     types.UnionType, without __name__) passed as real-valued, where its text `"int | None"` was refused."""
-    from lossbench.compare.recipe.tune import _whole_kind
+    from lossbench.compare.recipe.trials import _whole_kind
 
     class Head:
         def __init__(self, in_features, ignore_index=None):

@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from lossbench.compare.recipe.tune import trial_label
+from lossbench.compare.recipe.trials import trial_label
 from lossbench.compare.store.records import RunRecord
 from tests.compare.test_kill import RECIPE, same_results, survive_beside_reference
 

@@ -45,13 +45,9 @@ from lossbench.compare.execution.teacher import (
     fingerprint as teacher_fingerprint,
 )
 from lossbench.compare.execution.tuning import write_summary
-from lossbench.compare.recipe.recipe import (
-    MAX_PARAMETERS,
-    LossSpec,
-    Recipe,
-    RecipeError,
-)
-from lossbench.compare.recipe.tune import tuning_recipe, with_point
+from lossbench.compare.recipe.checks import MAX_PARAMETERS, RecipeError
+from lossbench.compare.recipe.schema import LossSpec, Recipe
+from lossbench.compare.recipe.trials import tuning_recipe, with_point
 from lossbench.compare.store import killpoint
 from lossbench.compare.store.fingerprints import combine, state_fingerprint
 from lossbench.compare.store.layout import (

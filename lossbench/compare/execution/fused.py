@@ -52,7 +52,7 @@ from lossbench.resume import seed_rngs
 
 if TYPE_CHECKING:
     from lossbench.compare.execution.engine import Comparison, InitialState
-    from lossbench.compare.recipe.recipe import LossSpec
+    from lossbench.compare.recipe.schema import LossSpec
 
 PROBE_TOLERANCE = 1e-5  # relative: a member's first-batch loss in the array against alone
 MAX_ARRAY_MEMBERS = 64  # members of one array: its activations grow with them; more train in several arrays

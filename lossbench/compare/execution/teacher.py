@@ -27,15 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from lossbench.compare.recipe.recipe import (
-    LossSpec,
-    RecipeError,
-)
+from lossbench.compare.recipe.checks import RecipeError
+from lossbench.compare.recipe.schema import LossSpec
 from lossbench.compare.recipe.teacher import check_checkpoint_contents
 from lossbench.compare.store.layout import TEACHER_LABEL
 
 if TYPE_CHECKING:
-    from lossbench.compare.recipe.recipe import Recipe
+    from lossbench.compare.recipe.schema import Recipe
 
 
 def check_same_teacher(previous: dict[str, Any] | None, recipe: Recipe, output: str | Path) -> None:

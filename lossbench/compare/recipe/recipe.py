@@ -9,261 +9,36 @@ available by short name (``lossbench compare digits``).
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import yaml
+from typing import Any
 
 from lossbench._hints import did_you_mean
-from lossbench.compare.store.storage import MAX_LABEL_BYTES
-from lossbench.config import (
-    NAN_POLICIES,
-    SELECT,
-    BackboneConfig,
-    ConfigError,
-    OptimizerConfig,
-    ScheduleConfig,
-    defaults,
-    finite_number,
+from lossbench.compare.recipe.bounded_yaml import safe_yaml
+from lossbench.compare.recipe.checks import (
+    MAX_LABEL_BYTES,
+    MAX_SEED,
+    MAX_SEEDS,
+    RecipeError,
+    check_config,
+    check_data_args,
+    check_keys,
+    check_trainer_values,
+    import_head_class,
+    is_seed_list,
+    shown_seeds,
 )
-
-if TYPE_CHECKING:
-    from lossbench.compare.recipe.tune import TuneSpec
+from lossbench.compare.recipe.schema import EXECUTORS, SECTIONS, TOP_LEVEL, LossSpec, Recipe
+from lossbench.compare.recipe.teacher import parse_teacher
+from lossbench.compare.recipe.trials import check_tuned_heads
+from lossbench.compare.recipe.tune import TuneSpec, parse_tune
+from lossbench.config import NAN_POLICIES, SELECT, BackboneConfig, OptimizerConfig, ScheduleConfig, finite_number
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
-
-SECTIONS: dict[str, dict[str, Any]] = {
-    # section -> allowed keys and their defaults (None: required or no default)
-    "data": {},  # HFDataModule arguments, checked against its signature
-    "backbone": defaults(BackboneConfig),  # the module's own configs: one definition of each default
-    "optimizer": defaults(OptimizerConfig),
-    "schedule": defaults(ScheduleConfig),
-    "trainer": {
-        "max_epochs": None,
-        "max_steps": None,
-        "eval_every_n_steps": 20,
-        "precision": "32",
-        "accelerator": "cpu",
-        "devices": 1,
-        "num_nodes": 1,
-        "strategy": "auto",
-        "deterministic": True,
-        "gradient_clip_val": None,
-        "checkpoint_every_s": 60,
-    },
-    "target": {"metric": None, "mode": None, "threshold": None},
-}
-TRAINER_UNHASHED = ("checkpoint_every_s",)
-"""Trainer keys that change how a run is saved, not what it computes: outside the setup hash (a folder resumes
-with another value)."""
-EXECUTORS = ("fused", "sequential")
-"""How a comparison trains its runs: each seed's losses in lockstep as one model array, or one run after another."""
-TOP_LEVEL = (
-    "name",
-    "description",
-    "data",
-    "backbone",
-    "losses",
-    "baseline",
-    "optimizer",
-    "schedule",
-    "trainer",
-    "seeds",
-    "target",
-    "nan_policy",
-    "select",
-    "executor",
-    "tune",
-    "teacher",
-)
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot run; the message names the key, the expected and the given value."""
-
-
-def _check_keys(where: str, given: dict[str, Any], allowed: list[str] | tuple[str, ...]) -> None:
-    for key in given:
-        if key not in allowed:
-            raise RecipeError(
-                f"recipe: unknown key `{where}{key}`{did_you_mean(str(key), list(allowed))} "
-                f"(allowed: {', '.join(allowed)})"
-            )
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """One loss of a comparison: a label (its folder name), a head (short name or class path) and arguments."""
-
-    label: str
-    head: str
-    args: dict[str, Any]
-    tuning: dict[str, Any] = field(default_factory=dict)  # a tuned run's {role, loss, trial, point} (compare.tuning)
-
-    @property
-    def overrides(self) -> dict[str, Any]:
-        """The recipe values this run sets for itself (a trial point's ``optimizer.*``): dotted path -> value."""
-        return {p: v for p, v in (self.tuning.get("point") or {}).items() if not p.startswith("losses.")}
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"label": self.label, "head": self.head, "args": self.args}
-        return {**out, "tuning": self.tuning} if self.tuning else out
-
-    def to_recipe(self) -> dict[str, Any]:
-        """This loss as a recipe's `losses` item."""
-        return {"class_path" if "." in self.head else "name": self.head, "label": self.label, "args": self.args}
-
-
-@dataclass
-class Recipe:
-    """A validated comparison recipe."""
-
-    name: str
-    description: str
-    data: dict[str, Any]
-    backbone: dict[str, Any]
-    losses: list[LossSpec]
-    baseline: str
-    optimizer: dict[str, Any]
-    schedule: dict[str, Any]
-    trainer: dict[str, Any]
-    seeds: list[int]
-    target: dict[str, Any]
-    nan_policy: str = "raise"
-    select: str = "final"  # the weights a run reports on test: "final", or "best" on validation (target metric)
-    executor: str = "fused"  # "fused": a seed's losses trained in lockstep as one model array; or "sequential"
-    tune: TuneSpec | None = None  # equal-budget tuning per loss before the final seeds (compare.tuning)
-    teacher: dict[str, Any] | None = None  # distillation: a checkpoint, or a teacher to train first (compare.teacher)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "name": self.name,
-            "description": self.description,
-            "data": self.data,
-            "backbone": self.backbone,
-            "losses": [spec.to_dict() for spec in self.losses],
-            "baseline": self.baseline,
-            "optimizer": self.optimizer,
-            "schedule": self.schedule,
-            "trainer": self.trainer,
-            "seeds": self.seeds,
-            "target": self.target,
-            "nan_policy": self.nan_policy,
-            "select": self.select,
-            "executor": self.executor,
-        }
-        if self.tune is not None:  # only then: an untuned recipe's hashes are those it always had
-            out["tune"] = self.tune.to_dict()
-        if self.teacher is not None:
-            out["teacher"] = dict(self.teacher)
-        return out
-
-    def to_yaml(self) -> str:
-        """The resolved recipe as a recipe file (defaults filled in): ``load_recipe`` of it gives this recipe."""
-        values = self.to_dict()
-        values["losses"] = [spec.to_recipe() for spec in self.losses]
-        return yaml.safe_dump(values, sort_keys=False)
-
-    @property
-    def runnable(self) -> bool:
-        """Whether :meth:`to_yaml` is a recipe file that runs this comparison. A tuning comparison's is not: its
-        runs are trials, each at its own optimizer values, which a recipe's `losses` cannot state; it is run by
-        its parent's recipe (``DIR/recipe.yaml``, not ``DIR/tuning/recipe.yaml``)."""
-        return not any(spec.tuning for spec in self.losses)
-
-    def setup(self) -> dict[str, Any]:
-        """What must be identical for every loss: everything but the losses, baseline and seeds (and how the runs
-        are executed: fused and sequential runs train the same models on the same batches; records say which)."""
-        left_out = ("losses", "baseline", "seeds", "name", "description", "executor")
-        setup = {k: v for k, v in self.to_dict().items() if k not in left_out}
-        setup["trainer"] = {k: v for k, v in self.trainer.items() if k not in TRAINER_UNHASHED}
-        return setup
-
-    @property
-    def setup_hash(self) -> str:
-        return _hash(self.setup())
-
-    @property
-    def recipe_hash(self) -> str:
-        return _hash(self.to_dict())
-
-    def loss(self, label: str) -> LossSpec:
-        return next(spec for spec in self.losses if spec.label == label)
-
-
-def _hash(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def bundled_recipes() -> dict[str, Path]:
     """Short name -> path of every bundled comparison recipe (``fit_*`` configs are for ``lossbench fit``)."""
     return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml")) if not p.stem.startswith("fit_")}
-
-
-# Bounds on what a recipe may ask for, checked before anything is allocated. They guard against typos and
-# hostile files (a YAML alias bomb, a billion seeds), not against real comparisons: each is far above any.
-MAX_YAML_DEPTH = 64  # nesting of mappings/lists in one YAML document
-MAX_YAML_VALUES = 100_000  # values in a document once its aliases (*anchor) are expanded
-MAX_SEEDS = 1_000  # seeds of one comparison (each is a run per loss)
-MAX_SEED = 2**32 - 1  # the largest seed torch and numpy accept
-MAX_LENGTH = 65_536  # `data.max_length`: tokens per sequence (the position table is max_length x d_model)
-MAX_PARAMETERS = 1_000_000_000  # backbone parameters (4 GB in float32), counted before it is allocated
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses documents nested deeper than :data:`MAX_YAML_DEPTH`."""
-
-    depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self.depth += 1
-        try:
-            if self.depth > MAX_YAML_DEPTH:
-                mark = self.peek_event().start_mark
-                raise RecipeError(f"line {mark.line + 1}: nested more than {MAX_YAML_DEPTH} levels deep")
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
-def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
-    """Values in ``node`` with every alias expanded (an alias is the anchored node itself: counted by id once)."""
-    if id(node) not in sizes:
-        children = node.value if isinstance(node.value, list) else []
-        flat = [part for child in children for part in (child if isinstance(child, tuple) else (child,))]
-        sizes[id(node)] = min(1 + sum(_expanded_size(c, sizes) for c in flat), MAX_YAML_VALUES + 1)
-    return sizes[id(node)]
-
-
-def safe_yaml(text: str, where: str) -> Any:
-    """Plain YAML values only (``yaml.SafeLoader``): a tag such as ``!!python/object`` is refused, never run.
-
-    Documents nested deeper than :data:`MAX_YAML_DEPTH` or holding more than :data:`MAX_YAML_VALUES`
-    values once aliases are expanded (a "billion laughs" file) are refused before they are built.
-    """
-    loader = _BoundedLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        if _expanded_size(node, {}) > MAX_YAML_VALUES:
-            raise RecipeError(f"expands to more than {MAX_YAML_VALUES} values once its aliases (*name) are expanded")
-        return loader.construct_document(node)
-    except RecipeError as exc:
-        raise RecipeError(f"recipe: {where} is refused: {exc}; recipes are small plain YAML files") from None
-    except yaml.constructor.ConstructorError as exc:
-        mark = f" (line {exc.problem_mark.line + 1})" if exc.problem_mark is not None else ""
-        raise RecipeError(
-            f"recipe: {where} holds a YAML tag that safe loading refuses{mark}: {exc.problem}; "
-            "recipes hold plain values only (mappings, lists, strings, numbers, booleans, null)"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe: {where} is not valid YAML: {exc}") from None
-    finally:
-        loader.dispose()
 
 
 def recipe_summary(path: Path) -> str:
@@ -341,24 +116,8 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     if not isinstance(given, dict):
         raise RecipeError(f"recipe: `{name}` must be a mapping, got {given!r}")
     defaults = SECTIONS[name]
-    _check_keys(f"{name}.", given, list(defaults))
+    check_keys(f"{name}.", given, list(defaults))
     return {**defaults, **given}
-
-
-def is_seed_list(seeds: Any) -> bool:
-    """Whether ``seeds`` is a list of 1 to :data:`MAX_SEEDS` ints in [0, :data:`MAX_SEED`] (``seeds``, ``tune.seeds``)."""
-    return (
-        isinstance(seeds, list)
-        and 1 <= len(seeds) <= MAX_SEEDS
-        and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)
-    )
-
-
-def shown_seeds(given: Any) -> str:
-    """``given`` as an error shows it: a long list by its length and first values."""
-    if isinstance(given, list) and len(given) > 10:
-        return f"a list of {len(given)} starting {given[:5]}"
-    return repr(given)
 
 
 def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = None) -> list[LossSpec]:
@@ -366,36 +125,11 @@ def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = 
 
     A ``class_path`` module runs code when imported: a loss left out with ``--losses`` is never imported.
     """
-    from lossbench.heads.registry import get_head_class
-
     if not isinstance(raw_losses, list) or not raw_losses:
         raise RecipeError(f"recipe: `losses` must be a non-empty list of loss names or mappings, got {raw_losses!r}")
-    specs, class_paths = [], set()  # class_paths: labels given by `class_path` (imported), not by `name`
-    for i, item in enumerate(raw_losses):
-        if isinstance(item, str):
-            item = {"name": item}
-        if not isinstance(item, dict):
-            raise RecipeError(f"recipe: `losses[{i}]` must be a name or a mapping, got {item!r}")
-        _check_keys(f"losses[{i}].", item, ["name", "label", "args", "class_path", "init_args"])
-        if ("name" in item) == ("class_path" in item):
-            raise RecipeError(f"recipe: `losses[{i}]` needs exactly one of `name` or `class_path`, got {item!r}")
-        head = item.get("name") or item["class_path"]
-        if not isinstance(head, str) or not head:
-            raise RecipeError(f"recipe: `losses[{i}]`'s `name`/`class_path` must be a non-empty string, got {head!r}")
-        if "name" in item:  # a registry lookup runs no user code: checked for every loss
-            get_head_class(head)  # unknown name: UnknownHeadError listing the nearest names
-        args = dict(item.get("args") or item.get("init_args") or {})
-        label = _label(item)
-        if not label.replace("_", "").replace("-", "").isalnum():
-            raise RecipeError(f"recipe: `losses[{i}].label` must be letters, digits, _ or -, got {label!r}")
-        if len(label.encode("utf-8")) > MAX_LABEL_BYTES:  # it names a folder and files
-            raise RecipeError(
-                f"recipe: `losses[{i}].label` must be at most {MAX_LABEL_BYTES} bytes in UTF-8, got "
-                f"{len(label.encode('utf-8'))} ({label[:20]!r}...)"
-            )
-        specs.append(LossSpec(label, head, args))
-        if "class_path" in item:
-            class_paths.add(label)
+    items = [_loss_item(i, item) for i, item in enumerate(raw_losses)]
+    specs = [spec for spec, _ in items]
+    class_paths = {spec.label for spec, by_class_path in items if by_class_path}  # imported, not looked up
     labels = [s.label for s in specs]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
@@ -413,8 +147,40 @@ def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = 
         specs = [s for s in specs if s.label in keep or s.label == baseline]
     for spec in specs:
         if spec.label in class_paths:
-            _import_head_class(spec.head, labels.index(spec.label))
+            import_head_class(spec.head, labels.index(spec.label))
     return specs
+
+
+def _loss_item(i: int, item: Any) -> tuple[LossSpec, bool]:
+    """``losses[i]`` checked (a registry name is looked up; a class path is not imported yet), and whether it is
+    given by ``class_path``."""
+    from lossbench.heads.registry import get_head_class
+
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, dict):
+        raise RecipeError(f"recipe: `losses[{i}]` must be a name or a mapping, got {item!r}")
+    check_keys(f"losses[{i}].", item, ["name", "label", "args", "class_path", "init_args"])
+    if ("name" in item) == ("class_path" in item):
+        raise RecipeError(f"recipe: `losses[{i}]` needs exactly one of `name` or `class_path`, got {item!r}")
+    head = item.get("name") or item["class_path"]
+    if not isinstance(head, str) or not head:
+        raise RecipeError(f"recipe: `losses[{i}]`'s `name`/`class_path` must be a non-empty string, got {head!r}")
+    if "name" in item:  # a registry lookup runs no user code: checked for every loss
+        get_head_class(head)  # unknown name: UnknownHeadError listing the nearest names
+    label = _label(item)
+    _check_label(i, label)
+    return LossSpec(label, head, dict(item.get("args") or item.get("init_args") or {})), "class_path" in item
+
+
+def _check_label(i: int, label: str) -> None:
+    if not label.replace("_", "").replace("-", "").isalnum():
+        raise RecipeError(f"recipe: `losses[{i}].label` must be letters, digits, _ or -, got {label!r}")
+    if len(label.encode("utf-8")) > MAX_LABEL_BYTES:  # it names a folder and files
+        raise RecipeError(
+            f"recipe: `losses[{i}].label` must be at most {MAX_LABEL_BYTES} bytes in UTF-8, got "
+            f"{len(label.encode('utf-8'))} ({label[:20]!r}...)"
+        )
 
 
 def _labels(raw_losses: list[Any]) -> list[str]:
@@ -428,35 +194,51 @@ def _label(item: dict[str, Any]) -> str:
     return str(item.get("label") or (head.rsplit(".", 1)[-1] if "class_path" in item else head))
 
 
-def _import_head_class(class_path: str, i: int) -> type:
-    """Import a user-named head class: this runs that module's code (documented)."""
-    import importlib
-
-    from lossbench.heads.base import LossHead
-
-    module, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise RecipeError(f"recipe: `losses[{i}].class_path` {class_path!r} cannot be imported: {exc}") from exc
-    except SystemExit as exc:  # a module that exits on import must not end the comparison with its code
-        raise RecipeError(
-            f"recipe: `losses[{i}].class_path` {class_path!r}: importing {module!r} called "
-            f"sys.exit({exc.code!r}); a head's module must not exit when imported"
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, LossHead)):
-        raise RecipeError(f"recipe: `losses[{i}].class_path` {class_path!r} is not a LossHead subclass")
-    return cls
-
-
 def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
-    _check_keys("", raw, TOP_LEVEL)
+    """One validator per section, in the order a reader meets them; the sections' own checks run last."""
+    check_keys("", raw, TOP_LEVEL)
+    data = _data(raw)
+    losses = _loss_specs(raw.get("losses"), keep, raw.get("baseline"))
+    seeds = _seeds(raw)
+    trainer, target = _trainer(raw), _target(raw)
+    optimizer, schedule = _section(raw, "optimizer"), _section(raw, "schedule")
+    nan_policy, select, executor = _nan_policy(raw), _select(raw), _executor(raw)
+    check_config(OptimizerConfig(**optimizer), "optimizer")  # the module's own checks, now, not at the first run
+    check_config(ScheduleConfig(**schedule), "schedule")
+    teacher = parse_teacher(raw["teacher"]) if raw.get("teacher") is not None else None
+    tune = _tune(raw, losses, target, seeds, optimizer)
+    backbone = _section(raw, "backbone")
+    check_config(BackboneConfig(**backbone), "backbone")
+    check_trainer_values(trainer)
+    return Recipe(
+        name=str(raw.get("name") or "comparison"),
+        description=str(raw.get("description") or ""),
+        data=dict(data),
+        backbone=backbone,
+        losses=losses,
+        baseline=raw.get("baseline", losses[0].label),
+        optimizer=optimizer,
+        schedule=schedule,
+        trainer=trainer,
+        seeds=seeds,
+        target=target,
+        nan_policy=nan_policy,
+        select=select,
+        executor=executor,
+        tune=tune,
+        teacher=teacher,
+    )
+
+
+def _data(raw: dict[str, Any]) -> dict[str, Any]:
     data = raw.get("data")
     if not isinstance(data, dict) or not data.get("path"):
         raise RecipeError(f"recipe: `data` must be a mapping with at least `path`, got {data!r}")
-    _check_data_args(data)
-    losses = _loss_specs(raw.get("losses"), keep, raw.get("baseline"))
-    baseline = raw.get("baseline", losses[0].label)
+    check_data_args(data)
+    return data
+
+
+def _seeds(raw: dict[str, Any]) -> list[int]:
     given_seeds = seeds = raw.get("seeds", [0, 1, 2])
     if isinstance(seeds, int) and not isinstance(seeds, bool) and 1 <= seeds <= MAX_SEEDS:
         seeds = list(range(seeds))
@@ -467,6 +249,10 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         )
     if len(set(seeds)) != len(seeds):
         raise RecipeError(f"recipe: `seeds` must be distinct, got {seeds}")
+    return seeds
+
+
+def _trainer(raw: dict[str, Any]) -> dict[str, Any]:
     trainer = _section(raw, "trainer")
     if (trainer["max_epochs"] is None) == (trainer["max_steps"] is None):
         raise RecipeError(
@@ -483,6 +269,10 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
             "recipe: `trainer.checkpoint_every_s` must be a number of seconds >= 0 (0: a checkpoint "
             f"after every evaluation), got {every!r}"
         )
+    return trainer
+
+
+def _target(raw: dict[str, Any]) -> dict[str, Any]:
     target = _section(raw, "target")
     if not isinstance(target["metric"], str) or not target["metric"].startswith("val/"):
         raise RecipeError(
@@ -493,130 +283,41 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     threshold = target["threshold"]
     if not finite_number(threshold):
         raise RecipeError(f"recipe: `target.threshold` must be a finite number, got {threshold!r}")
-    optimizer, schedule = _section(raw, "optimizer"), _section(raw, "schedule")
-    nan_policy = raw.get("nan_policy", "raise")
+    return target
+
+
+def _nan_policy(raw: dict[str, Any]) -> str:
+    nan_policy = raw.get("nan_policy", Recipe.nan_policy)
     if nan_policy not in NAN_POLICIES:
         raise RecipeError(f"recipe: `nan_policy` must be {' or '.join(map(repr, NAN_POLICIES))}, got {nan_policy!r}")
-    select = raw.get("select", "final")
+    return nan_policy
+
+
+def _select(raw: dict[str, Any]) -> str:
+    select = raw.get("select", Recipe.select)
     if select not in SELECT:
         raise RecipeError(
             f"recipe: `select` must be 'final' (the last weights) or 'best' (best on validation by "
             f"`target.metric`), got {select!r}"
         )
+    return select
+
+
+def _executor(raw: dict[str, Any]) -> str:
     executor = raw.get("executor", Recipe.executor)
     if executor not in EXECUTORS:
         raise RecipeError(
             f"recipe: `executor` must be 'fused' (each seed's losses trained in lockstep as one model "
             f"array) or 'sequential' (one run after another), got {executor!r}"
         )
-    check_config(OptimizerConfig(**optimizer), "optimizer")  # the module's own checks, now, not at the first run
-    check_config(ScheduleConfig(**schedule), "schedule")
-    teacher = None
-    if raw.get("teacher") is not None:
-        from lossbench.compare.recipe.teacher import parse_teacher
-
-        teacher = parse_teacher(raw["teacher"])
-    tune = None
-    if raw.get("tune") is not None:
-        from lossbench.compare.recipe.tune import check_tuned_heads, parse_tune
-
-        tune = parse_tune(raw["tune"], _labels(raw["losses"]), target, seeds, optimizer)
-        check_tuned_heads(tune, losses)
-    backbone = _section(raw, "backbone")
-    check_config(BackboneConfig(**backbone), "backbone")
-    _check_trainer_values(trainer)
-    return Recipe(
-        name=str(raw.get("name") or "comparison"),
-        description=str(raw.get("description") or ""),
-        data=dict(data),
-        backbone=backbone,
-        losses=losses,
-        baseline=baseline,
-        optimizer=optimizer,
-        schedule=schedule,
-        trainer=trainer,
-        seeds=seeds,
-        target=target,
-        nan_policy=nan_policy,
-        select=select,
-        executor=executor,
-        tune=tune,
-        teacher=teacher,
-    )
+    return executor
 
 
-def check_config(config: Any, section: str) -> None:
-    """A config's own check (:mod:`lossbench.config`), naming its fields as ``<section>.<field>`` keys."""
-    try:
-        config.check("recipe", lambda f: f"{section}.{f}")
-    except ConfigError as exc:
-        raise RecipeError(str(exc)) from None
-
-
-def _check_trainer_values(trainer: dict[str, Any]) -> None:
-    """Trainer values Lightning would only refuse when the first run starts (after the folder is written)."""
-    from typing import get_args
-
-    try:
-        from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
-    except ImportError:  # moved in another Lightning version: Lightning checks it at the first run
-        allowed: tuple[Any, ...] = ()
-    else:
-        allowed = tuple(v for arg in get_args(_PRECISION_INPUT) for v in get_args(arg))
-    if allowed and trainer["precision"] not in allowed:
-        shown = ", ".join(repr(v) for v in allowed if isinstance(v, str))
-        raise RecipeError(
-            f"recipe: `trainer.precision` must be one of Lightning's precisions ({shown}), got {trainer['precision']!r}"
-        )
-    _check_accelerator(trainer["accelerator"], trainer["devices"])
-    clip = trainer["gradient_clip_val"]
-    if clip is not None and not (finite_number(clip) and clip >= 0):
-        raise RecipeError(f"recipe: `trainer.gradient_clip_val` must be a number >= 0 or null, got {clip!r}")
-
-
-def _check_accelerator(accelerator: Any, devices: Any) -> None:
-    """``trainer.accelerator`` must exist on this machine (Lightning would fail every run, one by one)."""
-    import torch
-    from lightning.pytorch.accelerators import AcceleratorRegistry
-
-    names = sorted(AcceleratorRegistry.available_accelerators())
-    if accelerator == "auto" or not isinstance(accelerator, str):  # not a str: an Accelerator instance
-        return
-    if accelerator not in (*names, "gpu"):
-        raise RecipeError(
-            f"recipe: `trainer.accelerator` must be 'auto', 'gpu' or one of {names}, "
-            f"got {accelerator!r}{did_you_mean(accelerator, [*names, 'gpu', 'auto'])}"
-        )
-    kinds = ("cuda", "mps") if accelerator == "gpu" else (accelerator,)
-    found = [k for k in kinds if AcceleratorRegistry[k]["accelerator"].is_available()]
-    if not found:
-        raise RecipeError(
-            f"recipe: `trainer.accelerator` is {accelerator!r} but this machine has no "
-            f"{' or '.join(kinds)} device (torch {torch.__version__}); use 'cpu' or 'auto', "
-            "or run on a machine that has one"
-        )
-    if found[0] == "cuda" and isinstance(devices, int) and not isinstance(devices, bool):
-        count = torch.cuda.device_count()
-        if devices > count:
-            raise RecipeError(f"recipe: `trainer.devices` is {devices} but this machine has {count} CUDA device(s)")
-
-
-def _check_data_args(data: dict[str, Any]) -> None:
-    import inspect
-
-    from lossbench.data import HFDataModule
-
-    allowed = [p for p in inspect.signature(HFDataModule.__init__).parameters if p not in ("self", "seed")]
-    if "seed" in data:
-        raise RecipeError(
-            "recipe: `data.seed` is set by the comparison from `seeds` (one batch order per seed); remove it"
-        )
-    _check_keys("data.", data, allowed)
-    length = data.get("max_length")
-    # other bad values (not a number, below 1, not whole): HFDataModule's own check names them
-    if isinstance(length, (int, float)) and not isinstance(length, bool) and length > MAX_LENGTH:
-        shown = f"{int(length):,}" if isinstance(length, int) or finite_number(length) else repr(length)
-        raise RecipeError(
-            f"recipe: `data.max_length` must be at most {MAX_LENGTH} tokens, got {length!r} "
-            f"(the position table alone would hold {shown} x d_model numbers)"
-        )
+def _tune(
+    raw: dict[str, Any], losses: list[LossSpec], target: dict[str, Any], seeds: list[int], optimizer: dict[str, Any]
+) -> TuneSpec | None:
+    if raw.get("tune") is None:
+        return None
+    tune = parse_tune(raw["tune"], _labels(raw["losses"]), target, seeds, optimizer)
+    check_tuned_heads(tune, losses)
+    return tune

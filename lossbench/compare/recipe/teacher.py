@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from lossbench.compare.recipe.recipe import RecipeError, _check_keys, check_config
+from lossbench.compare.recipe.checks import RecipeError, check_config, check_keys
 
 KEYS = ("checkpoint", "sha256", "head", "head_args", "backbone", "max_epochs", "max_steps")
 
@@ -20,7 +20,7 @@ def parse_teacher(raw: Any) -> dict[str, Any]:
         raise RecipeError(
             f"recipe: `teacher` must be a mapping (`checkpoint`, or `head`, `backbone` and a budget), got {raw!r}"
         )
-    _check_keys("teacher.", raw, KEYS)
+    check_keys("teacher.", raw, KEYS)
     if "checkpoint" in raw:
         extra = sorted(k for k in raw if k not in ("checkpoint", "sha256"))
         if extra:
@@ -57,7 +57,7 @@ def parse_teacher(raw: Any) -> dict[str, Any]:
     if backbone is not None:
         if not isinstance(backbone, dict):
             raise RecipeError(f"recipe: `teacher.backbone` must be a mapping, got {backbone!r}")
-        _check_keys("teacher.backbone.", backbone, list(defaults(BackboneConfig)))
+        check_keys("teacher.backbone.", backbone, list(defaults(BackboneConfig)))
         check_config(BackboneConfig(**{**defaults(BackboneConfig), **backbone}), "teacher.backbone")
     budget = {k: raw[k] for k in ("max_epochs", "max_steps") if raw.get(k) is not None}
     for key, value in budget.items():

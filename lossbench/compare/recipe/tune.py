@@ -28,26 +28,14 @@ trainer are what every run of a seed shares (initial weights, batch order, budge
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lossbench._hints import did_you_mean
-from lossbench.compare.recipe.recipe import (
-    MAX_SEED,
-    MAX_SEEDS,
-    RecipeError,
-    _check_keys,
-    _import_head_class,
-    is_seed_list,
-    shown_seeds,
-)
+from lossbench.compare.recipe.checks import MAX_SEED, MAX_SEEDS, RecipeError, check_keys, is_seed_list, shown_seeds
 from lossbench.config import finite_number
-
-if TYPE_CHECKING:
-    from lossbench.compare.recipe.recipe import LossSpec, Recipe
 
 TUNABLE_OPTIMIZER = ("lr", "weight_decay", "momentum")
 """``optimizer.<key>`` paths a trial may set (a number each; the optimizer's name is shared)."""
@@ -154,13 +142,28 @@ def parse_tune(
     """Check a recipe's ``tune:`` section against its loss labels, target, final seeds and optimizer."""
     if not isinstance(raw, dict):
         raise TuneError(f"recipe: `tune` must be a mapping with `trials` and `space`, got {raw!r}")
-    _check_keys("tune.", raw, ["trials", "seeds", "select", "space", "seed"])
+    check_keys("tune.", raw, ["trials", "seeds", "select", "space", "seed"])
     trials = raw.get("trials")
     if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
         raise TuneError(
             f"recipe: `tune.trials` must be a whole number of trials per loss in [1, {MAX_TRIALS}], got {trials!r}"
         )
-    tune_seeds = raw.get("seeds", [1000])
+    tune_seeds = _tune_seeds(raw.get("seeds", [1000]), seeds)
+    metric, mode = _select(raw.get("select") or {}, target)
+    scramble = raw.get("seed", 0)
+    if isinstance(scramble, bool) or not isinstance(scramble, int) or not 0 <= scramble <= MAX_SEED:
+        raise TuneError(
+            f"recipe: `tune.seed` (the Sobol sequence's scrambling seed) must be an int in "
+            f"[0, {MAX_SEED}], got {scramble!r}"
+        )
+    space = raw.get("space")
+    if not isinstance(space, dict) or not space:
+        raise TuneError(f"recipe: `tune.space` must map dotted paths to ranges {{low, high, log}}, got {space!r}")
+    dims = [_dimension(str(path), rng, labels, (optimizer or {}).get("name")) for path, rng in space.items()]
+    return TuneSpec(trials, tuple(tune_seeds), metric, mode, tuple(sorted(dims, key=lambda d: d.path)), scramble)
+
+
+def _tune_seeds(tune_seeds: Any, seeds: list[int]) -> list[int]:
     if not is_seed_list(tune_seeds) or len(set(tune_seeds)) != len(tune_seeds):
         raise TuneError(
             f"recipe: `tune.seeds` must be a list of 1 to {MAX_SEEDS} distinct ints in [0, {MAX_SEED}], "
@@ -172,10 +175,13 @@ def parse_tune(
             f"recipe: `tune.seeds` must be disjoint from the final `seeds` (a configuration chosen on a "
             f"seed would be scored on the same seed), both hold {overlap}"
         )
-    select = raw.get("select") or {}
+    return tune_seeds
+
+
+def _select(select: Any, target: dict[str, Any]) -> tuple[str, str]:
     if not isinstance(select, dict):
         raise TuneError(f"recipe: `tune.select` must be a mapping {{metric, mode}}, got {select!r}")
-    _check_keys("tune.select.", select, ["metric", "mode"])
+    check_keys("tune.select.", select, ["metric", "mode"])
     metric, mode = select.get("metric", target.get("metric")), select.get("mode", target.get("mode"))
     if not isinstance(metric, str) or not metric.startswith("val/"):
         raise TuneError(
@@ -184,34 +190,26 @@ def parse_tune(
         )
     if mode not in ("max", "min"):
         raise TuneError(f"recipe: `tune.select.mode` must be 'max' or 'min', got {mode!r}")
-    scramble = raw.get("seed", 0)
-    if isinstance(scramble, bool) or not isinstance(scramble, int) or not 0 <= scramble <= MAX_SEED:
-        raise TuneError(
-            f"recipe: `tune.seed` (the Sobol sequence's scrambling seed) must be an int in "
-            f"[0, {MAX_SEED}], got {scramble!r}"
-        )
-    space = raw.get("space")
-    if not isinstance(space, dict) or not space:
-        raise TuneError(f"recipe: `tune.space` must map dotted paths to ranges {{low, high, log}}, got {space!r}")
-    dims = []
-    for path, rng in space.items():
-        where = f"tune.space.{path}"
-        _check_path(str(path), labels, (optimizer or {}).get("name"))
-        if not isinstance(rng, dict):
-            raise TuneError(f"recipe: `{where}` must be a mapping {{low, high, log}}, got {rng!r}")
-        _check_keys(f"{where}.", rng, ["low", "high", "log"])
-        low, high, log = rng.get("low"), rng.get("high"), rng.get("log", False)
-        for name, value in (("low", low), ("high", high)):
-            if not finite_number(value):
-                raise TuneError(f"recipe: `{where}.{name}` must be a finite number, got {value!r}")
-        if not low < high:
-            raise TuneError(f"recipe: `{where}` needs low < high, got low={low!r}, high={high!r}")
-        if not isinstance(log, bool):
-            raise TuneError(f"recipe: `{where}.log` must be true or false, got {log!r}")
-        if log and low <= 0:
-            raise TuneError(f"recipe: `{where}` is log-scaled, so `low` must be > 0, got {low!r}")
-        dims.append(Dimension(str(path), float(low), float(high), log))
-    return TuneSpec(trials, tuple(tune_seeds), metric, mode, tuple(sorted(dims, key=lambda d: d.path)), scramble)
+    return metric, mode
+
+
+def _dimension(path: str, rng: Any, labels: list[str], optimizer: str | None) -> Dimension:
+    where = f"tune.space.{path}"
+    _check_path(path, labels, optimizer)
+    if not isinstance(rng, dict):
+        raise TuneError(f"recipe: `{where}` must be a mapping {{low, high, log}}, got {rng!r}")
+    check_keys(f"{where}.", rng, ["low", "high", "log"])
+    low, high, log = rng.get("low"), rng.get("high"), rng.get("log", False)
+    for name, value in (("low", low), ("high", high)):
+        if not finite_number(value):
+            raise TuneError(f"recipe: `{where}.{name}` must be a finite number, got {value!r}")
+    if not low < high:
+        raise TuneError(f"recipe: `{where}` needs low < high, got low={low!r}, high={high!r}")
+    if not isinstance(log, bool):
+        raise TuneError(f"recipe: `{where}.log` must be true or false, got {log!r}")
+    if log and low <= 0:
+        raise TuneError(f"recipe: `{where}` is log-scaled, so `low` must be > 0, got {low!r}")
+    return Dimension(path, float(low), float(high), log)
 
 
 def _check_path(path: str, labels: list[str], optimizer: str | None) -> None:
@@ -240,81 +238,4 @@ def _check_path(path: str, labels: list[str], optimizer: str | None) -> None:
     raise TuneError(
         f"recipe: `tune.space.{path}` cannot be tuned{did_you_mean(path, allowed)}: tunable are {', '.join(allowed)}; the "
         "backbone, data and trainer are shared by every run of a seed (same initial weights, batches and budget)"
-    )
-
-
-def check_tuned_heads(tune: TuneSpec, losses: list[LossSpec]) -> None:
-    """Every tuned head argument of a loss in ``losses`` takes a real number (a trial's value is sampled from a
-    range): an integer or true/false argument (``ignore_index``) is refused, naming it."""
-    specs = {spec.label: spec for spec in losses}
-    for dim in tune.space:
-        spec = specs.get(dim.loss) if dim.loss is not None else None
-        if spec is None:
-            continue
-        cls = _head_class(spec, list(specs).index(spec.label))
-        kind = _whole_kind(cls, dim.key)
-        if kind is not None:
-            raise TuneError(
-                f"recipe: `tune.space.{dim.path}` is {kind} argument of {cls.__name__} (`{dim.key}`), "
-                "but a trial's value is a real number sampled from [low, high]; tune real-valued "
-                f"arguments only and set `{dim.key}` in the loss's `args`"
-            )
-
-
-def _head_class(spec: LossSpec, i: int) -> type:
-    """A checked loss's head class: a registry name's, or its (already imported) ``class_path``'s."""
-    from lossbench.heads.registry import get_head_class
-
-    return _import_head_class(spec.head, i) if "." in spec.head else get_head_class(spec.head)
-
-
-def _whole_kind(cls: type, name: str) -> str | None:
-    """'an integer' or 'a true/false' when ``cls``'s argument ``name`` is declared (or defaults to) one, else None."""
-    import inspect
-
-    param = inspect.signature(cls.__init__).parameters.get(name)
-    if param is None:  # not a named argument: the trial-point build check names it
-        return None
-    ann = param.annotation
-    if ann is inspect.Parameter.empty:
-        text = type(param.default).__name__
-    else:  # a type's name, or the text of an annotation (postponed, or a union such as `int | None`)
-        text = ann if isinstance(ann, str) else getattr(ann, "__name__", None) or str(ann)
-    names = {part.strip() for part in text.split("|")} - {"None"}
-    if names == {"bool"}:
-        return "a true/false"
-    return "an integer" if names and names <= {"int", "bool"} else None
-
-
-# -- the runs ----------------------------------------------------------------------------------------
-def trial_label(label: str, trial: int, trials: int) -> str:
-    """The run folder name of ``label``'s trial ``trial``: ``ce.t03``."""
-    return f"{label}.t{trial:0{len(str(trials - 1))}d}"
-
-
-def with_point(loss: LossSpec, point: dict[str, float], role: str, trial: int, label: str | None = None) -> LossSpec:
-    """``loss`` at a trial point: its head arguments set, the optimizer values as overrides, the point recorded."""
-    args = dict(loss.args)
-    args.update({p.rsplit(".", 1)[-1]: v for p, v in point.items() if p.startswith("losses.")})
-    tuning = {"role": role, "loss": loss.label, "trial": trial, "point": dict(point)}
-    return dataclasses.replace(loss, label=label or loss.label, args=args, tuning=tuning)
-
-
-def tuning_recipe(recipe: Recipe) -> Recipe:
-    """The tuning comparison: every (loss, trial) of ``recipe`` a run, on the tuning seeds, selected by tune.select."""
-    tune = recipe.tune
-    assert tune is not None
-    losses = [
-        with_point(loss, point, "trial", j, trial_label(loss.label, j, tune.trials))
-        for loss in recipe.losses
-        for j, point in enumerate(tune.loss_points(loss.label))
-    ]
-    return dataclasses.replace(
-        recipe,
-        name=f"{recipe.name}-tuning",
-        losses=losses,
-        baseline=losses[0].label,
-        seeds=list(tune.seeds),
-        tune=None,
-        target={**recipe.target, "metric": tune.metric, "mode": tune.mode},
     )

@@ -41,9 +41,6 @@ from pathlib import Path
 
 from lossbench.compare.store.layout import COMPARISON_FILE
 
-MAX_LABEL_BYTES = 64
-"""A loss label names its run folder and plot files: at most this many bytes of UTF-8, well below the 255-byte
-name limit of file systems once suffixes (``.t03``, ``reliability_...png``) are added."""
 NAME_MAX_BYTES = 255  # the longest file or folder name most file systems take (NAME_MAX)
 
 # errors that only a write raises: whatever the file, the storage is at fault

@@ -1,0 +1,170 @@
+"""A recipe's schema: its sections, their keys and defaults (each defined once, in a commented dataclass), and
+the validated :class:`Recipe` with its hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from lossbench.config import BackboneConfig, OptimizerConfig, ScheduleConfig, defaults
+
+if TYPE_CHECKING:
+    from lossbench.compare.recipe.tune import TuneSpec
+
+
+@dataclass
+class TrainerConfig:
+    """A recipe's ``trainer:`` section: the Lightning Trainer settings every run of the comparison shares."""
+
+    max_epochs: int | None = None  # the budget: exactly one of max_epochs and max_steps
+    max_steps: int | None = None
+    eval_every_n_steps: int = 20  # validation every this many optimizer steps (and once at step 0)
+    precision: str = "32"  # Lightning's precision: "32", "bf16-mixed", "16-mixed", "64", ...
+    accelerator: str = "cpu"  # "cpu", "gpu", "cuda", "mps" or "auto"
+    devices: Any = 1  # Lightning's devices: a count, a list of indices or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # Lightning's strategy ("ddp", ...)
+    deterministic: bool = True  # torch's deterministic algorithms: reruns give the same numbers
+    gradient_clip_val: float | None = None  # clip the gradient norm to this value (None: no clipping)
+    checkpoint_every_s: float = 60  # a resume checkpoint at most this often (0: after every evaluation)
+
+
+@dataclass
+class TargetConfig:
+    """A recipe's ``target:`` section: the validation metric every choice is made on, and the convergence bar."""
+
+    metric: str | None = None  # a logged validation metric, "val/<name>" (required)
+    mode: str | None = None  # "max" or "min" (required)
+    threshold: float | None = None  # "fastest" = first evaluation at or past it (required)
+
+
+SECTIONS: dict[str, dict[str, Any]] = {
+    # section -> allowed keys and their defaults (None: required or no default); one definition of each default
+    "data": {},  # HFDataModule arguments, checked against its signature
+    "backbone": defaults(BackboneConfig),
+    "optimizer": defaults(OptimizerConfig),
+    "schedule": defaults(ScheduleConfig),
+    "trainer": defaults(TrainerConfig),
+    "target": defaults(TargetConfig),
+}
+
+
+TRAINER_UNHASHED = ("checkpoint_every_s",)
+"""Trainer keys that change how a run is saved, not what it computes: outside the setup hash (a folder resumes
+with another value)."""
+
+
+EXECUTORS = ("fused", "sequential")
+"""How a comparison trains its runs: each seed's losses in lockstep as one model array, or one run after another."""
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One loss of a comparison: a label (its folder name), a head (short name or class path) and arguments."""
+
+    label: str
+    head: str
+    args: dict[str, Any]
+    tuning: dict[str, Any] = field(default_factory=dict)  # a tuned run's {role, loss, trial, point} (compare.tuning)
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The recipe values this run sets for itself (a trial point's ``optimizer.*``): dotted path -> value."""
+        return {p: v for p, v in (self.tuning.get("point") or {}).items() if not p.startswith("losses.")}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"label": self.label, "head": self.head, "args": self.args}
+        return {**out, "tuning": self.tuning} if self.tuning else out
+
+    def to_recipe(self) -> dict[str, Any]:
+        """This loss as a recipe's `losses` item."""
+        return {"class_path" if "." in self.head else "name": self.head, "label": self.label, "args": self.args}
+
+
+@dataclass
+class Recipe:
+    """A validated comparison recipe."""
+
+    name: str
+    description: str
+    data: dict[str, Any]
+    backbone: dict[str, Any]
+    losses: list[LossSpec]
+    baseline: str
+    optimizer: dict[str, Any]
+    schedule: dict[str, Any]
+    trainer: dict[str, Any]
+    seeds: list[int]
+    target: dict[str, Any]
+    nan_policy: str = "raise"
+    select: str = "final"  # the weights a run reports on test: "final", or "best" on validation (target metric)
+    executor: str = "fused"  # "fused": a seed's losses trained in lockstep as one model array; or "sequential"
+    tune: TuneSpec | None = None  # equal-budget tuning per loss before the final seeds (compare.tuning)
+    teacher: dict[str, Any] | None = None  # distillation: a checkpoint, or a teacher to train first (compare.teacher)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "name": self.name,
+            "description": self.description,
+            "data": self.data,
+            "backbone": self.backbone,
+            "losses": [spec.to_dict() for spec in self.losses],
+            "baseline": self.baseline,
+            "optimizer": self.optimizer,
+            "schedule": self.schedule,
+            "trainer": self.trainer,
+            "seeds": self.seeds,
+            "target": self.target,
+            "nan_policy": self.nan_policy,
+            "select": self.select,
+            "executor": self.executor,
+        }
+        if self.tune is not None:  # only then: an untuned recipe's hashes are those it always had
+            out["tune"] = self.tune.to_dict()
+        if self.teacher is not None:
+            out["teacher"] = dict(self.teacher)
+        return out
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as a recipe file (defaults filled in): ``load_recipe`` of it gives this recipe."""
+        values = self.to_dict()
+        values["losses"] = [spec.to_recipe() for spec in self.losses]
+        return yaml.safe_dump(values, sort_keys=False)
+
+    @property
+    def runnable(self) -> bool:
+        """Whether :meth:`to_yaml` is a recipe file that runs this comparison. A tuning comparison's is not: its
+        runs are trials, each at its own optimizer values, which a recipe's `losses` cannot state; it is run by
+        its parent's recipe (``DIR/recipe.yaml``, not ``DIR/tuning/recipe.yaml``)."""
+        return not any(spec.tuning for spec in self.losses)
+
+    def setup(self) -> dict[str, Any]:
+        """What must be identical for every loss: everything but the losses, baseline and seeds (and how the runs
+        are executed: fused and sequential runs train the same models on the same batches; records say which)."""
+        left_out = ("losses", "baseline", "seeds", "name", "description", "executor")
+        setup = {k: v for k, v in self.to_dict().items() if k not in left_out}
+        setup["trainer"] = {k: v for k, v in self.trainer.items() if k not in TRAINER_UNHASHED}
+        return setup
+
+    @property
+    def setup_hash(self) -> str:
+        return _hash(self.setup())
+
+    @property
+    def recipe_hash(self) -> str:
+        return _hash(self.to_dict())
+
+    def loss(self, label: str) -> LossSpec:
+        return next(spec for spec in self.losses if spec.label == label)
+
+
+def _hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+TOP_LEVEL = tuple(f.name for f in fields(Recipe))
+"""A recipe's top-level keys: :class:`Recipe`'s fields."""
