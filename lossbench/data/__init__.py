@@ -1,6 +1,7 @@
 """Data: Hugging Face ``datasets`` as LightningDataModules, bundled real datasets, offline tokenizers."""
 
 from lossbench.data.builtin import BUILTIN_DATASETS, UnknownDatasetError, load_builtin, standardization_stats
+from lossbench.data.config import DataConfig
 from lossbench.data.datamodule import HFDataModule, HubUnreachableError, SeededShuffleSampler
 from lossbench.data.spec import DataSpec
 from lossbench.data.tokenize import BPETokenizer, ByteTokenizer, train_bpe_tokenizer
@@ -9,6 +10,7 @@ __all__ = [
     "BPETokenizer",
     "BUILTIN_DATASETS",
     "ByteTokenizer",
+    "DataConfig",
     "DataSpec",
     "HFDataModule",
     "HubUnreachableError",

@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lossbench.data.builtin import BUILTIN_COLUMNS, BUILTIN_PREFIX, BUILTIN_VERSION, check_builtin_name, load_builtin
+from lossbench.data.builtin import BUILTIN_VERSION, load_builtin
+from lossbench.data.config import TASKS, DataConfig
 from lossbench.data.corrupt import Imbalance, LabelNoise
 from lossbench.data.errors import (
     _OWNER,
     HubUnreachableError,
-    _check_fraction,
-    _check_int,
     _err,
     _hub_error,
     _looks_offline,
@@ -44,7 +43,7 @@ from lossbench.data.planning import _count_features, _make_spec, _plan_image, _p
 from lossbench.data.preprocess import PREPROCESS_VERSION, _fingerprint, _Plan, _preprocess, _standardize
 from lossbench.data.spec import DataSpec
 from lossbench.data.splits import _SPLIT_ARGS, SPLITS, _check_columns, _make_splits
-from lossbench.data.tokenize import BPETokenizer, ByteTokenizer, _import_tokenizers, get_tokenizer, train_bpe_tokenizer
+from lossbench.data.tokenize import BPETokenizer, ByteTokenizer, get_tokenizer, train_bpe_tokenizer
 from lossbench.distributed import process_sampler
 
 __all__ = [
@@ -57,19 +56,6 @@ __all__ = [
     "HubUnreachableError",
     "SeededShuffleSampler",
 ]
-
-TASKS = ("auto", "class", "real", "probability", "lm")
-
-
-def _plain_paths(value: Any) -> Any:
-    """os.PathLike -> str, also inside lists and dicts (checkpoints then hold only safe types)."""
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain_paths(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain_paths(v) for k, v in value.items()}
-    return value
 
 
 class HFDataModule(L.LightningDataModule):
@@ -124,6 +110,9 @@ class HFDataModule(L.LightningDataModule):
     never stopped. The position is used on one process only: under DDP a resumed epoch starts
     over from its first batch (with a warning).
 
+    The arguments are the fields of :class:`~lossbench.data.config.DataConfig` (their defaults come from
+    it); :attr:`config` holds them as checked.
+
     Args:
         path: a hub dataset name (``"ag_news"``), a builder for local files (``"csv"``,
             ``"parquet"``, ``"json"``) with ``data_files``, a local dataset folder, or a bundled
@@ -176,143 +165,90 @@ class HFDataModule(L.LightningDataModule):
     def __init__(
         self,
         path: str,
-        name: str | None = None,
-        data_files: str | list[str] | dict[str, str | list[str]] | None = None,
-        train_split: str = "train",
-        val_split: str | None = "validation",
-        test_split: str | None = "test",
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        split_seed: int = 0,
-        text_column: str | None = None,
-        feature_columns: list[str] | str | None = None,
-        image_column: str | None = None,
-        label_column: str | None = None,
-        task: Literal["auto", "class", "real", "probability", "lm"] = "auto",
-        tokenizer: str = "bpe",
-        tokenizer_vocab_size: int = 4096,
-        max_length: int = 128,
-        padding: Literal["longest", "max_length"] = "longest",
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-        standardize: bool = True,
-        standardize_target: bool = True,
-        cache_dir: str | None = None,
-        label_noise: dict[str, Any] | None = None,
-        imbalance: dict[str, Any] | None = None,
+        name: str | None = DataConfig.name,
+        data_files: str | list[str] | dict[str, str | list[str]] | None = DataConfig.data_files,
+        train_split: str = DataConfig.train_split,
+        val_split: str | None = DataConfig.val_split,
+        test_split: str | None = DataConfig.test_split,
+        val_fraction: float = DataConfig.val_fraction,
+        test_fraction: float = DataConfig.test_fraction,
+        split_seed: int = DataConfig.split_seed,
+        text_column: str | None = DataConfig.text_column,
+        feature_columns: list[str] | str | None = DataConfig.feature_columns,
+        image_column: str | None = DataConfig.image_column,
+        label_column: str | None = DataConfig.label_column,
+        task: Literal["auto", "class", "real", "probability", "lm"] = DataConfig.task,
+        tokenizer: str = DataConfig.tokenizer,
+        tokenizer_vocab_size: int = DataConfig.tokenizer_vocab_size,
+        max_length: int = DataConfig.max_length,
+        padding: Literal["longest", "max_length"] = DataConfig.padding,
+        batch_size: int = DataConfig.batch_size,
+        eval_batch_size: int | None = DataConfig.eval_batch_size,
+        num_workers: int = DataConfig.num_workers,
+        seed: int = DataConfig.seed,
+        standardize: bool = DataConfig.standardize,
+        standardize_target: bool = DataConfig.standardize_target,
+        cache_dir: str | None = DataConfig.cache_dir,
+        label_noise: dict[str, Any] | None = DataConfig.label_noise,
+        imbalance: dict[str, Any] | None = DataConfig.imbalance,
     ) -> None:
+        # the arguments are DataConfig's fields, defaults included (tests/data/test_config.py pins it)
         super().__init__()
-        path, data_files, cache_dir = _plain_paths(path), _plain_paths(data_files), _plain_paths(cache_dir)
-        if not isinstance(path, str) or not path:
-            raise _err(
-                f"`path` must be a non-empty str (a hub name, a builder such as 'csv', or 'lossbench:<name>'), "
-                f"got {path!r}"
-            )
-        self.builtin = check_builtin_name(path, "path") if path.startswith(BUILTIN_PREFIX) else None
-        if self.builtin is not None and (data_files is not None or name is not None):
-            used = "`data_files`" if data_files is not None else "`name`"
-            raise _err(
-                f"{used} is not used with the bundled dataset `path`={path!r}; drop it, or load your files "
-                "with a builder such as path='csv'"
-            )
-        for arg, value in (("train_split", train_split), ("val_split", val_split), ("test_split", test_split)):
-            if not (isinstance(value, str) and value) and not (value is None and arg != "train_split"):
-                raise _err(f"`{arg}` must be a split name{' or None' if arg != 'train_split' else ''}, got {value!r}")
-        _check_fraction("val_fraction", val_fraction)
-        _check_fraction("test_fraction", test_fraction)
-        if val_fraction + test_fraction >= 1.0:
-            raise _err(
-                f"`val_fraction` + `test_fraction` must leave training rows (sum < 1), "
-                f"got {val_fraction} + {test_fraction}"
-            )
-        if task not in TASKS:
-            raise _err(f"`task` must be one of {TASKS}, got {task!r}")
-        _check_int("max_length", max_length, 1)
-        _check_int("batch_size", batch_size, 1)
-        _check_int("eval_batch_size", eval_batch_size, 1, allow_none=True)
-        _check_int("num_workers", num_workers, 0)
-        _check_int("seed", seed, 0)
-        _check_int("split_seed", split_seed, 0)
-        if padding not in ("longest", "max_length"):
-            raise _err(f"`padding` must be 'longest' or 'max_length', got {padding!r}")
-        if isinstance(feature_columns, str):
-            feature_columns = [feature_columns]
-        if feature_columns is not None:
-            feature_columns = list(feature_columns)
-            if not feature_columns or not all(isinstance(c, str) and c for c in feature_columns):
-                raise _err(f"`feature_columns` must be a non-empty list of column names, got {feature_columns!r}")
-            counts = {c: feature_columns.count(c) for c in dict.fromkeys(feature_columns)}
-            twice = {c: k for c, k in counts.items() if k > 1}
-            if twice:
-                raise _err(
-                    f"`feature_columns` must name each column once; "
-                    f"{', '.join(f'{c!r} is given {k} times' for c, k in twice.items())} in {feature_columns!r}"
-                )
-        given = {
-            k: v
-            for k, v in (
-                ("text_column", text_column),
-                ("feature_columns", feature_columns),
-                ("image_column", image_column),
-            )
-            if v is not None
-        }
-        if len(given) > 1:
-            raise _err(f"give exactly one of `text_column`, `feature_columns`, `image_column`; got {given}")
-        if not given:
-            if self.builtin is None:
-                raise _err(
-                    f"give exactly one of `text_column`, `feature_columns`, `image_column` to say what the inputs of "
-                    f"{path!r} are; got none"
-                )
-            column = BUILTIN_COLUMNS[self.builtin][0]
-            if column == "image":
-                image_column = column
-            else:
-                feature_columns = [column]
-        if label_column is None:
-            label_column = BUILTIN_COLUMNS[self.builtin][1] if self.builtin else "label"
-        if task != "lm":  # the target must not also be an input: the model would read the answer
-            if feature_columns is not None and label_column in feature_columns:
-                raise _err(
-                    f"`label_column`={label_column!r} is also in `feature_columns`={feature_columns!r}; the target "
-                    "must not be an input: drop it from `feature_columns` or name another `label_column`"
-                )
-            for arg, column in (("text_column", text_column), ("image_column", image_column)):
-                if column is not None and column == label_column:
-                    hint = " (or task='lm' to model the texts themselves)" if arg == "text_column" else ""
-                    raise _err(
-                        f"`label_column`={label_column!r} is also the `{arg}`; the target must not be the input: "
-                        f"name another `label_column`{hint}"
-                    )
-        if task == "lm" and text_column is None:
-            raise _err("`task`='lm' (language modelling) needs `text_column`, got None")
-        if not isinstance(tokenizer, str) or not tokenizer:
-            raise _err(f"`tokenizer` must be 'byte', 'bpe' or a path to a saved tokenizer JSON, got {tokenizer!r}")
-        if tokenizer != "byte" and text_column is not None:
-            if tokenizer == "bpe":
-                _import_tokenizers()
-                _check_int("tokenizer_vocab_size", tokenizer_vocab_size, ByteTokenizer.vocab_size)
-            elif not Path(tokenizer).is_file():
-                raise _err(
-                    f"`tokenizer` must be 'byte', 'bpe' or a path to a saved tokenizer JSON, got {tokenizer!r} "
-                    "(no such file)"
-                )
-        self.label_noise = LabelNoise.parse(label_noise) if label_noise is not None else None
-        self.imbalance = Imbalance.parse(imbalance) if imbalance is not None else None
-        self.save_hyperparameters()
-        self.path, self.name, self.data_files = path, name, data_files
-        self.train_split, self.val_split, self.test_split = train_split, val_split, test_split
-        self.val_fraction, self.test_fraction, self.split_seed = float(val_fraction), float(test_fraction), split_seed
-        self.text_column, self.feature_columns, self.image_column = text_column, feature_columns, image_column
-        self.label_column, self.task = label_column, task
-        self.tokenizer_name, self.tokenizer_vocab_size = tokenizer, tokenizer_vocab_size
-        self.max_length, self.padding = max_length, padding
-        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.seed, self.standardize, self.cache_dir = seed, bool(standardize), cache_dir
-        self.standardize_target = bool(standardize_target)
+        config = DataConfig(
+            path=path,
+            name=name,
+            data_files=data_files,
+            train_split=train_split,
+            val_split=val_split,
+            test_split=test_split,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            split_seed=split_seed,
+            text_column=text_column,
+            feature_columns=feature_columns,
+            image_column=image_column,
+            label_column=label_column,
+            task=task,
+            tokenizer=tokenizer,
+            tokenizer_vocab_size=tokenizer_vocab_size,
+            max_length=max_length,
+            padding=padding,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            standardize=standardize,
+            standardize_target=standardize_target,
+            cache_dir=cache_dir,
+            label_noise=label_noise,
+            imbalance=imbalance,
+        ).check()
+        self.save_hyperparameters(config.to_dict())  # the checked values: plain paths, the columns used
+        self._configure(config)
+
+    def _configure(self, config: DataConfig) -> None:
+        """The module's settings from checked ones (:meth:`DataConfig.check`), and its empty state."""
+        features, label = config.feature_columns, config.label_column
+        assert not isinstance(features, str) and label is not None  # check() made a list and named the label
+        self.config = config
+        self.builtin = config.builtin
+        self.label_noise = LabelNoise.parse(config.label_noise) if config.label_noise is not None else None
+        self.imbalance = Imbalance.parse(config.imbalance) if config.imbalance is not None else None
+        self.path, self.name, self.data_files = config.path, config.name, config.data_files
+        self.train_split, self.val_split, self.test_split = config.train_split, config.val_split, config.test_split
+        self.val_fraction, self.test_fraction = float(config.val_fraction), float(config.test_fraction)
+        self.split_seed = config.split_seed
+        self.text_column, self.feature_columns, self.image_column = config.text_column, features, config.image_column
+        self.label_column, self.task = label, config.task
+        self.tokenizer_name, self.tokenizer_vocab_size = config.tokenizer, config.tokenizer_vocab_size
+        self.max_length, self.padding = config.max_length, config.padding
+        self.batch_size, self.eval_batch_size, self.num_workers = (
+            config.batch_size,
+            config.eval_batch_size,
+            config.num_workers,
+        )
+        self.seed, self.standardize, self.cache_dir = config.seed, bool(config.standardize), config.cache_dir
+        self.standardize_target = bool(config.standardize_target)
         self._spec: DataSpec | None = None
         self._processed: dict[str, Any] = {}
         self._memory: dict[str, Any] = {}  # split -> its rows for the loaders (loading.in_memory), built on first use
