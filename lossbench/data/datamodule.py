@@ -650,8 +650,7 @@ class HFDataModule(L.LightningDataModule):
             plan = _Plan("features", None, columns, None, argument={c: "feature_columns" for c in columns})
             plan.num_features = _count_features(train, columns)
         if self.task != "lm":
-            plan.label_column = self.label_column
-            _plan_target(plan, splits, self.task)
+            _plan_target(plan, splits, self.task, self.label_column)
         return plan
 
     def _make_tokenizer(self, train):

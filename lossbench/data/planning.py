@@ -74,15 +74,55 @@ def _count_features(train, columns: list[str]) -> int:
     return total
 
 
-def _plan_target(plan: _Plan, splits: dict[str, Any], task: str) -> None:
-    """The target kind of ``task`` (resolving "auto"), classes and label names; labels checked on every split.
+# the target kind "auto" resolves to, per label kind (_label_kind); and the label kinds each target kind accepts
+_AUTO_TASK = {
+    "classlabel": "class",
+    "int": "class",
+    "bool": "class",
+    "str": "class",
+    "float": "real",
+    "prob_list": "probability",
+}
+_TASK_KINDS = {
+    "class": ("classlabel", "int", "bool", "str", "float"),
+    "real": ("classlabel", "int", "bool", "float"),
+    "probability": ("prob_list",),
+}
+
+
+def _plan_target(plan: _Plan, splits: dict[str, Any], task: str, column: str) -> None:
+    """The target kind of ``task`` (resolving "auto") for ``column``, classes and label names; labels checked
+    on every split.
 
     For classes, refused: missing labels, -1 and other negative ids, string labels mixing numbers and other
     values, a training split of one class, and sparse integer ids (:func:`_check_dense`), the latter from the
     distinct labels alone, before any per-class list is built.
     """
-    column = plan.label_column
+    plan.label_column = column
     feature = splits["train"].features[column]
+    kind = _label_kind(column, feature)
+    task = _AUTO_TASK.get(kind, task) if task == "auto" else task  # images or arrays stay "auto": refused next
+    if kind not in _TASK_KINDS.get(task, ()):
+        raise _err(f"`task`={task!r} cannot use `label_column`={column!r} of type {feature}")
+    plan.target_kind = task
+    if task == "probability":
+        plan.num_classes = _list_length(splits["train"], column)
+    if task != "class":
+        return
+    uniques = {split: ds.unique(column) for split, ds in splits.items()}
+    _check_no_missing(column, uniques)
+    if kind == "str":
+        names = _string_classes(column, uniques)
+        plan.label_map = {n: i for i, n in enumerate(names)}
+    else:
+        _check_no_negative(column, uniques, splits)
+        names = _id_classes(column, kind, feature, uniques)
+    plan.num_classes = len(names)
+    plan.label_names = names
+
+
+def _label_kind(column: str, feature: Any) -> str:
+    """The label column's kind (:func:`_feature_kind`; ``"prob_list"`` for a list of numbers), or an error."""
     kind, _ = _feature_kind(feature)
     if kind == "list":
         depth, leaf = _list_depth_and_leaf(feature)
@@ -92,54 +132,38 @@ def _plan_target(plan: _Plan, splits: dict[str, Any], task: str) -> None:
             f"`label_column`={column!r} has type {feature}; expected ClassLabel, int, str, float or a list of "
             "floats (probabilities)"
         )
-    if task == "auto":
-        task = {
-            "classlabel": "class",
-            "int": "class",
-            "bool": "class",
-            "str": "class",
-            "float": "real",
-            "prob_list": "probability",
-        }[kind]
-    allowed = {
-        "class": ("classlabel", "int", "bool", "str", "float"),
-        "real": ("classlabel", "int", "bool", "float"),
-        "probability": ("prob_list",),
-    }[task]
-    if kind not in allowed:
-        raise _err(f"`task`={task!r} cannot use `label_column`={column!r} of type {feature}")
-    plan.target_kind = task
-    if task == "probability":
-        plan.num_classes = _list_length(splits["train"], column)
-        return
-    if task != "class":
-        return
-    uniques = {split: ds.unique(column) for split, ds in splits.items()}
+    return kind
+
+
+def _check_no_missing(column: str, uniques: dict[str, list]) -> None:
     for split, values in uniques.items():
         if None in values:
             raise _err(
                 f"`label_column`={column!r} holds missing (None) labels in the {split!r} split; drop such rows first"
             )
-    if kind == "str":
-        _check_not_mixed(column, uniques)
-        names = sorted(uniques["train"])
-        for split, values in uniques.items():
-            unseen = sorted(set(values) - set(names))
-            if unseen:
-                raise _err(
-                    f"`label_column`={column!r} of the {split!r} split holds labels that the training split does "
-                    f"not have: {unseen[:10]}{' ...' if len(unseen) > 10 else ''}; the training labels are "
-                    f"{names[:20]}{' ...' if len(names) > 20 else ''}"
-                )
-        _check_two_classes(column, names)
-        plan.label_map = {n: i for i, n in enumerate(names)}
-        plan.num_classes = len(names)
-        plan.label_names = names
-        return
+
+
+def _string_classes(column: str, uniques: dict[str, list]) -> list[str]:
+    """String labels: the training labels, sorted (their ids); every split's labels must be among them."""
+    _check_not_mixed(column, uniques)
+    names = sorted(uniques["train"])
     for split, values in uniques.items():
-        ds = splits[split]
+        unseen = sorted(set(values) - set(names))
+        if unseen:
+            raise _err(
+                f"`label_column`={column!r} of the {split!r} split holds labels that the training split does "
+                f"not have: {unseen[:10]}{' ...' if len(unseen) > 10 else ''}; the training labels are "
+                f"{names[:20]}{' ...' if len(names) > 20 else ''}"
+            )
+    _check_two_classes(column, names)
+    return names
+
+
+def _check_no_negative(column: str, uniques: dict[str, list], splits: dict[str, Any]) -> None:
+    """Class ids are >= 0; -1 (unlabeled rows, as in GLUE's test splits) is named as such."""
+    for split, values in uniques.items():
         if -1 in values:
-            count = sum(1 for v in ds[column] if v == -1)
+            count = sum(1 for v in splits[split][column] if v == -1)
             raise _err(
                 f"`label_column`={column!r} is -1 in {count} row(s) of the {split!r} split; -1 usually marks "
                 "unlabeled rows (as in GLUE's test splits): filter them out first, e.g. "
@@ -151,6 +175,10 @@ def _plan_target(plan: _Plan, splits: dict[str, Any], task: str) -> None:
             raise _err(
                 f"`label_column`={column!r} must hold class ids >= 0, got {negative[:10]} in the {split!r} split"
             )
+
+
+def _id_classes(column: str, kind: str, feature: Any, uniques: dict[str, list]) -> list[str]:
+    """Class names in id order for labels that are ids: a ClassLabel's names, False/True, or "0".."top"."""
     if kind == "classlabel":
         names = list(feature.names)
         for split, values in uniques.items():
@@ -161,19 +189,18 @@ def _plan_target(plan: _Plan, splits: dict[str, Any], task: str) -> None:
                     f"names in the {split!r} split"
                 )
         _check_two_classes(column, [names[v] for v in uniques["train"]])
-    elif kind == "bool":
+        return names
+    if kind == "bool":
         _check_two_classes(column, [str(bool(v)) for v in uniques["train"]])
-        names = ["False", "True"]
-    else:  # int or integral floats
-        if kind == "float" and not all(float(v).is_integer() for values in uniques.values() for v in values):
-            bad = sorted(v for values in uniques.values() for v in values if not float(v).is_integer())
-            raise _err(f"`task`='class' needs whole-number labels in `label_column`={column!r}, got {bad[:10]}")
-        _check_two_classes(column, [str(int(v)) for v in uniques["train"]])
-        ids = sorted({int(v) for values in uniques.values() for v in values})
-        _check_dense(column, ids)  # before the names: a sparse top id would make billions of them
-        names = [str(i) for i in range(ids[-1] + 1)]
-    plan.num_classes = len(names)
-    plan.label_names = names
+        return ["False", "True"]
+    # int or integral floats
+    if kind == "float" and not all(float(v).is_integer() for values in uniques.values() for v in values):
+        bad = sorted(v for values in uniques.values() for v in values if not float(v).is_integer())
+        raise _err(f"`task`='class' needs whole-number labels in `label_column`={column!r}, got {bad[:10]}")
+    _check_two_classes(column, [str(int(v)) for v in uniques["train"]])
+    ids = sorted({int(v) for values in uniques.values() for v in values})
+    _check_dense(column, ids)  # before the names: a sparse top id would make billions of them
+    return [str(i) for i in range(ids[-1] + 1)]
 
 
 # Sparse integer class ids: ids are classes 0..top (one output each), so ids such as {10001, 90210}

@@ -217,6 +217,17 @@ def test_wrong_column_types(tmp_path, text_parquet, cache_dir):
         )
 
 
+def test_an_array_label_column_is_refused_naming_the_task(tmp_path, cache_dir):
+    """An Array2D (or Image) target has no task: "auto" says so by name (it used to be a KeyError)."""
+    features = datasets.Features({"x": datasets.Value("float32"), "y": datasets.Array2D((2, 2), "float32")})
+    rows = {"x": [float(i) for i in range(6)], "y": [np.full((2, 2), i, np.float32) for i in range(6)]}
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "arr"))
+    kwargs = dict(path=str(tmp_path / "arr"), feature_columns="x", label_column="y", cache_dir=cache_dir)
+    for task in ("auto", "class", "real", "probability"):
+        with pytest.raises(ValueError, match=rf"`task`='{task}' cannot use `label_column`='y' of type Array2D"):
+            load(**kwargs, task=task, val_fraction=0.3, test_fraction=0.3)
+
+
 def test_probability_rows_must_sum_to_one(tmp_path, cache_dir):
     df = pd.DataFrame({"x": np.arange(4.0), "p": [[0.5, 0.5], [0.2, 0.2], [1.0, 0.0], [0.0, 1.0]]})
     df.to_parquet(tmp_path / "p.parquet")
