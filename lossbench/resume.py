@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lossbench._io import atomic_write_bytes
 
 __all__ = ["AtomicCheckpointIO", "ResumeState", "get_rng_states", "seed_rngs", "set_rng_states"]
 
@@ -122,14 +125,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     is on another file system; a process killed then leaves a truncated checkpoint. Remote
     paths (``s3://`` ...) keep Lightning's writer.
 
-    Use it as a Trainer plugin: ``pl.Trainer(plugins=[AtomicCheckpointIO()])``.
+    Use it as a Trainer plugin: ``pl.Trainer(plugins=[AtomicCheckpointIO()])``. ``guard`` checks each local
+    path before it is written and raises to refuse it (the comparison passes its results-folder confinement).
     """
+
+    def __init__(self, guard: Callable[[Path], Path] | None = None) -> None:
+        super().__init__()
+        self.guard = guard
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        from lossbench.compare.store.records import atomic_write_bytes
-
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        atomic_write_bytes(Path(path), buffer.getvalue())
+        atomic_write_bytes(Path(path), buffer.getvalue(), guard=self.guard)

@@ -3,7 +3,7 @@ mid-run, while writing a record, a checkpoint or results.csv, between "finished"
 clean-up) and the same command is started again each time. It ends with the results of an uninterrupted
 run (timings aside), never trains a finished run again, and never leaves a truncated file behind.
 
-The moments come from the engine's test hook ``LOSSBENCH_TEST_KILL_AT`` (lossbench/compare/killpoint.py):
+The moments come from the engine's test hook ``LOSSBENCH_TEST_KILL_AT`` (lossbench/_killpoint.py):
 the process sends itself SIGKILL there, so each kill lands exactly where the test says.
 """
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lossbench import _io
 from lossbench.cli import EXIT_WRITE_FAILED, main
-from lossbench.compare.store import records, storage
+from lossbench.compare.store import storage
 from lossbench.compare.store.layout import run_dir
 from lossbench.compare.store.records import RunRecord
 from tests.compare.conftest import tiny_recipe
@@ -71,7 +72,7 @@ def _full_disk_after(monkeypatch, writes: int) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd)
 
-    monkeypatch.setattr(records.os, "fsync", fsync)
+    monkeypatch.setattr(_io.os, "fsync", fsync)
 
 
 @pytest.mark.parametrize("writes", [3, 12])  # 3: during the first run's first evaluations; 12: a later one

@@ -23,7 +23,7 @@ import contextlib
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -33,26 +33,17 @@ from lossbench.compare.execution.callbacks import (
     DataOrderFingerprint,
     LastCheckpoint,
     LossMean,
+    Recorder,
     evaluation_row,
 )
+from lossbench.compare.execution.runner import FUSED, InitialState, RunBook, checkpoint_state
 from lossbench.compare.execution.selection import BestWeights
-from lossbench.compare.store import killpoint
-from lossbench.compare.store.layout import run_dir
+from lossbench.compare.recipe.schema import LossSpec
+from lossbench.compare.store.layout import LAST_CHECKPOINT, METRICS_FILE, array_dir, run_checkpoint, run_dir
 from lossbench.compare.store.records import RunRecord, is_global_zero, write_csv
-from lossbench.compare.store.storage import (
-    confined,
-    move_aside,
-    remove_tree,
-    write_failure,
-)
+from lossbench.compare.store.storage import confined, move_aside, remove_tree
 from lossbench.config import BackboneConfig
-from lossbench.distributed import RankMismatchError
 from lossbench.module import model_values
-from lossbench.resume import seed_rngs
-
-if TYPE_CHECKING:
-    from lossbench.compare.execution.engine import Comparison, InitialState
-    from lossbench.compare.recipe.schema import LossSpec
 
 PROBE_TOLERANCE = 1e-5  # relative: a member's first-batch loss in the array against alone
 MAX_ARRAY_MEMBERS = 64  # members of one array: its activations grow with them; more train in several arrays
@@ -60,7 +51,7 @@ MAX_ARRAY_VALUES = 50_000_000  # parameters and buffers of one array's members t
 # about 1 GB with gradients, optimizer state and the stacked copy); more train in several arrays
 
 
-class ArrayRecorder(pl.Callback):
+class ArrayRecorder(Recorder):
     """:class:`~lossbench.compare.execution.callbacks.RunRecorder` for every member of a :class:`ModelArray`.
 
     ``on_row(i, rows)`` is called after member ``i``'s new row (:func:`evaluation_row`: the same columns, by the
@@ -115,6 +106,10 @@ class ArrayRecorder(pl.Callback):
             )
             if self.on_row is not None:
                 self.on_row(i, rows)
+
+    def needs_evaluation(self, step: int) -> bool:
+        """Whether a member that has rows (a failed member may have none) lacks the evaluation of ``step``."""
+        return any(rows and rows[-1]["step"] != step for rows in self.rows)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": [[dict(r) for r in rows] for rows in self.rows], "train_seconds": self.train_seconds}
@@ -176,16 +171,14 @@ def _probe_batch(dm) -> Any:
     return next(iter(dm.val_dataloader()))
 
 
-def _held_members(cmp: Comparison, ckpt: Path) -> tuple[list[str] | None, str | None]:
+def _held_members(book: RunBook, ckpt: Path) -> tuple[list[str] | None, str | None]:
     """The member labels ``ckpt`` holds (None: no checkpoint), after moving aside an unreadable one."""
-    from lossbench.compare.execution.engine import checkpoint_state
-
     held, note = None, None
-    if cmp.processes.is_global_zero:
+    if book.processes.is_global_zero:
         state, note = checkpoint_state(ckpt)
         if state is not None:
             held = list((state.get("lossbench_array") or {}).get("labels") or [])
-    return cmp.processes.broadcast((held, note))
+    return book.processes.broadcast((held, note))
 
 
 def _set_aside(ckpt: Path, held: list[str], labels: list[str]) -> str:
@@ -193,6 +186,33 @@ def _set_aside(ckpt: Path, held: list[str], labels: list[str]) -> str:
     return (
         f"array checkpoint {ckpt.name} holds members {held}, the array now {labels}; moved to {name}, run started over"
     )
+
+
+def _members(
+    book: RunBook, ckpt: Path, pending: list[str], losses: list[str], done: dict[str, str]
+) -> tuple[list[str], str | None]:
+    """The array's members and why its pending ones start over (None: they do not, or for their own reasons).
+
+    The ``pending`` members, unless the array's checkpoint holds them and members finished since (``done``: killed
+    while the members' records were being finished, the checkpoint at its last step): those are loaded with it,
+    their records are not touched again. A checkpoint of other members is moved aside."""
+    held, note = _held_members(book, ckpt)
+    if held is None:
+        return pending, note
+    if set(pending) <= set(held) and all(h in losses and (h in pending or h in done) for h in held):
+        return held, note
+    return pending, _set_aside(ckpt, held, pending)
+
+
+def _fallbacks(probe: ModelArray, models: dict[str, Any], dm: Any) -> dict[str, str]:
+    """label -> why, of the members that cannot train in the array (:func:`fusable`, on the first batch)."""
+    batch = _probe_batch(dm)
+    out: dict[str, str] = {}
+    for label, fused in zip(models, probe.probe_losses(batch)):  # the array's losses, once for every member
+        why = fusable(models[label], fused, batch)
+        if why is not None:
+            out[label] = why
+    return out
 
 
 def array_parts(sizes: list[int], members: int = MAX_ARRAY_MEMBERS, values: int = MAX_ARRAY_VALUES) -> list[list[int]]:
@@ -217,12 +237,12 @@ def array_parts(sizes: list[int], members: int = MAX_ARRAY_MEMBERS, values: int 
 
 
 def run_arrays(
-    cmp: Comparison, seed: int, losses: list[LossSpec], dm, init: InitialState
+    book: RunBook, seed: int, losses: list[LossSpec], dm: Any, init: InitialState
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Train the pending ``losses`` of ``seed`` in arrays bounded by :data:`MAX_ARRAY_MEMBERS` and
     :data:`MAX_ARRAY_VALUES` (:func:`array_parts`, in plan order; one array when they fit): what
     :func:`run_array` returns, merged over the arrays."""
-    backbone = BackboneConfig(**cmp.recipe.backbone)
+    backbone = BackboneConfig(**book.recipe.backbone)
     counted: dict[tuple[str, str], int] = {}  # a head and its arguments: counted once, however many trials share them
     sizes = []
     for loss in losses:
@@ -235,7 +255,7 @@ def run_arrays(
     fallbacks: dict[str, str] = {}
     for j, part in enumerate(parts):
         done, sequential = run_array(
-            cmp,
+            book,
             seed,
             [losses[i] for i in part],
             dm,
@@ -248,7 +268,7 @@ def run_arrays(
 
 
 def run_array(
-    cmp: Comparison, seed: int, losses: list[LossSpec], dm, init: InitialState, name: str | None = None
+    book: RunBook, seed: int, losses: list[LossSpec], dm: Any, init: InitialState, name: str | None = None
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Train the pending ``losses`` of ``seed`` as one array, checkpointed in ``DIR/arrays/<name>``
     (default ``seed_<seed>``).
@@ -257,115 +277,120 @@ def run_array(
     why, of those that cannot train in the array (the caller runs them sequentially).
     """
     lines: dict[str, str] = {}
-    fallbacks: dict[str, str] = {}
-    root = cmp.output / "arrays" / (name or f"seed_{seed}")
-    ckpt = root / "last.ckpt"
-    state: dict[str, tuple[RunRecord | None, str | None]] = {}
+    root = array_dir(book.output, seed, name)
+    states = {}
     for loss in losses:
-        member_ckpt = run_dir(cmp.output, loss.label, seed) / "checkpoints" / "last.ckpt"
-        record, restart, finished, _ = cmp.read_run(loss, seed, member_ckpt)
-        if finished:
+        state = book.read_run(loss, seed, run_checkpoint(book.output, loss.label, seed))
+        if state.finished:
             lines[loss.label] = f"{loss.label} seed {seed}: finished earlier, skipped"
         else:
-            state[loss.label] = (record, restart)
+            states[loss.label] = state
+    if not states:  # every member finished (a kill before the array's clean-up leaves its checkpoint)
+        _remove(book, root)
+        return lines, {}
     by_label = {loss.label: loss for loss in losses}
-    if not state:  # every member finished (a kill before the array's clean-up leaves its checkpoint)
-        _remove(cmp, root)
-        return lines, fallbacks
-    models = {label: cmp.build_model(by_label[label], seed, dm.spec, init) for label in state}
+    models = {label: book.build_model(by_label[label], seed, dm.spec, init) for label in states}
     probe = ModelArray(models)  # the Trainer's gradient_clip_val reaches it (configure_gradient_clipping)
-    batch = _probe_batch(dm)
-    for label, fused in zip(models, probe.probe_losses(batch)):  # the array's losses, once for every member
-        why = fusable(models[label], fused, batch)
-        if why is not None:
-            fallbacks[label] = why
-    pending = [label for label in state if label not in fallbacks]
+    fallbacks = _fallbacks(probe, models, dm)
+    pending = [label for label in states if label not in fallbacks]
     if not pending:
         return lines, fallbacks
-    held, note = _held_members(cmp, ckpt)
-    labels = pending
-    # killed while the members' records were being finished: the checkpoint (at its last step) also holds
-    # members finished since; they are loaded with it, their records are not touched again
-    if (
-        held is not None
-        and set(pending) <= set(held)
-        and all(h in by_label and (h in pending or h in lines) for h in held)
-    ):
-        labels = held
-    elif held is not None:
-        note = _set_aside(ckpt, held, labels)
+    ckpt = root / LAST_CHECKPOINT
+    labels, note = _members(book, ckpt, pending, list(by_label), lines)
     for label in labels:
         if label not in models:
-            models[label] = cmp.build_model(by_label[label], seed, dm.spec, init)
+            models[label] = book.build_model(by_label[label], seed, dm.spec, init)
     array = probe if labels == probe.labels else ModelArray({label: models[label] for label in labels})
-    resume = cmp.processes.broadcast(ckpt.exists())
-    execution = {"executor": "fused", "members": labels}
-    records: dict[str, RunRecord] = {}
-    for label in pending:
-        record, restart = state[label]
-        restart = restart or note
-        # a member resumes only with its array: without the array's checkpoint it starts over
-        records[label] = cmp.open_record(
-            by_label[label], seed, models[label], dm, record, resume, restart, dict(execution)
+    resume = book.processes.broadcast(ckpt.exists())
+    records = {  # a member resumes only with its array: without the array's checkpoint it starts over
+        label: book.open_record(
+            by_label[label],
+            seed,
+            models[label],
+            dm,
+            states[label].record,
+            resume,
+            states[label].restart or note,
+            {"executor": FUSED, "members": labels},
         )
-    folders = [run_dir(cmp.output, label, seed) for label in labels]
-
-    def on_row(i: int, rows: list[dict[str, Any]]) -> None:
-        if labels[i] in records:  # a member finished before a kill keeps its files as they are
-            write_csv(folders[i] / "metrics.csv", rows)
-
-    recorder = ArrayRecorder(labels, on_row=on_row)
-    order = DataOrderFingerprint()
-    r = cmp.recipe
-    best = ArrayBest(r.target["metric"], r.target["mode"], len(labels))
-    selection = [best] if r.select == "best" else []
-    checkpoint = LastCheckpoint(ckpt, r.trainer["checkpoint_every_s"])
-    try:
-        trainer = cmp.trainer([recorder, order, *selection, checkpoint, *killpoint.callbacks()], root)
-        if not resume:  # evaluation at step 0, in the same Trainer
-            trainer.validate(array, datamodule=dm, verbose=False)
-        seed_rngs(seed)
-        trainer.fit(array, datamodule=dm, ckpt_path=str(ckpt) if resume else None, weights_only=True)
-        if any(rows and rows[-1]["step"] != trainer.global_step for rows in recorder.rows):
-            trainer.validate(array, datamodule=dm, verbose=False)  # the final point of every curve
-        if checkpoint.step != trainer.global_step:  # a kill while the members are recorded resumes from the end
-            checkpoint.save(trainer)
-    except RankMismatchError:
-        raise
-    except Exception as exc:  # the array fails as a whole: every member is recorded failed
-        if write_failure(exc, cmp.output) is not None:
-            raise
-        for label, record in records.items():
-            lines[label] = cmp.fail_record(
-                record, f"{type(exc).__name__}: {exc}", models[label].skipped_steps, order.hashes
-            )
-        return lines, fallbacks
-    for i, label in enumerate(labels):
-        if label not in records:  # finished before a kill; resumed with the array only to load it
-            continue
-        record, model = records[label], models[label]
-        record.execution["vmapped"] = bool(array.vmapped)
-        if array.vmap_error:
-            record.execution["vmap_error"] = array.vmap_error
-        if label in array.failed:
-            lines[label] = cmp.fail_record(record, array.failed[label], model.skipped_steps, order.hashes)
-            continue
-        try:
-            if cmp.processes.is_global_zero:
-                cmp.evaluate_test(record, model, dm, folders[i], best.best[i] if selection else None, trainer)
-        except Exception as exc:
-            if write_failure(exc, cmp.output) is not None:
-                raise
-            lines[label] = cmp.fail_record(record, f"{type(exc).__name__}: {exc}", model.skipped_steps, order.hashes)
-            continue
-        lines[label] = cmp.finish_record(record, recorder.rows[i], trainer, model, order.hashes)
-    _remove(cmp, root)
+        for label in pending
+    }
+    trained = _ArrayRun(book, seed, array, models, records, dm)
+    lines.update(trained.train(root, ckpt, resume))
+    if trained.finished:
+        _remove(book, root)
     return lines, fallbacks
 
 
-def _remove(cmp: Comparison, root: Path) -> None:
+class _ArrayRun:
+    """One array's training and its members' records: ``records`` holds the pending members' (a member finished
+    before a kill is in the array only to load its checkpoint; its files are kept as they are)."""
+
+    def __init__(
+        self,
+        book: RunBook,
+        seed: int,
+        array: ModelArray,
+        models: dict[str, Any],
+        records: dict[str, RunRecord],
+        dm: Any,
+    ) -> None:
+        self.book, self.seed, self.array, self.models, self.records, self.dm = book, seed, array, models, records, dm
+        self.labels: list[str] = list(array.labels)
+        self.folders = [run_dir(book.output, label, seed) for label in self.labels]
+        self.order = DataOrderFingerprint()
+        self.finished = False  # trained to the end (its members recorded): its checkpoint goes
+
+    def _on_row(self, i: int, rows: list[dict[str, Any]]) -> None:
+        if self.labels[i] in self.records:  # a member finished before a kill keeps its files as they are
+            write_csv(self.folders[i] / METRICS_FILE, rows)
+
+    def train(self, root: Path, ckpt: Path, resume: bool) -> dict[str, str]:
+        """Train the array (the whole array fails as one: every pending member is recorded failed), then record
+        each pending member; label -> summary line."""
+        r = self.book.recipe
+        recorder = ArrayRecorder(self.labels, on_row=self._on_row)
+        best = ArrayBest(r.target["metric"], r.target["mode"], len(self.labels)) if r.select == "best" else None
+        checkpoint = LastCheckpoint(ckpt, r.trainer["checkpoint_every_s"])
+        callbacks: list[pl.Callback] = [self.order, *([best] if best is not None else []), checkpoint]
+        try:
+            trainer = self.book.train(self.array, self.dm, self.seed, ckpt, resume, root, recorder, callbacks)
+            if checkpoint.step != trainer.global_step:  # a kill while the members are recorded resumes from the end
+                checkpoint.save(trainer)
+        except Exception as exc:
+            error = self.book.run_error(exc)
+            return {label: self._fail(label, error) for label in self.records}
+        lines = {}
+        for i, label in enumerate(self.labels):
+            if label in self.records:
+                lines[label] = self._finish(i, label, recorder, trainer, best.best[i] if best is not None else None)
+        self.finished = True
+        return lines
+
+    def _fail(self, label: str, error: str) -> str:
+        return self.book.fail_record(self.records[label], error, self.models[label].skipped_steps, self.order.hashes)
+
+    def _finish(
+        self, i: int, label: str, recorder: ArrayRecorder, trainer: pl.Trainer, best: BestWeights | None
+    ) -> str:
+        """Record member ``i``: failed in the array (its NaN policy), or tested on its reported weights."""
+        record, model = self.records[label], self.models[label]
+        record.execution["vmapped"] = bool(self.array.vmapped)
+        if self.array.vmap_error:
+            record.execution["vmap_error"] = self.array.vmap_error
+        if label in self.array.failed:
+            return self._fail(label, self.array.failed[label])
+        try:
+            if self.book.processes.is_global_zero:
+                self.book.evaluate_test(record, model, self.dm, self.folders[i], best, trainer)
+        except Exception as exc:
+            return self._fail(label, self.book.run_error(exc))
+        return self.book.finish_record(record, recorder.rows[i], trainer, model, self.order.hashes)
+
+
+def _remove(book: RunBook, root: Path) -> None:
     """Delete an array's folder (its checkpoint) and ``arrays/`` with its last array."""
-    if cmp.processes.is_global_zero:  # never through a symlink out of the results folder (remove_tree)
+    if book.processes.is_global_zero:  # never through a symlink out of the results folder (remove_tree)
         remove_tree(root)
         with contextlib.suppress(OSError):
             confined(root.parent, "delete").rmdir()

@@ -47,13 +47,8 @@ from lossbench.compare.store.layout import (
     WEIGHTS_FILE,
     run_dir,
 )
-from lossbench.compare.store.records import (
-    CorruptFileError,
-    RunRecord,
-    load_run_tensors,
-    read_json,
-    read_metrics,
-)
+from lossbench.compare.store.records import CorruptFileError, RunRecord, read_json, read_metrics
+from lossbench.compare.store.tensors import load_run_tensors
 from lossbench.compare.store.storage import is_under
 from lossbench.data.identity import fingerprints_of
 
@@ -300,7 +295,7 @@ def _check_predictions(
 def _load_model(record: RunRecord, folder: Path, recipe: dict[str, Any], dm: Any) -> Any:
     """The run's module, built from ``recipe`` and the record (never larger than its weights allow) with its kept
     weights loaded."""
-    from lossbench.compare.execution.engine import build_module
+    from lossbench.compare.execution.runner import build_module
     from lossbench.config import BackboneConfig
     from lossbench.module import check_fits_weights, model_values
 

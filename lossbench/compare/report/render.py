@@ -8,6 +8,7 @@ identical bytes. Plots and results.csv are written before report.md, each atomic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,12 @@ from lossbench.compare.store.records import (
     RunRecord,
     atomic_write_text,
     load_records,
-    load_run_tensors,
     test_metric,
     tuning_records,
     write_csv,
 )
 from lossbench.compare.store.storage import results_folder
+from lossbench.compare.store.tensors import load_run_tensors
 
 Runs = list[tuple[RunRecord, list[dict[str, Any]]]]
 
@@ -232,7 +233,7 @@ def report_markdown(
     fairness: FairnessResult,
     stats: ComparisonStats,
     plot_paths: list[Path],
-    outside: list[tuple[str, int]] = (),
+    outside: Sequence[tuple[str, int]] = (),
     tuning: tuple[TuneSpec, dict[str, LossTuning]] | None = None,
     predictions: dict[tuple[str, int], dict[str, Any]] | None = None,
     root: Path | None = None,
@@ -316,7 +317,7 @@ def _warning(fairness: FairnessResult) -> list[str]:
 def _setup_section(
     comparison: dict[str, Any], runs: Runs, fairness: FairnessResult, stats: ComparisonStats
 ) -> list[str]:
-    heads = {}
+    heads: dict[str, str] = {}
     for r, _ in runs:
         heads.setdefault(r.loss, _head_text(r))
     losses = ", ".join(
@@ -397,8 +398,8 @@ def _families_text(stats: ComparisonStats) -> str:
         f"Primary family: {stats.headline_label} against the baseline, Holm over the losses, separately for "
         f"the seed-level ({stats.primary_size} tested) and the per-example test ({stats.primary_examples_size} "
         "tested), and the larger of a loss's two p-values, Holm-adjusted over the losses: a headline verdict "
-        "needs all three below 0.05 (an intersection-union test). Secondary family: steps to target and AUC against the "
-        f'baseline, Holm over their {stats.secondary_size} tests together, labelled "secondary". The '
+        "needs all three below 0.05 (an intersection-union test). Secondary family: steps to target and AUC "
+        f'against the baseline, Holm over their {stats.secondary_size} tests together, labelled "secondary". The '
         "ranking's tests of neighbours are a family of their own."
     )
 
@@ -540,7 +541,7 @@ def _paired_section(stats: ComparisonStats) -> list[str]:
             if key == PRIMARY:
                 verdict = stats.verdicts.get(loss)
                 ex = verdict.examples if verdict is not None else None
-                if ex is not None:
+                if verdict is not None and ex is not None:
                     low, high = (
                         (ex.detail or {}).get("ci", (None, None)) if isinstance(ex.detail, dict) else (None, None)
                     )
@@ -606,7 +607,7 @@ def _ranking_section(stats: ComparisonStats) -> list[str]:
 
 
 def _unfinished_section(
-    comparison: dict[str, Any], runs: Runs, outside: list[tuple[str, int]], stats: ComparisonStats | None = None
+    comparison: dict[str, Any], runs: Runs, outside: Sequence[tuple[str, int]], stats: ComparisonStats | None = None
 ) -> list[str]:
     """Runs that are missing, failed or unfinished (excluded), and finished runs that were irregular (kept)."""
     by_key = {(r.loss, r.seed): (r, rows) for r, rows in runs}

@@ -25,14 +25,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import secrets
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossbench.compare.store import killpoint
+from lossbench import _io
+from lossbench._io import is_global_zero
 from lossbench.compare.store.layout import TUNING_DIR
 from lossbench.compare.store.storage import confined
 
@@ -46,54 +44,10 @@ def test_metric(metric: str) -> str:
     return "test/" + metric.split("/", 1)[-1]
 
 
-def is_global_zero() -> bool:
-    """True unless this is a process other than global rank 0 of a distributed run (which must not write)."""
-    dist = sys.modules.get("torch.distributed")  # no process group without torch imported
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return (os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or "0") == "0"  # launched, not yet joined
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file + fsync + rename (never a truncated file).
-
-    A no-op on processes other than global rank 0 (:func:`is_global_zero`).
-    """
-    if not is_global_zero():
-        return
-    path = confined(path)  # never through a symlink out of the results folder
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temporary_file(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if killpoint.armed():  # test hook: die with half of the temporary file written
-                f.write(data[: len(data) // 2])
-                f.flush()
-                killpoint.kill_point(f"write:{path.name}")
-                data = data[len(data) // 2 :]
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:  # disk full, quota, file size limit: the error names the file it was writing
-        Path(tmp).unlink(missing_ok=True)
-        if exc.filename is None and exc.errno is not None:
-            raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _temporary_file(path: Path) -> tuple[int, str]:
-    """A new ``.<name>.<random>.tmp`` beside ``path``, created with mode 0666 less the umask (as ``open`` creates
-    files; ``tempfile.mkstemp`` would make every written file 0600 whatever the umask)."""
-    while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), str(tmp)
-        except FileExistsError:  # pragma: no cover - 2**-32 per try
-            continue
+    """Write ``data`` to ``path`` atomically (:func:`lossbench._io.atomic_write_bytes`), only inside the results
+    folder (:func:`~lossbench.compare.store.storage.confined`); a no-op on processes other than global rank 0."""
+    _io.atomic_write_bytes(path, data, guard=confined)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -197,40 +151,6 @@ def describe(value: Any) -> str:
         shown = json.dumps(value, default=str)
         return f"the JSON array {shown if len(shown) <= 40 else shown[:37] + '...'}"
     return type(value).__name__
-
-
-def load_run_tensors(path: str | Path, what: str) -> dict[str, Any]:
-    """A run's torch file of named tensors (``compare.evaluate.load_tensors``, weights only).
-
-    Raises:
-        CorruptFileError: naming ``path`` when torch cannot load it or it holds something else.
-    """
-    import pickle
-
-    from lossbench.compare.store.tensors import load_tensors
-
-    try:
-        return load_tensors(path)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        ValueError,
-        TypeError,
-        KeyError,
-        AttributeError,
-        UnicodeDecodeError,
-        OSError,
-    ) as exc:
-        text = str(exc).strip().replace(str(path) + ": ", "")
-        found = text.splitlines()[0][:200] if text else type(exc).__name__
-        raise CorruptFileError(
-            path,
-            f"a torch file of named tensors ({what})",
-            f"a file torch cannot load ({found})",
-            RUN_FILE_FIX,
-            "unreadable",
-        ) from None
 
 
 def read_json_file(path: str | Path, what: str, fix: str = RUN_FIX) -> Any:

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from lossbench.compare.store.records import atomic_write_bytes
+from lossbench.compare.store.records import RUN_FILE_FIX, CorruptFileError, atomic_write_bytes
 
 IGNORE_INDEX_KEY = "ignore_index"  # in the predictions: the head's ignore_index, absent for heads without one
 
@@ -27,3 +29,33 @@ def load_tensors(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(value, dict) or not all(isinstance(v, Tensor) for v in value.values()):
         raise ValueError(f"{path}: expected a mapping of names to tensors, got {type(value).__name__}")
     return value
+
+
+def load_run_tensors(path: str | Path, what: str) -> dict[str, Any]:
+    """A run's torch file of named tensors (:func:`load_tensors`, weights only).
+
+    Raises:
+        CorruptFileError: naming ``path`` when torch cannot load it or it holds something else.
+    """
+    try:
+        return load_tensors(path)
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        UnicodeDecodeError,
+        OSError,
+    ) as exc:
+        text = str(exc).strip().replace(str(path) + ": ", "")
+        found = text.splitlines()[0][:200] if text else type(exc).__name__
+        raise CorruptFileError(
+            path,
+            f"a torch file of named tensors ({what})",
+            f"a file torch cannot load ({found})",
+            RUN_FILE_FIX,
+            "unreadable",
+        ) from None
