@@ -109,23 +109,25 @@ def _digits() -> tuple[dict[str, np.ndarray], Any, dict[str, Any], str]:
     return {"image": images, "label": labels}, features, {}, "label"
 
 
-def _tabular(loader: Callable[..., Any], names: list[str] | None, regression: bool = False):
+def _tabular(loader: Callable[..., Any], names: list[str] | None):
+    """A bundled table from a scikit-learn loader: class ``names`` in id order, or None for a real target."""
     from datasets import ClassLabel, Features, List, Value
 
     def build(seed: int):
         bunch = loader()
         x = np.asarray(bunch.data, dtype=np.float64)
         y = np.asarray(bunch.target)
+        regression = names is None
         target = "target" if regression else "label"
         idx = _split_indices(len(x), seed, None if regression else y)
         x, mean, std = _standardize(x, idx["train"])
         stats: dict[str, Any] = {"feature_mean": mean.tolist(), "feature_std": std.tolist()}
-        if regression:  # the target stays raw: the data module puts its training mean and std in the spec
+        if names is None:  # the target stays raw: the data module puts its training mean and std in the spec
             y = y.astype(np.float32)
             label_feature: Any = Value("float32")
         else:
             y = y.astype(np.int64)
-            label_feature = ClassLabel(names=list(names))  # type: ignore[arg-type]
+            label_feature = ClassLabel(names=list(names))
         features = Features({"features": List(Value("float32"), length=x.shape[1]), target: label_feature})
         return {"features": x, target: y}, features, stats, idx
 
@@ -148,7 +150,7 @@ def _build(name: str, seed: int) -> tuple[dict[str, np.ndarray], Any, dict[str, 
     if name == "wine":
         return _tabular(skd.load_wine, ["class_0", "class_1", "class_2"])(seed)
     if name == "diabetes":
-        return _tabular(lambda: skd.load_diabetes(scaled=False), None, regression=True)(seed)
+        return _tabular(lambda: skd.load_diabetes(scaled=False), None)(seed)
     raise AssertionError(name)  # pragma: no cover - names are checked first
 
 

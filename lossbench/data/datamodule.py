@@ -406,10 +406,11 @@ class HFDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", shuffle=True)
+        assert isinstance(loader, DataLoader)  # the training split always exists (_make_splits requires it)
         position, self._resume_position = self._resume_position, None
-        if position is not None and isinstance(loader, DataLoader):
+        if position is not None:
             self._resume_sampler(loader.sampler, position)
-        return loader  # type: ignore[return-value]
+        return loader
 
     def val_dataloader(self) -> DataLoader | list:
         return self._loader("validation", shuffle=False)
@@ -589,7 +590,8 @@ class HFDataModule(L.LightningDataModule):
         self._tokenizer = plan.tokenizer
         spec = _make_spec(plan, self.task, self.max_length)
         if spec.target_kind == "real" and self.standardize_target:
-            spec = replace(spec, **_target_stats(self._processed["train"]))
+            mean, std = _target_stats(self._processed["train"])
+            spec = replace(spec, target_mean=mean, target_std=std)
         self._spec = spec
 
     def _corrupt(self, processed: dict[str, Any], plan: _Plan) -> dict[str, dict[str, Any]]:
@@ -603,7 +605,8 @@ class HFDataModule(L.LightningDataModule):
             raise _err(
                 f"`{used}` needs class labels, this data's target is {plan.target_kind!r} (`task`={self.task!r})"
             )
-        classes = int(plan.num_classes)
+        classes = plan.num_classes
+        assert classes is not None  # _plan_target sets it for class targets
         if self.imbalance is not None:
             keep, info = self.imbalance.rows(np.asarray(processed["train"]["target"]), classes)
             processed["train"] = processed["train"].select(keep).flatten_indices()
@@ -685,10 +688,10 @@ def _empty_split(exc: BaseException) -> str | None:
     return None
 
 
-def _target_stats(train: Any) -> dict[str, float]:
+def _target_stats(train: Any) -> tuple[float, float]:
     """Mean and std (float64, ddof 0; 1.0 for a constant target) of a processed training split's real targets."""
     import numpy as np
 
     values = np.asarray(train.with_format("numpy")["target"], dtype=np.float64).reshape(-1)
     mean, std = float(values.mean()), float(values.std())
-    return {"target_mean": mean, "target_std": std if std > 0 else 1.0}
+    return mean, std if std > 0 else 1.0

@@ -8,14 +8,14 @@ that the labels fit it; :func:`_make_spec` turns a finished plan into the data's
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from lossbench.data.errors import _err
 from lossbench.data.features import _feature_kind, _is_numeric_value, _list_depth_and_leaf, _list_length
 from lossbench.data.preprocess import _Plan
-from lossbench.data.spec import DataSpec
+from lossbench.data.spec import DataSpec, TargetKind
 from lossbench.data.splits import _SPLIT_ARGS
 
 
@@ -50,7 +50,8 @@ def _plan_image(plan: _Plan, train, column: str) -> None:
             plan.image_layout, shape = "chw", tuple(first.shape)
     else:
         raise _err(f"`image_column`={column!r} must hold 2-D or 3-D images, got {first.ndim}-D values")
-    plan.image_shape = tuple(int(s) for s in shape)  # type: ignore[assignment]
+    channels, height, width = (int(s) for s in shape)
+    plan.image_shape = (channels, height, width)
 
 
 def _count_features(train, columns: list[str]) -> int:
@@ -75,7 +76,7 @@ def _count_features(train, columns: list[str]) -> int:
 
 
 # the target kind "auto" resolves to, per label kind (_label_kind); and the label kinds each target kind accepts
-_AUTO_TASK = {
+_AUTO_TASK: dict[str, TargetKind] = {
     "classlabel": "class",
     "int": "class",
     "bool": "class",
@@ -83,14 +84,16 @@ _AUTO_TASK = {
     "float": "real",
     "prob_list": "probability",
 }
-_TASK_KINDS = {
+_TASK_KINDS: dict[str, tuple[str, ...]] = {
     "class": ("classlabel", "int", "bool", "str", "float"),
     "real": ("classlabel", "int", "bool", "float"),
     "probability": ("prob_list",),
 }
 
 
-def _plan_target(plan: _Plan, splits: dict[str, Any], task: str, column: str) -> None:
+def _plan_target(
+    plan: _Plan, splits: dict[str, Any], task: Literal["auto", "class", "real", "probability"], column: str
+) -> None:
     """The target kind of ``task`` (resolving "auto") for ``column``, classes and label names; labels checked
     on every split.
 
@@ -101,13 +104,13 @@ def _plan_target(plan: _Plan, splits: dict[str, Any], task: str, column: str) ->
     plan.label_column = column
     feature = splits["train"].features[column]
     kind = _label_kind(column, feature)
-    task = _AUTO_TASK.get(kind, task) if task == "auto" else task  # images or arrays stay "auto": refused next
-    if kind not in _TASK_KINDS.get(task, ()):
-        raise _err(f"`task`={task!r} cannot use `label_column`={column!r} of type {feature}")
-    plan.target_kind = task
-    if task == "probability":
+    target = _AUTO_TASK.get(kind) if task == "auto" else task  # None: images or arrays, refused next
+    if target is None or kind not in _TASK_KINDS[target]:
+        raise _err(f"`task`={target or task!r} cannot use `label_column`={column!r} of type {feature}")
+    plan.target_kind = target
+    if target == "probability":
         plan.num_classes = _list_length(splits["train"], column)
-    if task != "class":
+    if target != "class":
         return
     uniques = {split: ds.unique(column) for split, ds in splits.items()}
     _check_no_missing(column, uniques)
@@ -265,11 +268,13 @@ def _make_spec(plan: _Plan, task: str, max_length: int) -> DataSpec:
         common = {"image_shape": plan.image_shape}
     if task == "lm":
         return DataSpec("tokens", "token", num_classes=plan.tokenizer.vocab_size, **common)
-    names = tuple(plan.label_names) if plan.target_kind == "class" and plan.label_names else None
+    target = plan.target_kind
+    assert target is not None  # _plan_target set it (task is not "lm")
+    names = tuple(plan.label_names) if target == "class" and plan.label_names else None
     return DataSpec(
         plan.input_kind,
-        plan.target_kind,  # type: ignore[arg-type]
-        num_classes=plan.num_classes if plan.target_kind in ("class", "probability") else None,
+        target,
+        num_classes=plan.num_classes if target in ("class", "probability") else None,
         class_names=names,
         **common,
     )

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from lossbench.data.errors import _err
+from lossbench.data.spec import InputKind, TargetKind
 
 PREPROCESS_VERSION = "2"  # bump when preprocessing changes: it keys datasets' cache
 # (2: finiteness checked in float32, so data cached by 1 with values beyond float32's range is checked again)
@@ -52,10 +53,10 @@ def _fingerprint(*parts: Any) -> str:
 class _Plan:
     """Everything preprocessing needs; ``key()`` is what changes the output (it keys the cache)."""
 
-    input_kind: str
-    target_kind: str | None  # None: language modelling (targets derived in collate)
+    input_kind: InputKind
+    target_kind: TargetKind | None  # None: language modelling (targets derived in collate)
     input_columns: list[str]
-    label_column: str | None
+    label_column: str | None  # set with target_kind (None: language modelling)
     max_length: int | None = None
     tokenizer: Any = None
     add_eos: bool = False
@@ -149,20 +150,21 @@ def _preprocess_batch(batch: dict[str, list], indices: list[int], plan: _Plan) -
             )
         out["inputs"] = x
     else:  # image (cast to float32 before its check)
-        column = plan.input_columns[0]
+        column, shape = plan.input_columns[0], plan.image_shape
+        assert shape is not None  # _plan_image set it from the first training image
         images = []
         for i, value in zip(indices, batch[column]):
             arr = _to_image(value, plan)
-            if tuple(arr.shape) != plan.image_shape:
+            if tuple(arr.shape) != shape:
                 raise _err(
-                    f"{_where(plan, column)}: every image must have the shape (C, H, W)={plan.image_shape} "
+                    f"{_where(plan, column)}: every image must have the shape (C, H, W)={shape} "
                     f"of the first training image, got {tuple(arr.shape)} in row {i} of {where}"
                 )
             if not np.isfinite(arr).all():
                 raise _err(f"{_where(plan, column)} holds NaN or infinite pixel values in row {i} of {where}")
             images.append(arr)
-        out["inputs"] = np.stack(images) if images else np.zeros((0, *plan.image_shape), np.float32)
-    if plan.target_kind is not None:
+        out["inputs"] = np.stack(images) if images else np.zeros((0, *shape), np.float32)
+    if plan.label_column is not None:  # None: language modelling, whose targets collate derives
         out["target"] = _targets(batch[plan.label_column], indices, plan, where)
     return out
 
@@ -177,12 +179,14 @@ def _targets(values: list, indices: list[int], plan: _Plan, where: str) -> Any:
     if plan.target_kind == "class":
         if plan.label_map is not None:
             return [plan.label_map[str(v)] for v in values]
+        classes = plan.num_classes
+        assert classes is not None  # _plan_target sets it for class targets
         y = np.asarray(values, dtype=np.float64)
-        off = ~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= plan.num_classes)
+        off = ~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= classes)
         if off.any():
             j = int(np.flatnonzero(off)[0])
             raise _err(
-                f"`label_column`={column!r} must hold class ids in [0, {plan.num_classes - 1}] for task 'class', "
+                f"`label_column`={column!r} must hold class ids in [0, {classes - 1}] for task 'class', "
                 f"got {values[j]!r} in row {indices[j]} of {where}"
             )
         return y.astype(np.int64)
@@ -282,7 +286,7 @@ def _standardize(processed: dict[str, Any]) -> tuple[dict[str, Any], dict[str, l
         x = np.asarray(batch["inputs"], dtype=np.float64)
         total = total + x.sum(axis=0)
         n += x.shape[0]
-    mean = total / n
+    mean = np.asarray(total, dtype=np.float64) / n  # one per feature (total is an array once a batch is added)
     for batch in train.iter(batch_size=10_000):
         x = np.asarray(batch["inputs"], dtype=np.float64)
         total_sq = total_sq + ((x - mean) ** 2).sum(axis=0)
