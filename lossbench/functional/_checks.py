@@ -110,8 +110,8 @@ def check_class_target_values(fn: str, target: Tensor, num_classes: int, ignore_
         return ignore_index is not None and bool((target == ignore_index).any())
     if target.numel() == 0:
         return False
-    lo, hi = torch.aminmax(target)
-    lo, hi = int(lo), int(hi)
+    low, high = torch.aminmax(target)
+    lo, hi = int(low), int(high)
     may_ignore = ignore_index is not None and lo <= ignore_index <= hi
     if lo >= 0 and hi < num_classes:
         return may_ignore

@@ -8,6 +8,8 @@ all-ignored batch gives a mean of 0 (torch gives NaN) with zero gradient.
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -93,6 +95,7 @@ def cross_entropy(
     if reduction != "mean":
         return loss.reshape(target.shape) if reduction == "none" else loss
     _, per_position = class_weights(target, weight, ignore, x.dtype)
+    assert per_position is not None  # something is ignored or weighted: the fast path above took the rest
     return loss / per_position.sum().clamp_min(torch.finfo(loss.dtype).tiny)
 
 
@@ -123,6 +126,46 @@ def focal_loss(
     ce = F.cross_entropy(_rows(x), index.reshape(-1), reduction="none").reshape(target.shape)
     loss = ce * modulating_factor(-torch.expm1(-ce), gamma) if gamma else ce  # (1 - p_y)^gamma * -log p_y
     return weighted_reduce(loss, w, reduction)
+
+
+@overload
+def poly1_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    epsilon: float = ...,
+    weight: Tensor | None = ...,
+    ignore_index: int = ...,
+    label_smoothing: float = ...,
+    reduction: str = ...,
+    return_terms: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def poly1_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    epsilon: float = ...,
+    weight: Tensor | None = ...,
+    ignore_index: int = ...,
+    label_smoothing: float = ...,
+    reduction: str = ...,
+    *,
+    return_terms: Literal[True],
+) -> dict[str, Tensor]: ...
+
+
+@overload
+def poly1_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    epsilon: float = ...,
+    weight: Tensor | None = ...,
+    ignore_index: int = ...,
+    label_smoothing: float = ...,
+    reduction: str = ...,
+    return_terms: bool = ...,
+) -> Tensor | dict[str, Tensor]: ...
 
 
 def poly1_cross_entropy(
@@ -262,6 +305,49 @@ def _check_log_zero(fn: str, log_zero: float) -> None:
         raise ValueError(f"{fn}: `log_zero` (the A of the paper, log of 0) must be < 0, got {log_zero!r}")
 
 
+@overload
+def symmetric_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    alpha: float = ...,
+    beta: float = ...,
+    log_zero: float = ...,
+    weight: Tensor | None = ...,
+    ignore_index: int = ...,
+    reduction: str = ...,
+    return_terms: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def symmetric_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    alpha: float = ...,
+    beta: float = ...,
+    log_zero: float = ...,
+    weight: Tensor | None = ...,
+    ignore_index: int = ...,
+    reduction: str = ...,
+    *,
+    return_terms: Literal[True],
+) -> dict[str, Tensor]: ...
+
+
+@overload
+def symmetric_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    alpha: float = ...,
+    beta: float = ...,
+    log_zero: float = ...,
+    weight: Tensor | None = ...,
+    ignore_index: int = ...,
+    reduction: str = ...,
+    return_terms: bool = ...,
+) -> Tensor | dict[str, Tensor]: ...
+
+
 def symmetric_cross_entropy(
     input: Tensor,
     target: Tensor,
@@ -301,6 +387,49 @@ def symmetric_cross_entropy(
     terms = {"ce": alpha * -logp_y, "rce": beta * _reverse_ce(logp_y, log_zero)}
     terms = {k: weighted_reduce(v, w, reduction) for k, v in terms.items()}
     return terms if return_terms else terms["ce"] + terms["rce"]
+
+
+@overload
+def nce_rce_loss(
+    input: Tensor,
+    target: Tensor,
+    alpha: float = ...,
+    beta: float = ...,
+    log_zero: float = ...,
+    weight: Tensor | None = ...,
+    ignore_index: int = ...,
+    reduction: str = ...,
+    return_terms: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def nce_rce_loss(
+    input: Tensor,
+    target: Tensor,
+    alpha: float = ...,
+    beta: float = ...,
+    log_zero: float = ...,
+    weight: Tensor | None = ...,
+    ignore_index: int = ...,
+    reduction: str = ...,
+    *,
+    return_terms: Literal[True],
+) -> dict[str, Tensor]: ...
+
+
+@overload
+def nce_rce_loss(
+    input: Tensor,
+    target: Tensor,
+    alpha: float = ...,
+    beta: float = ...,
+    log_zero: float = ...,
+    weight: Tensor | None = ...,
+    ignore_index: int = ...,
+    reduction: str = ...,
+    return_terms: bool = ...,
+) -> Tensor | dict[str, Tensor]: ...
 
 
 def nce_rce_loss(

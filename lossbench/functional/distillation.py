@@ -7,6 +7,8 @@ whatever the temperature.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -15,7 +17,7 @@ from lossbench.functional.classification import cross_entropy
 from lossbench.functional.distribution import js_divergence, kl_divergence, reverse_kl_divergence, soft_cross_entropy
 
 DIVERGENCES = ("kl", "soft_ce", "js", "reverse_kl")
-_FUNCTIONS = {
+_FUNCTIONS: dict[str, Callable[..., Tensor]] = {
     "kl": kl_divergence,
     "soft_ce": soft_cross_entropy,
     "js": js_divergence,

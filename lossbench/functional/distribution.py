@@ -80,7 +80,8 @@ def reverse_kl_divergence(input: Tensor, target: Tensor, eps: float = 1e-8, redu
 
 
 def js_divergence(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
-    r"""Jensen-Shannon divergence :math:`\tfrac12\mathrm{KL}(p\Vert m) + \tfrac12\mathrm{KL}(q\Vert m)`, :math:`m = (p + q)/2`.
+    r"""Jensen-Shannon divergence :math:`\tfrac12\mathrm{KL}(p\Vert m) + \tfrac12\mathrm{KL}(q\Vert m)`,
+    :math:`m = (p + q)/2`.
 
     Symmetric and bounded by :math:`\log 2`.
 

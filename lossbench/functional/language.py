@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 from torch import Tensor
 
@@ -15,6 +17,43 @@ from lossbench.functional._checks import (
 )
 from lossbench.functional._reduce import upcast, weighted_reduce
 from lossbench.functional.classification import cross_entropy
+
+
+@overload
+def lm_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    ignore_index: int = ...,
+    label_smoothing: float = ...,
+    z_loss: float = ...,
+    reduction: str = ...,
+    return_terms: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def lm_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    ignore_index: int = ...,
+    label_smoothing: float = ...,
+    z_loss: float = ...,
+    reduction: str = ...,
+    *,
+    return_terms: Literal[True],
+) -> dict[str, Tensor]: ...
+
+
+@overload
+def lm_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    ignore_index: int = ...,
+    label_smoothing: float = ...,
+    z_loss: float = ...,
+    reduction: str = ...,
+    return_terms: bool = ...,
+) -> Tensor | dict[str, Tensor]: ...
 
 
 def lm_cross_entropy(
@@ -138,6 +177,52 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for g, has, dtype in zip(saved, ctx.has, ctx.dtypes):
             grads.append((g * grad_out).to(dtype) if has else None)
         return (*grads, None, None, None, None, None, None)
+
+
+@overload
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    bias: Tensor | None = ...,
+    ignore_index: int = ...,
+    label_smoothing: float = ...,
+    z_loss: float = ...,
+    chunk_size: int | None = ...,
+    reduction: str = ...,
+    return_terms: Literal[False] = ...,
+) -> Tensor: ...
+
+
+@overload
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    bias: Tensor | None = ...,
+    ignore_index: int = ...,
+    label_smoothing: float = ...,
+    z_loss: float = ...,
+    chunk_size: int | None = ...,
+    reduction: str = ...,
+    *,
+    return_terms: Literal[True],
+) -> dict[str, Tensor]: ...
+
+
+@overload
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    bias: Tensor | None = ...,
+    ignore_index: int = ...,
+    label_smoothing: float = ...,
+    z_loss: float = ...,
+    chunk_size: int | None = ...,
+    reduction: str = ...,
+    return_terms: bool = ...,
+) -> Tensor | dict[str, Tensor]: ...
 
 
 def linear_cross_entropy(

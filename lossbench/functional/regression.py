@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -90,7 +91,8 @@ def smooth_l1_loss(input: Tensor, target: Tensor, beta: float = 1.0, reduction: 
 
 
 def log_cosh_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
-    r"""Log-cosh loss :math:`\ell = \log\cosh(x - y)`, computed stably as :math:`|d| + \mathrm{softplus}(-2|d|) - \log 2`.
+    r"""Log-cosh loss :math:`\ell = \log\cosh(x - y)`, computed stably as
+    :math:`|d| + \mathrm{softplus}(-2|d|) - \log 2`.
 
     Quadratic near zero, linear in the tails, smooth everywhere.
 
@@ -115,7 +117,8 @@ def gaussian_nll_loss(
     eps: float = 1e-6,
     reduction: str = "mean",
 ) -> Tensor:
-    r"""Gaussian negative log-likelihood :math:`\tfrac12(\log\sigma^2 + (x - y)^2/\sigma^2)` (+ :math:`\tfrac12\log 2\pi` if ``full``).
+    r"""Gaussian negative log-likelihood :math:`\tfrac12(\log\sigma^2 + (x - y)^2/\sigma^2)`
+    (+ :math:`\tfrac12\log 2\pi` if ``full``).
 
     ``input`` is the predicted mean and ``var`` the predicted variance, both of the
     target's shape (no broadcasting). The variance is clamped to at least ``eps`` for
@@ -180,7 +183,7 @@ def poisson_nll_loss(
 def quantile_loss(
     input: Tensor,
     target: Tensor,
-    quantiles: float | list[float] | tuple[float, ...] = 0.5,
+    quantiles: float | Sequence[float] = 0.5,
     reduction: str = "mean",
 ) -> Tensor:
     r"""Pinball (quantile) loss :math:`\ell_q = \max(q\,d, (q - 1)\,d)` with :math:`d = y - x`, averaged over quantiles.
@@ -217,9 +220,9 @@ def quantile_loss(
     if single:
         d = y - x
         return reduce(qs[0] * d + F.relu(-d), reduction)
-    q = torch.tensor(qs, dtype=x.dtype, device=x.device)
+    levels = torch.tensor(qs, dtype=x.dtype, device=x.device)
     d = y.unsqueeze(-1) - x
-    loss = q * d + F.relu(-d)
+    loss = levels * d + F.relu(-d)
     if reduction == "mean":
         return loss.mean()  # one flat mean: the mean over positions of the mean over quantiles
     return reduce(loss.mean(-1), reduction)
