@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +67,8 @@ class LossHead(nn.Module, ABC):
     """Regression heads: whether a training module may train this head on the standardised target
     ``(target - mean) / std`` and map its predictions back (True for location-scale losses; False where the
     target's origin and scale mean something, e.g. counts for ``poisson_nll``)."""
+    num_classes: int
+    """Heads of class tasks (:data:`CLASS_TASKS`) set it in ``__init__``; other heads have no such attribute."""
 
     def __init__(
         self,
@@ -130,7 +132,7 @@ class LossHead(nn.Module, ABC):
             terms = dict(result)
             total = terms.pop("loss", None)
             if total is None:
-                total = sum(terms.values())
+                total = cast(Tensor, sum(terms.values()))  # a composite loss has at least one term
             return total, terms
         return result, {}
 

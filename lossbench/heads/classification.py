@@ -7,7 +7,7 @@ with torch's semantics (see :mod:`lossbench.functional.classification`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -20,10 +20,11 @@ from lossbench.heads.registry import register_head
 Weight = Sequence[float] | Tensor | None
 
 
-def _setup(head: LossHead, num_classes: int, weight: Weight, ignore_index: int, probe, **kwargs) -> None:
-    """Shared state of multiclass heads; ``probe`` validates the loss arguments now, not at the first step."""
+def _setup(
+    head: LossHead, num_classes: int, weight: Weight, ignore_index: int, probe: Callable[..., object], **kwargs
+) -> None:
+    """The ``weight`` buffer of multiclass heads; ``probe`` validates the loss arguments now, not at the first step."""
     class_weight_buffer(head, "weight", weight, num_classes)
-    head.num_classes, head.ignore_index = num_classes, ignore_index
     probe(torch.zeros(1, num_classes), torch.zeros(1, dtype=torch.long), **kwargs)
 
 
@@ -32,6 +33,7 @@ class CrossEntropyHead(LossHead):
     """Cross-entropy: the multiclass default; class ``weight``, ``ignore_index`` and label smoothing."""
 
     task = "multiclass"
+    weight: Tensor | None  # a buffer, set by _setup
 
     def __init__(
         self,
@@ -44,6 +46,7 @@ class CrossEntropyHead(LossHead):
     ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction)
         _setup(self, num_classes, weight, ignore_index, LF.cross_entropy, label_smoothing=label_smoothing)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
         self.label_smoothing = label_smoothing
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
@@ -57,6 +60,7 @@ class LabelSmoothingHead(LossHead):
     """Cross-entropy with label smoothing 0.1 by default (Szegedy et al. 2016): better calibration."""
 
     task = "multiclass"
+    weight: Tensor | None  # a buffer, set by _setup
 
     def __init__(
         self,
@@ -69,6 +73,7 @@ class LabelSmoothingHead(LossHead):
     ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction)
         _setup(self, num_classes, weight, ignore_index, LF.cross_entropy, label_smoothing=label_smoothing)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
         self.label_smoothing = label_smoothing
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
@@ -82,6 +87,7 @@ class FocalHead(LossHead):
     """Multiclass focal loss: (1 - p)^gamma down-weights easy examples; ``weight`` acts as alpha."""
 
     task = "multiclass"
+    weight: Tensor | None  # a buffer, set by _setup
 
     def __init__(
         self,
@@ -94,6 +100,7 @@ class FocalHead(LossHead):
     ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction)
         _setup(self, num_classes, weight, ignore_index, LF.focal_loss, gamma=gamma)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
         self.gamma = gamma
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
@@ -105,6 +112,7 @@ class Poly1Head(LossHead):
     """Poly-1 (Leng et al. 2022): cross-entropy + epsilon (1 - p_t); terms ``ce`` and ``poly``."""
 
     task = "multiclass"
+    weight: Tensor | None  # a buffer, set by _setup
 
     def __init__(
         self,
@@ -118,6 +126,7 @@ class Poly1Head(LossHead):
     ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction)
         _setup(self, num_classes, weight, ignore_index, LF.poly1_cross_entropy, label_smoothing=label_smoothing)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
         self.epsilon, self.label_smoothing = epsilon, label_smoothing
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> dict[str, Tensor]:
@@ -152,6 +161,7 @@ class SquareHead(LossHead):
     """
 
     task = "multiclass"
+    weight: Tensor | None  # a buffer, set by _setup
 
     def __init__(
         self,
@@ -166,6 +176,7 @@ class SquareHead(LossHead):
     ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction)
         _setup(self, num_classes, weight, ignore_index, LF.square_loss, k=k, M=M)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
         if temperature is not None:
             check_positive("SquareHead", "temperature", temperature)
         self.k, self.M = k, M
@@ -188,6 +199,7 @@ class GCEHead(LossHead):
     """Generalized cross-entropy (Zhang & Sabuncu 2018): (1 - p_y^q)/q, between CE (q->0) and MAE (q=1)."""
 
     task = "multiclass"
+    weight: Tensor | None  # a buffer, set by _setup
 
     def __init__(
         self,
@@ -200,6 +212,7 @@ class GCEHead(LossHead):
     ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction)
         _setup(self, num_classes, weight, ignore_index, LF.generalized_cross_entropy, q=q)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
         self.q = q
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
@@ -213,6 +226,7 @@ class SCEHead(LossHead):
     """Symmetric cross-entropy (Wang et al. 2019): alpha CE + beta reverse CE; terms ``ce`` and ``rce``."""
 
     task = "multiclass"
+    weight: Tensor | None  # a buffer, set by _setup
 
     def __init__(
         self,
@@ -227,6 +241,7 @@ class SCEHead(LossHead):
     ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction)
         _setup(self, num_classes, weight, ignore_index, LF.symmetric_cross_entropy, log_zero=log_zero)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
         self.alpha, self.beta, self.log_zero = alpha, beta, log_zero
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> dict[str, Tensor]:
@@ -248,6 +263,7 @@ class NCERCEHead(LossHead):
     """Active-passive loss NCE+RCE (Ma et al. 2020), robust to label noise; terms ``nce`` and ``rce``."""
 
     task = "multiclass"
+    weight: Tensor | None  # a buffer, set by _setup
 
     def __init__(
         self,
@@ -262,6 +278,7 @@ class NCERCEHead(LossHead):
     ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction)
         _setup(self, num_classes, weight, ignore_index, LF.nce_rce_loss, log_zero=log_zero)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
         self.alpha, self.beta, self.log_zero = alpha, beta, log_zero
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> dict[str, Tensor]:
@@ -283,6 +300,7 @@ class MAEProbHead(LossHead):
     """MAE between softmax and one-hot (halved, 1 - p_y): noise-robust, slow to fit clean data."""
 
     task = "multiclass"
+    weight: Tensor | None  # a buffer, set by _setup
 
     def __init__(
         self,
@@ -294,6 +312,7 @@ class MAEProbHead(LossHead):
     ) -> None:
         super().__init__(in_features, check_num_classes(self, num_classes), reduction=reduction)
         _setup(self, num_classes, weight, ignore_index, LF.mae_prob_loss)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
 
     def _loss(self, outputs: Tensor, target: Tensor, reduction: str) -> Tensor:
         return LF.mae_prob_loss(outputs, target, self.weight, self.ignore_index, reduction=reduction)

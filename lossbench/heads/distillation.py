@@ -12,7 +12,9 @@ from lossbench.heads.registry import register_head
 
 @register_head("kd")
 class DistillationHead(LossHead):
-    """Knowledge distillation: alpha * CE(hard) + (1 - alpha) * T^2 D(teacher_T || student_T); D: kl, soft_ce, js, reverse_kl.
+    """Knowledge distillation: alpha CE + (1 - alpha) T^2 D(teacher_T || student_T); D: kl, soft_ce, js, reverse_kl.
+
+    CE is the cross-entropy on the hard labels.
 
     Without a teacher (validation, test, or a batch that carries none) the loss is the hard-label
     cross-entropy. ``alpha=0`` learns from the teacher alone.

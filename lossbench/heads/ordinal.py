@@ -20,6 +20,7 @@ class CoralHead(LossHead):
     """
 
     task = "ordinal"
+    importance: Tensor | None  # a buffer, registered in __init__
 
     def __init__(
         self,

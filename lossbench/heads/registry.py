@@ -110,9 +110,8 @@ def _discover() -> dict[str, tuple[EntryPoint, str]]:
     if _plugins is None:
         found: dict[str, tuple[EntryPoint, str]] = {}
         for ep in entry_points(group=GROUP):
-            dist = (
-                f"plugin {ep.dist.name}" if getattr(ep, "dist", None) is not None else "plugin (unknown distribution)"
-            )
+            owner = getattr(ep, "dist", None)
+            dist = f"plugin {owner.name}" if owner is not None else "plugin (unknown distribution)"
             if ep.name in found and found[ep.name][0].value != ep.value:
                 raise DuplicateHeadError(
                     f"head name {ep.name!r} is registered twice: by {found[ep.name][1]} ({found[ep.name][0].value}) "
@@ -144,7 +143,8 @@ def _load(name: str) -> bool:
     except Exception as exc:  # a broken plugin must not break the others
         _failed[name] = f"{type(exc).__name__}: {exc}"
         warnings.warn(
-            f"lossbench: head plugin {name!r} from {source} ({ep.value}) failed to load and is skipped: {_failed[name]}",
+            f"lossbench: head plugin {name!r} from {source} ({ep.value}) failed to load and is skipped: "
+            f"{_failed[name]}",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -185,7 +185,8 @@ def get_head_class(name: str) -> type[LossHead]:
     if name not in _registry:
         known = sorted(set(_registry) | set(_discover()))
         raise UnknownHeadError(
-            f"unknown head name {name!r}{did_you_mean(name, known)} (known heads: {', '.join(known)}; `lossbench heads` lists them)"
+            f"unknown head name {name!r}{did_you_mean(name, known)} (known heads: {', '.join(known)}; "
+            "`lossbench heads` lists them)"
         )
     return _registry[name][0]
 

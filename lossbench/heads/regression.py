@@ -133,7 +133,7 @@ class QuantileHead(LossHead):
         self, in_features: int, quantiles: float | Sequence[float] = (0.1, 0.5, 0.9), reduction: str = "mean"
     ) -> None:
         single = isinstance(quantiles, (int, float))
-        qs = [float(quantiles)] if single else [float(q) for q in quantiles]
+        qs = [float(quantiles)] if isinstance(quantiles, (int, float)) else [float(q) for q in quantiles]
         super().__init__(in_features, max(1, len(qs)), reduction=reduction, squeeze=single)
         LF.quantile_loss(torch.zeros(1) if single else torch.zeros(1, len(qs)), torch.zeros(1), quantiles=quantiles)
         self.quantiles = qs[0] if single else qs

@@ -44,7 +44,8 @@ class TokenEmbedding(nn.Module):
     def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
         if tokens.dim() != 2 or tokens.is_floating_point():
             raise ValueError(
-                f"TokenEmbedding: `tokens` must be int64 ids of shape (N, T), got {tokens.dtype} {shape_str(tokens.shape)}"
+                "TokenEmbedding: `tokens` must be int64 ids of shape (N, T), "
+                f"got {tokens.dtype} {shape_str(tokens.shape)}"
             )
         if tokens.shape[1] > self.max_length:
             raise ValueError(
