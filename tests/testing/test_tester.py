@@ -89,6 +89,17 @@ class SilentClassHead(LossHead):
         return F.cross_entropy(outputs, target.long().clamp(0, 2), reduction=reduction)
 
 
+class FrozenScale(GoodMSE):
+    """A correct head with a frozen parameter: it gets no gradient (``grad`` stays None)."""
+
+    def __init__(self, in_features: int = 4) -> None:
+        super().__init__(in_features)
+        self.scale = torch.nn.Parameter(torch.ones(()), requires_grad=False)
+
+    def _loss(self, outputs, target, reduction):
+        return self.scale * mse_loss(outputs, target, reduction=reduction)
+
+
 def test_good_head_passes_everything():
     check_head(GoodMSE(), reference=lambda out, y: F.mse_loss(out, y))
 
@@ -113,6 +124,11 @@ def test_each_check_catches_its_defect(head, check, words):
 
 def test_terms_that_sum_to_the_loss_pass_contract():
     LossHeadTester(BadTerms()).run("contract")
+
+
+def test_determinism_compares_missing_gradients():
+    # a frozen parameter's grad is None on both runs: equal, not a TypeError from torch.equal(None, None)
+    LossHeadTester(FrozenScale()).run("determinism")
 
 
 def test_reference_disagreement_is_reported():
