@@ -7,6 +7,8 @@ Losses are compared through these metrics, never through their raw values.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
@@ -32,6 +34,8 @@ class _MeanOf(Metric):
     ``update`` and add their values with :meth:`_add`."""
 
     full_state_update = False
+    total: Tensor  # states, added in __init__
+    count: Tensor
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -135,6 +139,7 @@ class BinaryBalancedAccuracy(Metric):
     """
 
     full_state_update = False
+    counts: Tensor  # a state, added in __init__
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -191,10 +196,10 @@ def metric_specs(
     predicted but never a target counts with recall 0 (torchmetrics' rule; scikit-learn leaves it out).
     """
     # predictions come from the head and targets were checked by its loss: skip torchmetrics' checks
-    every = {"sync_on_compute": sync}
-    quick = {"validate_args": False, **every}
+    every: dict[str, Any] = {"sync_on_compute": sync}  # keyword arguments of every torchmetrics Metric
+    quick: dict[str, Any] = {"validate_args": False, **every}
     if task == "multiclass":
-        c = int(num_classes)
+        c = _classes(task, num_classes)
         return {
             "accuracy": (MulticlassAccuracy(c, average="micro", ignore_index=ignore_index, **quick), "label", "max"),
             "f1_macro": (MulticlassF1Score(c, average="macro", ignore_index=ignore_index, **quick), "label", "max"),
@@ -232,19 +237,25 @@ def metric_specs(
         }
     if task == "ordinal":
         return {
-            "accuracy": (MulticlassAccuracy(int(num_classes), average="micro", **quick), "label", "max"),
+            "accuracy": (MulticlassAccuracy(_classes(task, num_classes), average="micro", **quick), "label", "max"),
             "rank_mae": (RankMAE(**every), "label", "min"),
         }
     if task == "lm":
         return {
             "perplexity": (MeanTargetNLL(ignore_index=ignore_index, exp=True, **every), "proba", "min"),
             "token_accuracy": (
-                MulticlassAccuracy(int(num_classes), average="micro", ignore_index=ignore_index, **quick),
+                MulticlassAccuracy(_classes(task, num_classes), average="micro", ignore_index=ignore_index, **quick),
                 "label",
                 "max",
             ),
         }
     raise ValueError(f"metric_specs: `task` must be a head task, got {task!r}")
+
+
+def _classes(task: str, num_classes: int | None) -> int:
+    if num_classes is None:
+        raise ValueError(f"metric_specs: task {task!r} needs `num_classes` (an int), got None")
+    return int(num_classes)
 
 
 class RunningSums:
@@ -336,7 +347,8 @@ class TaskMetrics(nn.Module):
     def update(self, head, outputs: Tensor, target: Tensor, scale: tuple[float, float] | None = None) -> None:
         """``scale``: (mean, std) of a standardised regression target; predictions are mapped back by it."""
         cache: dict[str, Tensor] = {}
-        for name, metric in self.metrics.items():
+        for name, module in self.metrics.items():
+            metric = cast(Metric, module)  # self.metrics holds the Metrics of metric_specs
             reads = self.reads[name]
             if reads not in cache:
                 cache[reads] = head.predict_proba(outputs) if reads == "proba" else head.predict(outputs)

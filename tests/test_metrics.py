@@ -149,3 +149,10 @@ def test_balanced_accuracy_counts_a_class_predicted_but_never_a_target_with_reca
     assert all(
         "recall 0" in doc and "scikit-learn" in doc for doc in (BinaryBalancedAccuracy.__doc__, metric_specs.__doc__)
     )
+
+
+@pytest.mark.parametrize("task", ["multiclass", "ordinal", "lm"])
+def test_class_tasks_without_num_classes_name_the_argument(task):
+    # a head of a class task that never set num_classes: a clear error, not int(None)'s TypeError
+    with pytest.raises(ValueError, match=f"task '{task}' needs `num_classes`"):
+        metric_specs(task, None)
