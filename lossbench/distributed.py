@@ -59,13 +59,20 @@ class OrderedDistributedSampler(DistributedSampler):
     def __init__(self, sampler: Sampler[int], num_replicas: int, rank: int) -> None:
         if not isinstance(sampler, Sized):
             raise TypeError(f"OrderedDistributedSampler: `sampler` must have a length, got {type(sampler).__name__}")
-        super().__init__(range(len(sampler)), num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        super().__init__(
+            range(len(sampler)),  # type: ignore[arg-type]  # stubs say Dataset; DistributedSampler only takes its len()
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=False,
+            drop_last=False,
+        )
         self.sampler = sampler
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
-        if callable(getattr(self.sampler, "set_epoch", None)):
-            self.sampler.set_epoch(epoch)
+        set_epoch = getattr(self.sampler, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
 
     def order(self, epoch: int | None = None) -> list[int]:
         """The wrapped sampler's (global, 1-process) order of ``epoch``."""
@@ -75,7 +82,8 @@ class OrderedDistributedSampler(DistributedSampler):
         served = list(self.sampler)  # a resumed epoch serves only its last rows
         # pad from the whole epoch's order when the sampler tells it, so that a resumed epoch ends as the
         # uninterrupted one does
-        full = self.sampler.order() if callable(getattr(self.sampler, "order", None)) else served
+        order = getattr(self.sampler, "order", None)
+        full = order() if callable(order) else served
         padding = -len(full) % self.num_replicas
         if full:
             served += (full * math.ceil(padding / len(full)))[:padding]
@@ -91,7 +99,13 @@ class EvalDistributedSampler(DistributedSampler):
     """
 
     def __init__(self, num_rows: int, num_replicas: int, rank: int) -> None:
-        super().__init__(range(num_rows), num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        super().__init__(
+            range(num_rows),  # type: ignore[arg-type]  # stubs say Dataset; DistributedSampler only takes its len()
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=False,
+            drop_last=False,
+        )
         self.num_samples = len(range(rank, num_rows, num_replicas))
         self.total_size = num_rows
 
