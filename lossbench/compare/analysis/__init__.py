@@ -1,1 +1,4 @@
-"""Stage 3: pure functions over run records (summaries, curves, statistics, significance, calibration, fairness, tuning choices)."""
+"""Stage 3: pure functions over run records.
+
+Summaries, curves, statistics, significance, calibration, fairness, tuning choices.
+"""

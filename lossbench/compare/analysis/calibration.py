@@ -57,16 +57,17 @@ def _confidence_and_hit(pred: dict[str, Any]) -> tuple[Tensor, Tensor]:
 
 
 def reliability_bins(predictions: list[dict[str, Any]], n_bins: int = ECE_BINS) -> ReliabilityBins:
-    """Pool ``predictions`` (each with ``proba`` and ``target``) and bin them by :func:`lossbench.metrics.calibration_bins`."""
+    """Pool ``predictions`` (each with ``proba`` and ``target``) and bin them by
+    :func:`lossbench.metrics.calibration_bins`."""
     pairs = [_confidence_and_hit(p) for p in predictions]
     confidence = torch.cat([c for c, _ in pairs])
     index = calibration_bins(confidence, n_bins).numpy()
-    confidence, hit = confidence.double().numpy(), torch.cat([h for _, h in pairs]).numpy()
+    values, hit = confidence.double().numpy(), torch.cat([h for _, h in pairs]).numpy()
     count = np.bincount(index, minlength=n_bins + 1)
-    conf = np.bincount(index, weights=confidence, minlength=n_bins + 1) / np.maximum(count, 1)
+    conf = np.bincount(index, weights=values, minlength=n_bins + 1) / np.maximum(count, 1)
     acc = np.bincount(index, weights=hit, minlength=n_bins + 1) / np.maximum(count, 1)
     keep = count > 0
-    ece = float(np.sum(count[keep] * np.abs(acc[keep] - conf[keep])) / max(len(confidence), 1))
+    ece = float(np.sum(count[keep] * np.abs(acc[keep] - conf[keep])) / max(len(values), 1))
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     centers = np.append((edges[:-1] + edges[1:]) / 2, 1.0 + 0.5 / n_bins)
     binary = np.asarray(predictions[0]["proba"]).ndim == 1

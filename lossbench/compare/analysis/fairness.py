@@ -119,18 +119,18 @@ def check_fairness(records: Iterable[Any]) -> FairnessResult:
     # across seeds too: every run of a comparison must have trained and been scored on the same data
     everyone = [r for seed in sorted(by_seed) for r in by_seed[seed]]
     for split in sorted({k for r in everyone for k in (r.fingerprints.get("data") or {})}):
-        values = {(r.loss, r.seed): (r.fingerprints.get("data") or {}).get(split) for r in everyone}
-        present = {k: v for k, v in values.items() if v}
+        per_run = {(r.loss, r.seed): (r.fingerprints.get("data") or {}).get(split) for r in everyone}
+        present = {k: v for k, v in per_run.items() if v}
         if len(set(present.values())) > 1:
             value, count = Counter(present.values()).most_common(1)[0]
-            bad = sorted(k for k, v in present.items() if v != value or count * 2 <= len(present))
-            if not all(k in invalid for k in bad):
-                shown = ", ".join(f"{loss} seed {seed}" for loss, seed in bad)
+            odd = sorted(k for k, v in present.items() if v != value or count * 2 <= len(present))
+            if not all(k in invalid for k in odd):
+                shown = ", ".join(f"{loss} seed {seed}" for loss, seed in odd)
                 problems.append(
                     f"Runs {shown} were trained or scored on different contents of the {split!r} split "
                     "than the other runs of this comparison (data); their comparisons are invalid."
                 )
-                invalid.update(bad)
+                invalid.update(odd)
     return FairnessResult(ok=not problems, problems=problems, invalid=invalid, checked=checked)
 
 

@@ -70,10 +70,11 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     and is not counted in the family."""
     from statsmodels.stats.multitest import multipletests
 
-    slots = [i for i, p in enumerate(pvalues) if p is not None]
+    present = [(i, p) for i, p in enumerate(pvalues) if p is not None]
+    slots = [i for i, _ in present]
     out: list[float | None] = [None] * len(pvalues)
     if slots:
-        adjusted = multipletests([float(pvalues[i]) for i in slots], method="holm")[1]
+        adjusted = multipletests([float(p) for _, p in present], method="holm")[1]
         for i, p in zip(slots, adjusted):
             out[i] = float(p)
     return out

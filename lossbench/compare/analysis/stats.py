@@ -10,7 +10,7 @@ A run that never reached the target is counted as "not reached", never as 0 or i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -311,7 +311,7 @@ def _tested(p: Paired | None) -> bool:
     return p is not None and p.p is not None
 
 
-def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE) -> Estimate:
+def mean_ci(values: Iterable[float | None], confidence: float = CONFIDENCE) -> Estimate:
     """Mean and two-sided Student-t interval of ``values`` (None entries and NaN are dropped).
 
     Example:
@@ -379,7 +379,7 @@ def summarize(
     records: list[RunRecord],
     metric: str,
     metrics: list[str],
-    test_metrics: list[str] = (),
+    test_metrics: Sequence[str] = (),
     irregular: dict[tuple[str, int], list[Irregularity]] | None = None,
 ) -> LossSummary:
     """Summary of one loss over its (finished, valid) records, one per seed; ``irregular`` as

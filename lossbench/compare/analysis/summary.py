@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -16,7 +17,7 @@ def _reached(value: float, threshold: float, mode: str) -> bool:
     return value >= limit if mode == "max" else value <= limit
 
 
-def time_average(steps: list[int], values: list[float]) -> float | None:
+def time_average(steps: Sequence[int], values: Sequence[float | None]) -> float | None:
     """Trapezoid area under ``values`` over ``steps`` divided by the step span (the curve's mean level)."""
     pairs = [(s, v) for s, v in zip(steps, values) if v is not None]
     if not pairs:

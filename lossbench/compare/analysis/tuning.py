@@ -29,7 +29,7 @@ def trial_score(record: RunRecord, metric: str, select: str) -> float | None:
     if record.status != "finished":
         return None
     value = (record.best if select == "best" else record.final).get(metric)
-    return float(value) if finite_number(value) else None
+    return float(value) if value is not None and finite_number(value) else None
 
 
 @dataclass
@@ -73,8 +73,10 @@ class LossTuning:
             others = [v for v in values if v is not None and v != x]
             if x is None or not others or min(others) < x < max(others):
                 continue
-            nearest = min((j for j, v in enumerate(values) if v in others), key=lambda j: abs(values[j] - x))
-            if self.scores[nearest] is None or sign * (best - self.scores[nearest]) > 0:  # still rising there
+            inward = [(j, v) for j, v in enumerate(values) if v is not None and v in others]
+            nearest = min(inward, key=lambda jv: abs(jv[1] - x))[0]
+            score = self.scores[nearest]
+            if score is None or sign * (best - score) > 0:  # still rising there
                 out.append((dim, "smallest" if x < min(others) else "largest"))
         return out
 
@@ -188,11 +190,11 @@ def check_tuning(
     invalid = {(r.loss, r.seed) for r in final if r.loss in bad_losses}
     for r in final:
         point = (r.tuning or {}).get("point") or {}
-        want = chosen[r.loss].point if r.loss in chosen else None
-        if want is None or set(point) != set(want) or not all(_same(point[p], want[p]) for p in want):
+        selected = chosen[r.loss].point if r.loss in chosen else None
+        if selected is None or set(point) != set(selected) or not all(_same(point[p], selected[p]) for p in selected):
             problems.append(
                 f"Tuning: the final run of '{r.loss}' seed {r.seed} was trained at {point}, its trials "
-                f"select {want} on validation."
+                f"select {selected} on validation."
             )
             invalid.add((r.loss, r.seed))
     return problems, invalid
