@@ -57,8 +57,9 @@ def shared_lines(split: str, info: dict[str, Any]) -> list[str]:
         for earlier, shared in (info.get("shared_rows") or {}).items()
         for line in (
             f"> **Warning: {shared.get('rows')} of the {info.get('rows')} {split} rows have the same inputs as rows of "
-            f"the {earlier} split** (fingerprint of those inputs `{str(shared.get('fingerprint'))[:12]}`): scores on them "
-            "measure what the model memorised, not how it generalises; remove them from one of the splits.",
+            f"the {earlier} split** (fingerprint of those inputs `{str(shared.get('fingerprint'))[:12]}`): "
+            "scores on them measure what the model memorised, not how it generalises; remove them from one of the "
+            "splits.",
             "",
         )
     ]
@@ -88,10 +89,11 @@ def imbalance_lines(split: str, info: dict[str, Any] | None) -> list[str]:
 def noise_lines(split: str, info: dict[str, Any] | None) -> list[str]:
     if not info:
         return []
-    kind = {
+    kinds: dict[Any, str] = {
         "symmetric": "symmetric (a uniformly random other class)",
         "pairflip": "pair-flip (class c -> c + 1 mod C)",
-    }.get(info.get("kind"), info.get("kind"))
+    }
+    kind = kinds.get(info.get("kind"), info.get("kind"))
     lines = [
         f"Label noise, made on purpose: {_plain(info.get('rate'))} {kind} on the {split} split (seed "
         f"{info.get('seed')}): {info.get('flipped')} of {info.get('rows')} labels replaced (realised rate "

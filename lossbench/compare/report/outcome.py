@@ -3,17 +3,17 @@
 Rules: "significantly" only when the Holm-adjusted seed-level test and, where test predictions were
 kept, the example-level test both say so (Holm over the losses: the headline is the primary family);
 steps to target are a secondary endpoint and say so; "within noise" only of differences that are
-tested and not significant, and an untested difference says why; speed verdicts in optimizer steps (never seconds, which depend on the machine);
-every verdict names its conditions (budget, learning rate, seeds, selected weights), and losses
-whose validation curve was still improving at the end, or with irregular runs (skipped optimizer
-steps, non-finite validation values), are flagged.
+tested and not significant, and an untested difference says why; speed verdicts in optimizer steps
+(never seconds, which depend on the machine); every verdict names its conditions (budget, learning
+rate, seeds, selected weights), and losses whose validation curve was still improving at the end, or
+with irregular runs (skipped optimizer steps, non-finite validation values), are flagged.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lossbench.compare.analysis.stats import ComparisonStats, Verdict, median
+from lossbench.compare.analysis.stats import ComparisonStats, Paired, Verdict, median
 from lossbench.compare.report.format import (
     _num,
     _p,
@@ -129,32 +129,35 @@ def _verdict_ps(verdict: Verdict | None) -> str:
 
 def _headline_sentences(stats: ComparisonStats) -> list[str]:
     base, m = stats.baseline, stats.headline_label
-    better, worse, noise, untested = [], [], [], []
+    # (loss, its verdict, the verdict's seed-level test: a tested one)
+    better: list[tuple[str, Verdict, Paired]] = []
+    worse: list[tuple[str, Verdict, Paired]] = []
+    noise: list[tuple[str, Verdict, Paired]] = []
+    untested: list[str] = []
     for loss, verdict in stats.verdicts.items():
         p = verdict.seeds
         if p is None or p.p is None:
             untested.append(f"{loss} ({'no common finished seed' if p is None else _untested(p)})")
         elif not verdict.significant:
-            noise.append((loss, verdict))
-        elif (p.diff.mean > 0) == (stats.mode == "max"):
-            better.append((loss, verdict))
+            noise.append((loss, verdict, p))
+        elif (_mean_diff(p) > 0) == (stats.mode == "max"):
+            better.append((loss, verdict, p))
         else:
-            worse.append((loss, verdict))
+            worse.append((loss, verdict, p))
     sentences = []
-    for (loss, v), word in [(x, "better") for x in better] + [(x, "worse") for x in worse]:
-        p = v.seeds
-        direction = "higher" if p.diff.mean > 0 else "lower"
+    for (loss, v, p), word in [(x, "better") for x in better] + [(x, "worse") for x in worse]:
+        direction = "higher" if _mean_diff(p) > 0 else "lower"
         sentences.append(
-            f"{loss} has a significantly {word} {m} than {base} ({direction} by {_num(abs(p.diff.mean))}, "
+            f"{loss} has a significantly {word} {m} than {base} ({direction} by {_num(abs(_mean_diff(p)))}, "
             f"95% CI [{_num(p.diff.low)}, {_num(p.diff.high)}], {p.n} seeds; {_verdict_ps(v)})."
         )
-    split = [(loss, v) for loss, v in noise if _examples_only(v)]
-    noise = [(loss, v) for loss, v in noise if not _examples_only(v)]
+    split = [(loss, v, p) for loss, v, p in noise if _examples_only(v)]
+    noise = [(loss, v, p) for loss, v, p in noise if not _examples_only(v)]
     if split:
         names = ", ".join(
-            f"{loss} ({_signed(v.seeds.diff.mean)}; examples Holm {_pvalue(v.examples_p_adj)}, "
-            f"seeds Holm {_pvalue(v.seeds.decisive_p)})"
-            for loss, v in split
+            f"{loss} ({_signed(p.diff.mean)}; examples Holm {_pvalue(v.examples_p_adj)}, "
+            f"seeds Holm {_pvalue(p.decisive_p)})"
+            for loss, v, p in split
         )
         verb = "differs" if len(split) == 1 else "differ"
         sentences.append(
@@ -162,7 +165,7 @@ def _headline_sentences(stats: ComparisonStats) -> list[str]:
             "not significant, the seed-to-seed spread is too large to call it; more seeds would tell."
         )
     if noise:
-        names = ", ".join(loss for loss, _ in noise)
+        names = ", ".join(loss for loss, _, _ in noise)
         sentences.append(
             f"Differences in {m} from {base} are within noise for {names} (not significant after Holm correction over "
             f"the {stats.primary_size} losses compared with {base} on {m}, the primary family, across seeds and test "
@@ -176,10 +179,16 @@ def _headline_sentences(stats: ComparisonStats) -> list[str]:
     return sentences
 
 
+def _mean_diff(p: Paired) -> float:
+    """The mean difference of a tested pair (a p-value needs two seeds or more, which give a mean)."""
+    assert p.diff.mean is not None, p
+    return p.diff.mean
+
+
 def _examples_only(verdict: Verdict) -> bool:
     """The example-level test is significant (Holm) but the seed-level one is not."""
     ex, p = verdict.examples, verdict.examples_p_adj
-    return ex is not None and p is not None and p < 0.05 and not verdict.seeds.significant
+    return ex is not None and p is not None and p < 0.05 and (verdict.seeds is None or not verdict.seeds.significant)
 
 
 def _steps_sentences(stats: ComparisonStats) -> list[str]:
@@ -239,13 +248,11 @@ def _power_sentences(stats: ComparisonStats) -> list[str]:
 
 
 def worse_than_mean(stats: ComparisonStats) -> bool:
-    """True when every loss with a result predicts worse than the training mean would (R² <= 0 on the headline split)."""
+    """True when every loss with a result predicts worse than the training mean would (R² <= 0 on the headline
+    split)."""
     key = next((m for m in (stats.test_metrics or []) if m.endswith("/r2")), None)
-    values = [s.test[key].mean for s in stats.summaries.values() if key and s.test[key].mean is not None]
-    if not values:
-        values = [
-            s.final["val/r2"].mean
-            for s in stats.summaries.values()
-            if "val/r2" in s.final and s.final["val/r2"].mean is not None
-        ]
+    means = [s.test[key].mean for s in stats.summaries.values()] if key else []
+    if not any(v is not None for v in means):
+        means = [s.final["val/r2"].mean for s in stats.summaries.values() if "val/r2" in s.final]
+    values = [v for v in means if v is not None]
     return bool(values) and all(v <= 0 for v in values)

@@ -33,8 +33,9 @@ def plot_sensitivity(tune: TuneSpec, tuning: dict[str, LossTuning], path: str | 
             continue
         xs, ys = zip(*pts)
         ax.plot(xs, ys, marker="o", ms=4, lw=1.3, color=_color(i), label=loss)
-        if t.scores[t.chosen] is not None and dim.path in t.point:
-            ax.plot([t.point[dim.path]], [t.scores[t.chosen]], marker="*", ms=13, color=_color(i), lw=0)
+        chosen = t.scores[t.chosen]
+        if chosen is not None and dim.path in t.point:
+            ax.plot([t.point[dim.path]], [chosen], marker="*", ms=13, color=_color(i), lw=0)
         drawn = True
     if dim.log:
         ax.set_xscale("log")
@@ -65,7 +66,8 @@ def tuning_section(tune: TuneSpec, tuning: dict[str, LossTuning], seeds: list[in
         "each loss was then trained on the final seeds and scored once on the test split. Recomputed from "
         f"`tuning/runs/*/seed_*/record.json`.",
         "",
-        f"| loss | chosen trial | chosen values | chosen {tune.metric} | median trial | worst trial | finished trials |",
+        f"| loss | chosen trial | chosen values | chosen {tune.metric} | median trial | worst trial "
+        "| finished trials |",
         "|---|---|---|---|---|---|---|",
     ]
     worst = min if tune.mode == "max" else max
