@@ -122,7 +122,10 @@ def hand_loop(recipe: dict, root: Path) -> float:
         epochs = math.ceil(total / len(loader))
         opt = torch.optim.AdamW(model.param_groups())
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: schedule_factor(s, warmup=r.schedule["warmup_steps"], kind=r.schedule["name"], total=total)
+            opt,
+            lambda s, total=total: schedule_factor(
+                s, warmup=r.schedule["warmup_steps"], kind=r.schedule["name"], total=total
+            ),
         )
         step = 0
         for _ in range(epochs):

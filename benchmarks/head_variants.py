@@ -22,6 +22,7 @@ import argparse
 import math
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -284,7 +285,7 @@ def main(argv=None) -> int:
         fns = {"baseline": case.base, "ours": case.ours, "ours_checks_off": checks_off}
         ref = case.base().detach()
         for label, variant in VARIANTS.get(name, {}).items():
-            fns[label] = lambda v=variant: v(head, x, y)
+            fns[label] = partial(variant, head, x, y)
             got = fns[label]().detach()
             if not torch.allclose(got, ref, rtol=1e-4, atol=1e-6):
                 print(f"{name}/{label}: value {got.item()} differs from the baseline's {ref.item()}", file=sys.stderr)

@@ -435,6 +435,7 @@ def run_case(name: str, task: str, sizes: dict, args: argparse.Namespace, seed: 
             fns.append(unvalidated)
         best = None
         for attempt in range(1 + args.retries):
+            row.attempts = attempt + 1
             samples = _time(fns, case.wrt, args.warmup, args.repeats, args.min_time)
             paired = [a / b for a, b in zip(samples[0], samples[1])]
             p25, p75 = _quantiles(paired)
@@ -444,7 +445,6 @@ def run_case(name: str, task: str, sizes: dict, args: argparse.Namespace, seed: 
             if spread <= NOISY_SPREAD:
                 break
         _, samples, paired, row.paired_p25, row.paired_p75 = best
-        row.attempts = attempt + 1
         row.paired_p50 = statistics.median(paired)
         times = [statistics.median(s) for s in samples]
         row.repeats = len(samples[0])
@@ -469,13 +469,14 @@ def _fmt_us(us: float) -> str:
 def _table(header: list[str], rows: list[list[str]]) -> str:
     right = {i for i, h in enumerate(header) if " us" in h or h.startswith("ratio") or h.endswith("us")}
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i]) for i in range(len(header))]
-    line = lambda cells: (
-        "| "
-        + " | ".join(  # noqa: E731
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+
+    def line(cells: list[str]) -> str:
+        return (
+            "| "
+            + " | ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+            + " |"
         )
-        + " |"
-    )
+
     sep = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
