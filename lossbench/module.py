@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 from lossbench.config import (
     NAN_POLICIES,
@@ -246,6 +248,12 @@ class LossbenchModule(pl.LightningModule):
     device) and ``step_lr`` hold its gradient norm and learning rate; a skipped step changes neither
     (``lossbench compare`` writes them in each metrics.csv row).
 
+    The training step's pieces are public, so that a :class:`~lossbench.compare.execution.array.ModelArray`
+    runs each member's step through them rather than a copy: :meth:`unpack_batch`, :meth:`check_loss` and
+    :meth:`check_gradient` (the NaN policy, ``skipped_steps``, ``step_grad_norm``/``step_lr``),
+    :meth:`drop_gradients`, :meth:`accumulate` and :meth:`epoch_values` (the epoch's loss means and task
+    metrics, keyed as logged). The hooks add Lightning's logging around them.
+
     Real targets: when ``data_spec`` carries the training split's ``target_mean``/``target_std``
     (:class:`~lossbench.data.HFDataModule` does by default), the loss is computed on the standardised
     target, so that every loss and learning rate behaves the same on any target scale; metrics,
@@ -297,8 +305,9 @@ class LossbenchModule(pl.LightningModule):
         self._resumed_train_epoch: dict[str, Any] | None = None  # a checkpoint's mid-epoch sums, for on_train_start
         # since the last optimizer step: a batch skipped under DDP backpropagated a zero / a batch its loss
         self._zero_backward = self._loss_backward = False
-        self._step_loss: Tensor | None = None  # this training batch's loss and index (for the gradient's error)
-        self._batch_idx = 0
+        # the training step check_loss saw last: its loss, step and batch index (for check_gradient's error)
+        self._step_loss: Tensor | None = None
+        self._loss_step = self._batch_idx = 0
         self.step_grad_norm: Tensor | None = None  # the last optimizer step that updated the weights: its norm
         self.step_lr: float | None = None  # ... and learning rate
         if isinstance(optimizer, OptimizerConfig):
@@ -423,11 +432,15 @@ class LossbenchModule(pl.LightningModule):
         return self.head(self.backbone(inputs))
 
     @staticmethod
-    def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
+    def unpack_batch(batch: Any) -> tuple[Tensor, Tensor]:
+        """A batch's ``(inputs, target)``: from a dict ``{"inputs": ..., "target": ...}`` or an ``(inputs, target)``
+        pair (every step and the model array read batches through it)."""
         if isinstance(batch, dict):
             return batch["inputs"], batch["target"]
         inputs, target = batch
         return inputs, target
+
+    _unpack = unpack_batch  # the former name, for a caller not moved to unpack_batch yet (execution/fused.py)
 
     def head_loss(self, outputs: Tensor, target: Tensor, batch: Any = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The head's loss and terms on ``outputs``; a head that distils also gets the batch's teacher logits
@@ -436,22 +449,50 @@ class LossbenchModule(pl.LightningModule):
         return self.head.compute(outputs, self._loss_target(target), teacher=teacher)
 
     def _step(self, batch: Any, stage: str) -> Tensor:
-        inputs, target = self._unpack(batch)
+        inputs, target = self.unpack_batch(batch)
         outputs = self(inputs)
         loss, terms = self.head_loss(outputs, target, batch)
-        return self._record(loss, terms, outputs, target, stage)
-
-    def _record(self, loss: Tensor, terms: dict[str, Tensor], outputs: Tensor, target: Tensor, stage: str) -> Tensor:
-        self._sums[stage].add(loss, terms, target.shape[0])
-        if f"{stage}_metrics" in self.metrics:
-            self.metrics[f"{stage}_metrics"].update(self.head, outputs.detach(), target, scale=self.target_scale)
-        if stage == "train" and self._logs_step_values():
-            values = {"train/loss": loss.detach(), **{f"train/{k}": v.detach() for k, v in terms.items()}}
-            if self.trainer.world_size > 1:  # the global batch's values (processes train equal shares): one sync
-                reduced = self.trainer.strategy.reduce(torch.stack(list(values.values())), reduce_op="mean")
-                values = dict(zip(values, reduced))
-            self.log_dict(values, on_step=True, on_epoch=False, prog_bar=True, batch_size=target.shape[0])
+        self.accumulate(stage, loss, terms, outputs, target)
         return loss
+
+    def accumulate(self, stage: str, loss: Tensor, terms: dict[str, Tensor], outputs: Tensor, target: Tensor) -> None:
+        """Add one batch of ``stage`` (``"train"``, ``"val"`` or ``"test"``) to the epoch's values: its loss and
+        named terms to the batch-size-weighted running sums, its ``outputs`` to the task metrics (read on the
+        target's original scale). Nothing is logged or synced; :meth:`epoch_values` reads them at the epoch's end."""
+        self._sums[stage].add(loss, terms, target.shape[0])
+        metrics = self._task_metrics(stage)
+        if metrics is not None:
+            metrics.update(self.head, outputs.detach(), target, scale=self.target_scale)
+
+    def epoch_values(self, stage: str, reduce: Callable[..., Tensor] | None = None) -> dict[str, Tensor]:
+        """The values of ``stage``'s epoch so far, keyed as the module logs them, and a fresh start for the next.
+
+        ``{stage}/loss`` and ``{stage}/<term>`` (``train/loss_epoch`` ... for ``"train"``) are the batch-size-weighted
+        means of what :meth:`accumulate` added, summed over processes with ``reduce`` (a Lightning strategy's
+        ``reduce``; None: this process's batches only); ``{stage}/<metric>`` are the task metrics that saw a batch
+        (each syncs across processes itself). Both are reset. Empty when nothing was added.
+        """
+        suffix = "_epoch" if stage == "train" else ""
+        values = {f"{stage}/{k}{suffix}": v for k, v in self._sums[stage].means(reduce).items()}
+        for name, metric in _metric_items(self._task_metrics(stage)).items():
+            if metric.update_count:
+                values[f"{stage}/{name}"] = metric.compute()  # syncs across processes itself
+            metric.reset()
+        return values
+
+    def _task_metrics(self, stage: str) -> TaskMetrics | None:
+        metrics = self.metrics[f"{stage}_metrics"] if f"{stage}_metrics" in self.metrics else None
+        return metrics if isinstance(metrics, TaskMetrics) else None
+
+    def _log_step_values(self, loss: Tensor, terms: dict[str, Tensor], batch_size: int) -> None:
+        """Log a training step's loss and terms (the global batch's under DDP) where Lightning writes them."""
+        if not self._logs_step_values():
+            return
+        values = {"train/loss": loss.detach(), **{f"train/{k}": v.detach() for k, v in terms.items()}}
+        if self.trainer.world_size > 1:  # the global batch's values (processes train equal shares): one sync
+            reduced = self.trainer.strategy.reduce(torch.stack(list(values.values())), reduce_op="mean")
+            values = dict(zip(values, reduced))
+        self.log_dict(values, on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size)
 
     def _logs_step_values(self) -> bool:
         """Whether this training batch logs its step values (loss, terms, gradient norm, learning rate).
@@ -470,50 +511,93 @@ class LossbenchModule(pl.LightningModule):
         trainer = self._trainer
         if trainer is None:
             return False
-        return bool(trainer._logger_connector.should_update_logs or trainer.fast_dev_run or trainer.global_step == 0)
+        # Trainer sets fast_dev_run in its debugging-flags setup; the class does not declare it
+        fast_dev_run = trainer.fast_dev_run  # type: ignore[attr-defined]
+        return bool(trainer._logger_connector.should_update_logs or fast_dev_run or trainer.global_step == 0)
 
     def _epoch_end(self, stage: str) -> None:
-        """Log the epoch means (summed over processes) and the task metrics, then reset both."""
-        suffix = "_epoch" if stage == "train" else ""
-        values = self._sums[stage].means(self.trainer.strategy.reduce)
-        logged = {f"{stage}/{k}{suffix}": v for k, v in values.items()}
-        if f"{stage}_metrics" in self.metrics:
-            task_metrics = self.metrics[f"{stage}_metrics"]
-            for name, metric in task_metrics.metrics.items():
-                if metric.update_count:
-                    logged[f"{stage}/{name}"] = metric.compute()  # syncs across processes itself
-                metric.reset()
+        """Log the epoch's values (:meth:`epoch_values`: means summed over processes, task metrics), reset."""
+        logged = self.epoch_values(stage, self.trainer.strategy.reduce)
         if logged:
             # the values are already reduced over processes (the same on each): under DDP a "max" sync keeps
             # them exactly and tells Lightning they are synced (no "use sync_dist=True" warning per key)
-            sync = {"sync_dist": True, "reduce_fx": "max"} if self.trainer.world_size > 1 else {}
-            self.log_dict(logged, on_step=False, on_epoch=True, prog_bar=stage == "val", **sync)
+            sync = self.trainer.world_size > 1
+            self.log_dict(
+                logged,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=stage == "val",
+                sync_dist=sync,
+                reduce_fx="max" if sync else "mean",
+            )
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
-        inputs, target = self._unpack(batch)
+    def check_loss(
+        self,
+        loss: Tensor,
+        terms: dict[str, Tensor],
+        step: int,
+        batch_idx: int,
+        *,
+        finite: bool | None = None,
+        trainer: pl.Trainer | None = None,
+    ) -> bool:
+        """``nan_policy`` on a training step's loss: whether the step trains on it (backward, optimizer step).
+
+        A loss finite on every process of ``trainer``'s run (default: this module's Trainer) gives True: the
+        processes decide together, as a process skipping alone would hang DDP's gradient sync. Otherwise
+        ``"raise"`` raises a ``FloatingPointError`` (:meth:`non_finite_message`: the step, the loss, its
+        non-finite terms) and ``"skip"`` counts the step in ``skipped_steps`` and gives False. The loss, ``step``
+        and ``batch_idx`` are kept for :meth:`check_gradient`'s error. ``finite``: whether the loss is finite on
+        this process, when the caller knows it already (a model array checks all its members in one sync).
+        """
+        here = bool(torch.isfinite(loss.detach())) if finite is None else finite
+        self._step_loss, self._loss_step, self._batch_idx = loss.detach(), step, batch_idx
+        if _all_processes(self._trainer if trainer is None else trainer, here):
+            return True
+        self._skip_or_raise(self.non_finite_message(loss, terms, step, batch_idx, elsewhere=here))
+        return False
+
+    def check_gradient(self, norm: Tensor, lr: float, *, finite: bool | None = None, scaled: bool = False) -> bool:
+        """``nan_policy`` on the gradient of the step :meth:`check_loss` let through: whether it updates the weights.
+
+        ``norm`` is the gradient's norm before clipping (after DDP's reduction: the same on every process, so the
+        processes decide alike) and ``lr`` the step's learning rate. A finite norm gives True, and
+        ``step_grad_norm``/``step_lr`` keep both. A non-finite one gives False: under a loss scaler (``scaled``)
+        it is the scaler's overflow (the step is skipped and the scale lowered by the scaler) and the policy does
+        not act; otherwise ``"raise"`` raises a ``FloatingPointError`` (:meth:`non_finite_gradient_message`) and
+        ``"skip"`` counts the step in ``skipped_steps`` (the caller drops the gradient: :meth:`drop_gradients`).
+        ``finite``: whether ``norm`` is finite, when the caller knows it already.
+        """
+        if bool(torch.isfinite(norm)) if finite is None else finite:
+            self.step_grad_norm, self.step_lr = norm.detach(), float(lr)
+            return True
+        if not scaled:
+            self._skip_or_raise(
+                self.non_finite_gradient_message(self._step_loss, norm, self._loss_step, self._batch_idx)
+            )
+        return False
+
+    def _skip_or_raise(self, message: str) -> None:
+        if self.nan_policy == "raise":
+            raise FloatingPointError(message)
+        self.skipped_steps += 1
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | dict[str, Any] | None:
+        inputs, target = self.unpack_batch(batch)
         outputs = self(inputs)
         loss, terms = self.head_loss(outputs, target, batch)
-        self._step_loss, self._batch_idx = loss.detach(), batch_idx
-        finite = here = bool(torch.isfinite(loss.detach()))
+        if self.check_loss(loss, terms, self.global_step, batch_idx):
+            self._loss_backward = True
+            self.accumulate("train", loss, terms, outputs, target)
+            self._log_step_values(loss, terms, target.shape[0])
+            return loss
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
         if self._trainer is not None and self._trainer.world_size > 1:
-            # every process skips (or raises) together: a process skipping alone would hang DDP's gradient sync
-            finite = self._trainer.strategy.reduce_boolean_decision(here, all=True)
-        if not finite:
-            if self.nan_policy == "raise":
-                raise FloatingPointError(
-                    self.non_finite_message(loss, terms, self.global_step, batch_idx, elsewhere=here)
-                )
-            self.skipped_steps += 1
-            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
-            if self._trainer is not None and self._trainer.world_size > 1:
-                # Lightning refuses None under DDP: backward a zero through every parameter (so DDP's gradient
-                # sync completes), then on_before_optimizer_step drops the gradients: no update, as with None
-                self._zero_backward = True
-                zero = torch.stack([p.sum() for p in self.parameters() if p.requires_grad]).sum() * 0.0
-                return {"loss": zero, "skipped": True}  # type: ignore[return-value]
-            return None  # Lightning skips backward and the optimizer step
-        self._loss_backward = True
-        return self._record(loss, terms, outputs, target, "train")
+            # Lightning refuses None under DDP: backward a zero through every parameter (so DDP's gradient
+            # sync completes), then on_before_optimizer_step drops the gradients: no update, as with None
+            self._zero_backward = True
+            return {"loss": zero_loss(self), "skipped": True}
+        return None  # Lightning skips backward and the optimizer step
 
     def non_finite_message(
         self, loss: Tensor, terms: dict[str, Tensor], step: int, batch_idx: int, elsewhere: bool = False
@@ -567,7 +651,7 @@ class LossbenchModule(pl.LightningModule):
     def _train_epoch_state(self) -> dict[str, Any]:
         """The training epoch's running loss sums and metric states, so a mid-epoch resume logs whole-epoch means."""
         sums = self._sums["train"]
-        metrics = self.metrics["train_metrics"].metrics if "train_metrics" in self.metrics else {}
+        metrics = _metric_items(self._task_metrics("train"))
         return {
             "epoch": int(self.trainer.current_epoch),
             "sums": dict(sums.sums),
@@ -585,7 +669,7 @@ class LossbenchModule(pl.LightningModule):
     def _load_train_epoch_state(self, state: dict[str, Any]) -> None:
         sums = self._sums["train"]
         sums.sums, sums.count = dict(state["sums"]), state["count"]
-        metrics = self.metrics["train_metrics"].metrics if "train_metrics" in self.metrics else {}
+        metrics = _metric_items(self._task_metrics("train"))
         for name, saved in state["metrics"].items():
             if name in metrics:
                 metric = metrics[name]
@@ -628,37 +712,25 @@ class LossbenchModule(pl.LightningModule):
         """Check the gradient (``nan_policy``), then keep and log its norm and the learning rate of a step that
         updates the weights. Lightning calls it after backward (and a loss scaler's unscaling), before clipping."""
         if self._zero_backward and not self._loss_backward:  # only skipped batches (DDP): no update, as with None
-            self._drop_gradients()
+            self.drop_gradients()
         self._zero_backward = self._loss_backward = False
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if not grads:  # a step skipped on its loss: no update
             return
         # the same on every process (the gradients are reduced before this hook): they skip or raise together
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        if not bool(torch.isfinite(norm)):
-            if loss_scaler(self._trainer) is None:  # a scaler skips the step and lowers its scale itself
-                self._non_finite_gradient(norm)
-            return
-        self.step_grad_norm, self.step_lr = norm.detach(), float(optimizer.param_groups[0]["lr"])
-        if self._logs_step_values():
-            self.log_dict(
-                {"train/grad_norm": self.step_grad_norm, "train/lr": torch.tensor(self.step_lr)},
-                on_step=True,
-                on_epoch=False,
-            )
+        scaled = loss_scaler(self._trainer) is not None  # a scaler skips the step and lowers its scale itself
+        lr = float(optimizer.param_groups[0]["lr"])
+        if self.check_gradient(norm, lr, scaled=scaled):
+            if self._logs_step_values():
+                values = {"train/grad_norm": norm.detach(), "train/lr": torch.tensor(lr)}
+                self.log_dict(values, on_step=True, on_epoch=False)
+        elif not scaled:  # skipped (nan_policy "skip"): no update, as a step skipped on its loss
+            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+            self.drop_gradients()
 
-    def _non_finite_gradient(self, norm: Tensor) -> None:
-        """``nan_policy`` on a finite loss with a non-finite gradient: raise, or count the step and drop the
-        gradient (the optimizer leaves parameters without one unchanged: no update, as a skipped loss)."""
-        if self.nan_policy == "raise":
-            raise FloatingPointError(
-                self.non_finite_gradient_message(self._step_loss, norm, self.global_step, self._batch_idx)
-            )
-        self.skipped_steps += 1
-        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
-        self._drop_gradients()
-
-    def _drop_gradients(self) -> None:
+    def drop_gradients(self) -> None:
+        """Drop every parameter's gradient (set it to None): the optimizer then leaves the weights unchanged."""
         for p in self.parameters():
             p.grad = None
 
@@ -697,6 +769,24 @@ class LossbenchModule(pl.LightningModule):
             return opt
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _all_processes(trainer: pl.Trainer | None, decision: bool) -> bool:
+    """Whether ``decision`` holds on every process of ``trainer``'s run (no Trainer or one process: ``decision``)."""
+    if trainer is None or trainer.world_size <= 1:
+        return decision
+    return bool(trainer.strategy.reduce_boolean_decision(decision, all=True))
+
+
+def zero_loss(module: nn.Module) -> Tensor:
+    """A zero through every trainable parameter of ``module``: its backward completes DDP's gradient sync (which
+    needs a gradient for every parameter) for a step that must not update the weights."""
+    return torch.stack([p.sum() for p in module.parameters() if p.requires_grad]).sum() * 0.0
+
+
+def _metric_items(metrics: TaskMetrics | None) -> dict[str, Metric]:
+    """A stage's task metrics by name (none without): :class:`TaskMetrics` holds torchmetrics metrics only."""
+    return {} if metrics is None else cast("dict[str, Metric]", dict(metrics.metrics.items()))
 
 
 def loss_scaler(trainer: Any) -> Any | None:

@@ -246,3 +246,34 @@ def test_the_optimizer_and_schedule_configs_are_accepted_and_stored_flat():
         LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, optimizer=OptimizerConfig(), lr=0.5)
     with pytest.raises(ValueError, match=r"`lr` must be a finite number > 0, got 0.0"):
         LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, optimizer=OptimizerConfig(lr=0.0))
+
+
+def test_accumulate_then_epoch_values_give_weighted_means_and_metrics_and_reset():
+    """The epoch's values one stage logs: batch-size-weighted means of the loss and terms, the task metrics."""
+    model = LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, seed=0)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(n, 3, generator=g), torch.randint(0, 3, (n,), generator=g)) for n in (3, 5)]
+    losses, extra = [torch.tensor(0.5), torch.tensor(1.5)], [torch.tensor(2.0), torch.tensor(4.0)]
+    for stage in ("val", "train"):
+        for (outputs, target), loss, term in zip(batches, losses, extra):
+            model.accumulate(stage, loss, {"extra": term}, outputs, target)
+        values = model.epoch_values(stage)
+        suffix = "_epoch" if stage == "train" else ""
+        assert math.isclose(float(values[f"{stage}/loss{suffix}"]), (3 * 0.5 + 5 * 1.5) / 8, rel_tol=1e-6)
+        assert math.isclose(float(values[f"{stage}/extra{suffix}"]), (3 * 2.0 + 5 * 4.0) / 8, rel_tol=1e-6)
+        outputs, target = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+        accuracy = float((outputs.argmax(-1) == target).float().mean())
+        nll = float(torch.nn.functional.cross_entropy(outputs, target))
+        assert math.isclose(float(values[f"{stage}/accuracy"]), accuracy, rel_tol=1e-6)
+        assert math.isclose(float(values[f"{stage}/nll"]), nll, rel_tol=1e-5)
+        assert model.epoch_values(stage) == {}  # both the sums and the metrics start again
+    plain = LossbenchModule("ce", data_spec=FEATURES, backbone=SMALL, seed=0, metrics=False)
+    plain.accumulate("test", torch.tensor(0.5), {}, *batches[0])
+    assert list(plain.epoch_values("test")) == ["test/loss"]
+
+
+def test_unpack_batch_reads_dicts_and_pairs():
+    x, y = torch.zeros(2, 4), torch.ones(2)
+    for batch in ({"inputs": x, "target": y}, (x, y), [x, y]):
+        inputs, target = LossbenchModule.unpack_batch(batch)
+        assert inputs is x and target is y

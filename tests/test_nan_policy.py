@@ -164,3 +164,49 @@ def test_under_a_loss_scaler_a_non_finite_gradient_is_the_scalers_overflow():
     trainer.fit(model, DataLoader(batches(), batch_size=None))
     assert model.skipped_steps == 0 and scaler.get_scale() == 2.0**9
     assert torch.isfinite(model.step_grad_norm) and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# -- the policy's public pieces (LossbenchModule's training step; a model array calls them on each member) --
+TERMS = {"ce": torch.tensor(0.25), "poly": torch.tensor(math.nan)}
+
+
+@pytest.mark.parametrize("policy", ["skip", "raise"])
+def test_check_loss_lets_a_finite_loss_through_and_applies_the_policy_to_another(policy):
+    model = LossbenchModule("poly1", data_spec=SPEC, backbone=SMALL, seed=0, nan_policy=policy)
+    assert model.check_loss(torch.tensor(0.5), {"ce": torch.tensor(0.5)}, step=5, batch_idx=2)
+    assert model.check_loss(torch.tensor(math.nan), TERMS, step=5, batch_idx=2, finite=True)  # the caller's word
+    assert model.skipped_steps == 0
+    if policy == "skip":
+        assert not model.check_loss(torch.tensor(math.nan), TERMS, step=6, batch_idx=3)
+        assert not model.check_loss(torch.tensor(1.0), TERMS, step=7, batch_idx=4, finite=False)
+        assert model.skipped_steps == 2
+    else:
+        with pytest.raises(
+            FloatingPointError,
+            match=r"^LossbenchModule: at step 6 \(batch 3\) the 'poly1' loss is nan "
+            r"\(non-finite terms: poly\); check the inputs",
+        ):
+            model.check_loss(torch.tensor(math.nan), TERMS, step=6, batch_idx=3)
+        assert model.skipped_steps == 0
+
+
+@pytest.mark.parametrize("policy", ["skip", "raise"])
+def test_check_gradient_keeps_a_finite_norm_and_applies_the_policy_to_another(policy):
+    model = LossbenchModule("ce", data_spec=SPEC, backbone=SMALL, seed=0, nan_policy=policy)
+    model.check_loss(torch.tensor(0.75), {}, step=4, batch_idx=1)
+    assert model.check_gradient(torch.tensor(2.5), 0.01)
+    assert float(model.step_grad_norm) == 2.5 and model.step_lr == 0.01
+    assert not model.check_gradient(torch.tensor(math.inf), 0.02, scaled=True)  # the scaler's overflow
+    assert model.skipped_steps == 0
+    if policy == "skip":
+        assert not model.check_gradient(torch.tensor(math.nan), 0.02)
+        assert not model.check_gradient(torch.tensor(3.0), 0.02, finite=False)
+        assert model.skipped_steps == 2
+    else:
+        with pytest.raises(
+            FloatingPointError,
+            match=r"^LossbenchModule: at step 4 \(batch 1\) the 'ce' loss is 0.75 but its gradient is not finite "
+            r"\(gradient norm nan\)",
+        ):
+            model.check_gradient(torch.tensor(math.nan), 0.02)
+    assert float(model.step_grad_norm) == 2.5 and model.step_lr == 0.01  # a step that did not update: unchanged

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import copy
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from lossbench.module import LossbenchModule, loss_scaler
+from lossbench.module import LossbenchModule, loss_scaler, zero_loss
 
 
 class ModelArray(pl.LightningModule):
@@ -45,6 +45,10 @@ class ModelArray(pl.LightningModule):
         gradient_clip_val: clip each member's gradient norm to this (None: no clipping). A Trainer's
             ``gradient_clip_val`` takes its place: Lightning hands it to ``configure_gradient_clipping``,
             which clips per member (Lightning's own clipping would take one norm over all members).
+
+    Each member's training step is :class:`~lossbench.LossbenchModule`'s: the array calls its ``check_loss`` and
+    ``check_gradient`` (its ``nan_policy``, its ``skipped_steps``), its ``accumulate`` and ``epoch_values``
+    (validation sums and metrics), so a member computes and counts exactly what a sequential run of its loss does.
 
     After each validation, ``values[i]`` holds member ``i``'s ``val/...`` numbers. ``failed`` maps the
     label of each member that failed (``nan_policy="raise"`` or an error in its head) to its error.
@@ -81,14 +85,16 @@ class ModelArray(pl.LightningModule):
         self.values: list[dict[str, float]] = [{} for _ in self.labels]
         self.step_losses: list[Tensor | None] = [None] * len(self.labels)  # the last training step's, per member
         self._updated = [False] * len(self.labels)  # whether the member steps in this batch
-        self._batch_idx = 0
-        self.step_grad_norms: list[Tensor | None] = [None] * len(self.labels)
-        self.step_lrs: list[float | None] = [None] * len(self.labels)
         self.loss_scales: list[float] | None = None
         self._growth: list[int] = [0] * len(self.labels)  # steps since each member's scale last changed
         self._scaling = (2.0, 0.5, 2000)  # growth factor, backoff factor, growth interval
         self._first_group: list[int] = []  # member -> index of its first optimizer group (configure_optimizers)
         self._owner_index: tuple[Any, Tensor] | None = None  # grad_norms' index of each gradient's member (_owners)
+
+    @property
+    def member_modules(self) -> list[LossbenchModule]:
+        """The members in order, typed (``members`` is the ``nn.ModuleList`` that registers them)."""
+        return cast("list[LossbenchModule]", list(self.members))
 
     # -- forward ---------------------------------------------------------------------------------
     def features(self, inputs: Tensor) -> Tensor:
@@ -146,7 +152,7 @@ class ModelArray(pl.LightningModule):
         self, batch: Any, feats: Tensor | None = None
     ) -> list[tuple[Tensor, dict[str, Tensor], Tensor] | BaseException | None]:
         """Each member's (loss, terms, outputs) on ``batch``, the exception its head raised, or None (failed)."""
-        inputs, target = LossbenchModule._unpack(batch)
+        inputs, target = LossbenchModule.unpack_batch(batch)
         feats = self.features(inputs) if feats is None else feats
         results: list[Any] = []
         for i, m in enumerate(self.members):
@@ -164,7 +170,7 @@ class ModelArray(pl.LightningModule):
     @torch.no_grad()
     def probe_losses(self, batch: Any) -> list[tuple[Tensor, dict[str, Tensor], Tensor] | BaseException | None]:
         """:meth:`member_losses` through the training path's vmapped forward (in eval mode: no dropout)."""
-        inputs, _ = LossbenchModule._unpack(batch)
+        inputs, _ = LossbenchModule.unpack_batch(batch)
         training = self.training
         self.eval()
         try:
@@ -182,39 +188,47 @@ class ModelArray(pl.LightningModule):
         return [m.head(feats[i]) for i, m in enumerate(self.members)]
 
     # -- training --------------------------------------------------------------------------------
+    @property
+    def step_grad_norms(self) -> list[Tensor | None]:
+        """Each member's ``step_grad_norm``: the gradient norm of its last step that updated its weights."""
+        return [m.step_grad_norm for m in self.member_modules]
+
+    @property
+    def step_lrs(self) -> list[float | None]:
+        """Each member's ``step_lr``: the learning rate of its last step that updated its weights."""
+        return [m.step_lr for m in self.member_modules]
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
-        self._batch_idx = batch_idx
         results = self.member_losses(batch)
         losses = [r[0].detach() for r in results if isinstance(r, tuple)]
         finite = iter(torch.isfinite(torch.stack(losses)).tolist() if losses else [])  # one sync for all members
         total: list[Tensor] = []
-        distributed = self._trainer is not None and self.trainer.world_size > 1
-        for i, (m, result) in enumerate(zip(self.members, results)):
+        for i, (m, result) in enumerate(zip(self.member_modules, results)):
             self._updated[i], self.step_losses[i] = False, None
             if result is None:
                 continue
             if isinstance(result, BaseException):
-                self.failed[self.labels[i]] = f"{type(result).__name__}: {result}"
+                self._fail(i, result)
                 continue
             loss, terms, _ = result
-            ok = next(finite)
-            if distributed:  # every process skips (or fails) a member together, as LossbenchModule does
-                ok = self.trainer.strategy.reduce_boolean_decision(ok, all=True)
-            if not ok:
-                if m.nan_policy == "raise":
-                    self.failed[self.labels[i]] = "FloatingPointError: " + m.non_finite_message(
-                        loss, terms, self.global_step, batch_idx
-                    )
-                else:
-                    m.skipped_steps += 1
+            try:  # the member's nan_policy: raise fails this member only, skip counts its step
+                ok = m.check_loss(loss, terms, self.global_step, batch_idx, finite=next(finite), trainer=self._trainer)
+            except FloatingPointError as exc:
+                self._fail(i, exc)
                 continue
-            total.append(loss if self.loss_scales is None else loss * self.loss_scales[i])
-            self._updated[i], self.step_losses[i] = True, loss.detach()
+            if ok:
+                total.append(loss if self.loss_scales is None else loss * self.loss_scales[i])
+                self._updated[i], self.step_losses[i] = True, loss.detach()
+        distributed = self._trainer is not None and self.trainer.world_size > 1
         if distributed:  # DDP needs a gradient for every parameter: zeros for the members that do not step
-            total.append(torch.stack([p.sum() for p in self.parameters() if p.requires_grad]).sum() * 0.0)
+            total.append(zero_loss(self))
         if not any(self._updated) and not distributed:
             return None  # no member steps: Lightning skips backward and the optimizer step
         return torch.stack(total).sum()
+
+    def _fail(self, i: int, exc: BaseException) -> None:
+        """Member ``i`` fails with ``exc`` (its head's error, or its ``nan_policy="raise"``); the others go on."""
+        self.failed[self.labels[i]] = f"{type(exc).__name__}: {exc}"
 
     def grad_norms(self) -> list[Tensor]:
         """Every member's gradient norm (on the device, no sync): one ``_foreach_norm`` over all members' grads."""
@@ -254,7 +268,7 @@ class ModelArray(pl.LightningModule):
         """
         if any(self._updated):
             if self.loss_scales is not None:
-                for i, m in enumerate(self.members):
+                for i, m in enumerate(self.member_modules):
                     grads = [p.grad for p in m.parameters() if p.grad is not None]
                     if grads:
                         torch._foreach_mul_(grads, 1.0 / self.loss_scales[i])
@@ -262,29 +276,24 @@ class ModelArray(pl.LightningModule):
             finite = torch.isfinite(torch.stack(norms)).tolist()  # one sync for all members
             for i in range(len(self.members)):
                 if self._updated[i]:
-                    self._check_gradient(i, norms[i], finite[i], optimizer)
-        for i, m in enumerate(self.members):
+                    self._updated[i] = self._check_gradient(i, norms[i], finite[i], optimizer)
+        for i, m in enumerate(self.member_modules):
             if not self._updated[i]:  # skipped or failed: no update (as a sequential run's skipped step)
-                for p in m.parameters():
-                    p.grad = None
+                m.drop_gradients()
 
-    def _check_gradient(self, i: int, norm: Tensor, finite: bool, optimizer: torch.optim.Optimizer) -> None:
-        """Member ``i``'s step, with its gradient's ``norm``: kept, or skipped (``_updated[i]`` cleared)."""
+    def _check_gradient(self, i: int, norm: Tensor, finite: bool, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether member ``i`` steps, with its gradient's ``norm``: its ``check_gradient`` (an overflow under loss
+        scaling lowers its scale instead, as ``GradScaler`` does; ``nan_policy="raise"`` fails the member)."""
         if self.loss_scales is not None:
             self._update_scale(i, finite)
-        if finite:
-            self.step_grad_norms[i], self.step_lrs[i] = norm.detach(), self.member_lr(optimizer, i)
-            return
-        self._updated[i] = False
-        m = self.members[i]
-        if self.loss_scales is not None:  # an overflow: the lowered scale handles it (as GradScaler does)
-            return
-        if m.nan_policy == "raise":
-            self.failed[self.labels[i]] = "FloatingPointError: " + m.non_finite_gradient_message(
-                self.step_losses[i], norm, self.global_step, self._batch_idx
+        m = self.member_modules[i]
+        try:
+            return m.check_gradient(
+                norm, self.member_lr(optimizer, i), finite=finite, scaled=self.loss_scales is not None
             )
-        else:
-            m.skipped_steps += 1
+        except FloatingPointError as exc:
+            self._fail(i, exc)
+            return False
 
     # -- loss scaling ----------------------------------------------------------------------------
     def use_loss_scaling(
@@ -366,26 +375,17 @@ class ModelArray(pl.LightningModule):
 
     # -- validation ------------------------------------------------------------------------------
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        _, target = LossbenchModule._unpack(batch)
-        for i, (m, result) in enumerate(zip(self.members, self.member_losses(batch))):
-            if not isinstance(result, tuple):
-                continue
-            loss, terms, outputs = result
-            m._sums["val"].add(loss, terms, target.shape[0])
-            if "val_metrics" in m.metrics:
-                m.metrics["val_metrics"].update(m.head, outputs.detach(), target, scale=m.target_scale)
+        _, target = LossbenchModule.unpack_batch(batch)
+        for m, result in zip(self.member_modules, self.member_losses(batch)):
+            if isinstance(result, tuple):
+                loss, terms, outputs = result
+                m.accumulate("val", loss, terms, outputs, target)
 
     def on_validation_epoch_end(self) -> None:
         reduce = self.trainer.strategy.reduce
-        for i, m in enumerate(self.members):
-            values = {f"val/{k}": v for k, v in m._sums["val"].means(reduce).items()}
-            if "val_metrics" in m.metrics:
-                for name, metric in m.metrics["val_metrics"].metrics.items():
-                    if metric.update_count:
-                        values[f"val/{name}"] = metric.compute()
-                    metric.reset()
-            # as Lightning's logging stores them (LossbenchModule logs these): float32 or float64 tensors
-            self.values[i] = {k: float(_as_logged(v)) for k, v in values.items()}
+        for i, m in enumerate(self.member_modules):
+            # the values a sequential run logs, as Lightning's logging stores them: float32 or float64 tensors
+            self.values[i] = {k: float(_as_logged(v)) for k, v in m.epoch_values("val", reduce).items()}
 
     # -- state -----------------------------------------------------------------------------------
     def configure_callbacks(self) -> list[pl.Callback]:
