@@ -6,7 +6,6 @@ from lossbench import functional
 from lossbench._version import __version__  # defined once, in pyproject.toml
 from lossbench.heads import LossHead, UnknownHeadError, get_head, get_head_class, list_heads, register_head
 
-
 if TYPE_CHECKING:
     from lossbench.module import LossbenchModule
 

@@ -15,6 +15,10 @@ from pathlib import Path
 
 from lossbench import _killpoint
 
+TEMPORARY_GLOB = ".*.tmp"
+"""The temporary files :func:`atomic_write_bytes` writes beside their targets (``.<name>.<random>.tmp``): a writer
+killed mid-write leaves one, which the next writer of the folder deletes."""
+
 
 def is_global_zero() -> bool:
     """True unless this is a process other than global rank 0 of a distributed run (which must not write)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["none", "cosine", "linear"]
@@ -40,7 +40,7 @@ def _same(field: str) -> str:
     return field
 
 
-def finite_number(value: Any) -> bool:
+def finite_number(value: Any) -> TypeGuard[float]:
     """A real number (not a bool) that floats can hold: a 400-digit int is refused here, not an OverflowError later.
 
     Example:

@@ -44,10 +44,10 @@ def get_rng_states() -> dict[str, Any]:
 
     Plain tensors, lists and numbers only, so checkpoints load with ``torch.load(weights_only=True)``.
     """
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # the legacy tuple, not a dict
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "numpy": [name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)],
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

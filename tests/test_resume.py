@@ -128,7 +128,7 @@ def stop_and_resume(cache, tmp_path, precision, style, k):
 
 def differences(a, b) -> list[str]:
     """Names of every parameter, optimizer and scheduler state tensor or value that is not bitwise equal."""
-    (ta, ma, la), (tb, mb, lb) = a, b
+    (ta, ma, _), (tb, mb, _) = a, b
     out = [n for (n, p), (_, q) in zip(ma.named_parameters(), mb.named_parameters()) if not torch.equal(p, q)]
     oa, ob = ta.optimizers[0].state_dict(), tb.optimizers[0].state_dict()
     assert oa["state"].keys() == ob["state"].keys() and oa["param_groups"] == ob["param_groups"]

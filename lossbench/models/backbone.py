@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from lossbench.models.adapters import _positive
+from lossbench.config import BackboneConfig
 
 Pooling = Literal["cls", "mean", "none"]
 
@@ -40,34 +40,28 @@ class TransformerBackbone(nn.Module):
     def __init__(
         self,
         adapter: nn.Module,
-        d_model: int = 64,
-        nhead: int = 4,
-        num_layers: int = 2,
-        dim_feedforward: int | None = None,
-        dropout: float = 0.0,
-        norm_first: bool = True,
-        activation: str = "gelu",
-        pooling: Pooling = "cls",
+        d_model: int = BackboneConfig.d_model,  # every default and check is BackboneConfig's, defined once
+        nhead: int = BackboneConfig.nhead,
+        num_layers: int = BackboneConfig.num_layers,
+        dim_feedforward: int | None = BackboneConfig.dim_feedforward,
+        dropout: float = BackboneConfig.dropout,
+        norm_first: bool = BackboneConfig.norm_first,
+        activation: str = BackboneConfig.activation,
+        pooling: Pooling = BackboneConfig.pooling,
         causal: bool = False,
         seed: int | None = None,
     ) -> None:
         super().__init__()
         owner = "TransformerBackbone"
-        _positive(owner, "d_model", d_model)
-        _positive(owner, "nhead", nhead)
-        _positive(owner, "num_layers", num_layers)
-        if d_model % nhead:
-            raise ValueError(f"{owner}: `nhead`={nhead} must divide `d_model`={d_model}")
-        if pooling not in ("cls", "mean", "none"):
+        if pooling not in ("cls", "mean", "none"):  # "none" (token-level outputs) is the module's, not a recipe's
             raise ValueError(f"{owner}: `pooling` must be 'cls', 'mean' or 'none', got {pooling!r}")
+        pooled: Literal["cls", "mean"] = "cls" if pooling == "none" else pooling
+        config = BackboneConfig(d_model, nhead, num_layers, dim_feedforward, dropout, norm_first, activation, pooled)
+        config.check(owner)  # a ConfigError (a ValueError) naming the argument
         if causal and pooling != "none":
             raise ValueError(
                 f"{owner}: `causal=True` is for token-level outputs and needs pooling='none', got {pooling!r}"
             )
-        if activation not in ("relu", "gelu"):
-            raise ValueError(f"{owner}: `activation` must be 'relu' or 'gelu', got {activation!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"{owner}: `dropout` must be in [0, 1), got {dropout!r}")
         if getattr(adapter, "d_model", d_model) != d_model:
             raise ValueError(f"{owner}: the adapter makes tokens of width {adapter.d_model}, but `d_model`={d_model}")
         self.d_model, self.pooling, self.causal, self.seed = d_model, pooling, causal, seed

@@ -14,10 +14,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from lossbench import _killpoint as killpoint
 from lossbench.compare import Comparison, RecipeError, load_recipe
 from lossbench.compare.execution.callbacks import LastCheckpoint
 from lossbench.compare.execution.interrupt import Interrupted
-from lossbench import _killpoint as killpoint
 from lossbench.compare.store.layout import run_dir
 from lossbench.compare.store.records import load_records, read_csv
 from tests.compare.conftest import tiny_recipe

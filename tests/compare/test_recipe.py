@@ -148,7 +148,8 @@ REDUCED = {  # CI's budget for the recipes that are slow in full (`make demo` an
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(bundled_recipes()))
 def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
-    """The whole recipe (digits on 2 seeds), measured on 2 cores: digits ~100 s, the others 30-50 s (no timing asserted)."""
+    """The whole recipe (digits on 2 seeds), measured on 2 cores: digits ~100 s, the others 30-50 s (no timing
+    asserted)."""
     from lossbench.compare.analysis.fairness import check_fairness
     from lossbench.compare.store.records import load_records
 

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import stats as sps
 
 from lossbench.compare.analysis.fairness import as_records
+from lossbench.compare.store.layout import METRICS_FILE
 from lossbench.compare.store.records import RunRecord, test_metric
 
 CONFIDENCE = 0.95
@@ -185,7 +186,7 @@ def _finite(value: Any) -> bool:
 
 
 def irregularities(
-    record: RunRecord, rows: list[dict[str, Any]] | None, metrics_file: str = "metrics.csv", missing: bool = False
+    record: RunRecord, rows: list[dict[str, Any]] | None, metrics_file: str = METRICS_FILE, missing: bool = False
 ) -> list[Irregularity]:
     """What is irregular about a finished run: its metrics.csv missing or truncated (rows end before the record's
     ``steps``), optimizer steps skipped under ``nan_policy: skip``, or validation metrics that were not finite at

@@ -43,7 +43,8 @@ MAX_PARAMETERS = 1_000_000_000  # backbone parameters (4 GB in float32), counted
 
 
 def is_seed_list(seeds: Any) -> bool:
-    """Whether ``seeds`` is a list of 1 to :data:`MAX_SEEDS` ints in [0, :data:`MAX_SEED`] (``seeds``, ``tune.seeds``)."""
+    """Whether ``seeds`` is a list of 1 to :data:`MAX_SEEDS` ints in [0, :data:`MAX_SEED`] (``seeds``,
+    ``tune.seeds``)."""
     return (
         isinstance(seeds, list)
         and 1 <= len(seeds) <= MAX_SEEDS

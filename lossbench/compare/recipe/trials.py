@@ -39,7 +39,7 @@ def _whole_kind(cls: type, name: str) -> str | None:
     """'an integer' or 'a true/false' when ``cls``'s argument ``name`` is declared (or defaults to) one, else None."""
     import inspect
 
-    param = inspect.signature(cls.__init__).parameters.get(name)
+    param = inspect.signature(cls).parameters.get(name)
     if param is None:  # not a named argument: the trial-point build check names it
         return None
     ann = param.annotation

@@ -13,8 +13,9 @@ A recipe's ``tune:`` section::
 
 The points are the first ``trials`` points of a scrambled Sobol sequence (``scipy.stats.qmc``,
 seeded by ``tune.seed``, default 0) over every dimension of the space: each dimension has its
-own column (in the order of the paths' names, not of the YAML), so the shared dimensions (``optimizer.*``) of trial ``j`` are the same numbers for
-every loss, and a loss's own dimensions (``losses.<label>.args.<name>``) vary for that loss
+own column (in the order of the paths' names, not of the YAML), so the shared dimensions
+(``optimizer.*``) of trial ``j`` are the same numbers for every loss, and a loss's own dimensions
+(``losses.<label>.args.<name>``) vary for that loss
 only. Every (loss, trial) is a run of the tuning comparison in ``DIR/tuning`` (same initial
 weights, batches and budget as every other run of its seed; on the fused executor one array
 per tuning seed). Each loss's trial with the best mean selection metric over the tuning seeds
@@ -200,9 +201,10 @@ def _dimension(path: str, rng: Any, labels: list[str], optimizer: str | None) ->
         raise TuneError(f"recipe: `{where}` must be a mapping {{low, high, log}}, got {rng!r}")
     check_keys(f"{where}.", rng, ["low", "high", "log"])
     low, high, log = rng.get("low"), rng.get("high"), rng.get("log", False)
-    for name, value in (("low", low), ("high", high)):
-        if not finite_number(value):
-            raise TuneError(f"recipe: `{where}.{name}` must be a finite number, got {value!r}")
+    if not finite_number(low):
+        raise TuneError(f"recipe: `{where}.low` must be a finite number, got {low!r}")
+    if not finite_number(high):
+        raise TuneError(f"recipe: `{where}.high` must be a finite number, got {high!r}")
     if not low < high:
         raise TuneError(f"recipe: `{where}` needs low < high, got low={low!r}, high={high!r}")
     if not isinstance(log, bool):
@@ -236,6 +238,7 @@ def _check_path(path: str, labels: list[str], optimizer: str | None) -> None:
             f"{labels}{did_you_mean(parts[1], labels)}"
         )
     raise TuneError(
-        f"recipe: `tune.space.{path}` cannot be tuned{did_you_mean(path, allowed)}: tunable are {', '.join(allowed)}; the "
+        f"recipe: `tune.space.{path}` cannot be tuned{did_you_mean(path, allowed)}: tunable are "
+        f"{', '.join(allowed)}; the "
         "backbone, data and trainer are shared by every run of a seed (same initial weights, batches and budget)"
     )

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from lossbench.compare.store.layout import GRAD_NORM_PNG, TARGET_PNG, TRAIN_LOSS_PNG
 from lossbench.compare.store.records import RunRecord, atomic_write_bytes
 from lossbench.compare.store.storage import confined
+from lossbench.config import finite_number
 
 BAND = "band: min–max over seeds"
 Runs = Iterable[tuple[RunRecord, list[dict[str, Any]]]]
@@ -146,7 +147,7 @@ def _group(runs: Runs, column: str, losses: list[str] | None) -> dict[str, list[
         series = {}
         for row in rows:
             step, value = row.get("step"), row.get(column)
-            if _number(step) and _number(value):
+            if finite_number(step) and finite_number(value):
                 series[float(step)] = float(value)  # a step logged twice (resumed run) keeps its last value
         grouped.setdefault(record.loss, []).append(series)
     order = losses if losses is not None else sorted(grouped)
@@ -189,7 +190,3 @@ def _save(fig: Figure, path: str | Path) -> Path:
     fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     atomic_write_bytes(path, buffer.getvalue())
     return Path(path)
-
-
-def _number(value: Any) -> TypeGuard[float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,1 +1,2 @@
-"""Stage 2: the results-folder format (layout, records, comparison.json, tensors, lock, confinement): what any process reads and writes."""
+"""Stage 2: the results-folder format (layout, records, comparison.json, tensors, lock, confinement): what any
+process reads and writes."""

@@ -56,3 +56,8 @@ def array_dir(root: str | Path, seed: int, name: str | None = None) -> Path:
 def run_checkpoint(root: str | Path, loss: str, seed: int) -> Path:
     """A sequential run's resume checkpoint: ``DIR/runs/<loss>/seed_<seed>/checkpoints/last.ckpt``."""
     return run_dir(root, loss, seed) / CHECKPOINTS_DIR / LAST_CHECKPOINT
+
+
+def record_paths(root: str | Path) -> list[Path]:
+    """Every run's ``record.json`` under ``root`` (``DIR/runs/*/seed_*/record.json``), sorted."""
+    return sorted(Path(root).glob(f"{RUNS_DIR}/*/seed_*/{RECORD_FILE}"))

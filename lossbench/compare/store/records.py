@@ -31,7 +31,7 @@ from typing import Any
 
 from lossbench import _io
 from lossbench._io import is_global_zero
-from lossbench.compare.store.layout import TUNING_DIR
+from lossbench.compare.store.layout import METRICS_FILE, TUNING_DIR, record_paths
 from lossbench.compare.store.storage import confined
 
 STATUS = ("pending", "running", "finished", "failed")
@@ -63,7 +63,7 @@ def remove_temporary_files(root: str | Path) -> list[Path]:
     removed: list[Path] = []
     if not is_global_zero():
         return removed
-    for tmp in Path(root).rglob(".*.tmp"):  # rglob does not follow symlinked folders
+    for tmp in Path(root).rglob(_io.TEMPORARY_GLOB):  # rglob does not follow symlinked folders
         if tmp.is_file():
             confined(tmp, "delete").unlink(missing_ok=True)
             removed.append(tmp)
@@ -192,7 +192,7 @@ def _read_table(path: Path, fix: str) -> tuple[list[str] | None, list[dict[str, 
         raise CorruptFileError(
             path, "CSV text", f"a NUL byte (at character {text.index(chr(0))})", fix, "not valid CSV"
         )
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         reader = csv.reader(io.StringIO(text, newline=""))
         header = next(reader, None)
@@ -403,9 +403,9 @@ def load_records(root: str | Path) -> list[tuple[RunRecord, list[dict[str, Any]]
             (:meth:`RunRecord.load`, :func:`read_metrics`).
     """
     out = []
-    for path in sorted(Path(root).glob("runs/*/seed_*/record.json")):
+    for path in record_paths(root):
         record = RunRecord.load(path)
-        metrics_path = path.parent / "metrics.csv"
+        metrics_path = path.parent / METRICS_FILE
         rows = read_metrics(metrics_path) if metrics_path.exists() else []
         out.append((record, rows))
     out.sort(key=lambda item: (item[0].loss, item[0].seed))

@@ -25,7 +25,7 @@ link such as ``DIR/arrays -> ~/x``. A comparison folder never holds another one 
     ...     confined(root / "arrays" / "seed_0", "delete")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    lossbench.compare.store.storage.OutsideResultsFolder: refusing to delete '.../arrays/seed_0': it resolves to '...', outside the results folder '...' (through a symbolic link); lossbench writes and deletes only inside its results folder: replace the link by a folder and rerun
+    lossbench.compare.store.storage.OutsideResultsFolder: refusing to delete '.../arrays/seed_0': ... outside ...
 """
 
 from __future__ import annotations
