@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch first: 2.13.0 resolves to the local CPU wheel; the package only asks for a range
 TORCH ?= torch==2.13.0
 
-.PHONY: install test test-fast demo bench clean
+.PHONY: install lint test test-fast demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,12 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# the gates CI runs before the tests: lint (the project's rules, McCabe <= 15), formatting, types
+lint: install
+	$(BIN)/ruff check lossbench tests benchmarks
+	$(BIN)/ruff format --check lossbench tests benchmarks
+	$(BIN)/mypy lossbench
 
 test: install
 	$(BIN)/python -m pytest -q
