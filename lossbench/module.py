@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import lightning.pytorch as pl
 import torch
@@ -28,6 +28,11 @@ from lossbench.heads import CLASS_TASKS, LossHead, get_head_class
 from lossbench.metrics import RunningSums, TaskMetrics
 from lossbench.models import FeatureTokenizer, PatchEmbedding, TokenEmbedding, TransformerBackbone
 
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
+
+_T = TypeVar("_T")
+
 
 def _config_only(arg: str, config: Any, flat: dict[str, Any]) -> None:
     """Refuse flat arguments set next to a config that holds them (which one would win is not obvious)."""
@@ -45,11 +50,16 @@ def build_backbone(spec: DataSpec, config: BackboneConfig, seed: int | None = No
     lm = spec.target_kind == "token"
     if spec.input_kind == "tokens":
         # positions cover the tokens only: the CLS token is prepended after the embedding
-        adapter: nn.Module = TokenEmbedding(int(spec.vocab_size), d, int(spec.max_length), padding_idx=spec.pad_id)
+        vocab, length = (
+            _spec_needs(spec, "vocab_size", spec.vocab_size),
+            _spec_needs(spec, "max_length", spec.max_length),
+        )
+        adapter: nn.Module = TokenEmbedding(int(vocab), d, int(length), padding_idx=spec.pad_id)
     elif spec.input_kind == "features":
-        adapter = FeatureTokenizer(int(spec.num_features), d)
+        adapter = FeatureTokenizer(int(_spec_needs(spec, "num_features", spec.num_features)), d)
     elif spec.input_kind == "image":
-        adapter = PatchEmbedding(tuple(spec.image_shape), d, patch_size=config.patch_size)
+        shape = _spec_needs(spec, "image_shape", spec.image_shape)
+        adapter = PatchEmbedding(tuple(shape), d, patch_size=config.patch_size)
     else:
         raise ValueError(f"build_backbone: unknown `input_kind` {spec.input_kind!r} in the data spec")
     return TransformerBackbone(
@@ -65,6 +75,24 @@ def build_backbone(spec: DataSpec, config: BackboneConfig, seed: int | None = No
         causal=lm,
         seed=seed,
     )
+
+
+def _spec_needs(spec: DataSpec, name: str, value: _T | None) -> _T:
+    """``value``, the spec's ``name``, which inputs of ``spec.input_kind`` need."""
+    if value is None:
+        raise ValueError(f"build_backbone: {spec.input_kind!r} inputs need the data spec's `{name}`, got None")
+    return value
+
+
+def _backbone_width(backbone: nn.Module) -> int:
+    """The width of the features ``backbone`` returns: its ``out_features`` (the backbone contract)."""
+    width = getattr(backbone, "out_features", None)
+    if width is None:
+        raise TypeError(
+            f"LossbenchModule: a `backbone` module must have `out_features`, the width of the features it "
+            f"returns; {type(backbone).__name__} has none"
+        )
+    return int(width)
 
 
 def resolve_head_class(head: str) -> type[LossHead]:
@@ -200,11 +228,12 @@ def check_fits_weights(wanted: int, weights: dict[str, Any], what: str, detail: 
 
 
 def _size(n: int) -> str:
+    value = float(n)
     for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+        if value < 1000:
+            return f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
 
 
 class LossbenchModule(pl.LightningModule):
@@ -320,11 +349,12 @@ class LossbenchModule(pl.LightningModule):
                 opt.weight_decay,
                 opt.momentum,
                 opt.nesterov,
-                tuple(opt.betas),
+                cast("tuple[float, float]", tuple(opt.betas)),  # two numbers: _check_optim below refuses others
             )
         if isinstance(schedule, ScheduleConfig):
             _config_only("schedule", schedule, {"warmup_steps": warmup_steps})
-            schedule, warmup_steps = schedule.name, schedule.warmup_steps
+            warmup_steps = schedule.warmup_steps
+            schedule = schedule.name
         self._check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps, betas)
         spec = DataSpec.from_dict(data_spec) if isinstance(data_spec, dict) else data_spec
         if backbone is None or isinstance(backbone, (dict, BackboneConfig)):
@@ -338,7 +368,7 @@ class LossbenchModule(pl.LightningModule):
             backbone_hparam: Any = asdict(config)
         else:
             self.backbone, backbone_hparam = backbone, None
-        in_features = int(self.backbone.out_features)
+        in_features = _backbone_width(self.backbone)
         if isinstance(head, str):
             cls = resolve_head_class(head)
             kwargs = dict(head_args or {})
@@ -405,7 +435,15 @@ class LossbenchModule(pl.LightningModule):
         )
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, weights_only: bool | None = True, **kwargs: Any):
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = True,
+        **kwargs: Any,
+    ) -> Self:
         """Lightning's loader, reading with ``weights_only=True`` by default: a checkpoint cannot run code.
 
         Its hyper-parameters cannot either: a head named by a dotted class path is never imported on the
@@ -414,7 +452,9 @@ class LossbenchModule(pl.LightningModule):
         """
         if weights_only and isinstance(checkpoint_path, (str, Path)):
             _check_checkpoint_hparams(checkpoint_path, kwargs)
-        return super().load_from_checkpoint(checkpoint_path, *args, weights_only=weights_only, **kwargs)
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location, hparams_file, strict, weights_only=weights_only, **kwargs
+        )
 
     @staticmethod
     def _check_optim(
@@ -739,30 +779,34 @@ class LossbenchModule(pl.LightningModule):
         """The optimizer's parameter groups: decayed matrices, then the rest (biases, norms, positions), each
         with this module's learning rate, weight decay and optimizer settings (so modules may differ per group)."""
         hp = self.hparams
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
             (decay if p.dim() >= 2 and "position" not in name and name != "backbone.cls" else no_decay).append(p)
         extra = (
-            {"momentum": hp.momentum, "nesterov": hp.nesterov} if hp.optimizer == "sgd" else {"betas": tuple(hp.betas)}
+            {"momentum": hp["momentum"], "nesterov": hp["nesterov"]}
+            if hp["optimizer"] == "sgd"
+            else {"betas": tuple(hp["betas"])}
         )
         return [
-            {"params": decay, "weight_decay": hp.weight_decay, "lr": hp.lr, **extra},
-            {"params": no_decay, "weight_decay": 0.0, "lr": hp.lr, **extra},
+            {"params": decay, "weight_decay": hp["weight_decay"], "lr": hp["lr"], **extra},
+            {"params": no_decay, "weight_decay": 0.0, "lr": hp["lr"], **extra},
         ]
 
-    def lr_factor(self, total_steps: int):
+    def lr_factor(self, total_steps: int) -> Callable[[int], float] | None:
         """The schedule as a function of the step (``LambdaLR``'s factor), or None for a constant rate."""
         hp = self.hparams
-        if hp.schedule == "none" and hp.warmup_steps == 0:
+        if hp["schedule"] == "none" and hp["warmup_steps"] == 0:
             return None
-        return partial(schedule_factor, warmup=hp.warmup_steps, kind=hp.schedule, total=max(1, int(total_steps)))
+        total = max(1, int(total_steps))
+        return partial(schedule_factor, warmup=hp["warmup_steps"], kind=hp["schedule"], total=total)
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
         groups = self.param_groups()
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups) if hp.optimizer == "sgd" else torch.optim.AdamW(groups)
+        sgd = self.hparams["optimizer"] == "sgd"
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups) if sgd else torch.optim.AdamW(groups)
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         factor = self.lr_factor(total)
         if factor is None:

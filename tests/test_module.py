@@ -277,3 +277,12 @@ def test_unpack_batch_reads_dicts_and_pairs():
     for batch in ({"inputs": x, "target": y}, (x, y), [x, y]):
         inputs, target = LossbenchModule.unpack_batch(batch)
         assert inputs is x and target is y
+
+
+def test_a_spec_without_what_its_inputs_need_and_a_backbone_without_a_width_are_refused():
+    with pytest.raises(ValueError, match=r"build_backbone: 'features' inputs need the data spec's `num_features`"):
+        LossbenchModule("ce", data_spec=DataSpec("features", "class", num_classes=3), backbone=SMALL)
+    with pytest.raises(ValueError, match=r"'tokens' inputs need the data spec's `vocab_size`, got None"):
+        LossbenchModule("ce", data_spec=DataSpec("tokens", "class", num_classes=3, max_length=8), backbone=SMALL)
+    with pytest.raises(TypeError, match=r"a `backbone` module must have `out_features`.*; Identity has none"):
+        LossbenchModule("ce", data_spec=FEATURES, backbone=torch.nn.Identity())

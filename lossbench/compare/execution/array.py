@@ -63,21 +63,22 @@ class ModelArray(pl.LightningModule):
             raise ValueError("ModelArray: `members` must hold at least one LossbenchModule, got none")
         self.labels = list(members)
         self.members = nn.ModuleList(members.values())
-        shapes = [{n: tuple(p.shape) for n, p in m.backbone.named_parameters()} for m in self.members]
+        shapes = [{n: tuple(p.shape) for n, p in m.backbone.named_parameters()} for m in members.values()]
         for label, shape in zip(self.labels, shapes):
             if shape != shapes[0]:
                 raise ValueError(
                     f"ModelArray: member {label!r}'s backbone differs from {self.labels[0]!r}'s; "
                     "the members of an array must share the backbone's architecture"
                 )
-        optimizers = {m.hparams.optimizer for m in self.members}
+        optimizers = {str(m.hparams["optimizer"]) for m in members.values()}
         if len(optimizers) > 1:
             raise ValueError(
                 f"ModelArray: the members use different optimizers {sorted(optimizers)}; one array "
                 "has one optimizer (its members may differ in learning rate and weight decay)"
             )
         # the architecture without weights: functional_call runs it on each member's parameters
-        self._template = [copy.deepcopy(self.members[0].backbone).to("meta")]  # a list: not a submodule
+        first = next(iter(members.values()))
+        self._template = [copy.deepcopy(first.backbone).to("meta")]  # a list: not a submodule
         self.gradient_clip_val = gradient_clip_val
         self.vmapped: bool | None = None  # None until the first forward; False: vmap failed, a loop is used
         self.vmap_error: str | None = None
@@ -118,11 +119,12 @@ class ModelArray(pl.LightningModule):
         """The members' backbones one after another, each drawing the same dropout masks (as vmap's
         ``randomness="same"`` does, and as sequential runs from the same seed do)."""
         devices = [inputs.device] if inputs.device.type == "cuda" else []
+        members = self.member_modules
         outs = []
-        for m in self.members[:-1]:
+        for m in members[:-1]:
             with torch.random.fork_rng(devices=devices):
                 outs.append(m.backbone(inputs))
-        return [*outs, self.members[-1].backbone(inputs)]  # the last one advances the RNG, once
+        return [*outs, members[-1].backbone(inputs)]  # the last one advances the RNG, once
 
     def _vmapped(self, inputs: Tensor) -> Tensor:
         from torch.func import functional_call, vmap
@@ -130,8 +132,8 @@ class ModelArray(pl.LightningModule):
 
         template = self._template[0]
         template.train(self.training)
-        named = [dict(m.backbone.named_parameters()) for m in self.members]
-        buffers = [dict(m.backbone.named_buffers()) for m in self.members]
+        named = [dict(m.backbone.named_parameters()) for m in self.member_modules]
+        buffers = [dict(m.backbone.named_buffers()) for m in self.member_modules]
         params = {name: torch.stack([p[name] for p in named]) for name in named[0]}
         bufs = {name: torch.stack([b[name] for b in buffers]) for name in buffers[0]}
 
@@ -155,7 +157,7 @@ class ModelArray(pl.LightningModule):
         inputs, target = LossbenchModule.unpack_batch(batch)
         feats = self.features(inputs) if feats is None else feats
         results: list[Any] = []
-        for i, m in enumerate(self.members):
+        for i, m in enumerate(self.member_modules):
             if self.labels[i] in self.failed:
                 results.append(None)
                 continue
@@ -185,7 +187,7 @@ class ModelArray(pl.LightningModule):
     def forward(self, inputs: Tensor) -> list[Tensor]:
         """Every member's head outputs for a batch of inputs."""
         feats = self.features(inputs)
-        return [m.head(feats[i]) for i, m in enumerate(self.members)]
+        return [m.head(feats[i]) for i, m in enumerate(self.member_modules)]
 
     # -- training --------------------------------------------------------------------------------
     @property
@@ -312,14 +314,17 @@ class ModelArray(pl.LightningModule):
 
     def _update_scale(self, i: int, finite: bool) -> None:
         """``GradScaler.update`` for member ``i``: back off on an overflow, grow after ``growth_interval`` steps."""
+        scales = self.loss_scales
+        if scales is None:  # no loss scaling
+            return
         growth, backoff, interval = self._scaling
         if not finite:
-            self.loss_scales[i] *= backoff
+            scales[i] *= backoff
             self._growth[i] = 0
             return
         self._growth[i] += 1
         if self._growth[i] == interval:
-            self.loss_scales[i] *= growth
+            scales[i] *= growth
             self._growth[i] = 0
 
     def on_fit_start(self) -> None:
@@ -331,14 +336,20 @@ class ModelArray(pl.LightningModule):
         self.use_loss_scaling(
             scaler.get_scale(), scaler.get_growth_factor(), scaler.get_backoff_factor(), scaler.get_growth_interval()
         )
-        plugin = self.trainer.precision_plugin
+        # the scaler's plugin (MixedPrecision, FSDPPrecision ...): Lightning's Precision base declares no scaler
+        plugin: Any = self.trainer.precision_plugin
         plugin.scaler = torch.amp.GradScaler(getattr(plugin, "device", "cuda"), enabled=False)
 
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
         clip = self.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
         if not clip:
             return
-        for i, m in enumerate(self.members):
+        for i, m in enumerate(self.member_modules):
             if self._updated[i]:
                 torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.grad is not None], clip)
 
@@ -350,7 +361,7 @@ class ModelArray(pl.LightningModule):
         merged: dict[Any, int] = {}
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         self._first_group = []
-        for m in self.members:
+        for m in self.member_modules:
             factor = m.lr_factor(total)
             for j, group in enumerate(m.param_groups()):
                 key = (repr(sorted((k, v) for k, v in group.items() if k != "params")), _schedule_key(factor))
@@ -361,7 +372,7 @@ class ModelArray(pl.LightningModule):
                 groups[merged[key]]["params"] += group["params"]
                 if j == 0:
                     self._first_group.append(merged[key])
-        opt_class = torch.optim.SGD if self.members[0].hparams.optimizer == "sgd" else torch.optim.AdamW
+        opt_class = torch.optim.SGD if self.member_modules[0].hparams["optimizer"] == "sgd" else torch.optim.AdamW
         # foreach: one call per group instead of a Python loop over every member's tensors (the same updates)
         opt = opt_class(groups, foreach=True)
         if all(f is _constant for f in factors):
@@ -397,7 +408,7 @@ class ModelArray(pl.LightningModule):
         checkpoint["lossbench_array"] = {
             "labels": list(self.labels),
             "failed": dict(self.failed),
-            "skipped_steps": [int(m.skipped_steps) for m in self.members],
+            "skipped_steps": [int(m.skipped_steps) for m in self.member_modules],
         }
         if self.loss_scales is not None:
             checkpoint["lossbench_array"]["loss_scales"] = [list(self.loss_scales), list(self._growth)]
@@ -409,7 +420,7 @@ class ModelArray(pl.LightningModule):
                 f"ModelArray: the checkpoint holds members {state.get('labels')}, this array {self.labels}"
             )
         self.failed = dict(state.get("failed", {}))
-        for m, skipped in zip(self.members, state.get("skipped_steps", [0] * len(self.members))):
+        for m, skipped in zip(self.member_modules, state.get("skipped_steps", [0] * len(self.members))):
             m.skipped_steps = int(skipped)
         if "loss_scales" in state:
             scales, growth = state["loss_scales"]
