@@ -124,13 +124,13 @@ def test_only_global_rank_zero_writes_records(tmp_path, monkeypatch):
 
 def test_a_fingerprint_disagreement_stops_the_comparison(tmp_path, monkeypatch):
     from lossbench.compare import Comparison, load_recipe
-    from lossbench.compare.execution import engine
+    from lossbench.compare.execution import runner
     from tests.compare.conftest import tiny_recipe
 
     def disagree(what, value):
         raise RankMismatchError(f"the processes disagree on {what}")
 
-    monkeypatch.setattr(engine, "same_on_all_ranks", disagree)
+    monkeypatch.setattr(runner, "same_on_all_ranks", disagree)
     with pytest.raises(RankMismatchError, match="backbone_init fingerprint of loss 'ce' seed 0"):
         Comparison(load_recipe(tiny_recipe(losses=["ce"], seeds=[0])), tmp_path / "out", progress=False).run()
 

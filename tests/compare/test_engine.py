@@ -70,8 +70,8 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
                 raise RuntimeError("simulated crash at step 6")
 
     comparison = Comparison(recipe, out, progress=False)
-    make = comparison.trainer
-    comparison.trainer = lambda callbacks, root: make(callbacks + [Stop()], root)
+    make = comparison.book.trainer  # every Trainer of the comparison's runs (RunBook.trainer)
+    comparison.book.trainer = lambda callbacks, root: make(callbacks + [Stop()], root)
     comparison.run()
     record = RunRecord.load(run_dir(out, "ce", 0) / "record.json")
     assert record.status == "failed" and "simulated crash" in record.error

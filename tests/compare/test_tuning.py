@@ -18,6 +18,7 @@ from torch import Tensor
 
 from lossbench.compare import Comparison, RecipeError, load_recipe
 from lossbench.compare.analysis.tuning import check_tuning, select_trials
+from lossbench.compare.execution.runner import RunBook
 from lossbench.compare.recipe.trials import trial_label
 from lossbench.compare.recipe.tune import TuneSpec
 from lossbench.compare.report.render import render_report
@@ -378,7 +379,7 @@ def test_a_diverged_trial_is_scored_worst_never_chosen_and_reported_and_the_comp
     assert f"- bad: trial{'s' if len(diverging) > 1 else ''} {trials_text} diverged (a non-finite training loss" in text
     assert "WARNING" not in text
     trained = []  # a diverged trial is done, like a finished one: the rerun trains nothing
-    monkeypatch.setattr(Comparison, "trainer", lambda self, *a, **k: trained.append(self.output) or 1 / 0)
+    monkeypatch.setattr(RunBook, "trainer", lambda self, *a, **k: trained.append(self.output) or 1 / 0)
     again = Comparison(recipe, tmp_path / "out", progress=False)
     again.run()
     assert again.failed == [] and trained == []

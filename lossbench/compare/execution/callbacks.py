@@ -103,7 +103,15 @@ class LossMean:
         return float(mean)
 
 
-class RunRecorder(pl.Callback):
+class Recorder(pl.Callback):
+    """An evaluation table kept by a callback (:class:`RunRecorder`, the fused executor's ``ArrayRecorder``)."""
+
+    def needs_evaluation(self, step: int) -> bool:
+        """Whether the table lacks the evaluation of ``step`` (after ``fit``: the final point of the curves)."""
+        raise NotImplementedError
+
+
+class RunRecorder(Recorder):
     """One row per evaluation of a :class:`~lossbench.LossbenchModule`: step, epoch, training wall time, mean
     train loss since the last evaluation, gradient norm, learning rate and every ``val/`` metric
     (:func:`evaluation_row`). Its rows and clocks are saved in checkpoints, so a resumed run continues the same
@@ -162,6 +170,9 @@ class RunRecorder(pl.Callback):
         )
         if self.on_row is not None:
             self.on_row(self.rows)
+
+    def needs_evaluation(self, step: int) -> bool:
+        return not self.rows or self.rows[-1]["step"] != step
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": [dict(r) for r in self.rows], "train_seconds": self.train_seconds}
