@@ -101,6 +101,8 @@ class Comparison:
         # ones the recipe's trainer asks for, its data is set by prepare()
         self.book = RunBook(recipe, self.output)
         self.part_of: Path | None = None  # the comparison whose sub-comparison (teacher/, tuning/) this is
+        self.built_by_parent = False  # the tuning's trials: its parent built each loss at each point (prepare)
+        self._prepared = False
 
     @property
     def processes(self) -> Processes:
@@ -131,19 +133,46 @@ class Comparison:
 
     # -- validation, before anything is written ------------------------------------------------
     def prepare(self) -> None:
-        """Check the output folder, the data and every loss against the data. Writes nothing."""
+        """Check the output folder, the data, every loss against the data, and build every loss (at every tuning
+        point). Writes nothing.
+
+        Once per comparison: a second call does nothing (``lossbench compare`` prepares before it runs). What
+        another process can change meanwhile (the folder's comparison.json and records, against the data's
+        fingerprints) is checked again under the folder's lock, by reading files: no model is built again.
+        """
+        if self._prepared:
+            return
         self._check_output()
         dm = self.datamodule(self.recipe.seeds[0])
         spec = dm.spec
         self.data = dm.describe_splits()
+        self._check_splits()
+        self._check_data()
+        self._check_losses(spec)
+        self._check_model_size(spec)
+        check_distillers(self.recipe)
+        if self.recipe.teacher is not None and "checkpoint" in self.recipe.teacher:
+            load_checkpoint_teacher(
+                self.recipe.teacher["checkpoint"],
+                spec,  # its classes, data and contents, now
+                self.recipe.teacher.get("sha256"),
+            )
+        if not self.built_by_parent:
+            self._check_builds(spec)
+        self._prepared = True
+
+    def _check_splits(self) -> None:
         for split in ("validation", "test"):
             if split not in self.data:
+                fraction = "val_fraction" if split == "validation" else "test_fraction"
                 raise RecipeError(
-                    f"recipe: the data has no {split} split and carves none (`data.{'val' if split == 'validation' else 'test'}"
-                    f"_fraction` is 0): a comparison needs validation rows to select on and test rows to report; "
-                    f"give a {split} split or a fraction > 0"
+                    f"recipe: the data has no {split} split and carves none (`data.{fraction}` is 0): a comparison "
+                    f"needs validation rows to select on and test rows to report; give a {split} split or a "
+                    "fraction > 0"
                 )
-        self._check_data()
+
+    def _check_losses(self, spec: Any) -> None:
+        """Every loss's task fits the data, and logs every metric a choice is made on."""
         from lossbench.metrics import metric_specs
         from lossbench.module import check_head_fits_data, resolve_head_class
 
@@ -163,16 +192,11 @@ class Comparison:
                         f"recipe: `{key}` {metric!r} is not logged for loss {loss.label!r} ({task} head)"
                         f"{did_you_mean(metric, logged)} (it logs {logged})"
                     )
-        self._check_model_size(spec)
-        check_distillers(self.recipe)
-        if self.recipe.teacher is not None and "checkpoint" in self.recipe.teacher:
-            load_checkpoint_teacher(
-                self.recipe.teacher["checkpoint"],
-                spec,  # its classes, data and contents, now
-                self.recipe.teacher.get("sha256"),
-            )
+
+    def _check_builds(self, spec: Any) -> None:
+        """The heads' own argument checks, before anything is written: every loss builds (at every trial point)."""
         probe = self.initial_state(self.recipe.seeds[0], spec)
-        for loss in self.recipe.losses:  # the heads' own argument checks, before anything is written
+        for loss in self.recipe.losses:
             try:
                 self.build_model(loss, self.recipe.seeds[0], spec, probe)
             except (ValueError, TypeError) as exc:
@@ -313,11 +337,12 @@ class Comparison:
             return [Unit(recipe, seed, labels, out, FUSED) for seed in self.recipe.seeds]
         return [Unit(recipe, seed, [loss.label], out, SEQUENTIAL) for seed, loss in self.plan()]
 
-    def _run_part(self, recipe: Recipe, folder: str) -> Comparison:
+    def _run_part(self, recipe: Recipe, folder: str, built: bool = False) -> Comparison:
         """Run ``recipe`` as a comparison of its own in ``DIR/<folder>`` (teachers, tuning trials), in this
-        comparison's processes and under its lock, without a report; its failed runs are this one's too."""
+        comparison's processes and under its lock, without a report; its failed runs are this one's too.
+        ``built``: this comparison's prepare() built each of its losses already."""
         sub = Comparison(recipe, self.output / folder, progress=self.progress)
-        sub.processes, sub.part_of = self.processes, self.output
+        sub.processes, sub.part_of, sub.built_by_parent = self.processes, self.output, built
         sub.prepare()
         sub._run_locked(report=False)
         self.failed.extend(f"{folder}: {line}" for line in sub.failed)
@@ -344,7 +369,7 @@ class Comparison:
         points their trials select on validation (written to ``DIR/tuning.json``)."""
         tune = self.recipe.tune
         self.position = "tuning"
-        self._run_part(tuning_recipe(self.recipe), TUNING_DIR)
+        self._run_part(tuning_recipe(self.recipe), TUNING_DIR, built=True)  # prepare() built every trial
         chosen = None
         if self.processes.is_global_zero:
             chosen = select_trials(
