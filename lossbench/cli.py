@@ -59,10 +59,12 @@ EXIT_WRITE_FAILED = 74  # sysexits.h EX_IOERR: the results folder could not be w
 
 
 def _compare(args: argparse.Namespace, extra: list[str]) -> int:
-    from lossbench.compare.execution.engine import Comparison, quiet
+    from lossbench.compare.execution.engine import Comparison
     from lossbench.compare.execution.interrupt import Interrupted
+    from lossbench.compare.execution.runner import quiet
     from lossbench.compare.recipe.checks import RecipeError
     from lossbench.compare.recipe.recipe import load_recipe
+    from lossbench.compare.store.layout import RECORD_FILE
     from lossbench.compare.store.lock import FolderBusyError
     from lossbench.compare.store.storage import OutsideResultsFolder, WriteFailed, folder_name_problem
     from lossbench.heads import UnknownHeadError
@@ -121,7 +123,7 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
     if comparison.failed:
         print(
             f"lossbench compare: {len(comparison.failed)} run(s) failed: {'; '.join(comparison.failed)} "
-            "(details in their record.json and the report); rerunning the command retries them",
+            f"(details in their {RECORD_FILE} and the report); rerunning the command retries them",
             file=sys.stderr,
         )
         return 1
@@ -146,8 +148,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _recompute(folder: str, trusted_heads: list[str]) -> int:
     """Recompute every finished run's numbers from its weights, predictions and metrics.csv; 1 if any differ."""
-    from lossbench.compare.execution.engine import quiet
     from lossbench.compare.execution.recompute import recompute
+    from lossbench.compare.execution.runner import quiet
+    from lossbench.compare.store.layout import METRICS_FILE
 
     with quiet():
         result = recompute(folder, trusted_heads=trusted_heads)
@@ -156,7 +159,7 @@ def _recompute(folder: str, trusted_heads: list[str]) -> int:
     print(
         f"recomputed {len(result.checked)} finished run(s): test metrics from the saved predictions, "
         f"predictions from the saved weights (largest difference {result.max_prediction_diff:.3g}), "
-        f"final/best/steps-to-target/AUC from metrics.csv: "
+        f"final/best/steps-to-target/AUC from {METRICS_FILE}: "
         + ("all equal to the records" if result.ok else f"{len(result.problems)} difference(s)")
     )
     return 0 if result.ok else 1

@@ -45,17 +45,20 @@ from lossbench.compare.recipe.schema import LossSpec, Recipe
 from lossbench.compare.recipe.trials import tuning_recipe, with_point
 from lossbench.compare.store.layout import (
     LOCK_FILE,
+    RECIPE_FILE,
+    RECORD_FILE,
+    REPORT_FILE,
     TEACHER_DIR,
     TUNING_DIR,
     run_dir,
 )
 from lossbench.compare.store.lock import FolderLock
+from lossbench.compare.store.meta import ComparisonMeta, comparison_path, write_comparison
 from lossbench.compare.store.records import (
     atomic_write_text,
     read_json,
     remove_temporary_files,
     tuning_records,
-    write_json,
 )
 from lossbench.compare.store.storage import (
     check_writable,
@@ -78,7 +81,7 @@ def _own_start_up_file(path: Path) -> bool:
     """What a comparison killed on its first start can leave before comparison.json: its lock, its recipe copy,
     temporary files. Such a folder resumes instead of being refused as foreign."""
     name = path.name
-    return name in (LOCK_FILE, "recipe.yaml") or (name.startswith(".") and name.endswith(".tmp"))
+    return name in (LOCK_FILE, RECIPE_FILE) or (name.startswith(".") and name.endswith(".tmp"))
 
 
 class Comparison:
@@ -123,7 +126,7 @@ class Comparison:
 
     @property
     def failed(self) -> list[str]:
-        """"loss seed s (error)" of the runs that failed in this invocation."""
+        """The runs that failed in this invocation: ``"loss seed s (error)"``."""
         return self.book.failed
 
     @property
@@ -232,7 +235,7 @@ class Comparison:
             )
 
     def _check_output(self) -> None:
-        meta = self.output / "comparison.json"
+        meta = comparison_path(self.output)
         unwritable = check_writable(self.output)
         if unwritable:
             raise RecipeError(f"compare: `--output` {unwritable}; choose another folder")
@@ -258,7 +261,7 @@ class Comparison:
         for loss in self.recipe.losses:
             tuned = {d.key for d in tune.space if d.loss == loss.label} if tune is not None else set()
             for seed in self.recipe.seeds:
-                record, _ = read_record(run_dir(self.output, loss.label, seed) / "record.json")
+                record, _ = read_record(run_dir(self.output, loss.label, seed) / RECORD_FILE)
                 if record is not None:  # an unreadable one is moved aside and its run trained again (run_one)
                     if record.head != loss.head or _untuned(record.head_args, tuned) != _untuned(loss.args, tuned):
                         raise RecipeError(
@@ -269,7 +272,7 @@ class Comparison:
 
     def _check_data(self) -> None:
         """Refuse to resume or mix when a split's contents differ from those the folder's runs were trained on."""
-        meta = self.output / "comparison.json"
+        meta = comparison_path(self.output)
         if not meta.exists():
             return
         before = self._read_meta().get("data") or {}
@@ -288,7 +291,7 @@ class Comparison:
 
     def _read_meta(self) -> dict[str, Any]:
         """``comparison.json``, or a RecipeError naming it when it is unreadable (it says what the folder holds)."""
-        path = self.output / "comparison.json"
+        path = comparison_path(self.output)
         try:
             meta = read_json(path)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -471,7 +474,7 @@ class Comparison:
         from lossbench.compare.report.render import render_report
 
         if not self.processes.is_global_zero or not report:  # the report is rank 0's to write
-            return self.output / "report.md"
+            return self.output / REPORT_FILE
         return render_report(self.output)
 
     def _launch(self) -> Processes:
@@ -482,35 +485,35 @@ class Comparison:
 
     def _write_meta(self) -> None:
         r = self.recipe
-        meta = {
-            "name": r.name,
-            "recipe": r.to_dict(),
-            "recipe_hash": r.recipe_hash,
-            "setup_hash": self.setup_hash,
-            "recipe_setup_hash": r.setup_hash,
-            "data": self.data,
-            "select": r.select,
-            "baseline": r.baseline,
-            "losses": [l.label for l in r.losses],
-            "seeds": r.seeds,
-            "target": r.target,
-            "budget": {
+        created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+        if comparison_path(self.output).exists():  # the first write's time is kept when the folder resumes
+            created = self._read_meta().get("created", created)
+        meta = ComparisonMeta(
+            name=r.name,
+            recipe=r.to_dict(),
+            recipe_hash=r.recipe_hash,
+            setup_hash=self.setup_hash,
+            baseline=r.baseline,
+            losses=[loss.label for loss in r.losses],
+            seeds=list(r.seeds),
+            target=dict(r.target),
+            budget={
                 "max_epochs": r.trainer["max_epochs"],
                 "max_steps": r.trainer["max_steps"],
                 "eval_every_n_steps": r.trainer["eval_every_n_steps"],
             },
-            "optimizer": dict(r.optimizer),
-            "schedule": dict(r.schedule),
-            "tuned": r.tune is not None,
-            "versions": library_versions(),
-            "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
-        }
-        path = self.output / "comparison.json"
-        if path.exists():
-            meta["created"] = self._read_meta().get("created", meta["created"])
+            versions=library_versions(),
+            created=created,
+            recipe_setup_hash=r.setup_hash,
+            data=self.data,
+            select=r.select,
+            optimizer=dict(r.optimizer),
+            schedule=dict(r.schedule),
+            tuned=r.tune is not None,
+        )
         if r.runnable:  # `lossbench compare DIR/recipe.yaml`; a tuning comparison's trials are run by its parent's
-            atomic_write_text(self.output / "recipe.yaml", r.to_yaml())
-        write_json(path, meta)
+            atomic_write_text(self.output / RECIPE_FILE, r.to_yaml())
+        write_comparison(self.output, meta)
 
     def run_one(
         self, loss: LossSpec, seed: int, dm: Any, init: InitialState, execution: dict[str, Any] | None = None

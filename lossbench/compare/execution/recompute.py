@@ -39,17 +39,22 @@ import torch
 from lossbench.compare.execution.evaluate import metrics_from_predictions, predict
 from lossbench.compare.execution.teacher import fingerprint, training_logits
 from lossbench.compare.store.layout import (
+    COMPARISON_FILE,
+    METRICS_FILE,
     PREDICTIONS_FILE,
+    RECORD_FILE,
     SUMMARY_FILE,
     TEACHER_DIR,
     TEACHER_LABEL,
     TUNING_DIR,
     WEIGHTS_FILE,
+    record_paths,
     run_dir,
 )
+from lossbench.compare.store.meta import comparison_path, load_comparison
 from lossbench.compare.store.records import CorruptFileError, RunRecord, read_json, read_metrics
-from lossbench.compare.store.tensors import load_run_tensors
 from lossbench.compare.store.storage import is_under
+from lossbench.compare.store.tensors import load_run_tensors
 from lossbench.data.identity import fingerprints_of
 
 VALIDATION_TOLERANCE = 1e-4
@@ -107,12 +112,12 @@ def _check_summary(record: RunRecord, rows: list[dict[str, Any]], out: Recompute
         for metric, value in getattr(record, key).items():
             if not _same(again[key].get(metric), value):
                 out.problems.append(
-                    f"{name}: {key} {metric} is {value} in record.json, {again[key].get(metric)} from metrics.csv"
+                    f"{name}: {key} {metric} is {value} in {RECORD_FILE}, {again[key].get(metric)} from {METRICS_FILE}"
                 )
     for key in ("steps_to_target", "auc"):
         if not _same(again[key], getattr(record, key)):
             out.problems.append(
-                f"{name}: {key} is {getattr(record, key)} in record.json, {again[key]} from metrics.csv"
+                f"{name}: {key} is {getattr(record, key)} in {RECORD_FILE}, {again[key]} from {METRICS_FILE}"
             )
 
 
@@ -132,8 +137,6 @@ def recompute(
     Raises:
         FileNotFoundError, CorruptFileError: ``root/comparison.json`` is missing or unreadable.
     """
-    from lossbench.compare.store.meta import load_comparison
-
     root = Path(root)
     comparison = load_comparison(root)
     out = RecomputeResult()
@@ -147,14 +150,13 @@ def _check_folder(
     folder: Path, comparison: dict[str, Any], check: _Check, out: RecomputeResult, prefix: str
 ) -> list[RunRecord]:
     """Check every finished run of ``folder``, then its parts and its tuning choice; returns its records."""
-    from lossbench.compare.store.meta import load_comparison
-
     records = []
-    for path in sorted(folder.glob("runs/*/seed_*/record.json")):
+    for path in record_paths(folder):
         name = f"{prefix}{path.parent.parent.name} {path.parent.name.replace('_', ' ')}"
         try:
             record = RunRecord.load(path)
-            rows = read_metrics(path.parent / "metrics.csv") if (path.parent / "metrics.csv").exists() else []
+            metrics = path.parent / METRICS_FILE
+            rows = read_metrics(metrics) if metrics.exists() else []
         except (CorruptFileError, OSError) as exc:  # a check: the unreadable file is one difference
             out.problems.append(f"{name}: {exc}")
             continue
@@ -171,7 +173,7 @@ def _check_folder(
             out.problems.append(f"{name}: cannot be recomputed: {_line(exc)}")
     parts: dict[str, list[RunRecord]] = {}
     for part in PARTS:
-        if (folder / part / "comparison.json").is_file():
+        if comparison_path(folder / part).is_file():
             try:
                 parts[part] = _check_folder(
                     folder / part, load_comparison(folder / part), check, out, f"{prefix}{part}/"
@@ -212,7 +214,7 @@ def _check_run(
     for metric, value in record.test.items():
         if not _same(metrics.get(metric), value):
             out.problems.append(
-                f"{name}: {metric} is {value} in record.json, {metrics.get(metric)} from {PREDICTIONS_FILE}"
+                f"{name}: {metric} is {value} in {RECORD_FILE}, {metrics.get(metric)} from {PREDICTIONS_FILE}"
             )
 
 
@@ -304,7 +306,7 @@ def _load_model(record: RunRecord, folder: Path, recipe: dict[str, Any], dm: Any
         check_fits_weights(
             model_values(record.head, record.head_args, dm.spec, BackboneConfig(**recipe["backbone"])),
             weights,
-            "comparison.json's recipe and the record",
+            f"{COMPARISON_FILE}'s recipe and the record",
             f"backbone {recipe['backbone']}, head {record.head!r} {record.head_args}",
             "the folder's recipe or record does not describe these weights",
         )
@@ -342,7 +344,7 @@ def _check_validation(
     row = next((r for r in rows if r.get("step") == step), None)
     if row is None:
         out.problems.append(
-            f"{name}: metrics.csv has no evaluation at step {step}, where its reported weights were selected"
+            f"{name}: {METRICS_FILE} has no evaluation at step {step}, where its reported weights were selected"
         )
         return
     for metric, value in again.items():
@@ -352,7 +354,7 @@ def _check_validation(
             or (math.isnan(value) and math.isnan(logged))
         ):
             out.problems.append(
-                f"{name}: {metric} is {logged} in metrics.csv at step {step}, {value} from "
+                f"{name}: {metric} is {logged} in {METRICS_FILE} at step {step}, {value} from "
                 f"{WEIGHTS_FILE} on the validation split"
             )
 
@@ -379,8 +381,6 @@ def _check_teacher_logits(
     recomputed from the teacher's kept weights (``DIR/teacher``). A finished run without a fingerprint, or a seed
     without a finished teacher run to recompute it from, is a difference: neither check can be skipped by removing
     what it reads."""
-    from lossbench.compare.store.meta import load_comparison
-
     taught: dict[int, list[RunRecord]] = {}
     for r in students:
         if r.status != "finished":
