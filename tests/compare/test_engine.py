@@ -40,7 +40,7 @@ def test_runs_of_a_seed_share_initial_weights_and_batch_order(finished):
     by_seed = {}
     for record, rows in load_records(out):
         by_seed.setdefault(record.seed, []).append((record, rows))
-    for seed, runs in by_seed.items():
+    for runs in by_seed.values():
         fps = [r.fingerprints for r, _ in runs]
         assert len({f["backbone_init"] for f in fps}) == 1
         assert len({f["head_init"] for f in fps}) == 1  # ce, focal, sce: same projection shape

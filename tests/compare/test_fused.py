@@ -86,7 +86,7 @@ def test_fused_members_keep_their_head_shapes_and_tasks(both):
 def make_members(labels_heads, lrs=None, clip=None, dtype=torch.float32):
     spec = DataSpec("features", "class", num_classes=3, num_features=5)
     members = {}
-    for i, (label, head) in enumerate(labels_heads):
+    for label, head in labels_heads:
         m = LossbenchModule(
             head,
             data_spec=spec,

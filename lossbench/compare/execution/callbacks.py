@@ -37,7 +37,7 @@ class DataOrderFingerprint(pl.Callback):
         sampler = getattr(loader, "sampler", None)
         order = getattr(sampler, "order", None)
         if order is None:  # a sampler lossbench did not make: fall back to the data module's order
-            order = getattr(trainer.datamodule, "train_order", None)
+            order = getattr(getattr(trainer, "datamodule", None), "train_order", None)
         if order is not None:
             digest = order_fingerprint(order(trainer.current_epoch))
             same_on_all_ranks(f"the batch order of epoch {trainer.current_epoch}", digest)
@@ -94,7 +94,7 @@ class LossMean:
 
     def take(self, trainer: pl.Trainer) -> float | None:
         """The mean (over processes too: they train equal batches in step), then start over; None if no loss."""
-        if not self._count:
+        if not self._count or self._sum is None:
             return None
         mean = self._sum.double() / self._count
         if trainer.world_size > 1:
@@ -145,7 +145,7 @@ class RunRecorder(Recorder):
         if self.rows and self.on_row is not None:  # resumed: the table is the checkpoint's (rows after it are redone)
             self.on_row(self.rows)
 
-    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, module: Any) -> None:  # a LossbenchModule
         if trainer.sanity_checking:
             return
         step = int(trainer.global_step)

@@ -43,6 +43,7 @@ from lossbench.compare.execution.unit import Unit
 from lossbench.compare.recipe.checks import MAX_PARAMETERS, RecipeError
 from lossbench.compare.recipe.schema import LossSpec, Recipe
 from lossbench.compare.recipe.trials import tuning_recipe, with_point
+from lossbench.compare.recipe.tune import TuneSpec
 from lossbench.compare.store.layout import (
     LOCK_FILE,
     RECIPE_FILE,
@@ -205,12 +206,11 @@ class Comparison:
             except (ValueError, TypeError) as exc:
                 raise RecipeError(f"recipe: loss {loss.label!r} cannot be built for the data: {exc}") from None
         if self.recipe.tune is not None:
-            self._check_trials(spec, probe)
+            self._check_trials(self.recipe.tune, spec, probe)
 
-    def _check_trials(self, spec, probe: InitialState) -> None:
+    def _check_trials(self, tune: TuneSpec, spec: Any, probe: InitialState) -> None:
         """Every loss builds at every trial point (a head argument or optimizer value out of its range is refused
         now, not when its trial starts)."""
-        tune = self.recipe.tune
         for loss in self.recipe.losses:
             for j, point in enumerate(tune.loss_points(loss.label)):
                 try:
@@ -246,10 +246,11 @@ class Comparison:
         if meta.exists():
             previous = self._read_meta()
             check_same_teacher(previous.get("recipe"), self.recipe, self.output)  # names a changed checkpoint
-            if previous.get("recipe_setup_hash", previous.get("setup_hash")) != self.recipe.setup_hash:
+            setup = previous.get("recipe_setup_hash", previous.get("setup_hash"))
+            if setup != self.recipe.setup_hash:
                 raise RecipeError(
                     f"compare: `--output` {str(self.output)!r} holds results of another recipe setup "
-                    f"({previous.get('name')!r}, setup {str(previous.get('recipe_setup_hash', previous.get('setup_hash')))[:12]} vs "
+                    f"({previous.get('name')!r}, setup {str(setup)[:12]} vs "
                     f"{self.recipe.setup_hash[:12]} now): refusing to mix them; use a new --output folder"
                 )
         elif self.output.exists() and any(not _own_start_up_file(p) for p in self.output.iterdir()):
@@ -278,7 +279,8 @@ class Comparison:
         before = self._read_meta().get("data") or {}
         changed = [
             f"{split!r} (fingerprint {str(before.get(split, {}).get('fingerprint'))[:12]} then, "
-            f"{str(now.get('fingerprint'))[:12]} now; {before.get(split, {}).get('rows')} rows then, {now.get('rows')} now)"
+            f"{str(now.get('fingerprint'))[:12]} now; {before.get(split, {}).get('rows')} rows then, "
+            f"{now.get('rows')} now)"
             for split, now in self.data.items()
             if before.get(split, {}).get("fingerprint") != now.get("fingerprint")
         ]
@@ -371,6 +373,8 @@ class Comparison:
         """Train every loss's trials (``DIR/tuning``, a comparison of its own), then set :attr:`losses` to the
         points their trials select on validation (written to ``DIR/tuning.json``)."""
         tune = self.recipe.tune
+        if tune is None:
+            return
         self.position = "tuning"
         self._run_part(tuning_recipe(self.recipe), TUNING_DIR, built=True)  # prepare() built every trial
         chosen = None
@@ -389,7 +393,8 @@ class Comparison:
         """Validate, lock the folder, train what is not finished, render the report; returns the report's path.
 
         Raises :class:`~lossbench.compare.store.lock.FolderBusyError` when another process holds the folder (unless
-        ``wait``) and :class:`~lossbench.compare.execution.interrupt.Interrupted` on SIGTERM/SIGINT (the folder resumes).
+        ``wait``) and :class:`~lossbench.compare.execution.interrupt.Interrupted` on SIGTERM/SIGINT (the folder
+        resumes).
         """
         with quiet():
             self.prepare()
@@ -421,7 +426,7 @@ class Comparison:
             )
 
     def _run_locked(self, report: bool = True) -> Path:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
         with quiet():
             if self.processes.is_global_zero:  # under the lock, again: another process may have written meanwhile

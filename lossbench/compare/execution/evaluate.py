@@ -19,7 +19,7 @@ recompute them exactly; :func:`predict` recomputes the file from the weights.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -131,7 +131,7 @@ def metrics_from_predictions(
     for name, (metric, reads, _) in metric_specs(task, num_classes, sync=False, **ignore).items():
         tgt = target
         if task == "lm" and reads == "proba":  # stored as the target token's probability
-            keep = target != metric.ignore_index
+            keep = target.ne(cast(int, metric.ignore_index))  # an int attribute of the LM metrics
             pred = predictions["target_proba"].unsqueeze(-1)
             tgt = torch.where(keep, torch.zeros_like(target), target)
         else:

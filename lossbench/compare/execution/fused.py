@@ -23,7 +23,7 @@ import contextlib
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import torch
@@ -66,7 +66,7 @@ class ArrayRecorder(Recorder):
         self._loss = [LossMean() for _ in labels]
         self.on_row = on_row
 
-    def on_train_start(self, trainer: pl.Trainer, module: ModelArray) -> None:
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         for i, rows in enumerate(self.rows):  # resumed: each table is the checkpoint's (rows after it are redone)
             if rows and self.on_row is not None:
                 self.on_row(i, rows)
@@ -74,34 +74,35 @@ class ArrayRecorder(Recorder):
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         self._started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, module: ModelArray, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer, module: pl.LightningModule, outputs, batch, batch_idx) -> None:
         if self._started is not None:
             self.train_seconds += time.perf_counter() - self._started
             self._started = None
-        for i, loss in enumerate(module.step_losses):
+        for i, loss in enumerate(cast(ModelArray, module).step_losses):
             if loss is not None:
                 self._loss[i].add(loss)
 
-    def on_validation_end(self, trainer: pl.Trainer, module: ModelArray) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
+        array = cast(ModelArray, module)
         step = int(trainer.global_step)
         for i, label in enumerate(self.labels):
             rows = self.rows[i]
-            if label in module.failed or (rows and rows[-1]["step"] == step):
+            if label in array.failed or (rows and rows[-1]["step"] == step):
                 continue
-            lr = module.step_lrs[i]  # the member's last step that updated its weights (before any: the optimizer's)
+            lr = array.step_lrs[i]  # the member's last step that updated its weights (before any: the optimizer's)
             if lr is None and trainer.optimizers:
-                lr = module.member_lr(trainer.optimizers[0], i)
+                lr = array.member_lr(trainer.optimizers[0], i)
             rows.append(
                 evaluation_row(
                     step,
                     int(trainer.current_epoch),
                     self.train_seconds,
                     self._loss[i].take(trainer),
-                    module.step_grad_norms[i],
+                    array.step_grad_norms[i],
                     lr,
-                    module.values[i],
+                    array.values[i],
                 )
             )
             if self.on_row is not None:
@@ -126,12 +127,13 @@ class ArrayBest(pl.Callback):
         self.metric = metric
         self.best = [BestWeights(metric, mode) for _ in range(members)]
 
-    def on_validation_end(self, trainer: pl.Trainer, module: ModelArray) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        for i, (best, member) in enumerate(zip(self.best, module.members)):
-            if module.labels[i] not in module.failed:
-                best.offer(int(trainer.global_step), module.values[i].get(self.metric), member.state_dict)
+        array = cast(ModelArray, module)
+        for i, (best, member) in enumerate(zip(self.best, array.members)):
+            if array.labels[i] not in array.failed:
+                best.offer(int(trainer.global_step), array.values[i].get(self.metric), member.state_dict)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": [b.state_dict() for b in self.best]}
@@ -151,7 +153,7 @@ def fusable(model, fused: Any, batch: Any) -> str | None:
     model.eval()  # no dropout draws: both compute the same function, and the global RNG is left alone
     try:
         with torch.no_grad():
-            inputs, target = model._unpack(batch)
+            inputs, target = model.unpack_batch(batch)
             alone = model.head_loss(model(inputs), target, batch)[0]
     except Exception:  # fails alone too: the sequential run reports it, as it would have anyway
         return None
