@@ -15,7 +15,7 @@ import pytest
 
 from lossbench.compare import Comparison, load_recipe
 from lossbench.compare.execution.unit import Unit, recipe_from_dict, unit_book, unit_losses
-from lossbench.compare.store.layout import COMPARISON_FILE
+from lossbench.compare.store.layout import COMPARISON_FILE, TEACHER_DIR
 from lossbench.compare.store.records import load_records
 from tests.compare.conftest import tiny_recipe
 
@@ -159,3 +159,43 @@ def test_a_unit_of_another_recipe_or_an_unknown_loss_is_refused(reference, tmp_p
     done = run_unit_process(Unit(other.to_dict(), 0, ["ce"], folder, "fused"), tmp_path, "other")
     assert done.returncode == 2 and "is not that of the comparison" in done.stderr
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [COMPARISON_FILE]  # nothing written
+
+
+def test_a_unit_of_a_distilling_comparison_rebuilds_its_teachers_logits(tmp_path):
+    """The worker loads the seed's teacher from DIR/teacher (trained before any unit) and gives its batches the
+    same logits: the students' records carry the same teacher fingerprint and the same numbers."""
+    from tests.compare.test_distill import distil
+
+    comparison = Comparison(load_recipe(distil(seeds=[0])), tmp_path / "ref", progress=False)
+    comparison.run()
+    ref = runs(tmp_path / "ref")
+    work = tmp_path / "work"
+    shutil.copytree(comparison.output / TEACHER_DIR, work / TEACHER_DIR)  # the teachers come first
+    shutil.copy(comparison.output / COMPARISON_FILE, work / COMPARISON_FILE)
+    (unit,) = comparison.units()
+    done = run_unit_process(Unit.from_dict({**unit.to_dict(), "output": str(work)}), tmp_path, "students")
+    assert done.returncode == 0, done.stderr[-3000:]
+    mine = runs(work)
+    assert set(mine) == {("ce", 0), ("kd", 0), ("kd_hard", 0)}
+    for key, run in mine.items():
+        assert run[0].fingerprints["teacher"] == comparison.teacher_fingerprints[0]
+        record, rows = run
+        ref_record, ref_rows = ref[key]
+        assert record.fingerprints == ref_record.fingerprints and record.test.keys() == ref_record.test.keys()
+        assert all(math.isclose(record.test[k], ref_record.test[k], rel_tol=1e-5, abs_tol=1e-6) for k in record.test)
+
+
+def test_a_tuned_comparisons_unit_trains_each_loss_at_its_chosen_point(tmp_path):
+    raw = {
+        **tiny_recipe(
+            losses=["ce", "focal"], seeds=[0], executor="fused", trainer={"max_steps": 2, "eval_every_n_steps": 2}
+        ),
+        "tune": {"trials": 2, "seeds": [100], "space": {"optimizer.lr": {"low": 1e-3, "high": 3e-2, "log": True}}},
+    }
+    comparison = Comparison(load_recipe(raw), tmp_path / "out", progress=False)
+    comparison.run()
+    (unit,) = comparison.units()
+    book, losses = unit_book(Unit.from_dict(json.loads(json.dumps(unit.to_dict()))))
+    assert losses == comparison.losses  # read back from DIR/tuning.json: the points the comparison trained at
+    assert [loss.tuning["role"] for loss in losses] == ["final", "final"] and losses[0].overrides
+    assert {r.loss: r.tuning for r, _ in load_records(tmp_path / "out")} == {l.label: l.tuning for l in losses}
