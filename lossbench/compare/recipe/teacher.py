@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from lossbench.compare.recipe.checks import RecipeError, check_config, check_keys
 
-KEYS = ("checkpoint", "sha256", "head", "head_args", "backbone", "max_epochs", "max_steps")
+
+@dataclass
+class TeacherConfig:
+    """A recipe's ``teacher:`` section: a checkpoint to load (the same teacher for every seed), or a teacher to train
+    first, once per seed, on the students' data and batch order. Its keys and defaults, defined once."""
+
+    checkpoint: str | None = None  # a LossbenchModule checkpoint file (then only sha256 may be given besides)
+    sha256: str | None = None  # the checkpoint file's sha256 (computed when not given; in the setup hash)
+    head: str = "ce"  # a trained teacher's head: a registered name that does not distil
+    head_args: dict[str, Any] | None = None  # its arguments
+    backbone: dict[str, Any] | None = None  # its backbone settings (default: the students')
+    max_epochs: int | None = None  # its budget: one of max_epochs and max_steps (default: the students')
+    max_steps: int | None = None
+
+
+KEYS = tuple(f.name for f in fields(TeacherConfig))
 
 
 def parse_teacher(raw: Any) -> dict[str, Any]:
@@ -44,7 +60,7 @@ def parse_teacher(raw: Any) -> dict[str, Any]:
         return {"checkpoint": path, "sha256": check_checkpoint_contents(path, pinned)}
     if "sha256" in raw:
         raise RecipeError("recipe: `teacher.sha256` fingerprints a `teacher.checkpoint`; a trained teacher has none")
-    head = raw.get("head", "ce")
+    head = raw.get("head", TeacherConfig.head)
     if not isinstance(head, str) or "." in head:
         raise RecipeError(f"recipe: `teacher.head` must be a registered head name, got {head!r}")
     cls = get_head_class(head)
