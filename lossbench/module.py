@@ -480,8 +480,6 @@ class LossbenchModule(pl.LightningModule):
         inputs, target = batch
         return inputs, target
 
-    _unpack = unpack_batch  # the former name, for a caller not moved to unpack_batch yet (execution/fused.py)
-
     def head_loss(self, outputs: Tensor, target: Tensor, batch: Any = None) -> tuple[Tensor, dict[str, Tensor]]:
         """The head's loss and terms on ``outputs``; a head that distils also gets the batch's teacher logits
         (``batch["teacher"]``, present in training batches of a comparison with a ``teacher:``)."""

@@ -93,7 +93,8 @@ def test_an_untuned_recipe_keeps_its_hashes():
         # issue 19, item 11: a dimension that changes nothing, or that cannot take a sampled real number
         (
             {"space": {"optimizer.momentum": {"low": 0.5, "high": 0.99}}},
-            "`tune.space.optimizer.momentum` changes nothing under `optimizer.name` 'adamw' (only 'sgd' reads momentum)",
+            "`tune.space.optimizer.momentum` changes nothing under `optimizer.name` 'adamw' "
+            "(only 'sgd' reads momentum)",
         ),
         (
             {"space": {"losses.ce.args.ignore_index": {"low": 0, "high": 2}}},

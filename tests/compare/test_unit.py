@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from lossbench.compare import Comparison, load_recipe
-from lossbench.compare.execution.unit import Unit, recipe_from_dict, unit_book, unit_losses
+from lossbench.compare.execution.unit import Unit, unit_book, unit_losses
+from lossbench.compare.recipe.schema import Recipe
 from lossbench.compare.store.layout import COMPARISON_FILE, TEACHER_DIR
 from lossbench.compare.store.records import load_records
 from tests.compare.conftest import tiny_recipe
@@ -124,13 +125,13 @@ def test_a_unit_is_plain_json_and_its_recipe_the_resolved_one():
     recipe = load_recipe(RECIPE)
     unit = Unit(recipe.to_dict(), 3, ["ce"], "out", "sequential")
     assert Unit.from_dict(json.loads(json.dumps(unit.to_dict()))) == unit
-    again = recipe_from_dict(json.loads(json.dumps(recipe.to_dict())))
+    again = Recipe.from_dict(json.loads(json.dumps(recipe.to_dict())))
     assert again == recipe and again.recipe_hash == recipe.recipe_hash and again.setup_hash == recipe.setup_hash
     tuned = load_recipe(
         {**RECIPE, "tune": {"trials": 2, "seeds": [9], "space": {"optimizer.lr": {"low": 1e-3, "high": 1e-2}}}}
     )
-    assert tuned.tune is not None and recipe_from_dict(tuned.to_dict()) == tuned
-    assert recipe_from_dict(tuned.to_dict()).setup_hash == tuned.setup_hash
+    assert tuned.tune is not None and Recipe.from_dict(tuned.to_dict()) == tuned
+    assert Recipe.from_dict(tuned.to_dict()).setup_hash == tuned.setup_hash
 
 
 @pytest.mark.parametrize(

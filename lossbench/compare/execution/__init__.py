@@ -1,1 +1,2 @@
-"""Stage 5: running a comparison (the engine, the run lifecycle, the fused array, tuning and teacher runs, recompute)."""
+"""Stage 5: running a comparison (the engine, the run lifecycle, the fused array, tuning and teacher runs,
+recompute)."""

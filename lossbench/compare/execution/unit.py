@@ -28,7 +28,6 @@ from lossbench.compare.execution.interrupt import Interrupted, stop_on_signals
 from lossbench.compare.execution.runner import FUSED, SEQUENTIAL, InitialState, RunBook, quiet
 from lossbench.compare.recipe.schema import EXECUTORS, LossSpec, Recipe
 from lossbench.compare.recipe.trials import with_point
-from lossbench.compare.recipe.tune import TuneSpec
 from lossbench.compare.store.layout import SUMMARY_FILE
 from lossbench.compare.store.meta import load_comparison
 from lossbench.compare.store.records import read_json
@@ -74,15 +73,6 @@ class Unit:
         return cls(**{name: copy.deepcopy(values[name]) for name in names})
 
 
-def recipe_from_dict(values: dict[str, Any]) -> Recipe:
-    """The :class:`Recipe` whose ``to_dict()`` is ``values`` (already checked when it was resolved: no checks)."""
-    values = copy.deepcopy(values)
-    values["losses"] = [LossSpec(**item) for item in values["losses"]]
-    if values.get("tune") is not None:
-        values["tune"] = TuneSpec.from_dict(values["tune"])
-    return Recipe(**values)
-
-
 def unit_losses(recipe: Recipe, labels: list[str], output: Path) -> list[LossSpec]:
     """The losses ``labels`` of ``recipe`` as its comparison trains them on the final seeds: a tuned comparison's
     at their chosen trial points (``DIR/tuning.json``, written when the tuning ended)."""
@@ -114,7 +104,7 @@ def execute(
 
 def unit_book(unit: Unit, processes: Processes | None = None) -> tuple[RunBook, list[LossSpec]]:
     """The unit's RunBook (recipe, folder, the data's description from its comparison.json) and its losses."""
-    recipe = recipe_from_dict(unit.recipe)
+    recipe = Recipe.from_dict(unit.recipe)
     output = Path(unit.output)
     meta = load_comparison(output)  # FileNotFoundError: not a comparison folder
     if meta.get("recipe_setup_hash", meta["setup_hash"]) != recipe.setup_hash:

@@ -3,17 +3,16 @@ the validated :class:`Recipe` with its hashes."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from lossbench.compare.recipe.tune import TuneSpec
 from lossbench.config import BackboneConfig, OptimizerConfig, ScheduleConfig, defaults
-
-if TYPE_CHECKING:
-    from lossbench.compare.recipe.tune import TuneSpec
 
 
 @dataclass
@@ -128,6 +127,16 @@ class Recipe:
         if self.teacher is not None:
             out["teacher"] = dict(self.teacher)
         return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Recipe:
+        """The recipe whose :meth:`to_dict` is ``values`` (comparison.json's ``recipe``, a unit's): already checked
+        when it was resolved, so not checked again."""
+        values = copy.deepcopy(values)
+        values["losses"] = [LossSpec(**item) for item in values["losses"]]
+        if values.get("tune") is not None:
+            values["tune"] = TuneSpec.from_dict(values["tune"])
+        return cls(**values)
 
     def to_yaml(self) -> str:
         """The resolved recipe as a recipe file (defaults filled in): ``load_recipe`` of it gives this recipe."""
