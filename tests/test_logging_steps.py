@@ -107,7 +107,7 @@ def test_compare_rows_hold_the_last_optimizer_steps_grad_norm_and_lr(tmp_path, l
     out = tmp_path / "out"
     spy = Spy()
     comparison = Comparison(recipe, out, progress=False)
-    make = comparison.trainer
+    make = comparison.book.trainer  # the run lifecycle (RunBook) makes every Trainer
 
     def trainer(callbacks, root):
         made = make(callbacks + [spy], root)
@@ -115,7 +115,7 @@ def test_compare_rows_hold_the_last_optimizer_steps_grad_norm_and_lr(tmp_path, l
             made.log_every_n_steps = log_every
         return made
 
-    comparison.trainer = trainer
+    comparison.book.trainer = trainer
     comparison.run()
     rows = read_csv(run_dir(out, "ce", 0) / "metrics.csv")
     assert [r["step"] for r in rows] == [0, 4, 8]
