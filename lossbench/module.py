@@ -27,6 +27,7 @@ from lossbench.data.spec import DataSpec
 from lossbench.heads import CLASS_TASKS, LossHead, get_head_class
 from lossbench.metrics import RunningSums, TaskMetrics
 from lossbench.models import FeatureTokenizer, PatchEmbedding, TokenEmbedding, TransformerBackbone
+from lossbench.models.custom import build_class_path, check_class_path, is_class_path
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -84,15 +85,76 @@ def _spec_needs(spec: DataSpec, name: str, value: _T | None) -> _T:
     return value
 
 
-def _backbone_width(backbone: nn.Module) -> int:
-    """The width of the features ``backbone`` returns: its ``out_features`` (the backbone contract)."""
+BackboneSetting = BackboneConfig | dict[str, Any]
+"""A backbone as settings: the built-in Transformer's (:class:`BackboneConfig`, or its fields as a dict), or a
+class of your own, ``{"class_path": ..., "init_args": {...}}`` (:mod:`lossbench.models.custom`)."""
+
+
+def backbone_setting(backbone: BackboneSetting | None) -> BackboneSetting:
+    """``backbone`` checked: a :class:`BackboneConfig`, or a class path's ``{class_path, init_args}``."""
+    if is_class_path(backbone):
+        return check_class_path(cast("dict[str, Any]", backbone))
+    if isinstance(backbone, dict):
+        return BackboneConfig(**backbone)
+    return backbone if backbone is not None else BackboneConfig()
+
+
+def make_backbone(spec: DataSpec | None, backbone: BackboneSetting | None, seed: int | None = None) -> nn.Module:
+    """The backbone ``backbone`` names, for ``spec``'s inputs: the built-in Transformer (:func:`build_backbone`,
+    which needs ``spec``) or your class (built under ``seed``'s RNG)."""
+    setting = backbone_setting(backbone)
+    if isinstance(setting, dict):
+        return build_class_path(setting, seed)
+    if spec is None:
+        raise ValueError(
+            "LossbenchModule: `data_spec` is needed to build the backbone from a config; "
+            "pass the data module's `spec`, or a ready `backbone` module"
+        )
+    return build_backbone(spec, setting, seed)
+
+
+def sample_inputs(spec: DataSpec, rows: int = 2) -> Tensor:
+    """``rows`` inputs of ``spec``'s kind and shape (zeros; token id 0): what the width probe feeds a backbone."""
+    if spec.input_kind == "features":
+        return torch.zeros(rows, int(_spec_needs(spec, "num_features", spec.num_features)))
+    if spec.input_kind == "tokens":
+        return torch.zeros(rows, int(_spec_needs(spec, "max_length", spec.max_length)), dtype=torch.long)
+    if spec.input_kind == "image":
+        return torch.zeros(rows, *_spec_needs(spec, "image_shape", spec.image_shape))
+    raise ValueError(f"sample_inputs: unknown `input_kind` {spec.input_kind!r} in the data spec")
+
+
+def backbone_width(backbone: nn.Module, spec: DataSpec | None) -> tuple[int, str]:
+    """The width ``F`` of the features ``backbone`` returns, and how it is known: its ``out_features`` attribute,
+    or ``"probe"``: one forward of a 2-row batch of ``spec``'s inputs (eval mode, no gradients, the RNG restored)."""
     width = getattr(backbone, "out_features", None)
-    if width is None:
+    if width is not None:
+        return int(width), "out_features"
+    if spec is None:
         raise TypeError(
             f"LossbenchModule: a `backbone` module must have `out_features`, the width of the features it "
-            f"returns; {type(backbone).__name__} has none"
+            f"returns; {type(backbone).__name__} has none (or pass `data_spec` to measure it on a 2-row batch)"
         )
-    return int(width)
+    training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = backbone(sample_inputs(spec))
+    except Exception as exc:
+        raise ValueError(
+            f"LossbenchModule: the backbone {type(backbone).__name__} fails on a 2-row batch of the data's "
+            f"{spec.input_kind} inputs ({type(exc).__name__}: {exc}); see the backbone contract in "
+            "lossbench.models.custom"
+        ) from exc
+    finally:
+        backbone.train(training)
+    if not isinstance(out, Tensor) or out.dim() < 2 or out.shape[0] != 2:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"LossbenchModule: the backbone {type(backbone).__name__} must return features (B, F) (or (B, T, F)) "
+            f"for a batch of B rows; on 2 rows it returned {shape}"
+        )
+    return int(out.shape[-1]), "probe"
 
 
 def resolve_head_class(head: str) -> type[LossHead]:
@@ -160,7 +222,13 @@ def _check_checkpoint_hparams(path: str | Path, overrides: dict[str, Any]) -> No
             f"never imports a module. If you trust it, pass head={head!r} (or the class) explicitly"
         )
     backbone, spec = hp.get("backbone"), hp.get("data_spec")
-    if not isinstance(backbone, dict) or not isinstance(spec, dict):
+    named = backbone.get("class_path") if is_class_path(backbone) else None  # type: ignore[union-attr]
+    if "backbone" not in overrides and named is not None and imports_a_module(str(named)):
+        raise ValueError(
+            f"{owner}: the checkpoint {str(path)!r} names the backbone class {named!r}; loading a "
+            f"checkpoint never imports a module. If you trust it, pass backbone={backbone!r} explicitly"
+        )
+    if not isinstance(backbone, dict) or not isinstance(spec, dict) or is_class_path(backbone):
         return
     check_fits_weights(
         model_values(
@@ -186,14 +254,15 @@ def imports_a_module(head: str) -> bool:
     return "." in head and head.rpartition(".")[0] not in sys.modules
 
 
-def model_values(head: str | None, head_args: dict[str, Any], spec: DataSpec, backbone: BackboneConfig) -> int:
+def model_values(head: str | None, head_args: dict[str, Any], spec: DataSpec, backbone: BackboneSetting) -> int:
     """How many values (parameters and buffers) ``LossbenchModule(head, head_args, spec, backbone)`` holds, counted
     on the meta device: nothing is allocated, however large the arguments (``d_model``, ``num_classes``, the
     spec's ``vocab_size``, ``max_length``, ``image_shape`` ...) ask it to be. ``head`` None: the backbone only.
     ``head`` must not import a module (:func:`imports_a_module`)."""
     with torch.device("meta"):
-        net = build_backbone(spec, backbone)
+        net = make_backbone(spec, backbone)
         count = sum(t.numel() for t in net.state_dict().values())
+        width = backbone_width(net, spec)[0]  # a probe runs on meta tensors: shapes only
         if head is None:
             return count
         cls = resolve_head_class(head)
@@ -201,11 +270,11 @@ def model_values(head: str | None, head_args: dict[str, Any], spec: DataSpec, ba
         if cls.task in CLASS_TASKS:
             kwargs.setdefault("num_classes", spec.num_classes)
         try:
-            return count + sum(t.numel() for t in cls(in_features=net.out_features, **kwargs).state_dict().values())
+            return count + sum(t.numel() for t in cls(in_features=width, **kwargs).state_dict().values())
         except Exception:  # a head whose own checks compute on values (impossible on meta): its projection's size
             outputs = kwargs.get("num_classes")
             outputs = outputs if isinstance(outputs, int) and not isinstance(outputs, bool) and outputs > 0 else 1
-            return count + (int(net.out_features) + 2) * outputs
+            return count + (width + 2) * outputs
 
 
 def check_fits_weights(wanted: int, weights: dict[str, Any], what: str, detail: str, hint: str) -> None:
@@ -358,17 +427,12 @@ class LossbenchModule(pl.LightningModule):
         self._check_optim(optimizer, lr, weight_decay, momentum, nesterov, schedule, warmup_steps, betas)
         spec = DataSpec.from_dict(data_spec) if isinstance(data_spec, dict) else data_spec
         if backbone is None or isinstance(backbone, (dict, BackboneConfig)):
-            config = BackboneConfig(**backbone) if isinstance(backbone, dict) else (backbone or BackboneConfig())
-            if spec is None:
-                raise ValueError(
-                    "LossbenchModule: `data_spec` is needed to build the backbone from a config; "
-                    "pass the data module's `spec`, or a ready `backbone` module"
-                )
-            self.backbone: nn.Module = build_backbone(spec, config, seed)
-            backbone_hparam: Any = asdict(config)
+            setting = backbone_setting(backbone)
+            self.backbone: nn.Module = make_backbone(spec, setting, seed)
+            backbone_hparam: Any = dict(setting) if isinstance(setting, dict) else asdict(setting)
         else:
             self.backbone, backbone_hparam = backbone, None
-        in_features = _backbone_width(self.backbone)
+        in_features, self.width_from = backbone_width(self.backbone, spec)  # the record says which
         if isinstance(head, str):
             cls = resolve_head_class(head)
             kwargs = dict(head_args or {})

@@ -279,10 +279,20 @@ def test_unpack_batch_reads_dicts_and_pairs():
         assert inputs is x and target is y
 
 
+class _Rowsum(torch.nn.Module):
+    def forward(self, x):
+        return x.sum(dim=1)
+
+
 def test_a_spec_without_what_its_inputs_need_and_a_backbone_without_a_width_are_refused():
     with pytest.raises(ValueError, match=r"build_backbone: 'features' inputs need the data spec's `num_features`"):
         LossbenchModule("ce", data_spec=DataSpec("features", "class", num_classes=3), backbone=SMALL)
     with pytest.raises(ValueError, match=r"'tokens' inputs need the data spec's `vocab_size`, got None"):
         LossbenchModule("ce", data_spec=DataSpec("tokens", "class", num_classes=3, max_length=8), backbone=SMALL)
     with pytest.raises(TypeError, match=r"a `backbone` module must have `out_features`.*; Identity has none"):
-        LossbenchModule("ce", data_spec=FEATURES, backbone=torch.nn.Identity())
+        LossbenchModule("ce", head_args={"num_classes": 3}, backbone=torch.nn.Identity())
+    # with the data spec, a module without `out_features` is measured on a 2-row batch (the backbone contract)
+    probed = LossbenchModule("ce", data_spec=FEATURES, backbone=torch.nn.Identity())
+    assert probed.width_from == "probe" and probed.head.in_features == FEATURES.num_features
+    with pytest.raises(ValueError, match=r"must return features \(B, F\).*returned \(2,\)"):
+        LossbenchModule("ce", data_spec=FEATURES, backbone=_Rowsum())

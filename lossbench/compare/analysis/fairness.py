@@ -94,6 +94,7 @@ def check_fairness(records: Iterable[Any]) -> FairnessResult:
         runs = sorted(by_seed[seed], key=lambda r: r.loss)
         checked[seed] = [r.loss for r in runs]
         groups = [
+            ("backbone", "backbone class and arguments (backbone)", _values(runs, "backbone")),
             ("backbone_init", _DESCRIPTIONS["backbone_init"], _values(runs, "backbone_init")),
             ("teacher", "teacher's logits on the training rows (teacher)", _values(runs, "teacher")),
             ("setup_hash", _DESCRIPTIONS["setup_hash"], {r.loss: r.setup_hash or None for r in runs}),

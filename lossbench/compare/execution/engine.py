@@ -9,6 +9,7 @@ their last checkpoint, and finally renders the report from the records alone.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,6 +77,23 @@ OWN_PARTS = (TEACHER_DIR, TUNING_DIR, f"{TUNING_DIR}/{TEACHER_DIR}")
 
 def _untuned(args: dict[str, Any], tuned: set[str]) -> dict[str, Any]:
     return {k: v for k, v in args.items() if k not in tuned}
+
+
+def _setup_keys_text(previous: Any, recipe: Recipe) -> str:
+    """``"; it differs in `backbone`"``: the setup sections in which the folder's recipe and ``recipe`` differ."""
+    try:
+        before = Recipe.from_dict(previous).setup()
+    except Exception:  # a folder from an older lossbench, or an edited file: the hashes alone
+        return ""
+    now = recipe.setup()
+
+    def same(key: str) -> bool:
+        return json.dumps(before.get(key), sort_keys=True, default=str) == json.dumps(
+            now.get(key), sort_keys=True, default=str
+        )
+
+    keys = sorted(k for k in set(before) | set(now) if not same(k))
+    return f"; it differs in {', '.join(f'`{k}`' for k in keys)}" if keys else ""
 
 
 def _own_start_up_file(path: Path) -> bool:
@@ -223,10 +241,10 @@ class Comparison:
 
     def _check_model_size(self, spec) -> None:
         """Refuse a backbone above MAX_PARAMETERS before allocating it (counted on the meta device)."""
-        from lossbench.module import BackboneConfig, build_backbone
+        from lossbench.module import make_backbone
 
         with torch.device("meta"):
-            meta = build_backbone(spec, BackboneConfig(**self.recipe.backbone))
+            meta = make_backbone(spec, self.recipe.backbone)
         count = sum(p.numel() for p in meta.parameters())
         if count > MAX_PARAMETERS:
             raise RecipeError(
@@ -251,7 +269,8 @@ class Comparison:
                 raise RecipeError(
                     f"compare: `--output` {str(self.output)!r} holds results of another recipe setup "
                     f"({previous.get('name')!r}, setup {str(setup)[:12]} vs "
-                    f"{self.recipe.setup_hash[:12]} now): refusing to mix them; use a new --output folder"
+                    f"{self.recipe.setup_hash[:12]} now{_setup_keys_text(previous.get('recipe'), self.recipe)}): "
+                    "refusing to mix them; use a new --output folder"
                 )
         elif self.output.exists() and any(not _own_start_up_file(p) for p in self.output.iterdir()):
             raise RecipeError(

@@ -42,7 +42,6 @@ from lossbench.compare.recipe.schema import LossSpec
 from lossbench.compare.store.layout import LAST_CHECKPOINT, METRICS_FILE, array_dir, run_checkpoint, run_dir
 from lossbench.compare.store.records import RunRecord, is_global_zero, write_csv
 from lossbench.compare.store.storage import confined, move_aside, remove_tree
-from lossbench.config import BackboneConfig
 from lossbench.module import model_values
 
 PROBE_TOLERANCE = 1e-5  # relative: a member's first-batch loss in the array against alone
@@ -206,6 +205,16 @@ def _members(
     return pending, _set_aside(ckpt, held, pending)
 
 
+def _stateful_backbone(model: Any) -> str | None:
+    """Why a backbone cannot train in a vmapped array (None: it can): it has buffers (BatchNorm's running
+    statistics, counters), which the array's functional forward would update on stacked copies, not per member."""
+    names = [name for name, _ in model.backbone.named_buffers()]
+    if not names:
+        return None
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"its backbone has buffers ({shown}) that a vmapped array would not update per member"
+
+
 def _fallbacks(probe: ModelArray, models: dict[str, Any], dm: Any) -> dict[str, str]:
     """label -> why, of the members that cannot train in the array (:func:`fusable`, on the first batch)."""
     batch = _probe_batch(dm)
@@ -244,7 +253,7 @@ def run_arrays(
     """Train the pending ``losses`` of ``seed`` in arrays bounded by :data:`MAX_ARRAY_MEMBERS` and
     :data:`MAX_ARRAY_VALUES` (:func:`array_parts`, in plan order; one array when they fit): what
     :func:`run_array` returns, merged over the arrays."""
-    backbone = BackboneConfig(**book.recipe.backbone)
+    backbone = book.recipe.backbone
     counted: dict[tuple[str, str], int] = {}  # a head and its arguments: counted once, however many trials share them
     sizes = []
     for loss in losses:
@@ -292,6 +301,9 @@ def run_array(
         return lines, {}
     by_label = {loss.label: loss for loss in losses}
     models = {label: book.build_model(by_label[label], seed, dm.spec, init) for label in states}
+    stateful = _stateful_backbone(next(iter(models.values())))
+    if stateful is not None:  # every member alone, as a sequential run: the caller trains them
+        return lines, {label: stateful for label in states}
     probe = ModelArray(models)  # the Trainer's gradient_clip_val reaches it (configure_gradient_clipping)
     fallbacks = _fallbacks(probe, models, dm)
     pending = [label for label in states if label not in fallbacks]

@@ -207,6 +207,7 @@ def _check_run(
     saved = load_run_tensors(folder / PREDICTIONS_FILE, "test predictions")
     _check_head(record.head, check.trusted)
     if check.from_weights:
+        _check_backbone(comparison["recipe"].get("backbone"), check.trusted)
         task, classes = _check_predictions(record, rows, folder, comparison["recipe"], saved, check, out, name)
     else:
         task, classes = _task_of(record, comparison)
@@ -229,6 +230,22 @@ def _check_head(head: Any, trusted: frozenset[str]) -> None:
             f"its record names the head {head!r}, a dotted class path whose module is not imported; a recompute "
             f"never imports a module on a record's word: if you trust it, pass it (`lossbench report DIR "
             f"--recompute --trust-head {head}`)"
+        )
+
+
+def _check_backbone(backbone: Any, trusted: frozenset[str]) -> None:
+    """The same rule for a backbone given by class path (:mod:`lossbench.models.custom`)."""
+    from lossbench.models.custom import is_class_path
+    from lossbench.module import imports_a_module
+
+    if not is_class_path(backbone):
+        return
+    path = str(backbone["class_path"])
+    if path not in trusted and imports_a_module(path):
+        raise NotRecomputed(
+            f"its recipe names the backbone class {path!r}, whose module is not imported; a recompute never imports "
+            f"a module on a folder's word: if you trust it, pass it (`lossbench report DIR --recompute "
+            f"--trust-head {path}`)"
         )
 
 
@@ -298,13 +315,12 @@ def _load_model(record: RunRecord, folder: Path, recipe: dict[str, Any], dm: Any
     """The run's module, built from ``recipe`` and the record (never larger than its weights allow) with its kept
     weights loaded."""
     from lossbench.compare.execution.runner import build_module
-    from lossbench.config import BackboneConfig
     from lossbench.module import check_fits_weights, model_values
 
     weights = load_run_tensors(folder / WEIGHTS_FILE, "the reported weights")
     try:
         check_fits_weights(
-            model_values(record.head, record.head_args, dm.spec, BackboneConfig(**recipe["backbone"])),
+            model_values(record.head, record.head_args, dm.spec, recipe["backbone"]),
             weights,
             f"{COMPARISON_FILE}'s recipe and the record",
             f"backbone {recipe['backbone']}, head {record.head!r} {record.head_args}",

@@ -19,6 +19,7 @@ one from a unit's description (:mod:`lossbench.compare.execution.unit`).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -263,6 +264,27 @@ def _quarantine_metrics(path: Path) -> str | None:
     return quarantine(path, problem)
 
 
+def backbone_record(setting: dict[str, Any], model: Any) -> dict[str, Any]:
+    """What a record says of its backbone: its name (a class path with its arguments, or the built-in Transformer's
+    shape), its parameters, and the feature width F with how it was found (``out_features`` or a 2-row ``probe``)."""
+    from lossbench.models.custom import describe, is_class_path
+
+    if is_class_path(setting):
+        given = {"class_path": setting["class_path"], "init_args": dict(setting.get("init_args") or {})}
+        name = describe(given)
+    else:
+        given = {}
+        shape = ", ".join(f"{k}={setting[k]}" for k in ("d_model", "nhead", "num_layers") if k in setting)
+        name = f"the built-in Transformer ({shape})"
+    return {
+        "name": name,
+        **given,
+        "parameters": int(sum(p.numel() for p in model.backbone.parameters())),
+        "width": int(model.head.in_features),
+        "width_from": getattr(model, "width_from", "out_features"),
+    }
+
+
 class RunState(NamedTuple):
     """What :meth:`RunBook.read_run` found, as global rank 0 sees it (every process follows rank 0)."""
 
@@ -309,9 +331,9 @@ class RunBook:
 
     def initial_state(self, seed: int, spec: Any) -> InitialState:
         """The backbone every loss of ``seed`` starts from."""
-        from lossbench.module import BackboneConfig, build_backbone
+        from lossbench.module import make_backbone
 
-        backbone = build_backbone(spec, BackboneConfig(**self.recipe.backbone), seed=seed)
+        backbone = make_backbone(spec, self.recipe.backbone, seed=seed)
         return InitialState({k: v.detach().clone() for k, v in backbone.state_dict().items()}, {})
 
     def build_model(self, loss: LossSpec, seed: int, spec: Any, init: InitialState) -> Any:
@@ -428,6 +450,8 @@ class RunBook:
         record.environment = environment(settings=r.trainer)
         record.execution = execution
         record.tuning = dict(loss.tuning)
+        record.backbone = backbone_record(r.backbone, model)
+        record.fingerprints["backbone"] = combine([json.dumps(r.backbone, sort_keys=True, default=str)])
         record.save(run_dir(self.output, loss.label, seed) / RECORD_FILE)
         return record
 

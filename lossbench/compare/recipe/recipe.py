@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from lossbench._hints import did_you_mean
 from lossbench.compare.recipe.bounded_yaml import safe_yaml
@@ -32,6 +32,7 @@ from lossbench.compare.recipe.teacher import parse_teacher
 from lossbench.compare.recipe.trials import check_tuned_heads
 from lossbench.compare.recipe.tune import TuneSpec, parse_tune
 from lossbench.config import NAN_POLICIES, SELECT, BackboneConfig, OptimizerConfig, ScheduleConfig, finite_number
+from lossbench.models.custom import check_class_path, import_backbone_class, is_class_path
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -207,8 +208,7 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     check_config(ScheduleConfig(**schedule), "schedule")
     teacher = parse_teacher(raw["teacher"]) if raw.get("teacher") is not None else None
     tune = _tune(raw, losses, target, seeds, optimizer)
-    backbone = _section(raw, "backbone")
-    check_config(BackboneConfig(**backbone), "backbone")
+    backbone = _backbone(raw)
     check_trainer_values(trainer)
     return Recipe(
         name=str(raw.get("name") or "comparison"),
@@ -228,6 +228,22 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         tune=tune,
         teacher=teacher,
     )
+
+
+def _backbone(raw: dict[str, Any]) -> dict[str, Any]:
+    """The built-in Transformer's settings (defaults filled in), or a class of your own by ``class_path`` (imported
+    now: it is every loss's backbone; the contract is :mod:`lossbench.models.custom`'s)."""
+    given = raw.get("backbone")
+    if is_class_path(given):
+        try:
+            setting = check_class_path(cast("dict[str, Any]", given))
+            import_backbone_class(setting["class_path"])
+        except ValueError as exc:
+            raise RecipeError(f"recipe: {exc}") from None
+        return setting
+    backbone = _section(raw, "backbone")
+    check_config(BackboneConfig(**backbone), "backbone")
+    return backbone
 
 
 def _data(raw: dict[str, Any]) -> dict[str, Any]:

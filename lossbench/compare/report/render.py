@@ -314,6 +314,27 @@ def _warning(fairness: FairnessResult) -> list[str]:
     return lines
 
 
+def _backbone_text(runs: Runs) -> str:
+    """``my_pkg.CNN(channels=32), 81.2k parameters, F=64 (out_features)``, from the records (one backbone a
+    comparison: the fairness check refuses runs whose backbone differs within a seed)."""
+    from lossbench.models.custom import count_text
+
+    seen = sorted(
+        {
+            (b["name"], b.get("parameters"), b.get("width"), b.get("width_from"))
+            for b in (r.backbone for r, _ in runs)
+            if b.get("name")
+        },
+        key=repr,
+    )
+    if not seen:
+        return "not recorded (a results folder from an older lossbench)"
+    return "; ".join(
+        f"{name}, {count_text(int(n)) if n is not None else '?'} parameters, features F={width} ({how})"
+        for name, n, width, how in seen
+    )
+
+
 def _setup_section(
     comparison: dict[str, Any], runs: Runs, fairness: FairnessResult, stats: ComparisonStats
 ) -> list[str]:
@@ -334,6 +355,7 @@ def _setup_section(
         f"- Recipe: `{comparison['name']}` (recipe hash `{str(comparison['recipe_hash'])[:12]}`, "
         f"setup hash `{str(comparison['setup_hash'])[:12]}`, which includes the data's contents)",
         f"- Losses: {losses}",
+        f"- Backbone: {_backbone_text(runs)}",
         f"- Seeds: {', '.join(str(s) for s in comparison['seeds'])}",
         f"- Budget: {budget or 'not given'}",
     ]

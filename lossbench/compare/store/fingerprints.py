@@ -17,7 +17,7 @@ def state_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
             continue
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too (a counter)
     return h.hexdigest()
 
 

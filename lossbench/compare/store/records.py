@@ -306,6 +306,8 @@ class RunRecord:
     resumed: int = 0  # how many times this run was resumed from a checkpoint
     restarts: list[str] = field(default_factory=list)  # why the run started over (an unreadable checkpoint moved aside)
     execution: dict[str, Any] = field(default_factory=dict)  # how it was trained (compare.fused): executor, members
+    # the backbone: {"name", "class_path" and "init_args" (a class of your own), "parameters", "width", "width_from"}
+    backbone: dict[str, Any] = field(default_factory=dict)
     tuning: dict[str, Any] = field(default_factory=dict)  # a tuned run's {role, loss, trial, point} (compare.tuning)
     error: str | None = None
 
@@ -349,7 +351,7 @@ _RECORD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (kind, None allowed)
     "improving": (_DICT, False), "environment": (_DICT, False), "modes": (_DICT, False),
     "auc": (_NUMBER, True), "skipped_steps": (_INT, False), "resumed": (_INT, False),
     "restarts": ("a list of strings", False), "execution": (_DICT, False), "tuning": (_DICT, False),
-    "error": (_STR, True),
+    "backbone": (_DICT, False), "error": (_STR, True),
 }  # fmt: skip
 _METRIC_MAPS = ("final", "best", "test")  # "<split>/<metric>" -> a number or null
 
