@@ -59,43 +59,35 @@ EXIT_WRITE_FAILED = 74  # sysexits.h EX_IOERR: the results folder could not be w
 
 
 def _compare(args: argparse.Namespace, extra: list[str]) -> int:
-    from lossbench.compare.execution.engine import Comparison
+    """``lossbench.compare(...)`` (:func:`~lossbench.compare.result.run_comparison`) in its three steps, each
+    step's failures told as a command tells them."""
     from lossbench.compare.execution.interrupt import Interrupted
-    from lossbench.compare.execution.runner import quiet
     from lossbench.compare.recipe.checks import RecipeError
-    from lossbench.compare.recipe.recipe import load_recipe
+    from lossbench.compare.result import finish_comparison, prepare_comparison, resolve_recipe
     from lossbench.compare.store.layout import RECORD_FILE
     from lossbench.compare.store.lock import FolderBusyError
-    from lossbench.compare.store.storage import OutsideResultsFolder, WriteFailed, folder_name_problem
+    from lossbench.compare.store.storage import OutsideResultsFolder, WriteFailed
     from lossbench.heads import UnknownHeadError
 
     try:
-        recipe = load_recipe(
+        recipe = resolve_recipe(
             args.recipe,
+            overrides=_overrides(extra),  # strings, read as YAML
             seeds=args.seeds,
-            overrides={**_overrides(extra), **({"executor": args.executor} if args.executor else {})},
             losses=[s for s in args.losses.split(",") if s] if args.losses else None,
+            executor=args.executor,
         )
         if args.print_config:  # the resolved recipe (defaults filled in, overrides applied), nothing run
             print(recipe.to_yaml(), end="")
             return 0
-        unnamed = folder_name_problem(recipe.name) if args.output is None else None  # `name: ../../x`: not in runs/
-        if unnamed:
-            raise RecipeError(
-                f"recipe: `name` must be one folder name when --output is not given (the results go to "
-                f"runs/<name>), got {recipe.name!r}: {unnamed}; rename it or pass --output DIR"
-            )
-        output = args.output or f"runs/{recipe.name}"
-        comparison = Comparison(recipe, output, progress=not args.no_progress, wait=args.wait)
         # everything (recipe, output folder, data, losses against the data) is checked before anything is
         # written; the data module's errors (ValueError, FileNotFoundError, HubUnreachableError) are bad input too
-        with quiet():
-            comparison.prepare()
+        comparison = prepare_comparison(recipe, args.output, progress=not args.no_progress, wait=args.wait)
     except (RecipeError, UnknownHeadError, ValueError, OSError) as exc:
         print(f"lossbench compare: {exc}", file=sys.stderr)
         return 2
     try:
-        report = comparison.run()
+        result = finish_comparison(comparison)
     except (RecipeError, UnknownHeadError, FolderBusyError) as exc:
         print(f"lossbench compare: {exc}", file=sys.stderr)
         return 2
@@ -119,10 +111,11 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
         return EXIT_WRITE_FAILED
     if not comparison.processes.is_global_zero:  # under DDP every process runs this command; one reports
         return 0
-    print(f"report: {report}")
-    if comparison.failed:
+    print(f"report: {result.report_path}")
+    failed = result.failed
+    if failed:
         print(
-            f"lossbench compare: {len(comparison.failed)} run(s) failed: {'; '.join(comparison.failed)} "
+            f"lossbench compare: {len(failed)} run(s) failed: {'; '.join(failed)} "
             f"(details in their {RECORD_FILE} and the report); rerunning the command retries them",
             file=sys.stderr,
         )

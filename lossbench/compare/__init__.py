@@ -2,6 +2,10 @@
 
 ``recipe`` -> ``store`` -> ``analysis`` -> ``report`` -> ``execution`` (see docs/architecture.md).
 
+The package is callable: ``lossbench.compare(recipe, output=..., trainer__max_steps=20)`` checks, runs and reports a
+comparison and returns its :class:`ComparisonResult` (:func:`run_comparison`, the same function under a name that
+type checkers see). ``from lossbench import compare`` (or ``import lossbench.compare``) makes it available.
+
 The public names load lazily, so that importing one stage (``lossbench.compare.store.records``) does not import
 the others.
 """
@@ -9,6 +13,8 @@ the others.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,6 +24,7 @@ if TYPE_CHECKING:
     from lossbench.compare.recipe.recipe import bundled_recipes, load_recipe
     from lossbench.compare.recipe.schema import Recipe
     from lossbench.compare.report.render import render_report
+    from lossbench.compare.result import ComparisonResult, LossVerdict, run_comparison
 
 _PUBLIC = {
     "Comparison": "lossbench.compare.execution.engine",
@@ -27,9 +34,23 @@ _PUBLIC = {
     "load_recipe": "lossbench.compare.recipe.recipe",
     "render_report": "lossbench.compare.report.render",
     "recompute": "lossbench.compare.execution.recompute",
+    "ComparisonResult": "lossbench.compare.result",
+    "LossVerdict": "lossbench.compare.result",
+    "run_comparison": "lossbench.compare.result",
 }
 
-__all__ = ["Comparison", "Recipe", "RecipeError", "bundled_recipes", "load_recipe", "recompute", "render_report"]
+__all__ = [
+    "Comparison",
+    "ComparisonResult",
+    "LossVerdict",
+    "Recipe",
+    "RecipeError",
+    "bundled_recipes",
+    "load_recipe",
+    "recompute",
+    "render_report",
+    "run_comparison",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -40,3 +61,15 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _CallableModule(types.ModuleType):
+    """``lossbench.compare`` itself: calling it is :func:`run_comparison`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ComparisonResult:
+        from lossbench.compare.result import run_comparison
+
+        return run_comparison(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
