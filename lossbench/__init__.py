@@ -16,6 +16,10 @@ def __getattr__(name: str) -> Any:
         from lossbench.module import LossbenchModule
 
         return LossbenchModule
+    if name == "compare":  # the comparison engine (callable: lossbench.compare(recipe, output=...)), on first use
+        import importlib
+
+        return importlib.import_module("lossbench.compare")
     raise AttributeError(f"module 'lossbench' has no attribute {name!r}")
 
 

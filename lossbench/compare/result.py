@@ -308,7 +308,7 @@ class ComparisonResult:
         """The statistics report.md is rendered from: the same records, fairness check and test predictions."""
         from lossbench.compare.analysis.fairness import check_fairness
         from lossbench.compare.analysis.stats import compare_losses
-        from lossbench.compare.report.render import _tuning, find_irregular, load_predictions
+        from lossbench.compare.report.render import check_tuning_of, find_irregular, load_predictions
         from lossbench.compare.store.records import load_records
 
         comparison = self.comparison
@@ -316,7 +316,7 @@ class ComparisonResult:
         planned = {(loss, seed) for loss in losses for seed in seeds}
         runs = [(r, rows) for r, rows in load_records(self.folder) if (r.loss, r.seed) in planned]
         fairness = check_fairness(runs)
-        _tuning(self.folder, comparison, runs, fairness)  # a tuning check's problems mark runs invalid, as there
+        check_tuning_of(self.folder, comparison, runs, fairness)  # its problems mark runs invalid, as in the report
         return compare_losses(
             runs,
             comparison["baseline"],
@@ -361,7 +361,7 @@ class ComparisonResult:
         Raises:
             ValueError: an unknown loss or seed, a run that did not finish, other data, weights that do not fit.
         """
-        from lossbench.compare.execution.recompute import _load_model
+        from lossbench.compare.execution.recompute import load_run_model
         from lossbench.compare.store.records import RunRecord
         from lossbench.data.identity import fingerprints_of
         from lossbench.module import imports_a_module
@@ -399,7 +399,7 @@ class ComparisonResult:
                 f"load_module: the contents of split {', '.join(map(repr, changed))} differ from those {loss} seed "
                 f"{seed} was trained on: its model would not be the one the comparison scored"
             )
-        model = _load_model(record, folder, recipe, dm)
+        model = load_run_model(record, folder, recipe, dm)
         model.eval()
         return model
 

@@ -142,6 +142,7 @@ REDUCED = {  # CI's budget for the recipes that are slow in full (`make demo` an
     "digits_imbalanced": {"trainer.max_epochs": 8},
     "digits_calibration": {"trainer.max_epochs": 4},
     "digits_distill": {"trainer.max_epochs": 3, "teacher.max_epochs": 3},
+    "digits_cnn": {"trainer.max_epochs": 3},
 }
 
 
@@ -194,3 +195,12 @@ def test_each_default_is_defined_once_by_the_module_configs():
         assert module[arg].default == getattr(OptimizerConfig, names.get(arg, arg))
     assert module["schedule"].default == ScheduleConfig.name and module["warmup_steps"].default == 0
     assert load_recipe(tiny_recipe(backbone={})).backbone["d_model"] == BackboneConfig.d_model == 64
+
+
+@pytest.mark.parametrize("name", sorted(bundled_recipes()))
+def test_a_resolved_recipe_loads_back_as_itself(name):
+    """``load_recipe(recipe.to_dict())`` round-trips (a result object's, a unit's, comparison.json's recipe)."""
+    recipe = load_recipe(name)
+    again = load_recipe(recipe.to_dict())
+    assert again == recipe
+    assert (again.setup_hash, again.recipe_hash) == (recipe.setup_hash, recipe.recipe_hash)

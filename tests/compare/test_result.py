@@ -305,3 +305,12 @@ def test_load_module_rebuilds_a_class_path_backbone_and_never_imports_it_on_the_
     assert "result_user_models" not in sys.modules
     importlib.import_module("result_user_models")
     assert type(ComparisonResult.load(out).load_module("ce", 0).backbone).__name__ == "MLP"
+
+
+def test_lossbench_compare_is_callable_from_a_plain_import_lossbench():
+    import subprocess
+    import sys
+
+    code = "import lossbench; assert callable(lossbench.compare); print(lossbench.compare.run_comparison.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "run_comparison"

@@ -289,7 +289,7 @@ def _check_predictions(
             f"the contents of split {', '.join(map(repr, changed))} differ from those the run was "
             "trained and scored on; predictions not recomputed"
         )
-    model = _load_model(record, folder, recipe, dm)
+    model = load_run_model(record, folder, recipe, dm)
     again = _predict(model, dm, dm.test_dataset, recipe)
     for key, value in saved.items():
         other = again.get(key)
@@ -311,7 +311,7 @@ def _check_predictions(
     return task, classes
 
 
-def _load_model(record: RunRecord, folder: Path, recipe: dict[str, Any], dm: Any) -> Any:
+def load_run_model(record: RunRecord, folder: Path, recipe: dict[str, Any], dm: Any) -> Any:
     """The run's module, built from ``recipe`` and the record (never larger than its weights allow) with its kept
     weights loaded."""
     from lossbench.compare.execution.runner import build_module
@@ -424,7 +424,7 @@ def _check_teacher_logits(
         try:
             _check_head(teacher.head, check.trusted)
             dm = _datamodule(comparison["recipe"], seed, check)
-            model = _load_model(
+            model = load_run_model(
                 teacher,
                 run_dir(folder / TEACHER_DIR, TEACHER_LABEL, seed),
                 load_comparison(folder / TEACHER_DIR)["recipe"],

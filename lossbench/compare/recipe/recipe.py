@@ -161,6 +161,10 @@ def _loss_item(i: int, item: Any) -> tuple[LossSpec, bool]:
         item = {"name": item}
     if not isinstance(item, dict):
         raise RecipeError(f"recipe: `losses[{i}]` must be a name or a mapping, got {item!r}")
+    if "head" in item and "name" not in item and "class_path" not in item:  # Recipe.to_dict()'s form: round-trips
+        head = item["head"]
+        item = {k: v for k, v in item.items() if k != "head"}
+        item["class_path" if isinstance(head, str) and "." in head else "name"] = head
     check_keys(f"losses[{i}].", item, ["name", "label", "args", "class_path", "init_args"])
     if ("name" in item) == ("class_path" in item):
         raise RecipeError(f"recipe: `losses[{i}]` needs exactly one of `name` or `class_path`, got {item!r}")
@@ -191,8 +195,8 @@ def _labels(raw_losses: list[Any]) -> list[str]:
 
 def _label(item: dict[str, Any]) -> str:
     """A loss's label: its `label`, else its `name`, else its `class_path`'s class name."""
-    head = item.get("name") or item["class_path"]
-    return str(item.get("label") or (head.rsplit(".", 1)[-1] if "class_path" in item else head))
+    head = str(item.get("name") or item.get("class_path") or item.get("head"))  # head: Recipe.to_dict()'s form
+    return str(item.get("label") or (head.rsplit(".", 1)[-1] if "name" not in item else head))
 
 
 def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:

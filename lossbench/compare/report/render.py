@@ -93,7 +93,7 @@ def _render_report(root: Path) -> Path:
     runs = [(r, rows) for r, rows in every if (r.loss, r.seed) in planned]
     outside = sorted((r.loss, r.seed) for r, _ in every if (r.loss, r.seed) not in planned)
     fairness = check_fairness(runs)
-    tuning = _tuning(root, comparison, runs, fairness)
+    tuning = check_tuning_of(root, comparison, runs, fairness)
     predictions = load_predictions(root, runs, fairness)
     stats = compare_losses(
         runs,
@@ -119,7 +119,7 @@ def _render_report(root: Path) -> Path:
     return path
 
 
-def _tuning(
+def check_tuning_of(
     root: Path, comparison: dict[str, Any], runs: Runs, fairness: FairnessResult
 ) -> tuple[TuneSpec, dict[str, LossTuning]] | None:
     """A tuned comparison's spec and per-loss trials, recomputed from ``DIR/tuning``'s records; its budget and
