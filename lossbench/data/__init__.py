@@ -4,7 +4,7 @@ from lossbench.data.builtin import BUILTIN_DATASETS, UnknownDatasetError, load_b
 from lossbench.data.config import DataConfig
 from lossbench.data.datamodule import HFDataModule, HubUnreachableError, SeededShuffleSampler
 from lossbench.data.spec import DataSpec
-from lossbench.data.tokenize import BPETokenizer, ByteTokenizer, train_bpe_tokenizer
+from lossbench.data.tokenize import BPETokenizer, ByteTokenizer, HFTokenizer, train_bpe_tokenizer
 
 __all__ = [
     "BPETokenizer",
@@ -13,6 +13,7 @@ __all__ = [
     "DataConfig",
     "DataSpec",
     "HFDataModule",
+    "HFTokenizer",
     "HubUnreachableError",
     "SeededShuffleSampler",
     "UnknownDatasetError",

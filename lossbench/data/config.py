@@ -26,7 +26,7 @@ from typing import Any, Literal
 from lossbench.data.builtin import BUILTIN_COLUMNS, BUILTIN_PREFIX, check_builtin_name
 from lossbench.data.corrupt import Imbalance, LabelNoise
 from lossbench.data.errors import _check_fraction, _check_int, _err
-from lossbench.data.tokenize import ByteTokenizer, _import_tokenizers
+from lossbench.data.tokenize import HF_PREFIX, ByteTokenizer, _import_tokenizers, import_transformers
 
 __all__ = ["PADDINGS", "TASKS", "DataConfig"]
 
@@ -52,7 +52,7 @@ class DataConfig:
     image_column: str | None = None  # images (datasets.Image, 2-D or 3-D arrays)
     label_column: str | None = None  # the target; None: "label", or a bundled dataset's own
     task: Literal["auto", "class", "real", "probability", "lm"] = "auto"  # auto: by the label's type; lm: next tokens
-    tokenizer: str = "bpe"  # "bpe" (trained on the training split), "byte", or a saved tokenizer JSON's path
+    tokenizer: str = "bpe"  # "bpe" (trained on the training split), "byte", "hf:<model>" (its own), a JSON's path
     tokenizer_vocab_size: int = 4096  # the largest vocabulary of a "bpe" tokenizer (>= 259)
     max_length: int = 128  # the most tokens per input sequence; longer texts are truncated
     padding: Literal["longest", "max_length"] = "longest"  # pad each batch to its longest sequence, or to max_length
@@ -226,17 +226,20 @@ def _check_target(config: DataConfig) -> None:
 def _check_tokenizer(config: DataConfig) -> None:
     """``tokenizer`` (and a BPE's vocabulary size) when the inputs are texts."""
     tokenizer = config.tokenizer
-    if not isinstance(tokenizer, str) or not tokenizer:
-        raise _err(f"`tokenizer` must be 'byte', 'bpe' or a path to a saved tokenizer JSON, got {tokenizer!r}")
+    expected = (
+        "'byte', 'bpe' or a path to a saved tokenizer JSON (or 'hf:<model name or folder>': a pretrained model's own)"
+    )
+    if not isinstance(tokenizer, str) or not tokenizer or tokenizer == HF_PREFIX:
+        raise _err(f"`tokenizer` must be {expected}, got {tokenizer!r}")
     if tokenizer == "byte" or config.text_column is None:
         return
     if tokenizer == "bpe":
         _import_tokenizers()
         _check_int("tokenizer_vocab_size", config.tokenizer_vocab_size, ByteTokenizer.vocab_size)
+    elif tokenizer.startswith(HF_PREFIX):
+        import_transformers()  # the tokenizer itself loads with the data (a hub name may need the network)
     elif not Path(tokenizer).is_file():
-        raise _err(
-            f"`tokenizer` must be 'byte', 'bpe' or a path to a saved tokenizer JSON, got {tokenizer!r} (no such file)"
-        )
+        raise _err(f"`tokenizer` must be {expected}, got {tokenizer!r} (no such file)")
 
 
 def _check_corruption(config: DataConfig) -> None:

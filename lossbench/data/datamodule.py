@@ -87,7 +87,9 @@ class HFDataModule(L.LightningDataModule):
     split only (never on validation/test rows), deterministically (the same data gives the same
     tokens), and saved under the cache, where later runs on the same data reuse it;
     ``tokenizer="byte"`` gives raw UTF-8 byte ids (259 ids, no training; a small model learns
-    much less from them), and a path to a saved tokenizer JSON also works. The BPE's vocabulary
+    much less from them), ``tokenizer="hf:<name or folder>"`` is a pretrained model's own tokenizer
+    (``AutoTokenizer``, the ``hf`` extra: its ids, special tokens and pad id, for
+    :class:`lossbench.models.HFEncoder`), and a path to a saved tokenizer JSON also works. The BPE's vocabulary
     is at most ``tokenizer_vocab_size``: a small training split yields fewer merges, so
     :attr:`spec` reports the size reached. Classification sequences start with ``bos``; language-modelling
     sequences are ``bos + text + eos`` truncated to ``max_length + 1`` ids, then shifted.
@@ -135,7 +137,8 @@ class HFDataModule(L.LightningDataModule):
         task: ``"auto"``, ``"class"``, ``"real"``, ``"probability"``, or ``"lm"`` (next-token
             prediction on ``text_column``; ``label_column`` is not used).
         tokenizer: ``"bpe"`` (default: a byte-level BPE trained on the training split),
-            ``"byte"`` (UTF-8 bytes), or a path to a saved BPE tokenizer JSON.
+            ``"byte"`` (UTF-8 bytes), ``"hf:<name or folder>"`` (a pretrained model's own tokenizer),
+            or a path to a saved BPE tokenizer JSON.
         tokenizer_vocab_size: the largest vocabulary of a ``"bpe"`` tokenizer (>= 259).
         max_length: the most tokens per input sequence (>= 1); longer texts are truncated.
         padding: ``"longest"`` pads each batch to its longest sequence, ``"max_length"`` to

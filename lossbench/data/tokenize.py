@@ -11,6 +11,10 @@ Both share the special ids ``pad=0``, ``bos=1``, ``eos=2`` and one interface:
 
 Truncation keeps the first ``max_length`` ids, counting ``bos``/``eos``: a truncated text
 loses its ``eos``, which tells a language model that the text goes on.
+
+A pretrained model's own tokenizer (``tokenizer="hf:<name or folder>"``, the ``hf`` extra) is
+:class:`HFTokenizer`: the model's ids, special tokens (``[CLS] ... [SEP]`` for BERT) and pad id,
+with Hugging Face's truncation to ``max_length``.
 """
 
 from __future__ import annotations
@@ -58,7 +62,11 @@ class _Tokenizer:
         _check_max_length(f"{name}.encode", max_length)
         if not isinstance(text, str):
             raise TypeError(f"{name}.encode: `text` must be a str, got {type(text).__name__}")
-        return self._wrap(self._ids(text), max_length, add_bos, add_eos)
+        return self._rows([text], max_length, add_bos, add_eos)[0]
+
+    def _rows(self, texts: list[str], max_length: int | None, add_bos: bool, add_eos: bool) -> list[list[int]]:
+        """Ids of ``texts`` with their special ids, truncated to ``max_length``."""
+        return [self._wrap(ids, max_length, add_bos, add_eos) for ids in self._ids_batch(texts)]
 
     def encode_batch(
         self,
@@ -74,7 +82,7 @@ class _Tokenizer:
         bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
         if bad:
             raise TypeError(f"{name}.encode_batch: `texts` must all be str, got a {bad[0]}")
-        rows = [self._wrap(ids, max_length, add_bos, add_eos) for ids in self._ids_batch(list(texts))]
+        rows = self._rows(list(texts), max_length, add_bos, add_eos)
         if padding in (False, None, "do_not_pad"):
             return rows
         if padding in (True, "longest"):
@@ -231,8 +239,90 @@ def train_bpe_tokenizer(
     return bpe
 
 
+HF_PREFIX = "hf:"
+"""``tokenizer="hf:<name or folder>"``: that pretrained model's own tokenizer (:class:`HFTokenizer`)."""
+
+
+def import_transformers():
+    """The ``transformers`` module, or an ImportError that says how to install it."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise ImportError(
+            "tokenizer='hf:...' (a pretrained model's own tokenizer) needs the `transformers` library: "
+            "pip install lossbench[hf]"
+        ) from exc
+    return transformers
+
+
+class HFTokenizer(_Tokenizer):
+    """A pretrained model's own tokenizer (``transformers.AutoTokenizer``), with that model's ids.
+
+    Each text gets the model's special tokens (``[CLS] ... [SEP]`` for BERT; ``add_bos``/``add_eos`` are the
+    tokenizer's to decide) and is truncated by the tokenizer to ``max_length`` ids, specials included. The
+    padding id is the tokenizer's ``pad_token_id``; the vocabulary size counts its added tokens. The
+    :attr:`fingerprint` covers its vocabulary, rules and special tokens. Build it with :meth:`load`.
+    """
+
+    def __init__(self, tokenizer, name: str) -> None:
+        self.tokenizer, self.name = tokenizer, name
+        if tokenizer.pad_token_id is None:
+            raise ValueError(
+                f"HFTokenizer: the tokenizer of {name!r} has no padding token; set one "
+                "(tokenizer.pad_token = ...) and save it again with save_pretrained"
+            )
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.bos_id = _first_id(tokenizer, ("bos_token_id", "cls_token_id"), self.pad_id)
+        self.eos_id = _first_id(tokenizer, ("eos_token_id", "sep_token_id"), self.pad_id)
+        self.vocab_size = len(tokenizer)
+        self.fingerprint = "hf-" + hashlib.sha256(_tokenizer_identity(tokenizer).encode()).hexdigest()[:16]
+
+    def _rows(self, texts: list[str], max_length: int | None, add_bos: bool, add_eos: bool) -> list[list[int]]:
+        encoded = self.tokenizer(
+            texts, add_special_tokens=True, truncation=max_length is not None, max_length=max_length
+        )
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids``, special ids skipped."""
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer({self.name!r}, vocab_size={self.vocab_size})"
+
+    @classmethod
+    def load(cls, name: str) -> HFTokenizer:
+        """``AutoTokenizer.from_pretrained(name)`` (a hub name or a folder; no remote code), wrapped."""
+        transformers = import_transformers()
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"HFTokenizer: no tokenizer can be loaded from {name!r} (a hub name or a folder written by "
+                f"tokenizer.save_pretrained): {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else exc!r}"
+            ) from exc
+        return cls(tokenizer, name)
+
+
+def _first_id(tokenizer, names: tuple[str, ...], default: int) -> int:
+    found = [getattr(tokenizer, n, None) for n in names]
+    return int(next((i for i in found if i is not None), default))
+
+
+def _tokenizer_identity(tokenizer) -> str:
+    """What decides a Hugging Face tokenizer's ids: its rules (a fast tokenizer's JSON, else its vocabulary), its
+    special tokens and truncation side."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    rules = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    extra = repr((type(tokenizer).__name__, sorted(tokenizer.special_tokens_map.items()), tokenizer.truncation_side))
+    return rules + extra
+
+
 def get_tokenizer(tokenizer: str) -> _Tokenizer:
-    """``"byte"`` -> :class:`ByteTokenizer`; a path to a saved BPE JSON -> :class:`BPETokenizer`."""
+    """``"byte"`` -> :class:`ByteTokenizer`; ``"hf:<name or folder>"`` -> :class:`HFTokenizer`; a path to a saved
+    BPE JSON -> :class:`BPETokenizer`."""
     if tokenizer == "byte":
         return ByteTokenizer()
+    if tokenizer.startswith(HF_PREFIX):
+        return HFTokenizer.load(tokenizer[len(HF_PREFIX) :])
     return BPETokenizer.load(tokenizer)

@@ -282,6 +282,7 @@ def backbone_record(setting: dict[str, Any], model: Any) -> dict[str, Any]:
         "parameters": int(sum(p.numel() for p in model.backbone.parameters())),
         "width": int(model.head.in_features),
         "width_from": getattr(model, "width_from", "out_features"),
+        **({"pretrained_sha256": sha} if (sha := getattr(model.backbone, "pretrained_sha256", None)) else {}),
     }
 
 

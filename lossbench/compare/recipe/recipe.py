@@ -213,6 +213,7 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     teacher = parse_teacher(raw["teacher"]) if raw.get("teacher") is not None else None
     tune = _tune(raw, losses, target, seeds, optimizer)
     backbone = _backbone(raw)
+    data = _pretrained_tokenizer(data, backbone)
     check_trainer_values(trainer)
     return Recipe(
         name=str(raw.get("name") or "comparison"),
@@ -248,6 +249,37 @@ def _backbone(raw: dict[str, Any]) -> dict[str, Any]:
     backbone = _section(raw, "backbone")
     check_config(BackboneConfig(**backbone), "backbone")
     return backbone
+
+
+def _pretrained_tokenizer(data: dict[str, Any], backbone: dict[str, Any]) -> dict[str, Any]:
+    """A pretrained Hugging Face backbone (:class:`lossbench.models.hf.HFEncoder`) reads its own tokenizer's ids:
+    its arguments are checked now, and ``data.tokenizer`` defaults to ``"hf:<pretrained>"`` (another is refused)."""
+    if not is_class_path(backbone):
+        return data
+    from lossbench.models import hf
+
+    if not issubclass(import_backbone_class(backbone["class_path"]), hf.HFEncoder):
+        return data
+    try:
+        args = hf.check_init_args(backbone["init_args"])
+    except (ValueError, ImportError) as exc:
+        raise RecipeError(f"recipe: `backbone.init_args`: {exc}") from None
+    name = backbone["class_path"].rsplit(".", 1)[-1]
+    if data.get("text_column") is None or data.get("task") == "lm":
+        raise RecipeError(
+            f"recipe: the backbone {name} pools token ids of texts into one feature row per text: `data` needs "
+            f"`text_column` (and a task other than 'lm'), got text_column={data.get('text_column')!r}, "
+            f"task={data.get('task', 'auto')!r}"
+        )
+    own, given = hf.tokenizer_setting(args), data.get("tokenizer")
+    if given is None:
+        return {**data, "tokenizer": own}
+    if given != own:
+        raise RecipeError(
+            f"recipe: `data.tokenizer` must be the backbone's own tokenizer {own!r} ({name} reads its ids and pads "
+            f"with its pad id), got {given!r}; leave `data.tokenizer` out to use it"
+        )
+    return data
 
 
 def _data(raw: dict[str, Any]) -> dict[str, Any]:
