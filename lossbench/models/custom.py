@@ -14,7 +14,7 @@ The backbone contract (the one definition; ``docs/custom_model.md`` shows it in 
 - ``F`` is its ``out_features`` attribute when it has one, or else measured by one forward of a 2-row batch (in
   eval mode, without gradients, the global RNG untouched) before training; the record says which.
 - A comparison's fused executor trains a seed's losses as one vmapped array when the backbone allows it; a
-  backbone with buffers (BatchNorm's running statistics) or one that ``torch.func.vmap`` cannot batch trains
+  backbone with state buffers (BatchNorm's running statistics) or one that ``torch.func.vmap`` cannot batch trains
   sequentially instead, with the reason in the records.
 
 A class path found in a file lossbench reads (a checkpoint's hyper-parameters, a results folder) is never

@@ -206,9 +206,11 @@ def _members(
 
 
 def _stateful_backbone(model: Any) -> str | None:
-    """Why a backbone cannot train in a vmapped array (None: it can): it has buffers (BatchNorm's running
-    statistics, counters), which the array's functional forward would update on stacked copies, not per member."""
-    names = [name for name, _ in model.backbone.named_buffers()]
+    """Why a backbone cannot train in a vmapped array (None: it can): it has state buffers (BatchNorm's running
+    statistics, counters: those its state dict keeps), which the array's functional forward would update on
+    stacked copies, not per member. Non-persistent buffers are constants (BERT's ``position_ids``): they fuse."""
+    kept = model.backbone.state_dict(keep_vars=True)
+    names = [name for name, _ in model.backbone.named_buffers() if name in kept]
     if not names:
         return None
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
