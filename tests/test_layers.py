@@ -17,7 +17,14 @@ ROOT = Path(__file__).resolve().parents[1] / "lossbench"
 
 LAYERS = [
     # lowest first; a module imports only from its own layer (without a circle) or from the layers below it
-    ["lossbench._hints", "lossbench._killpoint", "lossbench._io", "lossbench._version", "lossbench.functional"],
+    [
+        "lossbench._hints",
+        "lossbench._classpath",
+        "lossbench._killpoint",
+        "lossbench._io",
+        "lossbench._version",
+        "lossbench.functional",
+    ],
     ["lossbench.config", "lossbench.heads", "lossbench.metrics", "lossbench.distributed"],
     ["lossbench.models"],
     ["lossbench.module", "lossbench.data", "lossbench.resume"],

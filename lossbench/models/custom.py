@@ -23,11 +23,12 @@ imported on that file's word.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
 from torch import nn
+
+from lossbench._classpath import import_class
 
 KEYS = ("class_path", "init_args")
 """The keys of a backbone given by class path."""
@@ -56,18 +57,7 @@ def check_class_path(backbone: dict[str, Any], where: str = "backbone") -> dict[
 
 def import_backbone_class(class_path: str, where: str = "backbone") -> type[nn.Module]:
     """Import the class ``class_path`` names (this runs its module's code); a ValueError naming ``where``."""
-    module, _, name = class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"`{where}.class_path` {class_path!r} cannot be imported: {exc}") from exc
-    except SystemExit as exc:  # a module that exits on import must not end the caller with its code
-        raise ValueError(
-            f"`{where}.class_path` {class_path!r}: importing {module!r} called sys.exit({exc.code!r})"
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise ValueError(f"`{where}.class_path` {class_path!r} is not a torch.nn.Module subclass")
-    return cls
+    return import_class(class_path, where, nn.Module, "torch.nn.Module", "backbone")
 
 
 def build_class_path(backbone: dict[str, Any], seed: int | None = None, where: str = "backbone") -> nn.Module:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lossbench._classpath import import_class
 from lossbench._hints import did_you_mean
 from lossbench.config import ConfigError, finite_number
 
@@ -61,23 +62,12 @@ def shown_seeds(given: Any) -> str:
 
 def import_head_class(class_path: str, i: int) -> type:
     """Import a user-named head class: this runs that module's code (documented)."""
-    import importlib
-
     from lossbench.heads.base import LossHead
 
-    module, _, name = class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise RecipeError(f"recipe: `losses[{i}].class_path` {class_path!r} cannot be imported: {exc}") from exc
-    except SystemExit as exc:  # a module that exits on import must not end the comparison with its code
-        raise RecipeError(
-            f"recipe: `losses[{i}].class_path` {class_path!r}: importing {module!r} called "
-            f"sys.exit({exc.code!r}); a head's module must not exit when imported"
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, LossHead)):
-        raise RecipeError(f"recipe: `losses[{i}].class_path` {class_path!r} is not a LossHead subclass")
-    return cls
+        return import_class(class_path, f"losses[{i}]", LossHead, "LossHead", "head")
+    except ValueError as exc:
+        raise RecipeError(f"recipe: {exc}") from exc.__cause__
 
 
 def check_config(config: Any, section: str) -> None:
