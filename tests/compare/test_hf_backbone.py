@@ -128,6 +128,7 @@ def test_the_records_and_the_report_name_the_pretrained_backbone(both, files):
     assert record.backbone["name"] == name and record.backbone["width"] == 16
     report = (out / "report.md").read_text()
     assert f"- Backbone: {name}, " in report
+    assert f"pretrained weights sha256 `{next(iter(shas))[:12]}`" in report  # the weights, not only their folder
     assert "fused array(s)" in report and "fell back" not in report
 
 

@@ -321,7 +321,7 @@ def _backbone_text(runs: Runs) -> str:
 
     seen = sorted(
         {
-            (b["name"], b.get("parameters"), b.get("width"), b.get("width_from"))
+            (b["name"], b.get("parameters"), b.get("width"), b.get("width_from"), b.get("pretrained_sha256"))
             for b in (r.backbone for r, _ in runs)
             if b.get("name")
         },
@@ -331,7 +331,8 @@ def _backbone_text(runs: Runs) -> str:
         return "not recorded (a results folder from an older lossbench)"
     return "; ".join(
         f"{name}, {count_text(int(n)) if n is not None else '?'} parameters, features F={width} ({how})"
-        for name, n, width, how in seen
+        + (f", pretrained weights sha256 `{str(sha)[:12]}`" if sha else "")
+        for name, n, width, how, sha in seen
     )
 
 
