@@ -10,8 +10,8 @@ from torchmetrics.classification import BinaryCalibrationError, MulticlassCalibr
 
 from lossbench.compare import Comparison, load_recipe
 from lossbench.compare.analysis.calibration import reliability_bins
-from lossbench.compare.execution.engine import balanced_weights
 from lossbench.compare.execution.recompute import recompute
+from lossbench.compare.execution.runner import balanced_weights
 from lossbench.compare.store.layout import run_dir
 from lossbench.compare.store.records import RunRecord
 from tests.compare.conftest import tiny_recipe

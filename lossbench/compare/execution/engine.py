@@ -32,7 +32,6 @@ from lossbench.compare.execution.runner import (
     quiet,
     read_record,
 )
-from lossbench.compare.execution.runner import balanced_weights as balanced_weights  # its importers' name
 from lossbench.compare.execution.teacher import (
     check_distillers,
     check_same_teacher,
