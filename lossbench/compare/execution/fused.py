@@ -28,6 +28,7 @@ from typing import Any, cast
 import lightning.pytorch as pl
 import torch
 
+from lossbench._io import is_global_zero
 from lossbench.compare.execution.array import ModelArray
 from lossbench.compare.execution.callbacks import (
     DataOrderFingerprint,
@@ -40,7 +41,7 @@ from lossbench.compare.execution.runner import FUSED, InitialState, RunBook, che
 from lossbench.compare.execution.selection import BestWeights
 from lossbench.compare.recipe.schema import LossSpec
 from lossbench.compare.store.layout import LAST_CHECKPOINT, METRICS_FILE, array_dir, run_checkpoint, run_dir
-from lossbench.compare.store.records import RunRecord, is_global_zero, write_csv
+from lossbench.compare.store.records import RunRecord, write_csv
 from lossbench.compare.store.storage import confined, move_aside, remove_tree
 from lossbench.module import model_values
 
