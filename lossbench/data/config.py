@@ -26,6 +26,7 @@ from typing import Any, Literal
 from lossbench.data.builtin import BUILTIN_COLUMNS, BUILTIN_PREFIX, check_builtin_name
 from lossbench.data.corrupt import Imbalance, LabelNoise
 from lossbench.data.errors import _check_fraction, _check_int, _err
+from lossbench.data.memory import is_dataset_object, is_memory_name, memory_dataset, memory_name
 from lossbench.data.tokenize import HF_PREFIX, ByteTokenizer, _import_tokenizers, import_transformers
 
 __all__ = ["PADDINGS", "TASKS", "DataConfig"]
@@ -38,7 +39,10 @@ PADDINGS: tuple[str, ...] = ("longest", "max_length")
 class DataConfig:
     """Where the data comes from, which columns are inputs and target, and how rows become batches."""
 
-    path: str  # a hub dataset, a builder ("csv", "parquet", "json") with data_files, a saved folder, "lossbench:<name>"
+    path: (
+        Any  # a hub dataset, a builder ("csv", "parquet", "json") with data_files, a saved folder, "lossbench:<name>",
+    )
+    # or a datasets.Dataset / DatasetDict in memory (held under its content's name, "memory:<sha256>")
     name: str | None = None  # the dataset configuration, if it has several
     data_files: str | list[str] | dict[str, str | list[str]] | None = None  # local files: path(s), {split: path(s)}
     train_split: str = "train"  # the split to train on (must exist)
@@ -83,9 +87,10 @@ class DataConfig:
                 (``UnknownDatasetError`` for an unknown bundled dataset).
             ImportError: ``tokenizer="bpe"`` on text without the ``tokenizers`` library.
         """
+        path = memory_name(self.path, "path", self.train_split) if is_dataset_object(self.path) else self.path
         config = replace(
             self,
-            path=_plain_paths(self.path),
+            path=_plain_paths(path),
             data_files=_plain_paths(self.data_files),
             cache_dir=_plain_paths(self.cache_dir),
         )
@@ -116,15 +121,20 @@ def _check_source(config: DataConfig) -> None:
     path = config.path
     if not isinstance(path, str) or not path:
         raise _err(
-            f"`path` must be a non-empty str (a hub name, a builder such as 'csv', or 'lossbench:<name>'), got {path!r}"
+            "`path` must be a non-empty str (a hub name, a builder such as 'csv', or 'lossbench:<name>') or a "
+            f"datasets.Dataset / DatasetDict, got {path!r}"
         )
-    if config.builtin is None:
+    own = "the bundled dataset" if config.builtin is not None else "the in-memory dataset"
+    if is_memory_name(path):
+        memory_dataset(path, "path")  # held by this process, or a clear refusal
+    elif config.builtin is not None:
+        check_builtin_name(path, "path")
+    else:
         return
-    check_builtin_name(path, "path")
     if config.data_files is not None or config.name is not None:
         used = "`data_files`" if config.data_files is not None else "`name`"
         raise _err(
-            f"{used} is not used with the bundled dataset `path`={path!r}; drop it, or load your files "
+            f"{used} is not used with {own} `path`={path!r}; drop it, or load your files "
             "with a builder such as path='csv'"
         )
 

@@ -39,6 +39,7 @@ from lossbench.data.loading import (
     TeacherRows,
     in_memory,
 )
+from lossbench.data.memory import is_memory_name, memory_dataset
 from lossbench.data.planning import _count_features, _make_spec, _plan_image, _plan_target
 from lossbench.data.preprocess import PREPROCESS_VERSION, _fingerprint, _Plan, _preprocess, _standardize
 from lossbench.data.spec import DataSpec
@@ -118,7 +119,9 @@ class HFDataModule(L.LightningDataModule):
     Args:
         path: a hub dataset name (``"ag_news"``), a builder for local files (``"csv"``,
             ``"parquet"``, ``"json"``) with ``data_files``, a local dataset folder, or a bundled
-            dataset ``"lossbench:<name>"`` (see :data:`lossbench.data.BUILTIN_DATASETS`).
+            dataset ``"lossbench:<name>"`` (see :data:`lossbench.data.BUILTIN_DATASETS`), or a
+            ``datasets.Dataset`` / ``DatasetDict`` in memory (a lone ``Dataset`` is ``train_split``; it is held
+            under its contents' name, ``"memory:<sha256>"``: :mod:`lossbench.data.memory`).
         name: the dataset configuration, if it has several.
         data_files: local files for a builder: a path, a list of paths, or ``{split: path(s)}``.
         train_split: the split to train on.
@@ -167,7 +170,7 @@ class HFDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        path: str,
+        path: Any,
         name: str | None = DataConfig.name,
         data_files: str | list[str] | dict[str, str | list[str]] | None = DataConfig.data_files,
         train_split: str = DataConfig.train_split,
@@ -517,6 +520,8 @@ class HFDataModule(L.LightningDataModule):
 
                     shutil.rmtree(tmp, ignore_errors=True)
             return datasets.load_from_disk(str(folder))
+        if is_memory_name(self.path):
+            return memory_dataset(self.path)
         local = Path(self.path)
         if local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
             out = datasets.load_from_disk(str(local))

@@ -8,6 +8,7 @@ import numpy as np
 
 from lossbench.data.errors import _err
 from lossbench.data.features import _feature_kind
+from lossbench.data.memory import is_memory_name
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ARGS = {"train": "train_split", "validation": "val_split", "test": "test_split"}  # split -> its argument
@@ -42,6 +43,7 @@ def _make_splits(
     ``sources``, when given, is filled with where each split came from, in words (for reports).
     """
     available = list(raw.keys())
+    shown = "the in-memory dataset" if is_memory_name(path) else repr(path)
     if train_split not in raw:
         raise _err(f"`train_split`={train_split!r} is not a split of `path`={path!r}; its splits are {available}")
     train = raw[train_split]
@@ -52,11 +54,11 @@ def _make_splits(
         if arg is not None and arg in raw and arg != train_split:
             out[split] = raw[arg]
             if sources is not None:
-                sources[split] = f"given: split {arg!r} of {path!r}"
+                sources[split] = f"given: split {arg!r} of {shown}"
         elif fraction > 0:
             carve[split] = fraction
     if sources is not None:
-        sources["train"] = f"given: split {train_split!r} of {path!r}" + (" (less the carved rows)" if carve else "")
+        sources["train"] = f"given: split {train_split!r} of {shown}" + (" (less the carved rows)" if carve else "")
         labels_given = _stratify_labels(train, stratify_column) is not None
         for split, fraction in carve.items():
             sources[split] = f"carved: {fraction:g} of {train_split!r}, split_seed {split_seed}" + (
