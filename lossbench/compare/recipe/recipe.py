@@ -284,10 +284,26 @@ def _pretrained_tokenizer(data: dict[str, Any], backbone: dict[str, Any]) -> dic
 
 def _data(raw: dict[str, Any]) -> dict[str, Any]:
     data = raw.get("data")
-    if not isinstance(data, dict) or not data.get("path"):
+    if not isinstance(data, dict) or data.get("path") is None or data.get("path") == "":
         raise RecipeError(f"recipe: `data` must be a mapping with at least `path`, got {data!r}")
     check_data_args(data)
-    return data
+    return {**data, "path": _data_path(data)}
+
+
+def _data_path(data: dict[str, Any]) -> Any:
+    """``data.path``; a ``datasets`` object given in Python becomes its in-memory name (:mod:`lossbench.data.memory`:
+    recipes, records and results folders hold plain values, and the name is of the rows' contents)."""
+    from lossbench.data.memory import is_dataset_object, is_memory_name, memory_dataset, memory_name
+
+    path = data["path"]
+    try:
+        if is_dataset_object(path):
+            return memory_name(path, "data.path", str(data.get("train_split", "train")))
+        if is_memory_name(path):
+            memory_dataset(path, "data.path")
+    except ValueError as exc:
+        raise RecipeError("recipe: " + str(exc).removeprefix("HFDataModule: ")) from None
+    return path
 
 
 def _seeds(raw: dict[str, Any]) -> list[int]:

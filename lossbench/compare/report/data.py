@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lossbench.compare.report.format import _num, _plain
+from lossbench.data.memory import MEMORY_PREFIX
 
 MAX_MATRIX_CLASSES = 20  # a transition matrix up to this many classes; a list beyond
 
@@ -22,6 +23,8 @@ def data_section(comparison: dict[str, Any]) -> list[str]:
         return ["## Data", "", "Not recorded (a results folder from an older lossbench).", ""]
     lines = [
         "## Data",
+        "",
+        f"Source: {source_text((comparison.get('recipe') or {}).get('data') or {})}.",
         "",
         *_table(
             ["split", "source", "rows", "targets", "content fingerprint"],
@@ -48,6 +51,23 @@ def data_section(comparison: dict[str, Any]) -> list[str]:
         lines += imbalance_lines(split, info.get("imbalance")) + noise_lines(split, info.get("label_noise"))
         lines += shared_lines(split, info)
     return lines
+
+
+def source_text(data: dict[str, Any]) -> str:
+    """Where the rows came from: the recipe's ``data.path`` (with ``name`` and ``data_files``), or the in-memory
+    dataset's fingerprint (:mod:`lossbench.data.memory`: its name is ``"memory:"`` + the sha256 of its rows)."""
+    path = str(data.get("path", "?"))
+    if path.startswith(MEMORY_PREFIX):
+        return (
+            f"an in-memory dataset (a `datasets` object given in Python), fingerprint "
+            f"`{path[len(MEMORY_PREFIX) :][:12]}` of its rows as given"
+        )
+    parts = [f"`{path}`"]
+    if data.get("name") is not None:
+        parts.append(f"configuration `{data['name']}`")
+    if data.get("data_files") is not None:
+        parts.append(f"files {data['data_files']!r}")
+    return ", ".join(parts)
 
 
 def shared_lines(split: str, info: dict[str, Any]) -> list[str]:
