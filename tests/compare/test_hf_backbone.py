@@ -159,3 +159,24 @@ def test_the_result_object_rebuilds_a_trained_module(both):
         module.state_dict()["backbone.model.encoder.layer.1.output.dense.weight"].double(),
         weights["backbone.model.encoder.layer.1.output.dense.weight"].double(),
     )
+
+
+@pytest.mark.slow
+def test_a_rerun_on_other_weights_at_the_same_path_is_refused(tmp_path):
+    """The recipe names only the folder: the weights' sha256 in the records is what tells a rerun they changed."""
+    model, texts = save_tiny_bert(tmp_path / "bert", seed=0), save_texts(tmp_path / "texts.parquet")
+    small = recipe((model, texts), losses=["ce", "focal"], seeds=[0], trainer={"max_steps": 2, "eval_every_n_steps": 1})
+    Comparison(load_recipe(small), tmp_path / "out", progress=False).run()
+    Comparison(load_recipe(small), tmp_path / "out", progress=False).prepare()  # the same weights: resumes
+    from transformers import BertModel
+
+    bert = BertModel.from_pretrained(model)
+    with torch.no_grad():
+        bert.encoder.layer[1].output.dense.bias.add_(0.5)  # other weights, the same tokenizer, folder and recipe
+    bert.save_pretrained(model)
+    with pytest.raises(
+        RecipeError,
+        match=r"the pretrained weights of `backbone` changed since the runs in `--output` "
+        r".* \(run 'ce' seed 0: sha256 [0-9a-f]{12} then, [0-9a-f]{12} now\); refusing to resume",
+    ):
+        Comparison(load_recipe(small), tmp_path / "out", progress=False).prepare()

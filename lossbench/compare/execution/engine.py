@@ -217,6 +217,7 @@ class Comparison:
     def _check_builds(self, spec: Any) -> None:
         """The heads' own argument checks, before anything is written: every loss builds (at every trial point)."""
         probe = self.initial_state(self.recipe.seeds[0], spec)
+        self._check_pretrained(probe.pretrained_sha256)
         for loss in self.recipe.losses:
             try:
                 self.build_model(loss, self.recipe.seeds[0], spec, probe)
@@ -237,6 +238,23 @@ class Comparison:
                         f"recipe: loss {loss.label!r} cannot be built at tuning trial {j} "
                         f"({point}): {exc}; narrow `tune.space`"
                     ) from None
+
+    def _check_pretrained(self, sha: str | None) -> None:
+        """Refuse to resume or mix when the pretrained weights the folder's runs started from differ from those now
+        at the same `backbone` path (the recipe, which names only the path, is unchanged)."""
+        if sha is None:
+            return
+        for loss in self.recipe.losses:
+            for seed in self.recipe.seeds:
+                record, _ = read_record(run_dir(self.output, loss.label, seed) / RECORD_FILE)
+                before = (record.backbone or {}).get("pretrained_sha256") if record is not None else None
+                if before is not None and before != sha:
+                    raise RecipeError(
+                        f"compare: the pretrained weights of `backbone` changed since the runs in `--output` "
+                        f"{str(self.output)!r} were trained (run {loss.label!r} seed {seed}: sha256 {before[:12]} "
+                        f"then, {sha[:12]} now); refusing to resume or mix runs from other weights; use a new "
+                        "--output folder (or restore the weights)"
+                    )
 
     def _check_model_size(self, spec) -> None:
         """Refuse a backbone above MAX_PARAMETERS before allocating it (counted on the meta device)."""

@@ -196,6 +196,7 @@ class InitialState:
 
     backbone: dict[str, torch.Tensor]
     heads: dict[tuple[int, ...], dict[str, torch.Tensor]]  # projection shape -> projection state
+    pretrained_sha256: str | None = None  # a pretrained backbone's loaded weights (HFEncoder), as records hold it
 
 
 # -- a run's files, read back -------------------------------------------------------------------------------
@@ -335,7 +336,8 @@ class RunBook:
         from lossbench.module import make_backbone
 
         backbone = make_backbone(spec, self.recipe.backbone, seed=seed)
-        return InitialState({k: v.detach().clone() for k, v in backbone.state_dict().items()}, {})
+        state = {k: v.detach().clone() for k, v in backbone.state_dict().items()}
+        return InitialState(state, {}, getattr(backbone, "pretrained_sha256", None))
 
     def build_model(self, loss: LossSpec, seed: int, spec: Any, init: InitialState) -> Any:
         """A LossbenchModule for ``loss`` whose backbone (and same-shape head projection) is ``init``'s."""
