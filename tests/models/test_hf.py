@@ -4,6 +4,7 @@ random BERT and its WordPiece tokenizer saved into a temporary folder."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -197,3 +198,48 @@ def test_the_pad_id_comes_from_the_tokenizer_or_the_config_and_they_must_agree(m
     (disagree / "config.json").write_text(json.dumps({**config, "pad_token_id": 3}))
     with pytest.raises(ValueError, match="tokenizer pads with id 0 and its config says pad_token_id=3"):
         HFEncoder(str(disagree))
+
+
+HUB_SNIPPET = """
+import json, sys
+from lossbench.compare import load_recipe
+from lossbench.data import HFDataModule
+from lossbench.models import HFEncoder
+
+name, texts = sys.argv[1], sys.argv[2]
+recipe = load_recipe({"data": {"path": "parquet", "data_files": texts, "text_column": "text", "max_length": 8},
+                      "backbone": {"class_path": "lossbench.models.HFEncoder", "init_args": {"pretrained": name}},
+                      "losses": ["ce"], "trainer": {"max_steps": 1},
+                      "target": {"metric": "val/accuracy", "mode": "max", "threshold": 0.5}})
+dm = HFDataModule(**recipe.data)
+print(json.dumps({"sha": HFEncoder(name).pretrained_sha256, "tokenizer": recipe.data["tokenizer"],
+                  "data": {k: v["fingerprint"] for k, v in dm.describe_splits().items()}}))
+"""
+
+
+def test_a_hub_name_loads_from_the_hub_cache_like_its_folder(model_dir, tmp_path):
+    """A hub name goes to ``from_pretrained`` as a name: here the hub is a local cache laid out as the hub writes
+    it (``models--org--name/snapshots/<commit>``), read with ``HF_HUB_OFFLINE=1``, so nothing touches the network.
+    The name gives the weights and the token ids of the folder it was made from."""
+    from lossbench.data import HFDataModule
+
+    texts = save_texts(tmp_path / "texts.parquet")
+    repo, commit = tmp_path / "hub" / "models--lossbench-test--tiny-bert", "0" * 40
+    shutil.copytree(model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    found = subprocess.run(
+        [sys.executable, "-c", HUB_SNIPPET, "lossbench-test/tiny-bert", str(texts)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    hub = json.loads(found.stdout.strip().splitlines()[-1])
+    local = HFDataModule(
+        "parquet", data_files=str(texts), text_column="text", max_length=8, tokenizer=f"hf:{model_dir}"
+    )
+    assert hub["tokenizer"] == "hf:lossbench-test/tiny-bert"
+    assert hub["sha"] == HFEncoder(str(model_dir)).pretrained_sha256
+    assert hub["data"] == {k: v["fingerprint"] for k, v in local.describe_splits().items()}
