@@ -23,9 +23,11 @@ import json
 import logging
 import os
 import platform
+import socket
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -109,6 +111,25 @@ def environment(trainer: pl.Trainer | None = None, settings: dict[str, Any] | No
     if torch.cuda.is_available() and env["accelerator"] in ("cuda", "gpu"):
         env["device_name"] = torch.cuda.get_device_name(0)
     return env
+
+
+def utc_now() -> str:
+    """Now, as a UTC ISO time to the millisecond (``2026-12-07T01:02:03.456+00:00``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def worker_info(launcher: str) -> dict[str, Any]:
+    """Who trains a run and since when: the launcher, this node and process (a record's ``worker``)."""
+    return {"launcher": launcher, "node": socket.gethostname(), "pid": os.getpid(), "device": None,
+            "started_at": utc_now(), "finished_at": None}  # fmt: skip
+
+
+def device_text(trainer: pl.Trainer) -> str:
+    """The device a trainer trained on: ``cpu``, or ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 def data_setup_hash(recipe_setup_hash: str, data: dict[str, str]) -> str:
@@ -320,6 +341,7 @@ class RunBook:
         self.data: dict[str, dict[str, Any]] = data if data is not None else {}
         self.teacher_fingerprints: dict[int, str] = {}  # seed -> sha256 of its teacher's training logits (teach)
         self.failed: list[str] = []  # "loss seed s (error)" of the runs that failed here
+        self.launcher = "local"  # what started this process's units: records say so (worker_info)
         self._datamodules: dict[int, Any] = {}
 
     # -- data, initial state, models ------------------------------------------------------------------
@@ -455,6 +477,7 @@ class RunBook:
         record.tuning = dict(loss.tuning)
         record.backbone = backbone_record(r.backbone, model)
         record.fingerprints["backbone"] = combine([json.dumps(r.backbone, sort_keys=True, default=str)])
+        record.worker = worker_info(self.launcher)
         record.save(run_dir(self.output, loss.label, seed) / RECORD_FILE)
         return record
 
@@ -543,6 +566,7 @@ class RunBook:
         """Record a failed run (it is reported; the others go on); returns its summary line."""
         record.status, record.error = "failed", error
         record.skipped_steps = skipped_steps
+        record.worker["finished_at"] = utc_now()
         record.fingerprints["data_order"].update(order)
         record.save(run_dir(self.output, record.loss, record.seed) / RECORD_FILE)
         first = error.splitlines()[0][:200]
@@ -561,6 +585,7 @@ class RunBook:
         record.environment = environment(trainer, r.trainer)
         record.skipped_steps = model.skipped_steps
         record.status = "finished"
+        record.worker.update(device=device_text(trainer), finished_at=utc_now())
         record.save(folder / RECORD_FILE)
         killpoint.kill_point("finished")
         if self.processes.is_global_zero:

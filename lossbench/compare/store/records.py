@@ -309,6 +309,9 @@ class RunRecord:
     # the backbone: {"name", "class_path" and "init_args" (a class of your own), "parameters", "width", "width_from"}
     backbone: dict[str, Any] = field(default_factory=dict)
     tuning: dict[str, Any] = field(default_factory=dict)  # a tuned run's {role, loss, trial, point} (compare.tuning)
+    # who trained it, where and when: {"launcher", "node", "pid", "device", "started_at", "finished_at"} (UTC ISO
+    # times of the last attempt: a resumed run's started_at is when it resumed)
+    worker: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -351,7 +354,7 @@ _RECORD_TYPES: dict[str, tuple[str, bool]] = {  # field -> (kind, None allowed)
     "improving": (_DICT, False), "environment": (_DICT, False), "modes": (_DICT, False),
     "auc": (_NUMBER, True), "skipped_steps": (_INT, False), "resumed": (_INT, False),
     "restarts": ("a list of strings", False), "execution": (_DICT, False), "tuning": (_DICT, False),
-    "backbone": (_DICT, False), "error": (_STR, True),
+    "backbone": (_DICT, False), "worker": (_DICT, False), "error": (_STR, True),
 }  # fmt: skip
 _METRIC_MAPS = ("final", "best", "test")  # "<split>/<metric>" -> a number or null
 
