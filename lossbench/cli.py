@@ -76,6 +76,8 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
             seeds=args.seeds,
             losses=[s for s in args.losses.split(",") if s] if args.losses else None,
             executor=args.executor,
+            launcher=args.launcher,
+            address=args.address,
         )
         if args.print_config:  # the resolved recipe (defaults filled in, overrides applied), nothing run
             print(recipe.to_yaml(), end="")
@@ -194,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("fused", "sequential"),  # recipe.EXECUTORS (unimported: a light CLI)
         help="train each seed's losses in lockstep as one model array (fused, the default) or one "
         "run after another (sequential); overrides the recipe's `executor`",
+    )
+    compare.add_argument(
+        "--launcher",
+        choices=("local", "ray"),  # recipe.LAUNCHERS (unimported: a light CLI)
+        help="where the units of work run: one after another in this process (local, the default) or in "
+        "parallel as Ray tasks (ray: pip install lossbench[ray]); overrides the recipe's `launcher.name`",
+    )
+    compare.add_argument(
+        "--address",
+        help="with --launcher ray: the Ray cluster to use ('auto', 'ray://host:10001', 'host:6379'); "
+        "default: a local Ray started for the comparison",
     )
     compare.add_argument(
         "--wait",

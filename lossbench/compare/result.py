@@ -53,6 +53,8 @@ def resolve_recipe(
     seeds: int | Sequence[int] | None = None,
     losses: Sequence[str] | None = None,
     executor: str | None = None,
+    launcher: str | None = None,
+    address: str | None = None,
     **dotted: Any,
 ) -> Recipe:
     """The recipe to run, overrides applied and checked (:func:`~lossbench.compare.load_recipe`). Nothing is run.
@@ -64,6 +66,7 @@ def resolve_recipe(
         seeds: a count (seeds ``0 .. n-1``, like ``--seeds``) or the list of seeds to run.
         losses: keep only these loss labels (the baseline is always kept), like ``--losses``.
         executor: ``"fused"`` or ``"sequential"``, like ``--executor``.
+        launcher: ``"local"`` or ``"ray"``, like ``--launcher``; address: the Ray cluster's, like ``--address``.
         **dotted: overrides as keyword arguments, ``__`` for the dot: ``trainer__max_steps=20``. Their values are
             Python values, used as given (a string stays a string).
 
@@ -85,6 +88,9 @@ def resolve_recipe(
         given[key] = _quoted(value) if isinstance(value, str) else value  # kept as given, not read as YAML
     if executor is not None:
         given["executor"] = executor  # like --executor, over a dotted `executor`
+    for key, value in (("launcher.name", launcher), ("launcher.address", address)):
+        if value is not None:  # like --launcher and --address, over dotted ones
+            given[key] = _quoted(value) if isinstance(value, str) else value
     count = None
     if seeds is not None:
         if isinstance(seeds, int) and not isinstance(seeds, bool):
@@ -156,6 +162,8 @@ def run_comparison(
     seeds: int | Sequence[int] | None = None,
     losses: Sequence[str] | None = None,
     executor: str | None = None,
+    launcher: str | None = None,
+    address: str | None = None,
     progress: bool = True,
     wait: bool = False,
     **dotted: Any,
@@ -172,6 +180,8 @@ def run_comparison(
         overrides: dotted keys -> values as on the command line (``{"trainer.max_steps": "20"}``, strings read as
             YAML).
         seeds, losses, executor: ``--seeds`` (a count, or a list of seeds), ``--losses``, ``--executor``.
+        launcher, address: ``--launcher`` (``"local"`` or ``"ray"``: units in parallel as Ray tasks) and
+            ``--address`` (a Ray cluster's; none: a local Ray).
         progress: one progress display over the runs.
         wait: another process writes ``output``: wait for it, or refuse (``FolderBusyError``).
         **dotted: overrides as keyword arguments, ``__`` for the dot, Python values used as given:
@@ -180,7 +190,16 @@ def run_comparison(
     Raises:
         RecipeError: a bad recipe, override, output folder or data (nothing written).
     """
-    chosen = resolve_recipe(recipe, overrides=overrides, seeds=seeds, losses=losses, executor=executor, **dotted)
+    chosen = resolve_recipe(
+        recipe,
+        overrides=overrides,
+        seeds=seeds,
+        losses=losses,
+        executor=executor,
+        launcher=launcher,
+        address=address,
+        **dotted,
+    )
     return finish_comparison(prepare_comparison(chosen, output, progress=progress, wait=wait))
 
 

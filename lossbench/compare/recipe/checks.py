@@ -32,6 +32,7 @@ def check_keys(where: str, given: dict[str, Any], allowed: list[str] | tuple[str
 
 
 MAX_SEEDS = 1_000  # seeds of one comparison (each is a run per loss)
+MAX_RETRIES = 100  # launcher.retries: restarts of a unit whose worker died
 
 
 MAX_SEED = 2**32 - 1  # the largest seed torch and numpy accept
@@ -78,8 +79,9 @@ def check_config(config: Any, section: str) -> None:
         raise RecipeError(str(exc)) from None
 
 
-def check_trainer_values(trainer: dict[str, Any]) -> None:
-    """Trainer values Lightning would only refuse when the first run starts (after the folder is written)."""
+def check_trainer_values(trainer: dict[str, Any], on_this_machine: bool = True) -> None:
+    """Trainer values Lightning would only refuse when the first run starts (after the folder is written).
+    ``on_this_machine``: the runs train here, so the accelerator must exist here (not so for Ray's workers)."""
     from typing import get_args
 
     try:
@@ -93,7 +95,8 @@ def check_trainer_values(trainer: dict[str, Any]) -> None:
         raise RecipeError(
             f"recipe: `trainer.precision` must be one of Lightning's precisions ({shown}), got {trainer['precision']!r}"
         )
-    _check_accelerator(trainer["accelerator"], trainer["devices"])
+    if on_this_machine:
+        _check_accelerator(trainer["accelerator"], trainer["devices"])
     clip = trainer["gradient_clip_val"]
     if clip is not None and not (finite_number(clip) and clip >= 0):
         raise RecipeError(f"recipe: `trainer.gradient_clip_val` must be a number >= 0 or null, got {clip!r}")

@@ -16,6 +16,7 @@ from lossbench._hints import did_you_mean
 from lossbench.compare.recipe.bounded_yaml import safe_yaml
 from lossbench.compare.recipe.checks import (
     MAX_LABEL_BYTES,
+    MAX_RETRIES,
     MAX_SEED,
     MAX_SEEDS,
     RecipeError,
@@ -27,7 +28,7 @@ from lossbench.compare.recipe.checks import (
     is_seed_list,
     shown_seeds,
 )
-from lossbench.compare.recipe.schema import EXECUTORS, SECTIONS, TOP_LEVEL, LossSpec, Recipe
+from lossbench.compare.recipe.schema import EXECUTORS, LAUNCHERS, SECTIONS, TOP_LEVEL, LossSpec, Recipe
 from lossbench.compare.recipe.teacher import parse_teacher
 from lossbench.compare.recipe.trials import check_tuned_heads
 from lossbench.compare.recipe.tune import TuneSpec, parse_tune
@@ -208,13 +209,14 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     trainer, target = _trainer(raw), _target(raw)
     optimizer, schedule = _section(raw, "optimizer"), _section(raw, "schedule")
     nan_policy, select, executor = _nan_policy(raw), _select(raw), _executor(raw)
+    launcher = _launcher(raw, trainer)
     check_config(OptimizerConfig(**optimizer), "optimizer")  # the module's own checks, now, not at the first run
     check_config(ScheduleConfig(**schedule), "schedule")
     teacher = parse_teacher(raw["teacher"]) if raw.get("teacher") is not None else None
     tune = _tune(raw, losses, target, seeds, optimizer)
     backbone = _backbone(raw)
     data = _pretrained_tokenizer(data, backbone)
-    check_trainer_values(trainer)
+    check_trainer_values(trainer, on_this_machine=launcher["name"] == "local")
     return Recipe(
         name=str(raw.get("name") or "comparison"),
         description=str(raw.get("description") or ""),
@@ -232,6 +234,7 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
         executor=executor,
         tune=tune,
         teacher=teacher,
+        launcher=launcher,
     )
 
 
@@ -379,6 +382,58 @@ def _executor(raw: dict[str, Any]) -> str:
             f"array) or 'sequential' (one run after another), got {executor!r}"
         )
     return executor
+
+
+def _launcher(raw: dict[str, Any], trainer: dict[str, Any]) -> dict[str, Any]:
+    """Where the units run (:class:`~lossbench.compare.recipe.schema.LauncherConfig`). A Ray unit trains on one
+    device: a trainer that spreads one run over several processes (DDP) runs under the local launcher."""
+    launcher = _section(raw, "launcher")
+    name, address = launcher["name"], launcher["address"]
+    if name not in LAUNCHERS:
+        raise RecipeError(
+            f"recipe: `launcher.name` must be 'local' (units one after another in this process) or 'ray' (units "
+            f"in parallel as Ray tasks, pip install lossbench[ray]), got {name!r}{did_you_mean(str(name), LAUNCHERS)}"
+        )
+    if address is not None and (name != "ray" or not isinstance(address, str) or not address):
+        raise RecipeError(
+            f"recipe: `launcher.address` is a Ray cluster's address ('auto', 'ray://host:10001', 'host:6379') "
+            f"and needs `launcher.name: ray`, got address={address!r} with name={name!r}"
+        )
+    launcher["resources"] = _resources(launcher["resources"])
+    retries = launcher["retries"]
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise RecipeError(f"recipe: `launcher.retries` must be an int in [0, {MAX_RETRIES}], got {retries!r}")
+    if name == "ray":
+        spread = {k: trainer[k] for k in ("devices", "num_nodes", "strategy") if trainer[k] not in (1, "auto")}
+        if spread:
+            raise RecipeError(
+                f"recipe: a Ray unit trains on one device, so `launcher.name: ray` takes none of {spread} in "
+                "`trainer`; spread the runs with Ray, or one run over devices with the local launcher (DDP)"
+            )
+        if launcher["resources"]["gpu"] > 0 and trainer["accelerator"] == "cpu":
+            raise RecipeError(
+                f"recipe: `launcher.resources.gpu` is {launcher['resources']['gpu']} but `trainer.accelerator` is "
+                "'cpu': the units would hold GPUs and train on CPUs; set `trainer.accelerator: auto`"
+            )
+    return launcher
+
+
+def _resources(given: Any) -> dict[str, float]:
+    """``launcher.resources``: CPUs (>= 1: each unit's torch threads) and GPUs (a fraction packs units on one)."""
+    if not isinstance(given, dict):
+        raise RecipeError(
+            f"recipe: `launcher.resources` must be a mapping such as {{cpu: 1, gpu: 0.25}}, got {given!r}"
+        )
+    check_keys("launcher.resources.", given, ["cpu", "gpu"])
+    out = {"cpu": given.get("cpu", 1), "gpu": given.get("gpu", 0)}
+    for key, low in (("cpu", 1), ("gpu", 0)):
+        value = out[key]
+        if not finite_number(value) or value < low:
+            raise RecipeError(f"recipe: `launcher.resources.{key}` must be a number >= {low}, got {value!r}")
+    gpu = out["gpu"]
+    if gpu > 1 and gpu != int(gpu):
+        raise RecipeError(f"recipe: `launcher.resources.gpu` must be a fraction <= 1 or a whole number, got {gpu!r}")
+    return out
 
 
 def _tune(

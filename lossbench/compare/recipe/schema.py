@@ -41,6 +41,17 @@ class TargetConfig:
     threshold: float | None = None  # "fastest" = first evaluation at or past it (required)
 
 
+@dataclass
+class LauncherConfig:
+    """A recipe's ``launcher:`` section: where the comparison's units of work run. Outside the setup hash: it
+    changes where and when runs train, not what they compute (a folder resumes under another launcher)."""
+
+    name: str = "local"  # "local": one unit after another in this process; "ray": Ray tasks, units in parallel
+    address: str | None = None  # ray: "auto", "ray://host:10001" or "host:6379"; None: a Ray started here
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})  # ray: per unit (torch threads)
+    retries: int = 2  # ray: how often a unit whose worker died (kill -9, a lost node) starts again; it resumes
+
+
 SECTIONS: dict[str, dict[str, Any]] = {
     # section -> allowed keys and their defaults (None: required or no default); one definition of each default
     "data": {},  # HFDataModule arguments, checked against its signature
@@ -49,6 +60,7 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "schedule": defaults(ScheduleConfig),
     "trainer": defaults(TrainerConfig),
     "target": defaults(TargetConfig),
+    "launcher": defaults(LauncherConfig),
 }
 
 
@@ -56,6 +68,9 @@ TRAINER_UNHASHED = ("checkpoint_every_s",)
 """Trainer keys that change how a run is saved, not what it computes: outside the setup hash (a folder resumes
 with another value)."""
 
+
+LAUNCHERS = ("local", "ray")
+"""Where a comparison's units of work run: in this process, or as Ray tasks (``lossbench[ray]``)."""
 
 EXECUTORS = ("fused", "sequential")
 """How a comparison trains its runs: each seed's losses in lockstep as one model array, or one run after another."""
@@ -104,6 +119,7 @@ class Recipe:
     executor: str = "fused"  # "fused": a seed's losses trained in lockstep as one model array; or "sequential"
     tune: TuneSpec | None = None  # equal-budget tuning per loss before the final seeds (compare.tuning)
     teacher: dict[str, Any] | None = None  # distillation: a checkpoint, or a teacher to train first (compare.teacher)
+    launcher: dict[str, Any] = field(default_factory=lambda: defaults(LauncherConfig))  # where units run
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -126,6 +142,8 @@ class Recipe:
             out["tune"] = self.tune.to_dict()
         if self.teacher is not None:
             out["teacher"] = dict(self.teacher)
+        if self.launcher != defaults(LauncherConfig):  # only then: a local recipe's hashes are those it always had
+            out["launcher"] = copy.deepcopy(self.launcher)
         return out
 
     @classmethod
@@ -154,7 +172,7 @@ class Recipe:
     def setup(self) -> dict[str, Any]:
         """What must be identical for every loss: everything but the losses, baseline and seeds (and how the runs
         are executed: fused and sequential runs train the same models on the same batches; records say which)."""
-        left_out = ("losses", "baseline", "seeds", "name", "description", "executor")
+        left_out = ("losses", "baseline", "seeds", "name", "description", "executor", "launcher")
         setup = {k: v for k, v in self.to_dict().items() if k not in left_out}
         setup["trainer"] = {k: v for k, v in self.trainer.items() if k not in TRAINER_UNHASHED}
         return setup
