@@ -13,7 +13,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,hf]"
+	$(BIN)/pip install --quiet -e ".[dev,hf,ray]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -11,7 +11,11 @@ the process ``kill -9`` itself the n-th time (default: the first) it reaches tha
 - ``test``: before a run's test split is evaluated;
 - ``finished``: after a run's record says finished, before its checkpoints are deleted;
 - ``write:<file name>``: with half of that file's temporary copy written (``record.json``,
-  ``metrics.csv``, ``results.csv``, ``last.ckpt`` ...).
+  ``metrics.csv``, ``results.csv``, ``last.ckpt`` ...);
+- ``unit:<n>``: on a Ray launcher's driver, after its n-th unit ended (workers never reach it).
+
+``LOSSBENCH_TEST_KILL_ONCE=<file>`` fires the point only if ``<file>`` does not exist yet (it is created then):
+so one process of many (a Ray worker, which Ray starts again after the kill) dies, once.
 
 Unset (always, outside these tests) the variable is read once at import and every point costs
 one comparison with None.
@@ -39,8 +43,20 @@ def kill_point(point: str) -> None:
         return
     _reached[point] += 1
     name, _, times = _KILL_AT.partition("@")
-    if point == name and _reached[point] == int(times or 1):
+    if point == name and _reached[point] == int(times or 1) and _first_time():
         os.kill(os.getpid(), _SIGNAL)
+
+
+def _first_time() -> bool:
+    """Without ``LOSSBENCH_TEST_KILL_ONCE``, always; with it, only for the process that creates that file."""
+    once = os.environ.get("LOSSBENCH_TEST_KILL_ONCE")
+    if not once:
+        return True
+    try:
+        os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def callbacks() -> list[Any]:

@@ -22,6 +22,7 @@ from lossbench._hints import did_you_mean
 from lossbench.compare.analysis.tuning import select_trials
 from lossbench.compare.execution.fused import run_arrays
 from lossbench.compare.execution.interrupt import stop_on_signals
+from lossbench.compare.execution.ray_launcher import RayLauncher
 from lossbench.compare.execution.runner import (
     FUSED,
     SEQUENTIAL,
@@ -56,6 +57,7 @@ from lossbench.compare.store.layout import (
 from lossbench.compare.store.lock import FolderLock
 from lossbench.compare.store.meta import ComparisonMeta, comparison_path, write_comparison
 from lossbench.compare.store.records import (
+    RunRecord,
     atomic_write_text,
     read_json,
     remove_temporary_files,
@@ -68,6 +70,7 @@ from lossbench.compare.store.storage import (
     write_failure,
 )
 from lossbench.data.identity import fingerprints_of
+from lossbench.data.memory import is_memory_name, memory_dataset
 from lossbench.distributed import Processes
 
 # a comparison's own sub-comparisons, relative to its folder: a teacher, tuning trials, and the tuning's teacher
@@ -123,6 +126,7 @@ class Comparison:
         self.book = RunBook(recipe, self.output)
         self.part_of: Path | None = None  # the comparison whose sub-comparison (teacher/, tuning/) this is
         self.built_by_parent = False  # the tuning's trials: its parent built each loss at each point (prepare)
+        self.launcher: RayLauncher | None = None  # launcher ray: its connection (run() opens it, parts share it)
         self._prepared = False
 
     @property
@@ -384,6 +388,7 @@ class Comparison:
         ``built``: this comparison's prepare() built each of its losses already."""
         sub = Comparison(recipe, self.output / folder, progress=self.progress)
         sub.processes, sub.part_of, sub.built_by_parent = self.processes, self.output, built
+        sub.launcher = self.launcher  # its units run where this comparison's do
         sub.prepare()
         sub._run_locked(report=False)
         self.failed.extend(f"{folder}: {line}" for line in sub.failed)
@@ -435,20 +440,31 @@ class Comparison:
         with quiet():
             self.prepare()
             self.processes = self._launch()  # every process exists before anything is decided or written
+        opened = self.launcher is None and self.recipe.launcher["name"] == "ray"
+        if opened:  # connected before anything is written: an unreachable cluster is refused here
+            self.launcher = RayLauncher(self.recipe.launcher)
+            self.launcher.open()
         # one writer per folder (rank 0 of a distributed run is the only one that writes)
         lock = (
             FolderLock(self.output, wait=self.wait, on_wait=self._waiting)
             if self.processes.is_global_zero
             else contextlib.nullcontext()
         )
-        with results_folder(self.output), stop_on_signals(), lock:  # a signal while waiting for the lock stops too
-            try:
-                return self._run_locked()
-            except OSError as exc:  # disk full, quota, read-only: stop (every later write would fail too)
-                failure = write_failure(exc, self.output)
-                if failure is None:
-                    raise
-                raise failure from exc
+        try:
+            with results_folder(self.output), stop_on_signals(), lock:  # a signal waiting for the lock stops too
+                try:
+                    if self.launcher is not None:
+                        self.launcher.check_shared(self.output)  # every worker reaches the folder, or nothing written
+                    return self._run_locked()
+                except OSError as exc:  # disk full, quota, read-only: stop (every later write would fail too)
+                    failure = write_failure(exc, self.output)
+                    if failure is None:
+                        raise
+                    raise failure from exc
+        finally:
+            if opened and self.launcher is not None:
+                self.launcher.close()
+                self.launcher = None
 
     def _waiting(self, holder: str) -> None:
         """``--wait``: say that (and whom) this process waits for; a signal meanwhile names it."""
@@ -484,30 +500,11 @@ class Comparison:
                 file=sys.stderr,
                 dynamic_ncols=True,
             )
-            inits: dict[int, InitialState] = {}
-            fused: dict[int, tuple[dict[str, str], dict[str, str]]] = {}  # seed -> (lines, fallbacks) of its array
             try:
-                for i, (seed, loss) in enumerate(plan, 1):
-                    self.position = f"run {i}/{len(plan)} ({loss.label} seed {seed})"
-                    killpoint.kill_point(f"run:{i}")  # test hook (LOSSBENCH_TEST_KILL_AT); a no-op otherwise
-                    bar.set_postfix_str(f"run {i}/{len(plan)}: {loss.label} seed {seed}")
-                    dm = self.datamodule(seed)
-                    if seed not in inits:
-                        inits[seed] = self.initial_state(seed, dm.spec)
-                    if self.recipe.executor == FUSED and seed not in fused:
-                        last = i + len(self.losses) - 1
-                        self.position = f"the arrays of seed {seed} (runs {i}-{last}/{len(plan)})"
-                        fused[seed] = run_arrays(self.book, seed, self.losses, dm, inits[seed])
-                    lines, fallbacks = fused.get(seed, ({}, {}))
-                    line = lines.get(loss.label)
-                    if line is None:
-                        execution = {"executor": SEQUENTIAL}
-                        if loss.label in fallbacks:
-                            execution["fallback"] = fallbacks[loss.label]
-                        line = self.run_one(loss, seed, dm, inits[seed], execution)
-                    bar.update(1)
-                    if show:
-                        bar.write(f"[{i}/{len(plan)}] {line}")
+                if self.launcher is not None:
+                    self._run_ray(bar, show)
+                else:
+                    self._run_local(plan, bar, show)
             finally:
                 bar.close()
         self.position = "the report"
@@ -517,6 +514,69 @@ class Comparison:
         if not self.processes.is_global_zero or not report:  # the report is rank 0's to write
             return self.output / REPORT_FILE
         return render_report(self.output)
+
+    def _run_local(self, plan: list[tuple[int, LossSpec]], bar: Any, show: bool) -> None:
+        """The plan in this process (and its DDP processes), one run or one seed's arrays after another."""
+        inits: dict[int, InitialState] = {}
+        fused: dict[int, tuple[dict[str, str], dict[str, str]]] = {}  # seed -> (lines, fallbacks) of its array
+        for i, (seed, loss) in enumerate(plan, 1):
+            self.position = f"run {i}/{len(plan)} ({loss.label} seed {seed})"
+            killpoint.kill_point(f"run:{i}")  # test hook (LOSSBENCH_TEST_KILL_AT); a no-op otherwise
+            bar.set_postfix_str(f"run {i}/{len(plan)}: {loss.label} seed {seed}")
+            dm = self.datamodule(seed)
+            if seed not in inits:
+                inits[seed] = self.initial_state(seed, dm.spec)
+            if self.recipe.executor == FUSED and seed not in fused:
+                last = i + len(self.losses) - 1
+                self.position = f"the arrays of seed {seed} (runs {i}-{last}/{len(plan)})"
+                fused[seed] = run_arrays(self.book, seed, self.losses, dm, inits[seed])
+            lines, fallbacks = fused.get(seed, ({}, {}))
+            line = lines.get(loss.label)
+            if line is None:
+                execution = {"executor": SEQUENTIAL}
+                if loss.label in fallbacks:
+                    execution["fallback"] = fallbacks[loss.label]
+                line = self.run_one(loss, seed, dm, inits[seed], execution)
+            bar.update(1)
+            if show:
+                bar.write(f"[{i}/{len(plan)}] {line}")
+
+    def _run_ray(self, bar: Any, show: bool) -> None:
+        """The plan's units as Ray tasks, in parallel; each unit's lines are shown as it ends."""
+        assert self.launcher is not None
+        units, path = self.units(), self.recipe.data["path"]
+        data = memory_dataset(path) if is_memory_name(path) else None  # workers register it under its name
+        self.position = f"{len(units)} unit(s) on Ray"
+
+        def done(unit: Unit, result: dict[str, Any] | None, error: str | None) -> None:
+            if result is not None:
+                lines = list(result["lines"].values())
+                self.book.failed.extend(result["failed"])
+            else:
+                lines = self._fail_unit(unit, error or "unknown")
+            for line in lines:
+                bar.update(1)
+                if show:
+                    bar.write(f"[{bar.n}/{bar.total}] {line}")
+
+        self.launcher.run(units, data, done)
+
+    def _fail_unit(self, unit: Unit, error: str) -> list[str]:
+        """A unit whose Ray task failed for good: its runs that did not finish are recorded failed."""
+        losses, lines = {loss.label: loss for loss in self.losses}, []
+        for label in unit.losses:
+            record, _ = read_record(run_dir(self.output, label, unit.seed) / RECORD_FILE)
+            if record is not None and record.status == "finished":
+                lines.append(f"{label} seed {unit.seed}: finished")
+                continue
+            loss = losses[label]
+            if record is None:
+                record = RunRecord(loss=label, head=loss.head, head_args=loss.args, seed=unit.seed)
+                record.tuning, record.setup_hash = dict(loss.tuning), self.setup_hash
+            record.fingerprints.setdefault("data_order", {})
+            why = f"RayTaskFailed: the Ray task of seed {unit.seed}'s unit failed for good: {error}"
+            lines.append(self.book.fail_record(record, why, record.skipped_steps, {}))
+        return lines
 
     def _launch(self) -> Processes:
         try:

@@ -116,11 +116,15 @@ def unit_book(unit: Unit, processes: Processes | None = None) -> tuple[RunBook, 
     return book, unit_losses(recipe, unit.losses, output)
 
 
-def run_unit(unit: Unit, processes: Processes | None = None) -> tuple[dict[str, str], list[str]]:
+def run_unit(
+    unit: Unit, processes: Processes | None = None, launcher: str = "local"
+) -> tuple[dict[str, str], list[str]]:
     """Execute ``unit`` in this process: its data module, initial state and teacher rebuilt here, its runs
     trained, skipped (finished) or resumed as the comparison would. Returns label -> summary line, and the
-    runs that failed (``"loss seed s (error)"``; their records say why)."""
+    runs that failed (``"loss seed s (error)"``; their records say why). ``launcher``: what started this
+    process, for the records."""
     book, losses = unit_book(unit, processes)
+    book.launcher = launcher
     with quiet(), results_folder(book.output):
         dm = book.datamodule(unit.seed)
         book.teach(unit.seed)  # a recipe with a teacher: its logits ride along the seed's batches
