@@ -179,8 +179,9 @@ def test_a_folder_the_workers_do_not_share_is_refused(ray_cluster, tmp_path, mon
 
 
 # -- faults: the driver as a command, with its own local Ray ------------------------------------------------------
-def compare_command(tmp_path, env=None, check=True):
+def compare_command(tmp_path, env=None, check=True, retries=2):
     recipe = ray_recipe(seeds=[0, 1, 2])
+    recipe["launcher"]["retries"] = retries
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     command = [sys.executable, "-m", "lossbench.cli", "compare", str(path), "--output", str(tmp_path / "out"),
@@ -220,3 +221,61 @@ def test_a_stopped_or_killed_driver_resumes(local, tmp_path):
     assert all(mine[k][0].worker["finished_at"] == t for k, t in first.items())  # skipped, not trained again
     assert_same_runs({k: v for k, v in mine.items() if k[1] in (0, 1)}, local[0])
     assert "## Outcome" in (tmp_path / "out" / "report.md").read_text()
+
+
+def staged_recipe():
+    """Teachers, then tuning trials, then selection, then the final runs: every stage's units on Ray."""
+    recipe = ray_recipe(losses=["ce", {"name": "kd", "args": {"temperature": 2.0, "alpha": 0.5}}], seeds=[0])
+    recipe["teacher"] = {"head": "ce", "backbone": {"d_model": 8, "nhead": 2, "num_layers": 1}, "max_steps": 6}
+    recipe["tune"] = {"trials": 2, "seeds": [100, 101], "space": {"optimizer.lr": {"low": 1e-3, "high": 3e-2}}}
+    return recipe
+
+
+@pytest.mark.slow
+def test_every_stage_runs_on_ray_with_the_local_numbers(ray_cluster, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = staged_recipe()
+        del local["launcher"]
+        lossbench.compare(local, output=tmp_path / "local", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    lossbench.compare(staged_recipe(), output=tmp_path / "ray", progress=False)
+    for part in ("teacher", "tuning", "."):
+        mine, theirs = runs(tmp_path / "ray" / part), runs(tmp_path / "local" / part)
+        assert_same_runs(mine, theirs)
+        assert {r.worker["launcher"] for r, _ in mine.values()} == {"ray"}, part
+    assert len(runs(tmp_path / "ray" / "tuning")) == 2 * 2 * 2  # 2 losses x 2 trials x 2 tuning seeds
+    chosen = (tmp_path / "ray" / "tuning.json").read_text()
+    assert chosen == (tmp_path / "local" / "tuning.json").read_text()
+
+
+@pytest.mark.slow
+def test_in_memory_data_travels_to_the_workers(ray_cluster, tmp_path):
+    import datasets
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame.rename(columns={"target": "label"})
+    recipe = ray_recipe(seeds=[0])
+    recipe["data"] = {"path": datasets.Dataset.from_pandas(frame), "feature_columns": list(frame.columns[:-1])}
+    result = lossbench.compare(recipe, output=tmp_path / "out", progress=False)
+    assert result.failed == [] and {r.status for r, _ in runs(tmp_path / "out").values()} == {"finished"}
+    assert "Source: an in-memory dataset" in result.report_path.read_text()
+
+
+@pytest.mark.slow
+def test_a_unit_that_fails_for_good_marks_its_runs_failed_and_the_others_finish(tmp_path):
+    """No retries, and one worker dies at its 6th step: that seed's unit fails for good, the others finish."""
+    once = tmp_path / "killed-once"
+    env = {"LOSSBENCH_TEST_KILL_AT": "step:6", "LOSSBENCH_TEST_KILL_ONCE": str(once)}
+    found = compare_command(tmp_path, env, check=False, retries=0)
+    assert found.returncode == 1, found.stderr[-2000:]
+    mine = runs(tmp_path / "out")
+    failed = {key for key, (record, _) in mine.items() if record.status == "failed"}
+    assert len({seed for _, seed in failed}) == 1 and len(failed) == 3  # one seed's unit: its 3 losses
+    assert all("the Ray task of seed" in mine[key][0].error for key in failed)
+    assert all(record.status == "finished" for key, (record, _) in mine.items() if key not in failed)
+    assert "run(s) failed" in found.stderr and "rerunning the command retries them" in found.stderr
