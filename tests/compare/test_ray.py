@@ -279,3 +279,42 @@ def test_a_unit_that_fails_for_good_marks_its_runs_failed_and_the_others_finish(
     assert all("the Ray task of seed" in mine[key][0].error for key in failed)
     assert all(record.status == "finished" for key, (record, _) in mine.items() if key not in failed)
     assert "run(s) failed" in found.stderr and "rerunning the command retries them" in found.stderr
+
+
+def scale_doc_commands() -> list[list[str]]:
+    """Every ``lossbench compare`` command of docs/scale.md's shell blocks (after ``--`` in ``ray job submit``)."""
+    import re
+    import shlex
+
+    text = (ROOT / "docs" / "scale.md").read_text()
+    commands = []
+    for block in re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if "--" in words:
+                words = words[words.index("--") + 1 :]
+            if words[:2] == ["lossbench", "compare"]:
+                commands.append(words[2:])
+    return commands
+
+
+def test_the_scale_docs_commands_and_settings_are_valid(capsys):
+    """Each command of docs/scale.md, resolved as it would run (--print-config: nothing is started), asks for Ray;
+    its YAML block is a valid part of a recipe."""
+    import re
+
+    from lossbench.cli import main
+    from lossbench.compare.recipe.recipe import bundled_recipes
+
+    commands = scale_doc_commands()
+    assert len(commands) >= 5
+    for words in commands:
+        recipe = words[0] if words[0] in bundled_recipes() else "digits"  # my_recipe.yaml: a recipe of yours
+        assert main(["compare", recipe, *words[1:], "--print-config"]) == 0
+        resolved = yaml.safe_load(capsys.readouterr().out)
+        assert resolved["launcher"]["name"] == "ray", words
+    block = re.search(r"^```yaml\n(.*?)^```", (ROOT / "docs" / "scale.md").read_text(), re.S | re.M).group(1)
+    given = yaml.safe_load(block)
+    recipe = load_recipe("digits", overrides={f"{section}.{k}": v for section, values in given.items()
+                                              for k, v in values.items()})  # fmt: skip
+    assert recipe.launcher == {"name": "ray", "address": None, "resources": {"cpu": 2, "gpu": 0.25}, "retries": 2}
