@@ -150,6 +150,23 @@ def test_ray_gives_the_records_of_the_local_launcher(ray_cluster, local, tmp_pat
 
 
 @pytest.mark.slow
+def test_sequential_runs_are_one_unit_each_with_the_local_numbers(ray_cluster, tmp_path):
+    import torch
+
+    recipe = {**ray_recipe(seeds=[1], losses=["ce", "focal"]), "executor": "sequential"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lossbench.compare({**recipe, "launcher": {"name": "local"}}, output=tmp_path / "local", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    lossbench.compare(recipe, output=tmp_path / "ray", progress=False)
+    mine = runs(tmp_path / "ray")
+    assert_same_runs(mine, runs(tmp_path / "local"))
+    assert {r.execution["executor"] for r, _ in mine.values()} == {"sequential"}
+
+
+@pytest.mark.slow
 def test_two_seeds_train_at_the_same_time(ray_cluster, tmp_path):
     recipe = ray_recipe(seeds=[0, 1])
     recipe["trainer"].update(max_steps=60, eval_every_n_steps=20)
