@@ -197,7 +197,7 @@ def test_a_folder_the_workers_do_not_share_is_refused(ray_cluster, tmp_path, mon
 
 # -- faults: the driver as a command, with its own local Ray ------------------------------------------------------
 def compare_command(tmp_path, env=None, check=True, retries=2):
-    recipe = ray_recipe(seeds=[0, 1, 2])
+    recipe = ray_recipe(seeds=[0, 1])
     recipe["launcher"]["retries"] = retries
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -219,7 +219,7 @@ def test_a_killed_worker_is_retried_and_resumes(local, tmp_path):
     mine = runs(tmp_path / "out")
     resumed = {key for key, (record, _) in mine.items() if record.resumed}
     assert resumed and len({seed for _, seed in resumed}) == 1  # one unit resumed from its checkpoint
-    assert_same_runs({k: v for k, v in mine.items() if k[1] in (0, 1)}, local[0])
+    assert_same_runs(mine, local[0])
 
 
 @pytest.mark.slow
@@ -234,9 +234,9 @@ def test_a_stopped_or_killed_driver_resumes(local, tmp_path):
     assert killed.returncode == -signal.SIGKILL
     compare_command(tmp_path)
     mine = runs(tmp_path / "out")
-    assert all(r.status == "finished" for r, _ in mine.values()) and len(mine) == 9
+    assert all(r.status == "finished" for r, _ in mine.values()) and len(mine) == 6
     assert all(mine[k][0].worker["finished_at"] == t for k, t in first.items())  # skipped, not trained again
-    assert_same_runs({k: v for k, v in mine.items() if k[1] in (0, 1)}, local[0])
+    assert_same_runs(mine, local[0])
     assert "## Outcome" in (tmp_path / "out" / "report.md").read_text()
 
 
