@@ -55,6 +55,21 @@ def _overrides(extra: list[str]) -> dict[str, str]:
     return out
 
 
+def _seeds(text: str) -> int | list[int]:
+    """``--seeds``: a count (``4``: seeds 0..3) or a comma-separated list of seeds (``0,1,7``)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()] if "," in text else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a count (4) or a comma-separated list of seeds (0,1,7), got {text!r}"
+        ) from None
+
+
+def _message(exc: BaseException) -> str:
+    """An error's text after the command's own ``lossbench compare:`` (a leading ``compare:`` is not said twice)."""
+    return str(exc).removeprefix("compare: ")
+
+
 EXIT_WRITE_FAILED = 74  # sysexits.h EX_IOERR: the results folder could not be written
 
 
@@ -86,12 +101,12 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
         # written; the data module's errors (ValueError, FileNotFoundError, HubUnreachableError) are bad input too
         comparison = prepare_comparison(recipe, args.output, progress=not args.no_progress, wait=args.wait)
     except (RecipeError, UnknownHeadError, ValueError, OSError) as exc:
-        print(f"lossbench compare: {exc}", file=sys.stderr)
+        print(f"lossbench compare: {_message(exc)}", file=sys.stderr)
         return 2
     try:
         result = finish_comparison(comparison)
     except (RecipeError, UnknownHeadError, FolderBusyError) as exc:
-        print(f"lossbench compare: {exc}", file=sys.stderr)
+        print(f"lossbench compare: {_message(exc)}", file=sys.stderr)
         return 2
     except Interrupted as exc:  # SIGTERM / Ctrl-C: every write was atomic, the interrupted run resumes
         if comparison.processes.is_global_zero:
@@ -102,11 +117,11 @@ def _compare(args: argparse.Namespace, extra: list[str]) -> int:
             )
         return exc.exit_code
     except OutsideResultsFolder as exc:  # a symlink out of the folder: nothing outside was touched
-        print(f"lossbench compare: {exc}; stopped at {comparison.position}", file=sys.stderr)
+        print(f"lossbench compare: {_message(exc)}; stopped at {comparison.position}", file=sys.stderr)
         return 2
     except WriteFailed as exc:  # disk full, quota, read-only: every write is atomic, so the folder resumes
         print(
-            f"lossbench compare: {exc}; stopped at {comparison.position}; free space (or fix the folder) and "
+            f"lossbench compare: {_message(exc)}; stopped at {comparison.position}; free space (or fix the folder) and "
             f"rerun the same command to resume {str(comparison.output)!r}",
             file=sys.stderr,
         )
@@ -181,7 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("recipe", metavar="RECIPE")
     compare.add_argument("--output", help="results folder (default runs/<recipe name>); rerun to resume")
-    compare.add_argument("--seeds", type=int, help="run seeds 0..N-1 instead of the recipe's")
+    compare.add_argument(
+        "--seeds",
+        type=_seeds,
+        help="run seeds 0..N-1 (a count: --seeds 4) or these seeds (a list: --seeds 0,1,7) instead of the recipe's",
+    )
     compare.add_argument("--losses", help="comma-separated subset of the recipe's losses (the baseline is kept)")
     compare.add_argument("--no-progress", action="store_true", help="no progress display")
     compare.add_argument(

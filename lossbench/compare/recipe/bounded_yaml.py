@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -15,9 +16,11 @@ MAX_YAML_VALUES = 100_000  # values in a document once its aliases (*anchor) are
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses documents nested deeper than :data:`MAX_YAML_DEPTH`."""
+    """``yaml.SafeLoader`` that refuses documents nested deeper than :data:`MAX_YAML_DEPTH`, and reads numbers
+    as YAML 1.2 does: ``1e-3`` and ``5e+2`` are floats (YAML 1.1, PyYAML's, reads them as strings)."""
 
     depth = 0
+    yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self.depth += 1
@@ -28,6 +31,12 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+
+_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+"""Exponent floats without a dot or a sign (``1e-3``, ``2E5``) that YAML 1.1 leaves as strings."""
+for _first in "-+0123456789.":
+    _BoundedLoader.yaml_implicit_resolvers.setdefault(_first, []).insert(0, ("tag:yaml.org,2002:float", _FLOAT_12))
 
 
 def _expanded_size(node: Any, sizes: dict[int, int]) -> int:

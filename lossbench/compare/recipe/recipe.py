@@ -148,8 +148,9 @@ def _loss_specs(raw_losses: Any, keep: list[str] | None = None, baseline: Any = 
             raise RecipeError(f"recipe: `--losses` {unknown} are not in the recipe's losses {labels}")
         specs = [s for s in specs if s.label in keep or s.label == baseline]
     for spec in specs:
+        i = labels.index(spec.label)
         if spec.label in class_paths:
-            import_head_class(spec.head, labels.index(spec.label))
+            check_head_args(i, spec.args, import_head_class(spec.head, i))
     return specs
 
 
@@ -172,11 +173,31 @@ def _loss_item(i: int, item: Any) -> tuple[LossSpec, bool]:
     head = item.get("name") or item["class_path"]
     if not isinstance(head, str) or not head:
         raise RecipeError(f"recipe: `losses[{i}]`'s `name`/`class_path` must be a non-empty string, got {head!r}")
+    args = item.get("args") or item.get("init_args") or {}
+    if not isinstance(args, dict):
+        raise RecipeError(f"recipe: `losses[{i}].args` must be a mapping of the head's arguments, got {args!r}")
     if "name" in item:  # a registry lookup runs no user code: checked for every loss
-        get_head_class(head)  # unknown name: UnknownHeadError listing the nearest names
+        check_head_args(i, args, get_head_class(head))  # unknown name: UnknownHeadError listing the nearest
     label = _label(item)
     _check_label(i, label)
-    return LossSpec(label, head, dict(item.get("args") or item.get("init_args") or {})), "class_path" in item
+    return LossSpec(label, head, dict(args)), "class_path" in item
+
+
+def check_head_args(i: int, args: dict[str, Any], cls: type) -> None:
+    """Every key of ``losses[i].args`` is an argument of the head's ``__init__`` (unless it takes ``**kwargs``);
+    a typo gets the nearest names ("did you mean 'gamma'")."""
+    import inspect
+
+    params = inspect.signature(cls).parameters  # the class's call: __init__ without self
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = list(params)
+    for key in args:
+        if key not in allowed:
+            raise RecipeError(
+                f"recipe: `losses[{i}].args.{key}` is not an argument of {cls.__name__}"
+                f"{did_you_mean(str(key), allowed)} (it takes {', '.join(allowed)})"
+            )
 
 
 def _check_label(i: int, label: str) -> None:
@@ -345,6 +366,14 @@ def _trainer(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _target(raw: dict[str, Any]) -> dict[str, Any]:
     target = _section(raw, "target")
+    missing = [key for key in ("metric", "mode", "threshold") if target[key] is None]
+    if missing:
+        raise RecipeError(
+            f"recipe: `target` is missing {', '.join(f'`{key}`' for key in missing)}: every choice is made on "
+            "`metric` (a validation metric like 'val/accuracy'), `mode` says which way is better ('max' or 'min') "
+            "and `threshold` is the bar of steps-to-target, e.g. target: {metric: val/accuracy, mode: max, "
+            "threshold: 0.9}"
+        )
     if not isinstance(target["metric"], str) or not target["metric"].startswith("val/"):
         raise RecipeError(
             f"recipe: `target.metric` must name a validation metric like 'val/accuracy', got {target['metric']!r}"
