@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from lossbench.compare.recipe.recipe import bundled_recipes, load_recipe
     from lossbench.compare.recipe.schema import Recipe
     from lossbench.compare.report.render import render_report
-    from lossbench.compare.result import ComparisonResult, LossVerdict, run_comparison
+    from lossbench.compare.report.verdicts import LossVerdict
+    from lossbench.compare.result import ComparisonResult, run_comparison
 
 _PUBLIC = {
     "Comparison": "lossbench.compare.execution.engine",
@@ -35,7 +36,7 @@ _PUBLIC = {
     "render_report": "lossbench.compare.report.render",
     "recompute": "lossbench.compare.execution.recompute",
     "ComparisonResult": "lossbench.compare.result",
-    "LossVerdict": "lossbench.compare.result",
+    "LossVerdict": "lossbench.compare.report.verdicts",
     "run_comparison": "lossbench.compare.result",
 }
 

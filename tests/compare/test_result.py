@@ -15,7 +15,8 @@ from lossbench.compare import ComparisonResult, RecipeError, render_report
 from lossbench.compare.analysis.stats import ComparisonStats, Estimate, Paired, Verdict
 from lossbench.compare.execution.evaluate import metrics_from_predictions, predict
 from lossbench.compare.report.outcome import _headline_sentences
-from lossbench.compare.result import OUTCOMES, resolve_recipe, run_comparison, verdict_of
+from lossbench.compare.report.verdicts import OUTCOMES, verdict_of
+from lossbench.compare.result import resolve_recipe, run_comparison
 from lossbench.compare.store.layout import PREDICTIONS_FILE, RECORD_FILE, run_dir
 from lossbench.compare.store.records import RunRecord, read_json
 from lossbench.compare.store.tensors import load_tensors, save_tensors
