@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lossbench._hints import did_you_mean
-from lossbench.compare.analysis.stats import ComparisonStats, Estimate
+from lossbench.compare.analysis.stats import ComparisonStats
 from lossbench.compare.recipe.checks import RecipeError
 from lossbench.compare.recipe.schema import TOP_LEVEL, Recipe
 from lossbench.compare.report.verdicts import LossVerdict, verdict_of
@@ -372,31 +372,11 @@ class ComparisonResult:
 
     # -- for notebooks -------------------------------------------------------------------------------------------
     def _repr_markdown_(self) -> str:
-        """The headline: each loss's mean headline metric, rank and verdict against the baseline."""
-        from lossbench.compare.report.data import _table
-        from lossbench.compare.report.format import _est, _pvalue, _signed
+        """The answer, as report.md's first section says it: a sentence, then per loss its headline metric, its
+        difference from the baseline and the verdict; failed runs and the report's path after it."""
+        from lossbench.compare.report.verdicts import verdict_section
 
-        stats, verdicts = self.stats, self.verdicts
-        better = "higher" if stats.mode == "max" else "lower"
-        ranks = {entry.loss: entry.rank for entry in stats.ranking}
-        rows = []
-        for loss in stats.losses:
-            summary = stats.summaries[loss]
-            estimate = (
-                summary.test.get(stats.headline)
-                if stats.headline.startswith("test/")
-                else summary.final.get(stats.metric)
-            )
-            v = verdicts.get(loss)
-            against = "baseline" if v is None else f"{v.outcome} ({_signed(v.effect)}, p (Holm) {_pvalue(v.p_adj)})"
-            rows.append([str(ranks.get(loss, "—")), loss, _est(estimate or Estimate(0)), str(summary.n), against])
-        lines = [
-            f"**{self.comparison.get('name', self.folder.name)}**: {stats.headline_label} ({better} is better), "
-            f"vs {stats.baseline}",
-            "",
-            *_table(["rank", "loss", f"mean {stats.headline_label}", "seeds", f"vs {stats.baseline}"], rows),
-            "",
-        ]
+        lines = [f"**{self.comparison.get('name', self.folder.name)}**", "", *verdict_section(self.stats)]
         failed = self.failed
         if failed:
             lines += [f"Failed runs: {'; '.join(failed)}.", ""]

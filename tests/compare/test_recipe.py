@@ -164,6 +164,10 @@ def test_bundled_recipe_runs_in_full_with_a_fair_report(name, tmp_path):
     assert check_fairness([r for r, _ in records]).ok
     text = report.read_text()
     assert "## Outcome" in text and "plots/target_metric.png" in text
+    head = text.splitlines()[:15]  # the answer first: the sentence and every loss's verdict
+    assert head[2].startswith(f"No loss beat {recipe.baseline} on ") or f" beat {recipe.baseline} on " in head[2]
+    assert any(line.startswith("| loss | ") and line.endswith("| verdict |") for line in head)
+    assert {loss.label for loss in recipe.losses} <= {line.split(" | ")[0][2:].split(" (")[0] for line in head}
     # the test split is the headline of results.csv and of the report, and the Data section lists the splits
     from lossbench.compare.execution.recompute import recompute
 

@@ -23,6 +23,7 @@ from lossbench.compare.report.format import (
     _signed,
     _untested,
 )
+from lossbench.compare.report.verdicts import same_sign_seeds
 
 LOW_POWER_SEEDS = 5
 
@@ -82,7 +83,10 @@ def _ranking_sentence(stats: ComparisonStats) -> str:
     if first.next_loss is None:
         return text + "), but it is the only loss with finished runs."
     second = stats.ranking[1]
-    text += f", next {second.loss} with {_num(second.mean)})"
+    if _num(first.mean) == _num(second.mean):  # equal as shown: a tie, not a first place
+        text = f"By mean {stats.headline_label}, {first.loss} and {second.loss} tie for first ({_num(first.mean)})"
+    else:
+        text += f", next {second.loss} with {_num(second.mean)})"
     vs = first.vs_next
     if vs is None:
         return text + "; the two share no finished seed, so the gap is untested."
@@ -153,6 +157,15 @@ def _headline_sentences(stats: ComparisonStats) -> list[str]:
         )
     split = [(loss, v, p) for loss, v, p in noise if _examples_only(v)]
     noise = [(loss, v, p) for loss, v, p in noise if not _examples_only(v)]
+    consistent = [(loss, v, p) for loss, v, p in split if same_sign_seeds(p)[0] == p.n]
+    split = [(loss, v, p) for loss, v, p in split if same_sign_seeds(p)[0] != p.n]
+    if consistent:
+        names = ", ".join(f"{loss} ({_signed(p.diff.mean)}, {p.n} of {p.n} seeds)" for loss, _, p in consistent)
+        verb = "differs" if len(consistent) == 1 else "differ"
+        sentences.append(
+            f"The {m} of {names} {verb} from {base} in the same direction on every seed and on the pooled test "
+            "examples, but is not yet significant at the seed level: run more seeds."
+        )
     if split:
         names = ", ".join(
             f"{loss} ({_signed(p.diff.mean)}; examples Holm {_pvalue(v.examples_p_adj)}, "
