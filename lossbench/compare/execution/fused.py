@@ -256,6 +256,9 @@ def run_arrays(
     """Train the pending ``losses`` of ``seed`` in arrays bounded by :data:`MAX_ARRAY_MEMBERS` and
     :data:`MAX_ARRAY_VALUES` (:func:`array_parts`, in plan order; one array when they fit): what
     :func:`run_array` returns, merged over the arrays."""
+    why = trainer_fallback(book.recipe.trainer)
+    if why is not None:  # every loss alone, as a sequential run: the caller trains them
+        return {}, {loss.label: why for loss in losses}
     backbone = book.recipe.backbone
     counted: dict[tuple[str, str], int] = {}  # a head and its arguments: counted once, however many trials share them
     sizes = []
@@ -279,6 +282,18 @@ def run_arrays(
         lines.update(done)
         fallbacks.update(sequential)
     return lines, fallbacks
+
+
+def trainer_fallback(trainer: dict[str, Any]) -> str | None:
+    """Why the recipe's trainer settings need one Trainer per run (the losses then train sequentially), or None:
+    a logger and callbacks belong to one run; the array steps its members itself, one batch a step."""
+    if trainer["logger"] is not None:
+        return "trainer.logger: each run logs to a logger of its own, which needs a Trainer of its own"
+    if trainer["callbacks"]:
+        return "trainer.callbacks: each run gets its own callbacks (one may stop it early), in a Trainer of its own"
+    if trainer["accumulate_grad_batches"] != 1:
+        return "trainer.accumulate_grad_batches: the array steps its members on every batch"
+    return None
 
 
 def run_array(

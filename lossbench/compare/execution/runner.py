@@ -44,6 +44,7 @@ from lossbench.compare.execution.teacher import fingerprint as teacher_fingerpri
 from lossbench.compare.execution.teacher import load_checkpoint_teacher, teacher_recipe, training_logits
 from lossbench.compare.recipe.checks import RecipeError
 from lossbench.compare.recipe.schema import EXECUTORS, LossSpec, Recipe
+from lossbench.compare.recipe.trainer_parts import describe_callbacks, make_callbacks, make_logger
 from lossbench.compare.store.fingerprints import combine, state_fingerprint
 from lossbench.compare.store.layout import (
     CHECKPOINTS_DIR,
@@ -478,13 +479,22 @@ class RunBook:
         record.backbone = backbone_record(r.backbone, model)
         record.fingerprints["backbone"] = combine([json.dumps(r.backbone, sort_keys=True, default=str)])
         record.worker = worker_info(self.launcher)
+        if r.trainer["callbacks"] or r.trainer["logger"] is not None:  # what every run of the comparison had
+            record.execution["callbacks"] = describe_callbacks(r.trainer["callbacks"])
+            record.execution["logger"] = r.trainer["logger"]
         record.save(run_dir(self.output, loss.label, seed) / RECORD_FILE)
         return record
 
-    def trainer(self, callbacks: list[pl.Callback], root: Path) -> pl.Trainer:
-        """A run's (or an array's) one Trainer: its step-0 evaluation, its fit and its final evaluation."""
+    def trainer(self, callbacks: list[pl.Callback], root: Path, run: RunRecord | None = None) -> pl.Trainer:
+        """A run's (or an array's) one Trainer: its step-0 evaluation, its fit and its final evaluation. A run's
+        (``run``: its record) has the recipe's own logger and callbacks (an array never does: fused.py)."""
         t = self.recipe.trainer
         every = t["eval_every_n_steps"]
+        logger: Any = False
+        if run is not None:
+            tags = {"comparison": self.recipe.name, "loss": run.loss, "seed": run.seed, "head": run.head}
+            logger = make_logger(t["logger"], run_dir(self.output, run.loss, run.seed), tags)
+            callbacks = [*callbacks, *make_callbacks(t["callbacks"])]
         return pl.Trainer(
             accelerator=t["accelerator"],
             devices=t["devices"],
@@ -492,7 +502,7 @@ class RunBook:
             strategy=t["strategy"],
             precision=t["precision"],
             deterministic=t["deterministic"],
-            logger=False,
+            logger=logger,
             enable_progress_bar=False,
             enable_model_summary=False,
             callbacks=callbacks,
@@ -504,8 +514,9 @@ class RunBook:
             max_steps=t["max_steps"] if t["max_steps"] is not None else -1,
             val_check_interval=every,
             check_val_every_n_epoch=None,
-            log_every_n_steps=min(every, 50),
+            log_every_n_steps=t["log_every_n_steps"] or min(every, 50),
             gradient_clip_val=t["gradient_clip_val"],
+            accumulate_grad_batches=t["accumulate_grad_batches"],
         )
 
     def train(
@@ -518,11 +529,12 @@ class RunBook:
         root: Path,
         recorder: Recorder,
         callbacks: list[pl.Callback],
+        run: RunRecord | None = None,
     ) -> pl.Trainer:
         """Train ``model`` (a run's module or an array) in one Trainer: the evaluation at step 0 (every curve starts
         from the shared initial weights; not when resuming from ``ckpt``), the fit, and the final evaluation when
         ``recorder`` lacks the last step. ``callbacks`` come after ``recorder``, the test hook's last."""
-        trainer = self.trainer([recorder, *callbacks, *killpoint.callbacks()], root)
+        trainer = self.trainer([recorder, *callbacks, *killpoint.callbacks()], root, run)
         if not resume:
             trainer.validate(model, datamodule=dm, verbose=False)
         seed_rngs(seed)  # dropout draws from the global RNG; a resumed run restores the checkpoint's (ResumeState)
@@ -622,7 +634,7 @@ class RunBook:
         checkpoint = LastCheckpoint(ckpt, r.trainer["checkpoint_every_s"])
         try:
             callbacks = [order, *([best] if best is not None else []), checkpoint]
-            trainer = self.train(model, dm, seed, ckpt, state.resume, folder, recorder, callbacks)
+            trainer = self.train(model, dm, seed, ckpt, state.resume, folder, recorder, callbacks, record)
             if self.processes.is_global_zero:  # the test split, once, on the reported weights (rank 0 writes)
                 self.evaluate_test(record, model, dm, folder, best, trainer)
         except Exception as exc:  # a failed run is recorded and reported; the others go on

@@ -30,6 +30,7 @@ from lossbench.compare.recipe.checks import (
 )
 from lossbench.compare.recipe.schema import EXECUTORS, LAUNCHERS, SECTIONS, TOP_LEVEL, LossSpec, Recipe
 from lossbench.compare.recipe.teacher import parse_teacher
+from lossbench.compare.recipe.trainer_parts import check_callbacks, check_logger
 from lossbench.compare.recipe.trials import check_tuned_heads
 from lossbench.compare.recipe.tune import TuneSpec, parse_tune
 from lossbench.config import NAN_POLICIES, SELECT, BackboneConfig, OptimizerConfig, ScheduleConfig, finite_number
@@ -361,6 +362,17 @@ def _trainer(raw: dict[str, Any]) -> dict[str, Any]:
             "recipe: `trainer.checkpoint_every_s` must be a number of seconds >= 0 (0: a checkpoint "
             f"after every evaluation), got {every!r}"
         )
+    for key, low, none in (("accumulate_grad_batches", 1, False), ("log_every_n_steps", 1, True)):
+        value = trainer[key]
+        if not (value is None and none) and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise RecipeError(
+                f"recipe: `trainer.{key}` must be an int >= {low}{' or null' if none else ''}, got {value!r}"
+            )
+    try:
+        check_logger(trainer["logger"])
+        check_callbacks(trainer["callbacks"])
+    except ValueError as exc:
+        raise RecipeError(f"recipe: {exc}") from None
     return trainer
 
 

@@ -30,6 +30,10 @@ class TrainerConfig:
     deterministic: bool = True  # torch's deterministic algorithms: reruns give the same numbers
     gradient_clip_val: float | None = None  # clip the gradient norm to this value (None: no clipping)
     checkpoint_every_s: float = 60  # a resume checkpoint at most this often (0: after every evaluation)
+    logger: Any = None  # one logger per run: None, "csv", "tensorboard" or {class_path, init_args} (MLflow, W&B ...)
+    callbacks: list[Any] = field(default_factory=list)  # {class_path, init_args} items, one fresh set per run
+    accumulate_grad_batches: int = 1  # batches per optimizer step
+    log_every_n_steps: int | None = None  # the logger's step rows; None: min(eval_every_n_steps, 50)
 
 
 @dataclass
@@ -64,9 +68,13 @@ SECTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-TRAINER_UNHASHED = ("checkpoint_every_s",)
-"""Trainer keys that change how a run is saved, not what it computes: outside the setup hash (a folder resumes
-with another value)."""
+TRAINER_UNHASHED = ("checkpoint_every_s", "logger", "log_every_n_steps")
+"""Trainer keys that change how a run is saved or logged, not what it computes: outside the setup hash (a folder
+resumes with another value)."""
+
+TRAINER_ADDED = {"callbacks": [], "accumulate_grad_batches": 1}
+"""Trainer keys added after results folders existed: in the setup hash only when not at these defaults, so an older
+folder's setup hash is unchanged (a callback or gradient accumulation changes what a run computes)."""
 
 
 LAUNCHERS = ("local", "ray")
@@ -174,7 +182,11 @@ class Recipe:
         are executed: fused and sequential runs train the same models on the same batches; records say which)."""
         left_out = ("losses", "baseline", "seeds", "name", "description", "executor", "launcher")
         setup = {k: v for k, v in self.to_dict().items() if k not in left_out}
-        setup["trainer"] = {k: v for k, v in self.trainer.items() if k not in TRAINER_UNHASHED}
+        setup["trainer"] = {
+            k: v
+            for k, v in self.trainer.items()
+            if k not in TRAINER_UNHASHED and not (k in TRAINER_ADDED and v == TRAINER_ADDED[k])
+        }
         return setup
 
     @property

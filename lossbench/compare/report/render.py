@@ -51,7 +51,7 @@ from lossbench.compare.report.tuning import (
     tuning_conditions,
     tuning_section,
 )
-from lossbench.compare.report.verdicts import verdict_section
+from lossbench.compare.report.verdicts import budget_lines, verdict_section
 from lossbench.compare.store.layout import (
     METRICS_FILE,
     PLOTS_DIR,
@@ -252,6 +252,7 @@ def report_markdown(
         ]
     lines += [f"# Loss comparison: {comparison['name']}", ""]
     lines += verdict_section(stats)  # the answer first; provenance, methods and every table follow
+    lines += budget_lines([r for r, _ in runs])
     lines += _setup_section(comparison, runs, fairness, stats)
     lines += teacher_section(root, comparison) if root is not None else []
     if tuning is not None:

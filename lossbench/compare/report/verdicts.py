@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from typing import Any
 
 from lossbench.compare.analysis.stats import ComparisonStats, Estimate, Paired, Verdict
 from lossbench.compare.report.format import _untested
@@ -209,3 +210,24 @@ def seeds_needed(sd: float, delta: float, tests: int = 1, limit: int = 10_000) -
         if nct.sf(crit, n - 1, shift) + nct.cdf(-crit, n - 1, shift) >= POWER:
             return n
     return limit
+
+
+def budget_lines(records: list[Any]) -> list[str]:
+    """A warning next to the verdicts when finished runs of one seed trained for different numbers of steps (a
+    callback such as EarlyStopping ended some early): the verdicts then compare different budgets."""
+    steps: dict[int, dict[str, int]] = {}
+    for r in records:
+        if r.status == "finished":
+            steps.setdefault(int(r.seed), {})[r.loss] = int(r.steps)
+    uneven = {seed: by_loss for seed, by_loss in sorted(steps.items()) if len(set(by_loss.values())) > 1}
+    if not uneven:
+        return []
+    seed, by_loss = next(iter(uneven.items()))
+    shown = ", ".join(f"{loss} {n}" for loss, n in by_loss.items())
+    callbacks = sorted({c for r in records for c in (r.execution or {}).get("callbacks", [])})
+    why = f" (trainer.callbacks: {'; '.join(callbacks)})" if callbacks else ""
+    return [
+        f"> **The budgets differ:** runs of the same seed stopped after different numbers of steps (seed {seed}: "
+        f"{shown}; {len(uneven)} seed(s) so){why}, so these verdicts compare losses trained for different budgets.",
+        "",
+    ]
