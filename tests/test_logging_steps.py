@@ -109,8 +109,8 @@ def test_compare_rows_hold_the_last_optimizer_steps_grad_norm_and_lr(tmp_path, l
     comparison = Comparison(recipe, out, progress=False)
     make = comparison.book.trainer  # the run lifecycle (RunBook) makes every Trainer
 
-    def trainer(callbacks, root):
-        made = make(callbacks + [spy], root)
+    def trainer(callbacks, root, run=None):
+        made = make(callbacks + [spy], root, run)
         if log_every is not None:  # the module's step logs fall elsewhere than the rows
             made.log_every_n_steps = log_every
         return made

@@ -71,7 +71,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path):
 
     comparison = Comparison(recipe, out, progress=False)
     make = comparison.book.trainer  # every Trainer of the comparison's runs (RunBook.trainer)
-    comparison.book.trainer = lambda callbacks, root: make(callbacks + [Stop()], root)
+    comparison.book.trainer = lambda callbacks, root, run=None: make(callbacks + [Stop()], root, run)
     comparison.run()
     record = RunRecord.load(run_dir(out, "ce", 0) / "record.json")
     assert record.status == "failed" and "simulated crash" in record.error
