@@ -182,6 +182,28 @@ class RunRecorder(Recorder):
         self.train_seconds = float(state_dict.get("train_seconds", 0.0))
 
 
+class StepProgress(pl.Callback):
+    """Tells ``report(steps, epoch)`` after every optimizer step: the new optimizer steps times the members trained
+    (an array of K losses advances K runs a step at a time), and the epoch. What moves a comparison's progress
+    display within a run or an array."""
+
+    def __init__(self, report: Callable[[int, int], None]) -> None:
+        self.report = report
+        self.last = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.last = int(trainer.global_step)  # a resumed run counts from where it stood
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = int(trainer.global_step)
+        if step > self.last:
+            members = len(getattr(pl_module, "labels", None) or [None])
+            self.report((step - self.last) * members, int(trainer.current_epoch))
+            self.last = step
+
+
 class LastCheckpoint(Checkpoint):
     """Saves the resume point (``path``, e.g. ``last.ckpt``) after an evaluation during ``fit``, at most once every
     ``every_s`` seconds (0: after every evaluation). A kill -9 loses at most that much training: the run resumes

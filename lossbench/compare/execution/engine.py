@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -492,11 +493,12 @@ class Comparison:
                 self._tune()
             plan = self.plan()
             show = self.progress and self.processes.is_global_zero  # one display, on global rank 0
+            per_run = 1 if self.launcher is not None else self._steps_per_run()  # Ray: a unit's lines when it ends
             bar = tqdm(
-                total=len(plan),
+                total=len(plan) * per_run,
                 desc="lossbench compare",
-                unit="run",
-                disable=not show,
+                unit="run" if per_run == 1 else "step",
+                disable=not show or not sys.stderr.isatty(),  # not a terminal: one line per finished run only
                 file=sys.stderr,
                 dynamic_ncols=True,
             )
@@ -504,7 +506,7 @@ class Comparison:
                 if self.launcher is not None:
                     self._run_ray(bar, show)
                 else:
-                    self._run_local(plan, bar, show)
+                    self._run_local(plan, bar, show, per_run)
             finally:
                 bar.close()
         self.position = "the report"
@@ -515,8 +517,31 @@ class Comparison:
             return self.output / REPORT_FILE
         return render_report(self.output)
 
-    def _run_local(self, plan: list[tuple[int, LossSpec]], bar: Any, show: bool) -> None:
-        """The plan in this process (and its DDP processes), one run or one seed's arrays after another."""
+    def _steps_per_run(self) -> int:
+        """Optimizer steps of one run: the progress display's unit (every run of a comparison has the same budget)."""
+        t = self.recipe.trainer
+        if t["max_steps"] is not None:
+            return int(t["max_steps"])
+        dm = self.datamodule(self.recipe.seeds[0])
+        batches = math.ceil(int((self.data.get("train") or {}).get("rows") or 0) / int(dm.batch_size))
+        return max(1, int(t["max_epochs"]) * math.ceil(batches / int(t["accumulate_grad_batches"])))
+
+    def _run_local(self, plan: list[tuple[int, LossSpec]], bar: Any, show: bool, per_run: int = 1) -> None:
+        """The plan in this process (and its DDP processes), one run or one seed's arrays after another; the
+        display moves with every optimizer step (an array's step is a step of each of its members)."""
+        where = ["start-up"]
+
+        def moved(steps: int, epoch: int) -> None:
+            bar.update(steps)
+            bar.set_postfix_str(f"{where[0]}, epoch {epoch + 1}", refresh=False)
+
+        self.book.on_steps = moved if show and per_run > 1 else None
+        try:
+            self._run_plan(plan, bar, show, per_run, where)
+        finally:
+            self.book.on_steps = None
+
+    def _run_plan(self, plan: list[tuple[int, LossSpec]], bar: Any, show: bool, per_run: int, where: list[str]) -> None:
         inits: dict[int, InitialState] = {}
         fused: dict[int, tuple[dict[str, str], dict[str, str]]] = {}  # seed -> (lines, fallbacks) of its array
         for i, (seed, loss) in enumerate(plan, 1):
@@ -526,9 +551,11 @@ class Comparison:
             dm = self.datamodule(seed)
             if seed not in inits:
                 inits[seed] = self.initial_state(seed, dm.spec)
+            where[0] = f"{loss.label} seed {seed}"
             if self.recipe.executor == FUSED and seed not in fused:
                 last = i + len(self.losses) - 1
                 self.position = f"the arrays of seed {seed} (runs {i}-{last}/{len(plan)})"
+                where[0] = f"seed {seed}: {', '.join(loss.label for loss in self.losses)} as one array"
                 fused[seed] = run_arrays(self.book, seed, self.losses, dm, inits[seed])
             lines, fallbacks = fused.get(seed, ({}, {}))
             line = lines.get(loss.label)
@@ -537,7 +564,8 @@ class Comparison:
                 if loss.label in fallbacks:
                     execution["fallback"] = fallbacks[loss.label]
                 line = self.run_one(loss, seed, dm, inits[seed], execution)
-            bar.update(1)
+            if bar.n < i * per_run:  # a skipped, failed or early-stopped run: the display catches up
+                bar.update(i * per_run - bar.n)
             if show:
                 bar.write(f"[{i}/{len(plan)}] {line}")
 

@@ -25,7 +25,7 @@ import os
 import platform
 import socket
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +37,13 @@ import torch
 from lossbench import _killpoint as killpoint
 from lossbench.compare.analysis.summary import summarise_run
 from lossbench.compare.analysis.tuning import diverged
-from lossbench.compare.execution.callbacks import DataOrderFingerprint, LastCheckpoint, Recorder, RunRecorder
+from lossbench.compare.execution.callbacks import (
+    DataOrderFingerprint,
+    LastCheckpoint,
+    Recorder,
+    RunRecorder,
+    StepProgress,
+)
 from lossbench.compare.execution.evaluate import metrics_from_predictions, predict
 from lossbench.compare.execution.selection import BestWeights
 from lossbench.compare.execution.teacher import fingerprint as teacher_fingerprint
@@ -343,6 +349,7 @@ class RunBook:
         self.teacher_fingerprints: dict[int, str] = {}  # seed -> sha256 of its teacher's training logits (teach)
         self.failed: list[str] = []  # "loss seed s (error)" of the runs that failed here
         self.launcher = "local"  # what started this process's units: records say so (worker_info)
+        self.on_steps: Callable[[int, int], None] | None = None  # progress: (optimizer steps x members, epoch)
         self._datamodules: dict[int, Any] = {}
 
     # -- data, initial state, models ------------------------------------------------------------------
@@ -534,7 +541,8 @@ class RunBook:
         """Train ``model`` (a run's module or an array) in one Trainer: the evaluation at step 0 (every curve starts
         from the shared initial weights; not when resuming from ``ckpt``), the fit, and the final evaluation when
         ``recorder`` lacks the last step. ``callbacks`` come after ``recorder``, the test hook's last."""
-        trainer = self.trainer([recorder, *callbacks, *killpoint.callbacks()], root, run)
+        progress = [StepProgress(self.on_steps)] if self.on_steps is not None else []
+        trainer = self.trainer([recorder, *callbacks, *progress, *killpoint.callbacks()], root, run)
         if not resume:
             trainer.validate(model, datamodule=dm, verbose=False)
         seed_rngs(seed)  # dropout draws from the global RNG; a resumed run restores the checkpoint's (ResumeState)
@@ -607,9 +615,12 @@ class RunBook:
         headline = test_metric(r.target["metric"])
         tested = f", {headline} {record.test[headline]:.4f}" if headline in record.test else ""
         reached = f"step {record.steps_to_target}" if record.steps_to_target is not None else "not reached"
+        members = record.execution.get("members") or []
+        took = (  # an array's members share its time: said once per array, not copied to each
+            f"in a {len(members)}-member array" if len(members) > 1 else f"{record.train_seconds:.1f}s train"
+        )
         return (
-            f"{label}: {r.target['metric']} {value:.4f} final{tested}, target {reached}, "
-            f"{record.train_seconds:.1f}s train"
+            f"{label}: {r.target['metric']} {value:.4f} final{tested}, target {reached}, {took}"
             if value is not None
             else f"{label}: done"
         )
