@@ -271,16 +271,18 @@ def test_every_stage_runs_on_ray_with_the_local_numbers(ray_cluster, tmp_path):
 
 
 @pytest.mark.slow
-def test_in_memory_data_travels_to_the_workers(ray_cluster, tmp_path):
+def test_in_memory_data_travels_to_the_workers(ray_cluster, tmp_path, capsys):
     import datasets
     from sklearn.datasets import load_wine
 
     frame = load_wine(as_frame=True).frame.rename(columns={"target": "label"})
     recipe = ray_recipe(seeds=[0])
     recipe["data"] = {"path": datasets.Dataset.from_pandas(frame), "feature_columns": list(frame.columns[:-1])}
-    result = lossbench.compare(recipe, output=tmp_path / "out", progress=False)
+    result = lossbench.compare(recipe, output=tmp_path / "out", progress=True)
     assert result.failed == [] and {r.status for r, _ in runs(tmp_path / "out").values()} == {"finished"}
     assert "Source: an in-memory dataset" in result.report_path.read_text()
+    lines = capsys.readouterr().out  # one line per run as its unit ends, counted (not a terminal: no bar)
+    assert "[1/3] ce seed 0" in lines and "[3/3] sce seed 0" in lines
 
 
 @pytest.mark.slow

@@ -576,6 +576,8 @@ class Comparison:
         data = memory_dataset(path) if is_memory_name(path) else None  # workers register it under its name
         self.position = f"{len(units)} unit(s) on Ray"
 
+        ended = [0]  # runs ended so far (the bar does not count when it is disabled: not a terminal)
+
         def done(unit: Unit, result: dict[str, Any] | None, error: str | None) -> None:
             if result is not None:
                 lines = list(result["lines"].values())
@@ -583,9 +585,10 @@ class Comparison:
             else:
                 lines = self._fail_unit(unit, error or "unknown")
             for line in lines:
+                ended[0] += 1
                 bar.update(1)
                 if show:
-                    bar.write(f"[{bar.n}/{bar.total}] {line}")
+                    bar.write(f"[{ended[0]}/{len(self.plan())}] {line}")
 
         self.launcher.run(units, data, done)
 
