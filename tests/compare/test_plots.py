@@ -42,3 +42,27 @@ def test_render_plots_creates_the_folder(tmp_path):
     paths = render_plots(runs, tmp_path / "plots", "val/accuracy", ["ce", "focal"])
     assert [p.name for p in paths] == ["target_metric.png", "train_loss.png", "grad_norm.png"]
     assert all(p.read_bytes().startswith(PNG) for p in paths)
+
+
+def test_a_curves_legend_stands_beside_its_axes_not_over_its_curves(monkeypatch, tmp_path):
+    """Issue 23 item 6: the legend of every curve plot is drawn outside the axes (it hid the grad-norm curves)."""
+    from lossbench.compare.report import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    runs = [(make_record(loss, seed), make_rows(loss, seed)) for loss in ("ce", "focal", "mse") for seed in (0, 1)]
+    for rows in (r for _, r in runs):
+        for row in rows:
+            row.update(grad_norm=1.0 + row["step"], train_loss=2.0)
+    plot_grad_norm(runs, tmp_path / "g.png")
+    plot_train_loss(runs, tmp_path / "t.png")
+    plot_target(runs, "val/accuracy", tmp_path / "a.png")
+    for fig in figures:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is None:
+                continue
+            box, area = legend.get_window_extent(), ax.get_window_extent()
+            assert box.x0 >= area.x1, (box, area)  # wholly to the right of the axes
+    assert figures

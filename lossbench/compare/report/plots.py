@@ -167,8 +167,8 @@ def _draw(ax: Any, series: list[dict[float, float]], label: str, color: Any) -> 
 
 
 def _finish(ax: Any, grouped: dict[str, list[dict[float, float]]]) -> None:
-    if any(s for series in grouped.values() for s in series):
-        ax.legend(fontsize=8)
+    if any(s for series in grouped.values() for s in series):  # beside the axes: never over a curve
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     else:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     ax.grid(alpha=0.3)
