@@ -576,7 +576,7 @@ class Comparison:
         data = memory_dataset(path) if is_memory_name(path) else None  # workers register it under its name
         self.position = f"{len(units)} unit(s) on Ray"
 
-        ended = [0]  # runs ended so far (the bar does not count when it is disabled: not a terminal)
+        ended, planned = [0], len(self.plan())  # runs ended so far (a disabled bar, not a terminal, counts none)
 
         def done(unit: Unit, result: dict[str, Any] | None, error: str | None) -> None:
             if result is not None:
@@ -588,7 +588,7 @@ class Comparison:
                 ended[0] += 1
                 bar.update(1)
                 if show:
-                    bar.write(f"[{ended[0]}/{len(self.plan())}] {line}")
+                    bar.write(f"[{ended[0]}/{planned}] {line}")
 
         self.launcher.run(units, data, done)
 

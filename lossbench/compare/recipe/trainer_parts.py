@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench._classpath import import_class
+from lossbench.models.custom import describe
 
 LOGGERS = {"csv": "lightning.pytorch.loggers.CSVLogger", "tensorboard": "lightning.pytorch.loggers.TensorBoardLogger"}
 """``trainer.logger`` short names -> the Lightning logger each names."""
@@ -98,7 +99,4 @@ def make_callbacks(settings: list[Any]) -> list[Any]:
 
 def describe_callbacks(settings: list[Any]) -> list[str]:
     """``["lightning.pytorch.callbacks.EarlyStopping(monitor='val/loss', patience=2)"]``: what the records say."""
-    return [
-        f"{item['class_path']}({', '.join(f'{k}={v!r}' for k, v in (item.get('init_args') or {}).items())})"
-        for item in settings
-    ]
+    return [describe(item) for item in settings]
