@@ -85,6 +85,11 @@ class Paired:
         return len(self.seeds)
 
     @property
+    def differences(self) -> list[float]:
+        """loss - other on each paired seed, in seed order."""
+        return [a - b for a, b in zip(self.loss_values, self.other_values)]
+
+    @property
     def decisive_p(self) -> float | None:
         """The p-value that decides: the Holm-adjusted one once adjusted, else the raw one."""
         return self.p_adj if self.p_adj is not None else self.p

@@ -86,7 +86,7 @@ def verdict_of(loss: str, stats: ComparisonStats) -> LossVerdict:
 
 def same_sign_seeds(p: Paired) -> tuple[int, int]:
     """On how many of the paired seeds the difference has the sign of its mean, and of how many seeds."""
-    diffs = [a - b for a, b in zip(p.loss_values, p.other_values)]
+    diffs = p.differences
     mean = sum(diffs) / len(diffs) if diffs else 0.0
     return sum(1 for d in diffs if d * mean > 0), len(diffs)
 
@@ -172,8 +172,7 @@ def _seeds_text(stats: ComparisonStats, unsettled: list[LossVerdict]) -> str:
     for v in unsettled:
         p = v.verdict.seeds if v.verdict is not None else None
         if p is not None and p.n >= 2:
-            diffs = [a - b for a, b in zip(p.loss_values, p.other_values)]
-            spreads.append(statistics.stdev(diffs))
+            spreads.append(statistics.stdev(p.differences))
     seeds = max((v.seeds for v in unsettled), default=0)
     names = _names(unsettled)
     if not spreads:
