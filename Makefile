@@ -13,7 +13,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev,hf,ray]"
+	$(BIN)/pip install --quiet -e ".[all,dev]"
 	touch $@
 
 install: $(VENV)/.installed

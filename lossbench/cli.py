@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from lossbench._extras import MissingExtraError, require
+
 
 def _heads(args: argparse.Namespace) -> int:
     from lossbench.heads import TASKS, list_heads
@@ -254,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+NEEDS_COMPARE = ("compare", "report")  # the commands that need the `compare` extra (the others run in a light install)
+EXIT_MISSING_EXTRA = 69  # sysexits.h EX_UNAVAILABLE: a part of lossbench that is not installed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -266,7 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"lossbench {argv[0]}: {exc}", file=sys.stderr)
             return 2
-        return run_lightning_cli(argv)
+        try:
+            return run_lightning_cli(argv)
+        except MissingExtraError as exc:  # e.g. the bundled data module in a light install
+            print(f"lossbench {argv[0]}: {exc}", file=sys.stderr)
+            return EXIT_MISSING_EXTRA
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_extra", False):
@@ -279,7 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return args.func(args, extra) if getattr(args, "takes_extra", False) else args.func(args)
+    try:
+        if args.command in NEEDS_COMPARE:
+            require("compare", f"lossbench {args.command}")
+        return args.func(args, extra) if getattr(args, "takes_extra", False) else args.func(args)
+    except MissingExtraError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_MISSING_EXTRA
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@ class _CallableModule(types.ModuleType):
     """``lossbench.compare`` itself: calling it is :func:`run_comparison`."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> ComparisonResult:
+        from lossbench._extras import require
+
+        require("compare", "lossbench.compare(...)")
         from lossbench.compare.result import run_comparison
 
         return run_comparison(*args, **kwargs)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from lossbench._extras import require
 from lossbench.data.builtin import BUILTIN_VERSION, load_builtin
 from lossbench.data.config import TASKS, DataConfig
 from lossbench.data.corrupt import Imbalance, LabelNoise
@@ -199,6 +200,7 @@ class HFDataModule(L.LightningDataModule):
         imbalance: dict[str, Any] | None = DataConfig.imbalance,
     ) -> None:
         # the arguments are DataConfig's fields, defaults included (tests/data/test_config.py pins it)
+        require("compare", "HFDataModule (loading data with `datasets`)")
         super().__init__()
         config = DataConfig(
             path=path,

@@ -23,6 +23,9 @@ import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
+
+from lossbench._extras import import_optional
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 SPECIAL_TOKENS = (PAD, BOS, EOS)  # ids 0, 1, 2 in both tokenizers
@@ -128,15 +131,8 @@ class ByteTokenizer(_Tokenizer):
         return bytes(int(i) - self.offset for i in ids if int(i) >= self.offset).decode("utf-8", errors="replace")
 
 
-def _import_tokenizers():
-    try:
-        import tokenizers
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the BPE tokenizer needs the `tokenizers` library: `pip install tokenizers` "
-            "(or use tokenizer='byte', which needs nothing)"
-        ) from exc
-    return tokenizers
+def _import_tokenizers() -> Any:
+    return import_optional("tokenizers", "bpe", "the BPE tokenizer (or tokenizer='byte', which needs nothing)")
 
 
 class BPETokenizer(_Tokenizer):
@@ -202,7 +198,7 @@ def train_bpe_tokenizer(
         min_frequency: the fewest occurrences for a merge.
 
     Raises:
-        ImportError: the ``tokenizers`` library is not installed (``pip install tokenizers``).
+        MissingExtraError: the ``tokenizers`` library is not installed (``pip install 'lossbench[bpe]'``).
 
     Example:
         >>> texts = ["the movie was great", "the movie was awful", "a great story"] * 5
@@ -243,16 +239,9 @@ HF_PREFIX = "hf:"
 """``tokenizer="hf:<name or folder>"``: that pretrained model's own tokenizer (:class:`HFTokenizer`)."""
 
 
-def import_transformers():
-    """The ``transformers`` module, or an ImportError that says how to install it."""
-    try:
-        import transformers
-    except ImportError as exc:
-        raise ImportError(
-            "tokenizer='hf:...' (a pretrained model's own tokenizer) needs the `transformers` library: "
-            "pip install lossbench[hf]"
-        ) from exc
-    return transformers
+def import_transformers() -> Any:
+    """The ``transformers`` module, or a MissingExtraError naming the ``hf`` extra."""
+    return import_optional("transformers", "hf", "tokenizer='hf:...' (a pretrained model's own tokenizer)")
 
 
 class HFTokenizer(_Tokenizer):

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lossbench._extras import import_optional
+
 __all__ = ["FREEZE_HELP", "POOLINGS", "HFEncoder", "check_init_args", "import_transformers", "tokenizer_setting"]
 
 POOLINGS = ("cls", "mean")
@@ -32,15 +34,8 @@ TOKENIZER_PREFIX = "hf:"
 
 
 def import_transformers() -> Any:
-    """The ``transformers`` module, or an ImportError that says how to install it."""
-    try:
-        import transformers
-    except ImportError as exc:
-        raise ImportError(
-            "HFEncoder (a pretrained Hugging Face model as the backbone) needs the `transformers` library: "
-            "pip install lossbench[hf]"
-        ) from exc
-    return transformers
+    """The ``transformers`` module, or a MissingExtraError naming the ``hf`` extra."""
+    return import_optional("transformers", "hf", "HFEncoder (a pretrained Hugging Face model as the backbone)")
 
 
 def _check_freeze(freeze: Any) -> None:
@@ -82,7 +77,7 @@ def check_init_args(init_args: dict[str, Any]) -> dict[str, Any]:
 
     Raises:
         ValueError: naming the argument, what is expected and what was given.
-        ImportError: ``transformers`` is missing (``pip install lossbench[hf]``).
+        MissingExtraError: ``transformers`` is missing (``pip install 'lossbench[hf]'``).
     """
     try:
         bound = inspect.signature(HFEncoder.__init__).bind(None, **init_args)
@@ -245,7 +240,7 @@ class HFEncoder(nn.Module):
             the head alone). Frozen parameters keep their pretrained values.
 
     Raises:
-        ImportError: ``transformers`` is not installed (``pip install lossbench[hf]``).
+        MissingExtraError: ``transformers`` is not installed (``pip install 'lossbench[hf]'``).
         ValueError: a bad argument, or ``pretrained`` is not a model AutoModel can load.
     """
 

@@ -125,12 +125,13 @@ def test_a_folder_that_is_not_a_model_is_refused_clearly(model_dir, tmp_path):
 
 
 def test_without_transformers_the_error_says_how_to_install_it(model_dir, monkeypatch):
+    from lossbench._extras import MissingExtraError
     from lossbench.data import HFDataModule
 
     monkeypatch.setitem(sys.modules, "transformers", None)
-    with pytest.raises(ImportError, match=r"pip install lossbench\[hf\]"):
+    with pytest.raises(MissingExtraError, match=r"^HFEncoder .* needs the `hf` extra .*'lossbench\[hf\]'$"):
         HFEncoder(str(model_dir))
-    with pytest.raises(ImportError, match=r"pip install lossbench\[hf\]"):
+    with pytest.raises(MissingExtraError, match=r"^tokenizer='hf:...' .*: pip install 'lossbench\[hf\]'$"):
         HFDataModule("parquet", text_column="text", tokenizer=f"hf:{model_dir}")
 
 
