@@ -2,10 +2,10 @@
 itself. Before: a symlinked ``arrays/`` made a no-op rerun delete folders outside the results folder, a symlinked
 run folder lost its ``checkpoints/`` outside, a symlinked ``plots/`` made ``lossbench report`` overwrite files
 outside; a comparison could be made inside another's folder (and was deleted by rerunning the outer one), or in
-its ``teacher/`` beside it; a 300-character label was a traceback after comparison.json was written and labels
-``çe`` and ``ée`` shared one reliability diagram; ``name: ../../x`` wrote outside ``runs/``; every written file was
-mode 0600 whatever the umask; and a signal while ``--wait`` waited was a traceback (SIGINT) or a silent death
-(SIGTERM)."""
+its ``teacher/`` beside it; a 300-character label was a traceback after comparison.json was written (labels
+``çe`` and ``ée`` shared one reliability diagram, before the diagrams became one grid); ``name: ../../x`` wrote
+outside ``runs/``; every written file was mode 0600 whatever the umask; and a signal while ``--wait`` waited was a
+traceback (SIGINT) or a silent death (SIGTERM)."""
 
 from __future__ import annotations
 
@@ -24,11 +24,9 @@ import yaml
 from lossbench.cli import main
 from lossbench.compare import Comparison, load_recipe
 from lossbench.compare.recipe.checks import MAX_LABEL_BYTES, RecipeError
-from lossbench.compare.report.calibration import reliability_name
 from lossbench.compare.store.layout import run_dir
 from lossbench.compare.store.lock import FolderLock
 from lossbench.compare.store.records import atomic_write_bytes
-from lossbench.compare.store.storage import NAME_MAX_BYTES
 from tests.compare.conftest import tiny_recipe
 from tests.compare.fake import make_folder
 
@@ -154,14 +152,6 @@ def test_a_label_too_long_for_a_file_name_is_a_recipe_error(tmp_path, capsys):
     recipe = tiny_recipe(losses=["ce", {"name": "focal", "label": label}])
     assert main(["compare", str(_recipe_file(tmp_path, recipe)), "--output", str(out), "--no-progress"]) == 2
     assert not out.exists()  # refused before anything is written
-
-
-def test_plot_file_names_are_one_per_label():
-    labels = ["çe", "ée", "_e", "ce", "c-e", "c_e", "é" * (MAX_LABEL_BYTES // 2)]
-    names = [reliability_name(label) for label in labels]
-    assert len(set(names)) == len(labels), names  # before: çe and ée both reliability__e.png
-    assert all(len(name.encode()) <= NAME_MAX_BYTES for name in names)
-    assert reliability_name("ce") == "reliability_ce.png"  # a plain label is its own name
 
 
 def test_a_recipe_name_that_is_not_a_folder_name_needs_an_output(tmp_path, monkeypatch, capsys):

@@ -1,48 +1,92 @@
-"""The report's reliability diagrams (class tasks, on the test split): one figure per loss."""
+"""The report's reliability diagrams (class tasks, on the test split): one figure, a panel per loss, and its caption.
+
+In each panel the bars are the confidence bins' accuracy (binary: share of positives) and the dots the bins' mean
+confidence, both over the bin's center, so a calibrated bin's bar reaches its dot; the bins' counts are below.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lossbench.compare.analysis.calibration import reliability_bins
-from lossbench.compare.report.plots import _figure, _save, file_stem
+from lossbench.compare.report.plots import _figure, _save
+from lossbench.compare.store.layout import RELIABILITY_PNG
+
+PANEL_COLUMNS = 3  # panels per row of the grid
+CAPTION = (
+    "Reliability on the test split, a panel per loss: the bars are each confidence bin's {observed}, the dots the "
+    "bin's mean confidence, so a calibrated bin's bar reaches its dot; the bins' counts are below. Each panel pools "
+    "the test predictions of its seeds, so the ECE it names first is the pooled one, which is never above the mean "
+    "of the seeds' own ECEs ({pairs}): a pooled bin's gap between accuracy and confidence is the average of the "
+    "seeds' gaps in that bin, and averaging cancels the part of them that points different ways from seed to seed, "
+    "such as the few-example noise that biases a small sample's ECE upward. The tables and the tests use the "
+    "per-seed ECE."
+)
 
 
-def plot_reliability(loss: str, predictions: list[dict[str, Any]], path: str | Path) -> Path:
-    """One loss's reliability diagram (its seeds pooled), with the bins' counts as a histogram below."""
-    bins = reliability_bins(predictions)
-    fig = _figure((4.2, 4.6))
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    width = bins.edges[1] - bins.edges[0]
-    top.bar(bins.centers, bins.accuracy, width=width * 0.9, color="tab:blue", alpha=0.75, label="observed")
-    top.plot(bins.confidence, bins.accuracy, "o", color="tab:red", ms=3, label="bin mean confidence")
-    top.plot([0, 1], [0, 1], color="0.4", ls="--", lw=1, label="calibrated")
-    top.set_xlim(0, max(1.0, float(bins.centers.max()) + width / 2))  # the bin of exactly 1.0 lies right of 1
-    top.set_ylim(0, 1)
-    top.set_ylabel("share of positives" if bins.binary else "accuracy")
-    top.set_title(f"{loss}: test ECE {bins.ece:.4f} ({len(predictions)} seed(s) pooled)", fontsize=9)
-    top.legend(fontsize=7, loc="upper left")
-    bottom.bar(bins.centers, bins.count, width=width * 0.9, color="0.5")
-    bottom.set_xlabel("p(y = 1)" if bins.binary else "confidence (top probability)")
-    bottom.set_ylabel("examples", fontsize=8)
+def class_predictions(predictions: dict[tuple[str, int], dict[str, Any]], losses: list[str]) -> dict[str, list]:
+    """Loss -> its seeds' test predictions that hold class probabilities (in ``losses`` order; others left out)."""
+    out = {}
+    for loss in losses:
+        preds = [p for (label, _), p in sorted(predictions.items()) if label == loss and "proba" in p]
+        if preds and np.asarray(preds[0]["proba"]).ndim <= 2:
+            out[loss] = preds
+    return out
+
+
+def ece_pair(preds: list[dict[str, Any]]) -> tuple[float, float]:
+    """The ECE of ``preds`` pooled, and the mean of each seed's own ECE."""
+    return reliability_bins(preds).ece, float(np.mean([reliability_bins([p]).ece for p in preds]))
+
+
+def plot_reliability_grid(per_loss: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
+    """One figure of reliability diagrams, a panel per loss (its seeds pooled) with its bins' counts below."""
+    n = len(per_loss)
+    cols = min(n, PANEL_COLUMNS)
+    rows = math.ceil(n / cols)
+    fig = _figure((3.6 * cols, 4.0 * rows + 0.4))
+    panels = fig.subfigures(rows, cols, squeeze=False).ravel()
+    for panel, (loss, preds) in zip(panels, per_loss.items()):
+        _panel(panel, loss, preds)
+    handles, labels = panels[0].axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
     return _save(fig, path)
 
 
-def reliability_name(loss: str) -> str:
-    """The plot file of ``loss``: ``reliability_<loss>.png``, one file per label (:func:`.plots.file_stem`)."""
-    return f"reliability_{file_stem(loss)}.png"
+def _panel(panel: Any, loss: str, preds: list[dict[str, Any]]) -> None:
+    bins = reliability_bins(preds)
+    pooled, per_seed = ece_pair(preds)
+    top, bottom = panel.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    width = bins.edges[1] - bins.edges[0]
+    observed = "share of positives" if bins.binary else "accuracy"
+    top.bar(bins.centers, bins.accuracy, width=width * 0.9, color="tab:blue", alpha=0.75, label=observed)
+    top.plot(bins.centers, bins.confidence, "o", color="tab:red", ms=3.5, label="mean confidence of the bin")
+    top.plot([0, 1], [0, 1], color="0.4", ls="--", lw=1, label="calibrated (y = x)")
+    top.set_xlim(0, max(1.0, float(bins.centers.max()) + width / 2))  # the bin of exactly 1.0 lies right of 1
+    top.set_ylim(0, 1.02)
+    top.set_title(f"{loss}: ECE {pooled:.4f} pooled ({len(preds)} seeds), {per_seed:.4f} per seed", fontsize=8)
+    bottom.bar(bins.centers, bins.count, width=width * 0.9, color="0.5")
+    bottom.set_xlabel("p(y = 1)" if bins.binary else "confidence (top probability)", fontsize=8)
+    bottom.set_ylabel("examples", fontsize=8)
+
+
+def reliability_caption(per_loss: dict[str, list[dict[str, Any]]]) -> str:
+    """The caption under the grid: what the marks are, and why a panel's pooled ECE is below the per-seed mean."""
+    binary = any(np.asarray(preds[0]["proba"]).ndim == 1 for preds in per_loss.values())
+    pairs = "; ".join(
+        f"{loss}: {pooled:.4f} pooled, {seed:.4f} per seed"
+        for loss, (pooled, seed) in ((loss, ece_pair(preds)) for loss, preds in per_loss.items())
+    )
+    return CAPTION.format(observed="share of positives" if binary else "accuracy", pairs=pairs)
 
 
 def render_reliability(
     predictions: dict[tuple[str, int], dict[str, Any]], losses: list[str], plots_dir: Path
 ) -> list[Path]:
-    """A reliability diagram per loss whose saved test predictions hold probabilities; returns their paths."""
-    paths = []
-    for loss in losses:
-        preds = [p for (label, _), p in sorted(predictions.items()) if label == loss and "proba" in p]
-        if preds and np.asarray(preds[0]["proba"]).ndim <= 2:
-            paths.append(plot_reliability(loss, preds, plots_dir / reliability_name(loss)))
-    return paths
+    """The reliability grid of the losses whose saved test predictions hold probabilities; its path (or none)."""
+    per_loss = class_predictions(predictions, losses)
+    return [plot_reliability_grid(per_loss, plots_dir / RELIABILITY_PNG)] if per_loss else []

@@ -10,10 +10,8 @@ Missing values (None) are skipped.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -111,21 +109,6 @@ def plot_grad_norm(runs: Runs, path: str | Path, losses: list[str] | None = None
     ax.set_title(f"gradient norm vs step (line: mean over seeds; {BAND})", fontsize=10)
     _finish(ax, grouped)
     return _save(fig, path)
-
-
-def file_stem(label: str) -> str:
-    """``label`` as part of a file name, one name per label: the label itself when it is ASCII letters, digits,
-    ``_`` and ``-``; otherwise those characters kept, the others as ``_``, and ``.`` plus a short hash of the label
-    (a name of the first kind has no ``.`` and one of the second always has, so a hashed name never equals a
-    plain label, trial labels such as ``ce.t03`` included).
-
-    >>> file_stem("focal_2"), file_stem("çe"), file_stem("ée")
-    ('focal_2', '_e.edce1aea0318', '_e.1d7df0dd6502')
-    """
-    slug = re.sub(r"[^A-Za-z0-9_-]", "_", label)
-    if slug == label:
-        return label
-    return f"{slug}.{hashlib.sha256(label.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 def render_plots(runs: Runs, plots_dir: str | Path, metric: str, losses: list[str] | None = None) -> list[Path]:

@@ -29,7 +29,7 @@ from lossbench.compare.analysis.stats import (
 from lossbench.compare.analysis.tuning import LossTuning, check_tuning, select_trials
 from lossbench.compare.recipe.tune import TuneSpec
 from lossbench.compare.report import plots as plotting
-from lossbench.compare.report.calibration import reliability_name, render_reliability
+from lossbench.compare.report.calibration import class_predictions, reliability_caption, render_reliability
 from lossbench.compare.report.data import _table, data_section
 from lossbench.compare.report.format import (
     _ci,
@@ -56,6 +56,7 @@ from lossbench.compare.store.layout import (
     METRICS_FILE,
     PLOTS_DIR,
     PREDICTIONS_FILE,
+    RELIABILITY_PNG,
     REPORT_FILE,
     RESULTS_FILE,
     TUNING_PNG,
@@ -277,13 +278,15 @@ def report_markdown(
         plotting.TARGET_PNG: f"{stats.metric} vs step",
         plotting.TRAIN_LOSS_PNG: "training loss per loss",
         plotting.GRAD_NORM_PNG: "gradient norm vs step",
-        **{reliability_name(loss): f"reliability diagram (test): {loss}" for loss in stats.losses},
+        RELIABILITY_PNG: "reliability diagrams (test), a panel per loss",
     }
     for path in plot_paths:
         if path.name == TUNING_PNG:  # shown in the tuning section
             continue
         title = titles.get(path.name) or path.stem
         lines += [f"![{title}]({path.as_posix()})", ""]
+        if path.name == RELIABILITY_PNG:
+            lines += [reliability_caption(class_predictions(predictions or {}, stats.losses)), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -41,6 +41,7 @@ TARGET_PNG = "target_metric.png"
 TRAIN_LOSS_PNG = "train_loss.png"
 GRAD_NORM_PNG = "grad_norm.png"
 TUNING_PNG = "tuning_sensitivity.png"
+RELIABILITY_PNG = "reliability.png"  # class tasks: the reliability diagrams, a panel per loss
 RECIPE_FILE = "recipe.yaml"  # DIR/recipe.yaml: the resolved recipe, rerunnable (`lossbench compare DIR/recipe.yaml`)
 
 
