@@ -149,7 +149,7 @@ def _report(args: argparse.Namespace) -> int:
     try:
         if args.recompute:
             return _recompute(args.folder, args.trust_head or [])
-        path = render_report(args.folder)
+        path = render_report(args.folder, say=print)
     except (FileNotFoundError, ValueError, OutsideResultsFolder) as exc:  # no comparison folder, a malformed
         # comparison.json, or plots/ a symlink out of the folder
         print(f"lossbench report: {exc}", file=sys.stderr)

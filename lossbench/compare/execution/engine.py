@@ -467,6 +467,11 @@ class Comparison:
                 self.launcher.close()
                 self.launcher = None
 
+    @staticmethod
+    def _say(line: str) -> None:
+        """A line of the comparison's console (stderr, beside the progress display's)."""
+        print(line, file=sys.stderr, flush=True)
+
     def _waiting(self, holder: str) -> None:
         """``--wait``: say that (and whom) this process waits for; a signal meanwhile names it."""
         self.position = f"start-up, waiting for the other lossbench compare ({holder})"
@@ -515,7 +520,7 @@ class Comparison:
 
         if not self.processes.is_global_zero or not report:  # the report is rank 0's to write
             return self.output / REPORT_FILE
-        return render_report(self.output)
+        return render_report(self.output, say=self._say if self.progress else None)
 
     def _steps_per_run(self) -> int:
         """Optimizer steps of one run: the progress display's unit (every run of a comparison has the same budget)."""

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from lossbench.compare.analysis.calibration import reliability_bins
+from lossbench.compare.report.drawn import PlotCache
 from lossbench.compare.report.plots import _figure, _save
 from lossbench.compare.store.layout import RELIABILITY_PNG
 
@@ -85,8 +86,10 @@ def reliability_caption(per_loss: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def render_reliability(
-    predictions: dict[tuple[str, int], dict[str, Any]], losses: list[str], plots_dir: Path
+    predictions: dict[tuple[str, int], dict[str, Any]], losses: list[str], drawn: PlotCache
 ) -> list[Path]:
     """The reliability grid of the losses whose saved test predictions hold probabilities; its path (or none)."""
     per_loss = class_predictions(predictions, losses)
-    return [plot_reliability_grid(per_loss, plots_dir / RELIABILITY_PNG)] if per_loss else []
+    if not per_loss:
+        return []
+    return [drawn.draw(RELIABILITY_PNG, per_loss, lambda path: plot_reliability_grid(per_loss, path))]

@@ -21,6 +21,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lossbench.compare.report.drawn import PlotCache
 from lossbench.compare.store.layout import GRAD_NORM_PNG, TARGET_PNG, TRAIN_LOSS_PNG
 from lossbench.compare.store.records import RunRecord, atomic_write_bytes
 from lossbench.compare.store.storage import confined
@@ -111,15 +112,19 @@ def plot_grad_norm(runs: Runs, path: str | Path, losses: list[str] | None = None
     return _save(fig, path)
 
 
-def render_plots(runs: Runs, plots_dir: str | Path, metric: str, losses: list[str] | None = None) -> list[Path]:
-    """Write the three plots into ``plots_dir`` (created if needed); returns their paths."""
+def render_plots(
+    runs: Runs, plots_dir: str | Path, metric: str, losses: list[str] | None = None, drawn: PlotCache | None = None
+) -> list[Path]:
+    """The three curve plots in ``plots_dir`` (created if needed), each drawn unless ``drawn`` holds it as drawn
+    from the same runs; returns their paths."""
     runs = list(runs)
     plots_dir = Path(plots_dir)
     confined(plots_dir).mkdir(parents=True, exist_ok=True)  # never through a symlink out of the results folder
+    drawn = drawn if drawn is not None else PlotCache(plots_dir)
     return [
-        plot_target(runs, metric, plots_dir / TARGET_PNG, losses),
-        plot_train_loss(runs, plots_dir / TRAIN_LOSS_PNG, losses),
-        plot_grad_norm(runs, plots_dir / GRAD_NORM_PNG, losses),
+        drawn.draw(TARGET_PNG, [runs, metric, losses], lambda path: plot_target(runs, metric, path, losses)),
+        drawn.draw(TRAIN_LOSS_PNG, [runs, losses], lambda path: plot_train_loss(runs, path, losses)),
+        drawn.draw(GRAD_NORM_PNG, [runs, losses], lambda path: plot_grad_norm(runs, path, losses)),
     ]
 
 

@@ -8,7 +8,7 @@ identical bytes. Plots and results.csv are written before report.md, each atomic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from lossbench.compare.recipe.tune import TuneSpec
 from lossbench.compare.report import plots as plotting
 from lossbench.compare.report.calibration import class_predictions, reliability_caption, render_reliability
 from lossbench.compare.report.data import _table, data_section
+from lossbench.compare.report.drawn import PlotCache
 from lossbench.compare.report.format import (
     _ci,
     _est,
@@ -77,17 +78,19 @@ from lossbench.compare.store.tensors import load_run_tensors
 Runs = list[tuple[RunRecord, list[dict[str, Any]]]]
 
 
-def render_report(root: str | Path) -> Path:
-    """Write ``root/results.csv``, ``root/plots/*.png`` and ``root/report.md`` from the records alone.
+def render_report(root: str | Path, say: Callable[[str], None] | None = None) -> Path:
+    """Write ``root/results.csv``, ``root/plots/*.png`` and ``root/report.md`` from the records alone; a plot is
+    drawn only when what it shows changed since it was last drawn, and ``say`` (e.g. ``print``) is told how many
+    were (``plots: none redrawn (5 unchanged)``).
 
     Returns:
         The path of report.md.
     """
     with results_folder(root):  # nothing written through a symlink out of the folder (plots/ -> elsewhere)
-        return _render_report(Path(root))
+        return _render_report(Path(root), say)
 
 
-def _render_report(root: Path) -> Path:
+def _render_report(root: Path, say: Callable[[str], None] | None) -> Path:
     comparison = load_comparison(root)
     losses, seeds = list(comparison["losses"]), [int(s) for s in comparison["seeds"]]
     planned = {(loss, seed) for loss in losses for seed in seeds}
@@ -107,10 +110,14 @@ def _render_report(root: Path) -> Path:
         irregular=find_irregular(root, runs),
     )
     used = [(r, rows) for r, rows in runs if r.status == "finished" and (r.loss, r.seed) not in fairness.invalid]
-    plot_paths = plotting.render_plots(used, root / PLOTS_DIR, stats.metric, losses)
+    drawn = PlotCache(root / PLOTS_DIR)  # a plot is redrawn only when what it shows changed
+    plot_paths = plotting.render_plots(used, root / PLOTS_DIR, stats.metric, losses, drawn)
     if tuning is not None:
-        plot_paths.append(plot_sensitivity(*tuning, root / PLOTS_DIR / TUNING_PNG))
-    plot_paths += render_reliability(predictions, losses, root / PLOTS_DIR)  # class tasks: calibration on test
+        plot_paths.append(drawn.draw(TUNING_PNG, tuning, lambda path: plot_sensitivity(*tuning, path)))
+    plot_paths += render_reliability(predictions, losses, drawn)  # class tasks: calibration on test
+    drawn.save()
+    if say is not None:
+        say(drawn.summary())
     columns, rows = results_table(comparison, runs, fairness)
     write_csv(root / RESULTS_FILE, rows, columns)
     text = report_markdown(
