@@ -63,7 +63,11 @@ def assert_same_runs(mine, theirs):
         ({"name": "rya"}, {}, r"`launcher.name` must be 'local' .* got 'rya'; did you mean 'ray'\?"),
         ({"address": "auto"}, {}, r"`launcher.address` .* needs `launcher.name: ray`, got address='auto'"),
         ({"name": "ray"}, {"devices": 2}, r"a Ray unit trains on one device, .* none of \{'devices': 2\}"),
-        ({"name": "ray", "resources": {"gpu": 0.5}}, {}, r"`launcher.resources.gpu` is 0.5 but `trainer.accelerator`"),
+        (
+            {"name": "ray", "resources": {"gpu": 0.5}},
+            {"accelerator": "cpu"},
+            r"`launcher.resources.gpu` is 0.5 but `trainer.accelerator`",
+        ),
         ({"name": "ray", "resources": {"cpu": 0}}, {}, r"`launcher.resources.cpu` must be a number >= 1, got 0"),
         ({"name": "ray", "resources": {"gpu": 1.5}}, {}, r"`launcher.resources.gpu` must be a fraction <= 1 or a "),
         ({"name": "ray", "resources": {"cpus": 1}}, {}, r"unknown key `launcher.resources.cpus`; did you mean 'cpu'"),
@@ -86,8 +90,9 @@ def test_the_launcher_is_outside_the_setup_hash_and_round_trips():
     tiny["trainer"]["precision"] = "64-true"
     assert load_recipe(tiny).setup_hash == ray.setup_hash  # a folder resumes under another launcher
     gpu = tiny_recipe(launcher={"name": "ray", "resources": {"gpu": 0.25}})
-    gpu["trainer"]["accelerator"] = "auto"  # the GPU is the workers': a CPU-only driver does not refuse it
-    assert load_recipe(gpu).launcher["resources"] == {"cpu": 1, "gpu": 0.25}
+    assert gpu["trainer"].get("accelerator", "auto") == "auto"  # the default: the GPU is the workers' (not refused
+    assert load_recipe(gpu).launcher["resources"] == {"cpu": 1, "gpu": 0.25}  # on a CPU-only driver)
+    assert load_recipe(gpu).setup()["trainer"]["accelerator"] == "cuda"  # what the units train on
 
 
 def test_without_ray_the_error_says_how_to_install_it(monkeypatch, tmp_path):

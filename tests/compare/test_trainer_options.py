@@ -62,6 +62,18 @@ def test_what_a_run_computes_is_in_the_setup_hash_and_how_it_logs_is_not():
     assert load_recipe(trainer_recipe(accumulate_grad_batches=2)).setup_hash != plain.setup_hash
 
 
+def test_accelerator_auto_is_the_default_and_hashed_as_the_device_it_resolves_to(monkeypatch):
+    """Lightning's default; a folder made with `cpu` (the old default) resumes with `auto` where there is no GPU,
+    and is refused where `auto` would train on a GPU."""
+    auto, cpu = load_recipe(trainer_recipe()), load_recipe(trainer_recipe(accelerator="cpu"))
+    assert auto.trainer["accelerator"] == "auto" and auto.to_dict()["trainer"]["accelerator"] == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert auto.setup()["trainer"]["accelerator"] == "cpu" and auto.setup_hash == cpu.setup_hash
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert auto.setup()["trainer"]["accelerator"] == "cuda" and auto.setup_hash != cpu.setup_hash
+
+
 def tensorboard_tags(folder) -> dict[str, list[int]]:
     """tag -> steps of every scalar in the TensorBoard event files of ``folder`` (TFRecord framing, read here)."""
     from tensorboardX.proto import event_pb2

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import torch
 import yaml
 
 from lossbench.compare.recipe.tune import TuneSpec
@@ -23,7 +24,7 @@ class TrainerConfig:
     max_steps: int | None = None
     eval_every_n_steps: int = 20  # validation every this many optimizer steps (and once at step 0)
     precision: str = "32"  # Lightning's precision: "32", "bf16-mixed", "16-mixed", "64", ...
-    accelerator: str = "cpu"  # "cpu", "gpu", "cuda", "mps" or "auto"
+    accelerator: str = "auto"  # Lightning's: "auto" (a GPU when there is one), "cpu", "gpu", "cuda", "mps"
     devices: Any = 1  # Lightning's devices: a count, a list of indices or "auto"
     num_nodes: int = 1
     strategy: str = "auto"  # Lightning's strategy ("ddp", ...)
@@ -75,6 +76,27 @@ resumes with another value)."""
 TRAINER_ADDED = {"callbacks": [], "accumulate_grad_batches": 1}
 """Trainer keys added after results folders existed: in the setup hash only when not at these defaults, so an older
 folder's setup hash is unchanged (a callback or gradient accumulation changes what a run computes)."""
+
+
+def resolved_accelerator(accelerator: Any, launcher: dict[str, Any]) -> Any:
+    """The accelerator the runs train on, as the setup hash holds it: ``"auto"`` is resolved as Lightning resolves
+    it (CUDA, else MPS, else the CPU) on this machine, or, under Ray, from the GPUs a unit asks for; any other value
+    is itself. So a folder made with ``cpu`` resumes with ``auto`` on a machine without a GPU, and is refused on
+    one with a GPU, where the runs would train on another device.
+
+    Example:
+        >>> resolved_accelerator("auto", {"name": "ray", "resources": {"cpu": 1, "gpu": 0.5}})
+        'cuda'
+        >>> resolved_accelerator("cpu", {"name": "local"})
+        'cpu'
+    """
+    if accelerator != "auto":
+        return accelerator
+    if launcher.get("name") == "ray":
+        return "cuda" if (launcher.get("resources") or {}).get("gpu") else "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
 LAUNCHERS = ("local", "ray")
@@ -187,6 +209,7 @@ class Recipe:
             for k, v in self.trainer.items()
             if k not in TRAINER_UNHASHED and not (k in TRAINER_ADDED and v == TRAINER_ADDED[k])
         }
+        setup["trainer"]["accelerator"] = resolved_accelerator(self.trainer["accelerator"], self.launcher)
         return setup
 
     @property
