@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 from lossbench.compare.store.fingerprints import order_fingerprint
+from lossbench.config import finite_number
 from lossbench.distributed import same_on_all_ranks
 
 
@@ -110,6 +111,10 @@ class Recorder(pl.Callback):
         """Whether the table lacks the evaluation of ``step`` (after ``fit``: the final point of the curves)."""
         raise NotImplementedError
 
+    def latest(self, metric: str) -> list[Any]:
+        """``metric`` in the last row of each table (one per member), where there is one."""
+        raise NotImplementedError
+
 
 class RunRecorder(Recorder):
     """One row per evaluation of a :class:`~lossbench.LossbenchModule`: step, epoch, training wall time, mean
@@ -174,6 +179,9 @@ class RunRecorder(Recorder):
     def needs_evaluation(self, step: int) -> bool:
         return not self.rows or self.rows[-1]["step"] != step
 
+    def latest(self, metric: str) -> list[Any]:
+        return [self.rows[-1].get(metric)] if self.rows else []
+
     def state_dict(self) -> dict[str, Any]:
         return {"rows": [dict(r) for r in self.rows], "train_seconds": self.train_seconds}
 
@@ -183,12 +191,14 @@ class RunRecorder(Recorder):
 
 
 class StepProgress(pl.Callback):
-    """Tells ``report(steps, epoch)`` after every optimizer step: the new optimizer steps times the members trained
-    (an array of K losses advances K runs a step at a time), and the epoch. What moves a comparison's progress
+    """Tells ``report(steps, epoch, latest)`` after every optimizer step and every evaluation: the new optimizer
+    steps times the members trained (an array of K losses advances K runs a step at a time), the epoch, and the
+    latest evaluation of ``metric`` in ``recorder``'s table (``"val/accuracy 0.8125"``; an array's members as a
+    range, ``"val/accuracy 0.7500..0.8125"``; ``""`` before the first). What moves a comparison's progress
     display within a run or an array."""
 
-    def __init__(self, report: Callable[[int, int], None]) -> None:
-        self.report = report
+    def __init__(self, report: Callable[[int, int, str], None], recorder: Recorder, metric: str) -> None:
+        self.report, self.recorder, self.metric = report, recorder, metric
         self.last = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -200,8 +210,19 @@ class StepProgress(pl.Callback):
         step = int(trainer.global_step)
         if step > self.last:
             members = len(getattr(pl_module, "labels", None) or [None])
-            self.report((step - self.last) * members, int(trainer.current_epoch))
+            self.report((step - self.last) * members, int(trainer.current_epoch), self.latest())
             self.last = step
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:  # after the recorder's row (it comes first among the callbacks)
+            self.report(0, int(trainer.current_epoch), self.latest())
+
+    def latest(self) -> str:
+        values = [v for v in self.recorder.latest(self.metric) if finite_number(v)]
+        if not values:
+            return ""
+        low, high = min(values), max(values)
+        return f"{self.metric} {low:.4f}" if len(values) == 1 else f"{self.metric} {low:.4f}..{high:.4f}"
 
 
 class LastCheckpoint(Checkpoint):

@@ -536,9 +536,9 @@ class Comparison:
         display moves with every optimizer step (an array's step is a step of each of its members)."""
         where = ["start-up"]
 
-        def moved(steps: int, epoch: int) -> None:
+        def moved(steps: int, epoch: int, latest: str) -> None:
             bar.update(steps)
-            bar.set_postfix_str(f"{where[0]}, epoch {epoch + 1}", refresh=False)
+            bar.set_postfix_str(", ".join(filter(None, [where[0], f"epoch {epoch + 1}", latest])), refresh=False)
 
         self.book.on_steps = moved if show and per_run > 1 else None
         try:

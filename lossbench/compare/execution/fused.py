@@ -112,6 +112,9 @@ class ArrayRecorder(Recorder):
         """Whether a member that has rows (a failed member may have none) lacks the evaluation of ``step``."""
         return any(rows and rows[-1]["step"] != step for rows in self.rows)
 
+    def latest(self, metric: str) -> list[Any]:
+        return [rows[-1].get(metric) for rows in self.rows if rows]
+
     def state_dict(self) -> dict[str, Any]:
         return {"rows": [[dict(r) for r in rows] for rows in self.rows], "train_seconds": self.train_seconds}
 

@@ -349,7 +349,8 @@ class RunBook:
         self.teacher_fingerprints: dict[int, str] = {}  # seed -> sha256 of its teacher's training logits (teach)
         self.failed: list[str] = []  # "loss seed s (error)" of the runs that failed here
         self.launcher = "local"  # what started this process's units: records say so (worker_info)
-        self.on_steps: Callable[[int, int], None] | None = None  # progress: (optimizer steps x members, epoch)
+        # progress: (optimizer steps x members, epoch, the latest evaluation of the target metric)
+        self.on_steps: Callable[[int, int, str], None] | None = None
         self._datamodules: dict[int, Any] = {}
 
     # -- data, initial state, models ------------------------------------------------------------------
@@ -541,7 +542,7 @@ class RunBook:
         """Train ``model`` (a run's module or an array) in one Trainer: the evaluation at step 0 (every curve starts
         from the shared initial weights; not when resuming from ``ckpt``), the fit, and the final evaluation when
         ``recorder`` lacks the last step. ``callbacks`` come after ``recorder``, the test hook's last."""
-        progress = [StepProgress(self.on_steps)] if self.on_steps is not None else []
+        progress = [StepProgress(self.on_steps, recorder, self.recipe.target["metric"])] if self.on_steps else []
         trainer = self.trainer([recorder, *callbacks, *progress, *killpoint.callbacks()], root, run)
         if not resume:
             trainer.validate(model, datamodule=dm, verbose=False)
