@@ -183,6 +183,35 @@ class RankMAE(_MeanOf):
         self._add((label.double() - target.double()).abs())
 
 
+TASK_TARGETS = {
+    "multiclass": "accuracy",
+    "binary": "accuracy",
+    "regression": "mse",
+    "distribution": "kl",
+    "ordinal": "accuracy",
+    "lm": "perplexity",
+}
+"""A head task's default target metric: what a comparison whose recipe names no ``target.metric`` is judged on."""
+
+
+def metric_mode(name: str) -> str | None:
+    """``"max"`` or ``"min"``: which way is better for a metric lossbench logs (``"val/accuracy"``, ``"mse"``,
+    ``"val/loss"``), or None for a name it does not log.
+
+    Example:
+        >>> metric_mode("val/accuracy"), metric_mode("val/perplexity"), metric_mode("val/loss"), metric_mode("val/x")
+        ('max', 'min', 'min', None)
+    """
+    name = name.split("/", 1)[-1]
+    if name == "loss":
+        return "min"
+    for task in TASK_TARGETS:
+        spec = metric_specs(task, 2).get(name)
+        if spec is not None:
+            return spec[2]
+    return None
+
+
 # metric name -> (reads, mode: "max" if higher is better else "min")
 def metric_specs(
     task: str, num_classes: int | None, ignore_index: int = -100, sync: bool = True

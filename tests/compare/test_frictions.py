@@ -9,9 +9,11 @@ import sys
 import pytest
 import yaml
 
+import lossbench
 from lossbench.cli import main
 from lossbench.compare import RecipeError, load_recipe
 from lossbench.compare.recipe.bounded_yaml import safe_yaml
+from lossbench.compare.store.records import load_records
 
 from .conftest import tiny_recipe
 
@@ -61,14 +63,51 @@ def test_seeds_on_the_command_line_are_a_count_or_a_list(tmp_path, capsys):
     assert "must be a count (4) or a comma-separated list of seeds (0,1,7), got '0;1'" in capsys.readouterr().err
 
 
-def test_a_missing_target_is_said_missing():
+def test_target_is_optional_its_gaps_filled_from_the_heads_and_the_metric():
     raw = tiny_recipe()
     raw["target"] = {"metric": "val/accuracy"}
-    with pytest.raises(RecipeError, match=r"`target` is missing `mode`, `threshold`: every choice is made on"):
-        load_recipe(raw)
+    assert load_recipe(raw).target == {"metric": "val/accuracy", "mode": "max", "threshold": None}
+    raw["target"] = {"metric": "val/nll"}
+    assert load_recipe(raw).target["mode"] == "min"
     del raw["target"]
-    with pytest.raises(RecipeError, match=r"`target` is missing `metric`, `mode`, `threshold`"):
+    recipe = load_recipe(raw)  # ce, focal, sce: multiclass heads
+    assert recipe.target == {"metric": "val/accuracy", "mode": "max", "threshold": None}
+    assert recipe.to_dict()["target"] == recipe.target and load_recipe(recipe.to_dict()) == recipe  # filled in
+    regression = tiny_recipe(losses=["mse", "huber"], baseline="mse", data={"path": "lossbench:diabetes"})
+    del regression["target"]
+    assert load_recipe(regression).target == {"metric": "val/mse", "mode": "min", "threshold": None}
+
+
+@pytest.mark.parametrize(
+    ("target", "losses", "match"),
+    [
+        ({"metric": "val/custom"}, None, r"`target.mode` is missing and 'val/custom' is not a metric lossbench logs"),
+        (
+            None,
+            ["ce", "mse"],
+            r"`target.metric` is missing, and the losses' heads have no one task .* \['multic",
+        ),
+        ({"metric": "accuracy"}, None, r"`target.metric` must name a validation metric like 'val/accuracy', got 'acc"),
+        ({"threshold": "high"}, None, r"`target.threshold` must be a finite number or null, got 'high'"),
+    ],
+)
+def test_what_cannot_be_filled_in_is_said(target, losses, match):
+    raw = tiny_recipe(**({"losses": losses} if losses else {}))
+    raw.pop("target")
+    if target is not None:
+        raw["target"] = target
+    with pytest.raises(RecipeError, match=match):
         load_recipe(raw)
+
+
+@pytest.mark.slow
+def test_a_comparison_without_a_target_says_it_measures_no_steps_to_target(tmp_path):
+    raw = tiny_recipe(executor="fused", seeds=[0], losses=["ce", "sce"])
+    del raw["target"]
+    result = lossbench.compare(raw, output=tmp_path / "out", progress=False)
+    text = result.report_path.read_text()
+    assert "val/accuracy" in text and "no threshold, so no steps-to-target" in text
+    assert [r.steps_to_target for r, _ in load_records(tmp_path / "out")] == [None, None]
 
 
 def test_the_commands_prefix_is_said_once(tmp_path):

@@ -43,7 +43,7 @@ def summarise_rows(rows: list[dict[str, Any]], modes: dict[str, str], target: di
             best[key] = float(max(trained) if mode == "max" else min(trained))
     metric, mode, threshold = target["metric"], target["mode"], target["threshold"]
     steps = seconds = None
-    for row in rows:
+    for row in rows if threshold is not None else []:  # no threshold: steps-to-target is not measured
         if row.get(metric) is not None and _reached(row[metric], threshold, mode):
             steps, seconds = int(row["step"]), float(row["wall_time"])
             break

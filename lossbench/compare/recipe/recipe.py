@@ -228,7 +228,7 @@ def _validate(raw: dict[str, Any], keep: list[str] | None) -> Recipe:
     data = _data(raw)
     losses = _loss_specs(raw.get("losses"), keep, raw.get("baseline"))
     seeds = _seeds(raw)
-    trainer, target = _trainer(raw), _target(raw)
+    trainer, target = _trainer(raw), _target(raw, losses)
     optimizer, schedule = _section(raw, "optimizer"), _section(raw, "schedule")
     nan_policy, select, executor = _nan_policy(raw), _select(raw), _executor(raw)
     launcher = _launcher(raw, trainer)
@@ -376,26 +376,47 @@ def _trainer(raw: dict[str, Any]) -> dict[str, Any]:
     return trainer
 
 
-def _target(raw: dict[str, Any]) -> dict[str, Any]:
+def _target(raw: dict[str, Any], losses: list[LossSpec]) -> dict[str, Any]:
+    """``target``, its gaps filled: ``metric`` from the heads' task (val/accuracy for classes, val/mse for real
+    targets, ...), ``mode`` from the metric, ``threshold`` None (steps-to-target is then not measured)."""
+    from lossbench.metrics import TASK_TARGETS, metric_mode
+
     target = _section(raw, "target")
-    missing = [key for key in ("metric", "mode", "threshold") if target[key] is None]
-    if missing:
-        raise RecipeError(
-            f"recipe: `target` is missing {', '.join(f'`{key}`' for key in missing)}: every choice is made on "
-            "`metric` (a validation metric like 'val/accuracy'), `mode` says which way is better ('max' or 'min') "
-            "and `threshold` is the bar of steps-to-target, e.g. target: {metric: val/accuracy, mode: max, "
-            "threshold: 0.9}"
-        )
+    if target["metric"] is None:
+        tasks = _tasks(losses)
+        if len(tasks) != 1:
+            raise RecipeError(
+                f"recipe: `target.metric` is missing, and the losses' heads have no one task to take its default "
+                f"from (tasks {sorted(tasks)}): name a validation metric, e.g. target: {{metric: val/accuracy}}"
+            )
+        target["metric"] = f"val/{TASK_TARGETS[tasks.pop()]}"
     if not isinstance(target["metric"], str) or not target["metric"].startswith("val/"):
         raise RecipeError(
             f"recipe: `target.metric` must name a validation metric like 'val/accuracy', got {target['metric']!r}"
         )
+    if target["mode"] is None:
+        target["mode"] = metric_mode(target["metric"])
+        if target["mode"] is None:
+            raise RecipeError(
+                f"recipe: `target.mode` is missing and {target['metric']!r} is not a metric lossbench logs, whose "
+                "way it would know: say which way is better, 'max' or 'min'"
+            )
     if target["mode"] not in ("max", "min"):
         raise RecipeError(f"recipe: `target.mode` must be 'max' or 'min', got {target['mode']!r}")
     threshold = target["threshold"]
-    if not finite_number(threshold):
-        raise RecipeError(f"recipe: `target.threshold` must be a finite number, got {threshold!r}")
+    if threshold is not None and not finite_number(threshold):
+        raise RecipeError(f"recipe: `target.threshold` must be a finite number or null, got {threshold!r}")
     return target
+
+
+def _tasks(losses: list[LossSpec]) -> set[str]:
+    """The head tasks of ``losses`` (a class path was imported by the losses' check already)."""
+    from lossbench.heads.registry import get_head_class
+
+    return {
+        str((import_head_class(s.head, i) if "." in s.head else get_head_class(s.head)).task)
+        for i, s in enumerate(losses)
+    }
 
 
 def _nan_policy(raw: dict[str, Any]) -> str:

@@ -41,9 +41,9 @@ class TrainerConfig:
 class TargetConfig:
     """A recipe's ``target:`` section: the validation metric every choice is made on, and the convergence bar."""
 
-    metric: str | None = None  # a logged validation metric, "val/<name>" (required)
-    mode: str | None = None  # "max" or "min" (required)
-    threshold: float | None = None  # "fastest" = first evaluation at or past it (required)
+    metric: str | None = None  # a logged validation metric, "val/<name>"; None: the heads' task's (val/accuracy ...)
+    mode: str | None = None  # "max" or "min"; None: the metric's own way (max for accuracy, min for mse ...)
+    threshold: float | None = None  # steps-to-target = the first evaluation at or past it; None: not measured
 
 
 @dataclass
