@@ -80,7 +80,7 @@ def test_class_path_losses(tmp_path):
         (
             {"target": {"metric": "val/accuracy", "mode": "max", "threshold": float("nan")}},
             RecipeError,
-            "`target.threshold` must be a finite number, got nan",
+            "`target.threshold` must be a finite number or null, got nan",
         ),
         (
             {"optimizer": {"name": "adamw", "lr": -0.1}},

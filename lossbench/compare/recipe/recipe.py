@@ -413,10 +413,8 @@ def _tasks(losses: list[LossSpec]) -> set[str]:
     """The head tasks of ``losses`` (a class path was imported by the losses' check already)."""
     from lossbench.heads.registry import get_head_class
 
-    return {
-        str((import_head_class(s.head, i) if "." in s.head else get_head_class(s.head)).task)
-        for i, s in enumerate(losses)
-    }
+    classes = [import_head_class(s.head, i) if "." in s.head else get_head_class(s.head) for i, s in enumerate(losses)]
+    return {str(cls.task) for cls in classes}  # type: ignore[attr-defined]  # LossHead classes
 
 
 def _nan_policy(raw: dict[str, Any]) -> str:
