@@ -23,6 +23,18 @@ def test_holm_by_hand_and_none_kept_out_of_the_family():
     assert holm([None, None]) == [None, None] and holm([]) == []
 
 
+def test_holm_is_statsmodels_holm():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 3, 7, 20):
+        for _ in range(50):
+            p = rng.uniform(0, 1, m) ** rng.uniform(1, 6)  # many small ones too
+            if m > 2:
+                p[rng.integers(m)] = p[rng.integers(m)]  # ties
+            assert holm(list(p)) == pytest.approx(list(multipletests(p, method="holm")[1]), abs=1e-15)
+
+
 def _class_preds(target, correct):
     """Labels equal to the target where ``correct``, else the next class (3 classes)."""
     return {"target": target, "label": np.where(correct, target, (target + 1) % 3)}
