@@ -24,9 +24,10 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
+from lossbench._metric_rules import ECE_BINS as ECE_BINS  # the rules the report applies again (torch alone)
+from lossbench._metric_rules import NLL_FLOOR as NLL_FLOOR
+from lossbench._metric_rules import calibration_bins as calibration_bins
 from lossbench.heads.base import BINARY_THRESHOLD, binary_labels
-
-NLL_FLOOR = 1e-12  # probabilities are floored here before a log: one example adds at most -log(1e-12) = 27.63
 
 
 class _MeanOf(Metric):
@@ -315,25 +316,6 @@ class RunningSums:
             packed = reduce(packed, reduce_op="sum")
         self.sums, self.count = {}, None
         return {name: (packed[i] / packed[-1]).float() for i, name in enumerate(names)}
-
-
-ECE_BINS = 15  # equal-width confidence bins of the ``ece`` metric (and of the reliability diagrams)
-
-
-def calibration_bins(confidence: Tensor, n_bins: int = ECE_BINS) -> Tensor:
-    """The bin of each confidence under torchmetrics' calibration-error rule, which the ``ece`` metric uses.
-
-    ``n_bins`` equal-width bins ``[lo, hi)`` with edges ``torch.linspace(0, 1, n_bins + 1)`` in the
-    confidences' own dtype (so that a confidence equal to an edge lands where torchmetrics puts it), and one
-    more bin, index ``n_bins``, that holds a confidence of exactly 1.0. The reliability diagrams and the
-    example-level test of ``ece`` bin with it.
-
-    Example:
-        >>> calibration_bins(torch.tensor([0.0, 0.1, 0.2, 0.99, 1.0]), n_bins=5).tolist()
-        [0, 0, 1, 4, 5]
-    """
-    edges = torch.linspace(0.0, 1.0, n_bins + 1, dtype=confidence.dtype)
-    return torch.bucketize(confidence, edges, right=True) - 1
 
 
 def positions_as_rows(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lossbench._metric_rules import ECE_BINS, calibration_bins
 from lossbench.compare.store.tensors import IGNORE_INDEX_KEY
-from lossbench.metrics import ECE_BINS, calibration_bins
 
 
 @dataclass
