@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -73,3 +75,15 @@ def test_changed_curves_redraw_the_curve_plots_only(finished, capsys):
     assert "plots: 3 redrawn (target_metric.png, train_loss.png, grad_norm.png), 1 unchanged" in said
     after = _plots(out)
     assert after["train_loss.png"] != before["train_loss.png"] and after["reliability.png"] == before["reliability.png"]
+
+
+def test_rendering_a_report_imports_neither_lightning_nor_torchmetrics(finished):
+    """What a rerun spends is imports: the report reads files with torch, numpy, scipy and matplotlib only (before:
+    torchmetrics, and the transformers it imports when installed: ~2 s of a 5.5 s `lossbench report`)."""
+    _, out = finished
+    code = (
+        "import sys; from lossbench.cli import main; assert main(['report', sys.argv[1]]) == 0; "
+        "print(sorted(m for m in ('lightning', 'torchmetrics', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
