@@ -120,6 +120,25 @@ def _headline(stats: ComparisonStats, loss: str) -> Estimate | None:
     return summary.test.get(stats.headline) if stats.headline.startswith("test/") else summary.final.get(stats.metric)
 
 
+FLOAT32_NOISE = 1e-6
+"""Metrics are computed in float32: a mean difference below this share of the metrics' size is rounding, not a
+difference (two losses with the same accuracy on every seed differ by ~1e-8 after averaging)."""
+
+
+def _difference(effect: float, scale: float) -> str:
+    """A mean difference as the table shows it: ``+0.01111``, or ``0`` when it is float32 rounding.
+
+    >>> _difference(-1.987e-08, 0.9395), _difference(0.004938, 0.94)
+    ('0', '+0.004938')
+    """
+    return "0" if abs(effect) <= FLOAT32_NOISE * max(scale, 1e-30) else f"{effect:+.4g}"
+
+
+def _headline_mean(stats: ComparisonStats, loss: str) -> float:
+    estimate = _headline(stats, loss)
+    return abs(estimate.mean) if estimate is not None and estimate.mean is not None else 0.0
+
+
 def verdict_section(stats: ComparisonStats) -> list[str]:
     """report.md's first section: one plain sentence, then per loss its headline metric (mean and 95% CI over
     seeds, clipped to the metric's range), its difference from the baseline and the verdict word."""
@@ -135,7 +154,9 @@ def verdict_section(stats: ComparisonStats) -> list[str]:
             rows.append(f"| {loss} (baseline) | {shown} | — | — |")
             continue
         low, high = v.ci
-        diff = "—" if v.effect is None else f"{v.effect:+.4g}" + ("" if low is None else f" [{low:+.4g}, {high:+.4g}]")
+        scale = max(abs(estimate.mean or 0.0) if estimate else 0.0, abs(_headline_mean(stats, base)))
+        diff = "—" if v.effect is None else _difference(v.effect, scale)
+        diff += "" if v.effect is None or low is None else f" [{low:+.4g}, {high:+.4g}]"
         rows.append(f"| {loss} | {shown} | {diff} | {v.outcome} |")
     better = "higher" if stats.mode == "max" else "lower"
     header = f"| loss | {stats.headline_label} ({better} is better), mean [95% CI] | vs {base} [95% CI] | verdict |"
