@@ -23,6 +23,8 @@ LAYERS = [
         "lossbench._killpoint",
         "lossbench._io",
         "lossbench._version",
+        "lossbench._extras",
+        "lossbench._metric_rules",
         "lossbench.functional",
     ],
     ["lossbench.config", "lossbench.heads", "lossbench.metrics", "lossbench.distributed"],
