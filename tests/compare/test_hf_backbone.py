@@ -90,7 +90,7 @@ def test_a_recipe_checks_the_pretrained_backbone_before_anything_is_written(file
 
 def test_a_recipe_naming_hfencoder_without_transformers_says_how_to_install_it(files, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "transformers", None)
-    with pytest.raises(RecipeError, match=r"pip install lossbench\[hf\]"):
+    with pytest.raises(RecipeError, match=r"HFEncoder .* needs the `hf` extra .*: pip install 'lossbench\[hf\]'"):
         load_recipe(recipe(files))
 
 
