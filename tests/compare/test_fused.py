@@ -111,20 +111,24 @@ def test_float32_step_one_losses_and_gradients_equal_each_member_alone():
         loss = ref.training_step(batch, 0)
         loss.backward()
         assert torch.allclose(array.step_losses[i], loss.detach(), rtol=1e-6, atol=1e-6), label
-        for (name, p), q in zip(ref.named_parameters(), array.members[i].parameters()):
-            assert torch.allclose(q.grad, p.grad, rtol=1e-6, atol=1e-6), (label, name)
+        for (name, p), q in zip(ref.named_parameters(), array.member_grads(i)):  # the backbone's: its slices
+            assert torch.allclose(q, p.grad, rtol=1e-6, atol=1e-6), (label, name)
 
 
 def test_each_member_has_its_own_learning_rate_and_clipping():
     members = make_members([("a", "ce"), ("b", "ce")], lrs={"a": 1e-3, "b": 3e-2})
     array = ModelArray(members, gradient_clip_val=0.01)
     opt = array.configure_optimizers()
-    # one group per distinct setting (weight decay 0: decayed and not decayed tensors share it)
-    assert [g["lr"] for g in opt.param_groups] == [1e-3, 3e-2]
-    assert [len(g["params"]) for g in opt.param_groups] == [len(list(m.parameters())) for m in members.values()]
+    # the heads: one group per distinct setting (weight decay 0: decayed and not decayed tensors share it); the
+    # backbones: one group of stacked leaves, each member at its own rate
+    assert [g["lr"] for g in opt.param_groups[:2]] == [1e-3, 3e-2]
+    assert [len(g["params"]) for g in opt.param_groups[:2]] == [
+        len(list(m.head.parameters())) for m in members.values()
+    ]
+    assert opt.param_groups[2]["stacked"] == 2 and opt.param_groups[2]["params"] == list(array.stacked)
     assert array.member_lr(opt, 1) == 3e-2
     same = ModelArray(make_members([("a", "ce"), ("b", "ce")])).configure_optimizers()
-    assert len(same.param_groups) == 1  # equal settings: one group, one foreach call per step
+    assert len(same.param_groups) == 2  # equal settings: one group of heads, one of stacked leaves
     batch = (torch.randn(16, 5), torch.randint(0, 3, (16,)))
     array.training_step(batch, 0).backward()
     norms = [float(array.grad_norm(i)) for i in range(2)]

@@ -19,9 +19,12 @@ multiplied by its own scale, its gradient unscaled by it, and a member whose gra
 its step alone and halves its scale (with the scaler's init scale, growth and backoff factors and growth
 interval, as ``torch.amp.GradScaler`` does for one model).
 
-The members are ordinary ``LossbenchModule`` s, so a member's ``state_dict`` is the one a sequential
-run of that loss has, and what a sequential run does with it (selection, test predictions) works
-unchanged.
+The backbones' parameters are stacked (HFTA's layout): the array holds one leaf per parameter name with the
+members along its first dimension (``stacked``), which the vmapped forward uses as it is and the optimizer steps
+for all members at once (:mod:`~lossbench.compare.execution.stacked`); each member's backbone parameter is a
+view of its slice. So the members are ordinary ``LossbenchModule`` s whose ``state_dict`` is the one a
+sequential run of that loss has, and what a sequential run does with it (selection, test predictions, the
+weights file) works unchanged.
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from lossbench.compare.execution.stacked import StackedAdamW, StackedSGD, StackedStep, stacked_group
 from lossbench.module import LossbenchModule, loss_scaler, zero_loss
+
+LAYOUT = "stacked"  # an array checkpoint's layout (an older lossbench's, without it, is started over)
 
 
 class ModelArray(pl.LightningModule):
@@ -76,9 +82,20 @@ class ModelArray(pl.LightningModule):
                 f"ModelArray: the members use different optimizers {sorted(optimizers)}; one array "
                 "has one optimizer (its members may differ in learning rate and weight decay)"
             )
-        # the architecture without weights: functional_call runs it on each member's parameters
+        # the architecture without weights: functional_call runs it on the stacked parameters
         first = next(iter(members.values()))
         self._template = [copy.deepcopy(first.backbone).to("meta")]  # a list: not a submodule
+        self.names = [name for name, _ in first.backbone.named_parameters()]
+        self.buffer_names = [name for name, _ in first.backbone.named_buffers()]
+        backbones = [dict(m.backbone.named_parameters()) for m in members.values()]
+        self.stacked = nn.ParameterList(
+            nn.Parameter(torch.stack([b[name].detach() for b in backbones]), requires_grad=p.requires_grad)
+            for name, p in first.backbone.named_parameters()
+        )
+        buffers = [dict(m.backbone.named_buffers()) for m in members.values()]
+        for j, name in enumerate(self.buffer_names):  # constants (a stateful backbone does not fuse)
+            self.register_buffer(f"stacked_buffer_{j}", torch.stack([b[name] for b in buffers]), persistent=False)
+        self._alias()
         self.gradient_clip_val = gradient_clip_val
         self.vmapped: bool | None = None  # None until the first forward; False: vmap failed, a loop is used
         self.vmap_error: str | None = None
@@ -115,16 +132,49 @@ class ModelArray(pl.LightningModule):
                 self.vmapped, self.vmap_error = False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         return torch.stack(self._looped(inputs))
 
+    def _alias(self) -> None:
+        """Make each member's backbone parameter a view of its slice of the stacked leaf (the members' state dicts,
+        weights and evaluations read the values the array trains)."""
+        for j, name in enumerate(self.names):
+            leaf = self.stacked[j]
+            for i, m in enumerate(self.member_modules):
+                m.backbone.get_parameter(name).data = leaf.data[i]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> ModelArray:
+        """``to``, ``double``, ``cuda`` ...: converted, the members' parameters are views of the leaves again."""
+        super()._apply(fn, recurse)
+        if "stacked" in self._modules:
+            self._alias()
+        return self
+
+    def _stacked_buffers(self) -> dict[str, Tensor]:
+        return {name: getattr(self, f"stacked_buffer_{j}") for j, name in enumerate(self.buffer_names)}
+
     def _looped(self, inputs: Tensor) -> list[Tensor]:
         """The members' backbones one after another, each drawing the same dropout masks (as vmap's
-        ``randomness="same"`` does, and as sequential runs from the same seed do)."""
+        ``randomness="same"`` does, and as sequential runs from the same seed do). With gradients: each member's
+        slice of the stacked leaves (its gradient reaches the leaves); without: each member's own module."""
         devices = [inputs.device] if inputs.device.type == "cuda" else []
-        members = self.member_modules
+        forwards = self._slice_forwards() if torch.is_grad_enabled() else [m.backbone for m in self.member_modules]
         outs = []
-        for m in members[:-1]:
+        for forward in forwards[:-1]:
             with torch.random.fork_rng(devices=devices):
-                outs.append(m.backbone(inputs))
-        return [*outs, members[-1].backbone(inputs)]  # the last one advances the RNG, once
+                outs.append(forward(inputs))
+        return [*outs, forwards[-1](inputs)]  # the last one advances the RNG, once
+
+    def _slice_forwards(self) -> list[Any]:
+        """Member ``i``'s backbone as a function of its input, on its slices of the stacked leaves and buffers."""
+        from torch.func import functional_call
+
+        template = self._template[0]
+        template.train(self.training)
+        bufs = self._stacked_buffers()
+
+        def forward(i: int, x: Tensor) -> Tensor:
+            params = {name: leaf[i] for name, leaf in zip(self.names, self.stacked)}
+            return functional_call(template, (params, {name: b[i] for name, b in bufs.items()}), (x,))
+
+        return [partial(forward, i) for i in range(len(self.labels))]
 
     def _vmapped(self, inputs: Tensor) -> Tensor:
         from torch.func import functional_call, vmap
@@ -132,10 +182,8 @@ class ModelArray(pl.LightningModule):
 
         template = self._template[0]
         template.train(self.training)
-        named = [dict(m.backbone.named_parameters()) for m in self.member_modules]
-        buffers = [dict(m.backbone.named_buffers()) for m in self.member_modules]
-        params = {name: torch.stack([p[name] for p in named]) for name in named[0]}
-        bufs = {name: torch.stack([b[name] for b in buffers]) for name in buffers[0]}
+        params = dict(zip(self.names, self.stacked))  # the leaves themselves: no stack per step
+        bufs = self._stacked_buffers()
 
         def one(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
             return functional_call(template, (p, b), (x,))
@@ -233,18 +281,35 @@ class ModelArray(pl.LightningModule):
         self.failed[self.labels[i]] = f"{type(exc).__name__}: {exc}"
 
     def grad_norms(self) -> list[Tensor]:
-        """Every member's gradient norm (on the device, no sync): one ``_foreach_norm`` over all members' grads."""
+        """Every member's gradient norm (on the device, no sync): its slices of the stacked leaves' gradients, one
+        norm per leaf over all members, and its head's, one ``_foreach_norm`` over all members' heads."""
+        members = len(self.members)
+        squares: list[Tensor] = []
+        for leaf in self.stacked:
+            if leaf.grad is not None:
+                squares.append(torch.linalg.vector_norm(leaf.grad.detach().reshape(members, -1), dim=1).square())
         grads, counts = [], []
-        for m in self.members:
-            mine = [p.grad.detach() for p in m.parameters() if p.grad is not None]
+        for m in self.member_modules:
+            mine = [p.grad.detach() for p in m.head.parameters() if p.grad is not None]
             grads += mine
             counts.append(len(mine))
-        if not grads:
+        if grads:
+            heads = torch.stack(torch._foreach_norm(grads)).square()
+            sums = torch.zeros(members, dtype=heads.dtype, device=heads.device)
+            squares.append(sums.index_add_(0, self._owners(tuple(counts), heads.device), heads))
+        if not squares:
             return [torch.zeros(()) for _ in self.members]
-        squares = torch.stack(torch._foreach_norm(grads)).square()
-        sums = torch.zeros(len(self.members), dtype=squares.dtype, device=squares.device)
-        sums.index_add_(0, self._owners(tuple(counts), squares.device), squares)
-        return list(sums.sqrt().unbind())
+        return list(torch.stack(squares).sum(0).sqrt().unbind())
+
+    def member_grads(self, i: int) -> list[Tensor | None]:
+        """Member ``i``'s gradients in the order of its ``parameters()``: its slices of the stacked leaves'
+        gradients for the backbone, its head's own."""
+        leaves = {name: leaf for name, leaf in zip(self.names, self.stacked)}
+        out: list[Tensor | None] = []
+        for name, p in self.member_modules[i].named_parameters():
+            leaf = leaves.get(name.removeprefix("backbone.")) if name.startswith("backbone.") else None
+            out.append(p.grad if leaf is None else None if leaf.grad is None else leaf.grad[i])
+        return out
 
     def _owners(self, counts: tuple[int, ...], device: torch.device) -> Tensor:
         """The member of each gradient (``counts[i]`` of member ``i``, in order) as an index tensor on ``device``,
@@ -262,7 +327,8 @@ class ModelArray(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Unscale each member's gradient (under loss scaling) and check it, then keep each stepping member's
-        gradient norm and learning rate, and drop the gradients of the members that do not step.
+        gradient norm and learning rate, drop the heads' gradients of the members that do not step, and tell the
+        optimizer which members step (their stacked slices are masked) and at which rates.
 
         A member whose gradient is not finite does not step: under loss scaling its scale is lowered (an
         overflow); otherwise its ``nan_policy`` acts (``skip`` counts it in its ``skipped_steps``, ``raise``
@@ -270,10 +336,7 @@ class ModelArray(pl.LightningModule):
         """
         if any(self._updated):
             if self.loss_scales is not None:
-                for i, m in enumerate(self.member_modules):
-                    grads = [p.grad for p in m.parameters() if p.grad is not None]
-                    if grads:
-                        torch._foreach_mul_(grads, 1.0 / self.loss_scales[i])
+                self._unscale()
             norms = self.grad_norms()
             finite = torch.isfinite(torch.stack(norms)).tolist()  # one sync for all members
             for i in range(len(self.members)):
@@ -282,6 +345,24 @@ class ModelArray(pl.LightningModule):
         for i, m in enumerate(self.member_modules):
             if not self._updated[i]:  # skipped or failed: no update (as a sequential run's skipped step)
                 m.drop_gradients()
+        if not isinstance(optimizer, StackedStep):
+            raise TypeError(
+                f"ModelArray: the optimizer must step the stacked parameters per member (configure_optimizers' "
+                f"StackedAdamW or StackedSGD), got {type(optimizer).__name__}"
+            )
+        optimizer.set_members([self.member_lr(optimizer, i) for i in range(len(self.members))], self._updated)
+
+    def _unscale(self) -> None:
+        """Divide each member's gradient by its loss scale: the stacked leaves' at once, the heads' per member."""
+        assert self.loss_scales is not None
+        inverse = [1.0 / scale for scale in self.loss_scales]
+        for leaf in self.stacked:
+            if leaf.grad is not None:
+                leaf.grad.mul_(torch.tensor(inverse, dtype=leaf.grad.dtype, device=leaf.grad.device).view(_lead(leaf)))
+        for i, m in enumerate(self.member_modules):
+            grads = [p.grad for p in m.head.parameters() if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, inverse[i])
 
     def _check_gradient(self, i: int, norm: Tensor, finite: bool, optimizer: torch.optim.Optimizer) -> bool:
         """Whether member ``i`` steps, with its gradient's ``norm``: its ``check_gradient`` (an overflow under loss
@@ -346,21 +427,31 @@ class ModelArray(pl.LightningModule):
         gradient_clip_val: int | float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
+        """Clip each member's gradient norm to ``clip``, as ``clip_grad_norm_`` clips one model's (the stacked
+        leaves' slices by one vectorised factor, the heads' per member)."""
         clip = self.gradient_clip_val if gradient_clip_val is None else gradient_clip_val
-        if not clip:
+        if not clip or not any(self._updated):
             return
+        norms = torch.stack(self.grad_norms())
+        factors = (float(clip) / (norms + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s factor, per member
+        for leaf in self.stacked:
+            if leaf.grad is not None:
+                leaf.grad.mul_(factors.to(leaf.grad.dtype).view(_lead(leaf)))
         for i, m in enumerate(self.member_modules):
-            if self._updated[i]:
-                torch.nn.utils.clip_grad_norm_([p for p in m.parameters() if p.grad is not None], clip)
+            grads = [p.grad for p in m.head.parameters() if p.grad is not None]
+            if self._updated[i] and grads:
+                torch._foreach_mul_(grads, factors[i].to(grads[0].dtype))
 
     def configure_optimizers(self) -> Any:
-        # members whose groups have the same settings and schedule share one group (the same update per tensor,
-        # fewer calls); members that differ (learning rate, weight decay, schedule) get their own
+        # the heads: members whose groups have the same settings and schedule share one group (the same update per
+        # tensor, fewer calls), members that differ (learning rate, weight decay, schedule) get their own; the
+        # stacked backbone leaves: one group of decayed leaves and one of the rest, each member at its own rate
         groups: list[dict[str, Any]] = []
         factors: list[Any] = []
         merged: dict[Any, int] = {}
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         self._first_group = []
+        backbone = {id(p) for m in self.member_modules for p in m.backbone.parameters()}
         for m in self.member_modules:
             factor = m.lr_factor(total)
             for j, group in enumerate(m.param_groups()):
@@ -369,16 +460,41 @@ class ModelArray(pl.LightningModule):
                     merged[key] = len(groups)
                     groups.append({**group, "params": []})
                     factors.append(factor or _constant)
-                groups[merged[key]]["params"] += group["params"]
+                groups[merged[key]]["params"] += [p for p in group["params"] if id(p) not in backbone]
                 if j == 0:
                     self._first_group.append(merged[key])
-        opt_class = torch.optim.SGD if self.member_modules[0].hparams["optimizer"] == "sgd" else torch.optim.AdamW
-        # foreach: one call per group instead of a Python loop over every member's tensors (the same updates)
-        opt = opt_class(groups, foreach=True)
+        for group in self._stacked_groups():
+            groups.append(group)
+            factors.append(_constant)  # each member's scheduled rate is its head group's (set_members)
+        sgd = self.member_modules[0].hparams["optimizer"] == "sgd"
+        # foreach: one call per head group instead of a Python loop over every member's tensors (the same updates)
+        opt = StackedSGD(groups, foreach=True) if sgd else StackedAdamW(groups, foreach=True)
         if all(f is _constant for f in factors):
             return opt
         scheduler = torch.optim.lr_scheduler.LambdaLR(opt, factors)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _stacked_groups(self) -> list[dict[str, Any]]:
+        """The stacked leaves in two groups, decayed and not, as a member's own ``param_groups`` splits them."""
+        members = self.member_modules
+        first = members[0]
+        decayed = {id(p) for p in first.param_groups()[0]["params"]}
+        own = dict(first.backbone.named_parameters())
+        hp = [m.hparams for m in members]
+        extra: dict[str, Any] = (
+            {"momentum": [h["momentum"] for h in hp], "nesterov": [h["nesterov"] for h in hp]}
+            if first.hparams["optimizer"] == "sgd"
+            else {"betas": [tuple(h["betas"]) for h in hp]}
+        )
+        split: dict[bool, list[nn.Parameter]] = {True: [], False: []}
+        for name, leaf in zip(self.names, self.stacked):
+            if leaf.requires_grad:  # without weight decay anywhere, decayed or not is the same update: one group
+                split[id(own[name]) in decayed and any(h["weight_decay"] for h in hp)].append(leaf)
+        return [
+            stacked_group(leaves, [h["weight_decay"] if decay else 0.0 for h in hp], **extra)
+            for decay, leaves in split.items()
+            if leaves
+        ]
 
     def member_lr(self, optimizer: torch.optim.Optimizer, i: int) -> float:
         """Member ``i``'s current learning rate (its first parameter group's)."""
@@ -406,6 +522,7 @@ class ModelArray(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lossbench_array"] = {
+            "layout": LAYOUT,
             "labels": list(self.labels),
             "failed": dict(self.failed),
             "skipped_steps": [int(m.skipped_steps) for m in self.member_modules],
@@ -427,6 +544,11 @@ class ModelArray(pl.LightningModule):
             self.loss_scales, self._growth = [float(s) for s in scales], [int(g) for g in growth]
         if self._trainer is not None and str(self.trainer.precision).startswith("64"):
             self.double()  # before Lightning loads the weights (see LossbenchModule.on_load_checkpoint)
+
+
+def _lead(leaf: Tensor) -> tuple[int, ...]:
+    """The shape of a (members,) tensor that broadcasts over ``leaf``'s member slices."""
+    return (leaf.shape[0],) + (1,) * (leaf.dim() - 1)
 
 
 def _constant(step: int) -> float:

@@ -29,7 +29,7 @@ import lightning.pytorch as pl
 import torch
 
 from lossbench._io import is_global_zero
-from lossbench.compare.execution.array import ModelArray
+from lossbench.compare.execution.array import LAYOUT, ModelArray
 from lossbench.compare.execution.callbacks import (
     DataOrderFingerprint,
     LastCheckpoint,
@@ -181,8 +181,14 @@ def _held_members(book: RunBook, ckpt: Path) -> tuple[list[str] | None, str | No
     held, note = None, None
     if book.processes.is_global_zero:
         state, note = checkpoint_state(ckpt)
-        if state is not None:
-            held = list((state.get("lossbench_array") or {}).get("labels") or [])
+        saved = (state or {}).get("lossbench_array") or {}
+        if state is not None and saved.get("layout") != LAYOUT:  # the members' own parameters: not loadable now
+            note = (
+                f"array checkpoint {ckpt.name} was written by an older lossbench (without stacked parameters); "
+                f"moved to {move_aside(ckpt, 'older-layout').name}, run started over"
+            )
+        elif state is not None:
+            held = list(saved.get("labels") or [])
     return book.processes.broadcast((held, note))
 
 

@@ -33,7 +33,7 @@ from torch import Tensor
 
 
 def stacked_group(
-    params: list[Tensor],
+    params: Sequence[Tensor],
     weight_decay: Sequence[float],
     betas: Sequence[Sequence[float]] | None = None,
     momentum: Sequence[float] | None = None,
@@ -49,7 +49,7 @@ def stacked_group(
                 f"{tuple(p.shape)}"
             )
     group: dict[str, Any] = {
-        "params": params,
+        "params": list(params),
         "stacked": members,
         "member_weight_decay": [float(w) for w in weight_decay],
         "lr": 0.0,  # unused: each member's rate comes from set_members
