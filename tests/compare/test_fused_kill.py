@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from tests.compare.test_kill import RECIPE, record, same_results, survive_beside_reference
+from tests.compare.test_kill import RECIPE, compare, record, same_results, survive_beside_reference
 
 pytestmark = pytest.mark.slow
 
@@ -59,3 +59,21 @@ def test_fused_compare_survives_kill_9_and_resumes_its_arrays_exactly(tmp_path):
     assert [record(out, loss, 1)["resumed"] for loss in ("ce", "focal")] == [0, 0]
     assert record(out, "ce", 0)["execution"]["members"] == ["ce", "focal"]
     same_results(out, reference)
+
+
+def test_an_array_checkpoint_of_the_older_layout_is_set_aside_and_the_array_started_over(tmp_path):
+    """An array checkpoint written before the backbones were stacked holds each member's own parameters: it cannot
+    be loaded into stacked leaves, so it is moved aside, the array starts over, and the records say why."""
+    recipe = tmp_path / "fused.yaml"
+    recipe.write_text(yaml.safe_dump(FUSED, sort_keys=False), encoding="utf-8")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert compare(recipe, out, cache, kill_at="step:6").returncode != 0
+    ckpt = out / "arrays" / "seed_0" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["lossbench_array"].pop("layout") == "stacked"
+    torch.save(state, ckpt)  # as an older lossbench wrote it
+    assert compare(recipe, out, cache).returncode == 0
+    for loss in ("ce", "focal"):
+        done = record(out, loss, 0)
+        assert done["status"] == "finished" and done["resumed"] == 0, loss
+        assert any("written by an older lossbench" in note and "run started over" in note for note in done["restarts"])
