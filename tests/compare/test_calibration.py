@@ -77,8 +77,8 @@ def test_a_panel_draws_accuracy_bars_and_mean_confidence_dots_over_the_bin_cente
 
     preds = _seeds(n_seeds=2)
     fig = _figure((4, 4))
-    _panel(fig, "ce", preds)
-    top = fig.axes[0]
+    top, bottom = fig.subplots(2, 1)
+    _panel(top, bottom, "ce", preds)
     bins = reliability_bins(preds)
     dots = next(line for line in top.get_lines() if line.get_label() == "mean confidence of the bin")
     assert dots.get_xdata().tolist() == bins.centers.tolist()  # the dot is where its label says: the confidence

@@ -14,7 +14,7 @@ import numpy as np
 
 from lossbench.compare.analysis.calibration import reliability_bins
 from lossbench.compare.report.drawn import PlotCache
-from lossbench.compare.report.plots import _figure, _save
+from lossbench.compare.report.plots import _figure, _grid, _save
 from lossbench.compare.store.layout import RELIABILITY_PNG
 
 PANEL_COLUMNS = 3  # panels per row of the grid
@@ -49,19 +49,21 @@ def plot_reliability_grid(per_loss: dict[str, list[dict[str, Any]]], path: str |
     n = len(per_loss)
     cols = min(n, PANEL_COLUMNS)
     rows = math.ceil(n / cols)
-    fig = _figure((3.6 * cols, 4.0 * rows + 0.4))
-    panels = fig.subfigures(rows, cols, squeeze=False).ravel()
-    for panel, (loss, preds) in zip(panels, per_loss.items()):
-        _panel(panel, loss, preds)
-    handles, labels = panels[0].axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8)
+    fig = _figure((3.6 * cols, 4.0 * rows + 0.9), layout=None)
+    grid = _grid(fig, rows, cols, top=0.3, bottom=0.9)
+    for k, (loss, preds) in enumerate(per_loss.items()):
+        cell = grid[k // cols, k % cols].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.08)
+        top = fig.add_subplot(cell[0])
+        _panel(top, fig.add_subplot(cell[1], sharex=top), loss, preds)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncols=3, fontsize=8)
     return _save(fig, path)
 
 
-def _panel(panel: Any, loss: str, preds: list[dict[str, Any]]) -> None:
+def _panel(top: Any, bottom: Any, loss: str, preds: list[dict[str, Any]]) -> None:
+    """One loss's reliability diagram on ``top`` and its bins' counts on ``bottom``."""
     bins = reliability_bins(preds)
     pooled, per_seed = ece_pair(preds)
-    top, bottom = panel.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     width = bins.edges[1] - bins.edges[0]
     observed = "share of positives" if bins.binary else "accuracy"
     top.bar(bins.centers, bins.accuracy, width=width * 0.9, color="tab:blue", alpha=0.75, label=observed)
@@ -69,6 +71,7 @@ def _panel(panel: Any, loss: str, preds: list[dict[str, Any]]) -> None:
     top.plot([0, 1], [0, 1], color="0.4", ls="--", lw=1, label="calibrated (y = x)")
     top.set_xlim(0, max(1.0, float(bins.centers.max()) + width / 2))  # the bin of exactly 1.0 lies right of 1
     top.set_ylim(0, 1.02)
+    top.tick_params(labelbottom=False)
     top.set_title(f"{loss}: ECE {pooled:.4f} pooled ({len(preds)} seeds), {per_seed:.4f} per seed", fontsize=8)
     bottom.bar(bins.centers, bins.count, width=width * 0.9, color="0.5")
     bottom.set_xlabel("p(y = 1)" if bins.binary else "confidence (top probability)", fontsize=8)
