@@ -431,3 +431,27 @@ def test_an_integer_argument_is_found_whether_its_annotation_is_text_or_a_type(a
 
     Head.__init__.__annotations__ = {"ignore_index": annotation}
     assert _whole_kind(Head, "ignore_index") == kind
+
+
+def test_an_optimizer_value_out_of_range_at_a_trial_point_is_refused_without_building_a_model(tmp_path, monkeypatch):
+    """A trial's optimizer values are checked as the module checks them; a model is built once per distinct head
+    arguments, not once per trial (digits_tuned: 6 builds instead of 48 before anything is written)."""
+    recipe = load_recipe(tuned(space={"optimizer.weight_decay": {"low": -0.5, "high": -0.1}}))
+    with pytest.raises(RecipeError, match=r"loss 'ce' cannot be built at tuning trial 0 \(\{'optimizer.weight_decay'"):
+        Comparison(recipe, tmp_path / "out", progress=False).run()
+    assert not (tmp_path / "out").exists()
+    from lossbench.compare.execution.runner import RunBook
+
+    built = []
+    real = RunBook.build_model
+    monkeypatch.setattr(RunBook, "build_model", lambda self, loss, *a: built.append(loss.label) or real(self, loss, *a))
+    ok = load_recipe(tuned(trials=4))
+    comparison = Comparison(ok, tmp_path / "ok", progress=False)
+    comparison.prepare()
+    for loss in ok.losses:  # the loss itself, then one model per distinct head arguments among its trials
+        heads = {
+            repr(sorted((k, v) for k, v in p.items() if k.startswith("losses.")))
+            for p in ok.tune.loss_points(loss.label)
+        }
+        assert built.count(loss.label) == 1 + len(heads), (loss.label, built)
+    assert built.count("ce") == 2  # ce's trials differ in optimizer values only: one model for all 4

@@ -31,6 +31,7 @@ from lossbench.compare.execution.runner import (
     RunBook,
     data_setup_hash,
     library_versions,
+    optimizer_config,
     quiet,
     read_record,
 )
@@ -42,7 +43,7 @@ from lossbench.compare.execution.teacher import (
 )
 from lossbench.compare.execution.tuning import write_summary
 from lossbench.compare.execution.unit import Unit
-from lossbench.compare.recipe.checks import MAX_PARAMETERS, RecipeError
+from lossbench.compare.recipe.checks import MAX_PARAMETERS, RecipeError, check_config
 from lossbench.compare.recipe.schema import LossSpec, Recipe
 from lossbench.compare.recipe.trials import tuning_recipe, with_point
 from lossbench.compare.recipe.tune import TuneSpec
@@ -233,15 +234,22 @@ class Comparison:
 
     def _check_trials(self, tune: TuneSpec, spec: Any, probe: InitialState) -> None:
         """Every loss builds at every trial point (a head argument or optimizer value out of its range is refused
-        now, not when its trial starts)."""
+        now, not when its trial starts). A model is built once per distinct head arguments: a point's optimizer
+        values build nothing, and are checked as the module checks them (:meth:`OptimizerConfig.check`)."""
+        recipe = self.recipe.to_dict()
         for loss in self.recipe.losses:
+            built: set[str] = set()
             for j, point in enumerate(tune.loss_points(loss.label)):
+                trial = with_point(loss, point, "trial", j)
                 try:
-                    self.build_model(with_point(loss, point, "trial", j), self.recipe.seeds[0], spec, probe)
-                except (ValueError, TypeError) as exc:
+                    check_config(optimizer_config(recipe, trial.overrides), "optimizer")
+                    if repr(sorted(trial.args.items())) not in built:
+                        self.build_model(trial, self.recipe.seeds[0], spec, probe)
+                        built.add(repr(sorted(trial.args.items())))
+                except (ValueError, TypeError, RecipeError) as exc:
                     raise RecipeError(
                         f"recipe: loss {loss.label!r} cannot be built at tuning trial {j} "
-                        f"({point}): {exc}; narrow `tune.space`"
+                        f"({point}): {str(exc).removeprefix('recipe: ')}; narrow `tune.space`"
                     ) from None
 
     def _check_pretrained(self, sha: str | None) -> None:

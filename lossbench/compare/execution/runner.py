@@ -168,15 +168,9 @@ def build_module(
     """The LossbenchModule of one run, from a resolved recipe dict (``Recipe.to_dict()`` / comparison.json) and the
     run's own ``optimizer.*`` values (a tuning trial's point, :attr:`LossSpec.overrides`). A head argument
     ``weight: balanced`` becomes :func:`balanced_weights` of the training split's ``class_counts``."""
-    from lossbench.config import OptimizerConfig, ScheduleConfig
+    from lossbench.config import ScheduleConfig
     from lossbench.module import LossbenchModule
 
-    opt = dict(recipe["optimizer"])
-    for path, value in (overrides or {}).items():
-        section, key = path.split(".", 1)
-        if section != "optimizer":
-            raise ValueError(f"build_module: `overrides` may set optimizer.* values only, got {path!r}")
-        opt[key] = value
     if head_args.get("weight") == "balanced":
         if class_counts is None:
             raise ValueError("`weight: balanced` needs the training split's class counts")
@@ -188,9 +182,23 @@ def build_module(
         backbone=recipe["backbone"],
         seed=seed,
         nan_policy=recipe.get("nan_policy", "raise"),
-        optimizer=OptimizerConfig(**opt),
+        optimizer=optimizer_config(recipe, overrides),
         schedule=ScheduleConfig(**recipe["schedule"]),
     )
+
+
+def optimizer_config(recipe: dict[str, Any], overrides: dict[str, Any] | None = None) -> Any:
+    """The :class:`~lossbench.config.OptimizerConfig` of one run: the recipe's ``optimizer`` with the run's own
+    ``optimizer.*`` values (a tuning trial's point) set."""
+    from lossbench.config import OptimizerConfig
+
+    opt = dict(recipe["optimizer"])
+    for path, value in (overrides or {}).items():
+        section, key = path.split(".", 1)
+        if section != "optimizer":
+            raise ValueError(f"build_module: `overrides` may set optimizer.* values only, got {path!r}")
+        opt[key] = value
+    return OptimizerConfig(**opt)
 
 
 @contextlib.contextmanager
