@@ -102,7 +102,9 @@ def test_a_tensorboard_logger_per_run_with_per_step_loss_terms(tmp_path):
         tags = tensorboard_tags(run_dir(tmp_path / "out", loss, seed) / "logs")
         steps = list(range(record.steps))
         assert tags["train/loss"] == steps and tags["train/grad_norm"] == steps and tags["train/lr"] == steps
-        assert tags["val/accuracy"] == [3, 7]  # the evaluations after steps 4 and 8 (at Lightning's step index)
+        # the evaluations after steps 4 and 8 (at Lightning's step index); the one before training (step 0) reaches
+        # the logger in some runs and not in others (Lightning's validate before fit), so it is left out here
+        assert [s for s in tags["val/accuracy"] if s != 0] == [3, 7]
     sce = tensorboard_tags(run_dir(tmp_path / "out", "sce", 0) / "logs")
     terms = sorted(t for t in sce if t.startswith("train/") and t.split("/")[1] in ("ce", "rce"))
     assert terms == ["train/ce", "train/rce"] and sce["train/rce"] == list(range(8))  # the loss's own terms
