@@ -37,7 +37,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from lossbench.compare.execution.stacked import StackedAdamW, StackedSGD, StackedStep, stacked_group
+from lossbench.compare.execution.stacked import StackedAdamW, StackedSGD, StackedStep, member_shape, stacked_group
 from lossbench.module import LossbenchModule, loss_scaler, zero_loss
 
 LAYOUT = "stacked"  # an array checkpoint's layout (an older lossbench's, without it, is started over)
@@ -290,7 +290,7 @@ class ModelArray(pl.LightningModule):
                 squares.append(torch.linalg.vector_norm(leaf.grad.detach().reshape(members, -1), dim=1).square())
         grads, counts = [], []
         for m in self.member_modules:
-            mine = [p.grad.detach() for p in m.head.parameters() if p.grad is not None]
+            mine = [g.detach() for g in _head_grads(m)]
             grads += mine
             counts.append(len(mine))
         if grads:
@@ -358,9 +358,11 @@ class ModelArray(pl.LightningModule):
         inverse = [1.0 / scale for scale in self.loss_scales]
         for leaf in self.stacked:
             if leaf.grad is not None:
-                leaf.grad.mul_(torch.tensor(inverse, dtype=leaf.grad.dtype, device=leaf.grad.device).view(_lead(leaf)))
+                leaf.grad.mul_(
+                    torch.tensor(inverse, dtype=leaf.grad.dtype, device=leaf.grad.device).view(member_shape(leaf))
+                )
         for i, m in enumerate(self.member_modules):
-            grads = [p.grad for p in m.head.parameters() if p.grad is not None]
+            grads = _head_grads(m)
             if grads:
                 torch._foreach_mul_(grads, inverse[i])
 
@@ -436,9 +438,9 @@ class ModelArray(pl.LightningModule):
         factors = (float(clip) / (norms + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s factor, per member
         for leaf in self.stacked:
             if leaf.grad is not None:
-                leaf.grad.mul_(factors.to(leaf.grad.dtype).view(_lead(leaf)))
+                leaf.grad.mul_(factors.to(leaf.grad.dtype).view(member_shape(leaf)))
         for i, m in enumerate(self.member_modules):
-            grads = [p.grad for p in m.head.parameters() if p.grad is not None]
+            grads = _head_grads(m)
             if self._updated[i] and grads:
                 torch._foreach_mul_(grads, factors[i].to(grads[0].dtype))
 
@@ -546,9 +548,9 @@ class ModelArray(pl.LightningModule):
             self.double()  # before Lightning loads the weights (see LossbenchModule.on_load_checkpoint)
 
 
-def _lead(leaf: Tensor) -> tuple[int, ...]:
-    """The shape of a (members,) tensor that broadcasts over ``leaf``'s member slices."""
-    return (leaf.shape[0],) + (1,) * (leaf.dim() - 1)
+def _head_grads(member: LossbenchModule) -> list[Tensor]:
+    """The gradients of ``member``'s head (its backbone's are slices of the stacked leaves' gradients)."""
+    return [p.grad for p in member.head.parameters() if p.grad is not None]
 
 
 def _constant(step: int) -> float:

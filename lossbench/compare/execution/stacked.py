@@ -114,7 +114,7 @@ class StackedAdamW(StackedStep, torch.optim.AdamW):
     """:class:`torch.optim.AdamW`, whose stacked groups step every member at once (its rate, decay, betas)."""
 
     def _update(self, p: Tensor, group: dict[str, Any], lr: Tensor, stepping: list[bool]) -> None:
-        grad, state, shape = p.grad, self.state[p], _shape(p)
+        grad, state, shape = p.grad, self.state[p], member_shape(p)
         assert grad is not None
         if not state:
             state["step"] = torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)
@@ -144,7 +144,7 @@ class StackedSGD(StackedStep, torch.optim.SGD):
     """:class:`torch.optim.SGD`, whose stacked groups step every member at once (its rate, decay, momentum)."""
 
     def _update(self, p: Tensor, group: dict[str, Any], lr: Tensor, stepping: list[bool]) -> None:
-        grad, state, shape = p.grad, self.state[p], _shape(p)
+        grad, state, shape = p.grad, self.state[p], member_shape(p)
         assert grad is not None
         mask = _mask(stepping, p)
         decay = _float64(group["member_weight_decay"], p).to(p.dtype)
@@ -163,8 +163,8 @@ class StackedSGD(StackedStep, torch.optim.SGD):
         _commit(stepping, mask, shape, (p, p - lr.to(p.dtype).view(shape) * g))
 
 
-def _shape(p: Tensor) -> tuple[int, ...]:
-    """The shape a (members,) tensor takes to broadcast over ``p``'s slices."""
+def member_shape(p: Tensor) -> tuple[int, ...]:
+    """The shape a (members,) tensor takes to broadcast over the member slices of the stacked ``p``."""
     return (p.shape[0],) + (1,) * (p.dim() - 1)
 
 
