@@ -243,9 +243,10 @@ class Comparison:
                 trial = with_point(loss, point, "trial", j)
                 try:
                     check_config(optimizer_config(recipe, trial.overrides), "optimizer")
-                    if repr(sorted(trial.args.items())) not in built:
+                    head_args = repr(sorted(trial.args.items()))
+                    if head_args not in built:
                         self.build_model(trial, self.recipe.seeds[0], spec, probe)
-                        built.add(repr(sorted(trial.args.items())))
+                        built.add(head_args)
                 except (ValueError, TypeError, RecipeError) as exc:
                     raise RecipeError(
                         f"recipe: loss {loss.label!r} cannot be built at tuning trial {j} "

@@ -41,7 +41,12 @@ def class_predictions(predictions: dict[tuple[str, int], dict[str, Any]], losses
 
 def ece_pair(preds: list[dict[str, Any]]) -> tuple[float, float]:
     """The ECE of ``preds`` pooled, and the mean of each seed's own ECE."""
-    return reliability_bins(preds).ece, float(np.mean([reliability_bins([p]).ece for p in preds]))
+    return reliability_bins(preds).ece, seed_ece(preds)
+
+
+def seed_ece(preds: list[dict[str, Any]]) -> float:
+    """The mean of each seed's own ECE."""
+    return float(np.mean([reliability_bins([p]).ece for p in preds]))
 
 
 def plot_reliability_grid(per_loss: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
@@ -63,7 +68,7 @@ def plot_reliability_grid(per_loss: dict[str, list[dict[str, Any]]], path: str |
 def _panel(top: Any, bottom: Any, loss: str, preds: list[dict[str, Any]]) -> None:
     """One loss's reliability diagram on ``top`` and its bins' counts on ``bottom``."""
     bins = reliability_bins(preds)
-    pooled, per_seed = ece_pair(preds)
+    pooled, per_seed = bins.ece, seed_ece(preds)  # the pooled bins are these: not binned again
     width = bins.edges[1] - bins.edges[0]
     observed = "share of positives" if bins.binary else "accuracy"
     top.bar(bins.centers, bins.accuracy, width=width * 0.9, color="tab:blue", alpha=0.75, label=observed)

@@ -134,7 +134,8 @@ def _difference(effect: float, scale: float) -> str:
     return "0" if abs(effect) <= FLOAT32_NOISE * max(scale, 1e-30) else f"{effect:+.4g}"
 
 
-def _headline_mean(stats: ComparisonStats, loss: str) -> float:
+def _headline_size(stats: ComparisonStats, loss: str) -> float:
+    """The size of ``loss``'s headline mean (its absolute value; 0 without one): the scale of float32 rounding."""
     estimate = _headline(stats, loss)
     return abs(estimate.mean) if estimate is not None and estimate.mean is not None else 0.0
 
@@ -154,7 +155,7 @@ def verdict_section(stats: ComparisonStats) -> list[str]:
             rows.append(f"| {loss} (baseline) | {shown} | — | — |")
             continue
         low, high = v.ci
-        scale = max(abs(estimate.mean or 0.0) if estimate else 0.0, abs(_headline_mean(stats, base)))
+        scale = max(_headline_size(stats, loss), _headline_size(stats, base))
         diff = "—" if v.effect is None else _difference(v.effect, scale)
         diff += "" if v.effect is None or low is None else f" [{low:+.4g}, {high:+.4g}]"
         rows.append(f"| {loss} | {shown} | {diff} | {v.outcome} |")
