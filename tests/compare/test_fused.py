@@ -50,7 +50,10 @@ def close(a, b, tol):
 @pytest.fixture(scope="module")
 def both(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fused64")
-    return run(tmp, RECIPE64, "fused"), run(tmp, RECIPE64, "sequential")
+    with pytest.MonkeyPatch.context() as patch:  # the default: its first 6 steps alternate vmapped and looped
+        patch.setenv("LOSSBENCH_FUSED_FORWARD", "auto")
+        fused = run(tmp, RECIPE64, "fused")
+    return fused, run(tmp, RECIPE64, "sequential")
 
 
 def test_float64_fused_equals_sequential_per_step_and_final(both):
@@ -70,7 +73,11 @@ def test_float64_fused_equals_sequential_per_step_and_final(both):
             assert all(close(mine[k], theirs[k], 1e-9) for k in mine), (key, part)
         assert record.selected == other.selected and record.steps == other.steps == 12
         assert record.fingerprints == other.fingerprints  # initial weights, data, batch order of every epoch
-        assert record.execution == {"executor": "fused", "members": ["ce", "coral", "sq"], "vmapped": True}
+        execution = dict(record.execution)
+        forward = execution.pop("forward")  # auto: chosen on the first 6 steps, each path's last 2 timed
+        assert forward["path"] in ("vmapped", "looped") and set(forward["step_seconds"]) == {"vmapped", "looped"}
+        vmapped = forward["path"] == "vmapped"
+        assert execution == {"executor": "fused", "members": ["ce", "coral", "sq"], "vmapped": vmapped}
         assert other.execution == {"executor": "sequential"}
 
 
@@ -113,6 +120,45 @@ def test_float32_step_one_losses_and_gradients_equal_each_member_alone():
         assert torch.allclose(array.step_losses[i], loss.detach(), rtol=1e-6, atol=1e-6), label
         for (name, p), q in zip(ref.named_parameters(), array.member_grads(i)):  # the backbone's: its slices
             assert torch.allclose(q, p.grad, rtol=1e-6, atol=1e-6), (label, name)
+
+
+class Clock:
+    """``time.perf_counter`` for the array: a vmapped training step takes 10 s, a looped one ``looped`` s."""
+
+    def __init__(self, array, looped):
+        self.array, self.looped, self.now = array, looped, 0.0
+
+    def perf_counter(self):
+        path = self.array._step_path
+        self.now += 0.0 if path is None else 10.0 if path == "vmapped" else self.looped
+        return self.now
+
+
+@pytest.mark.parametrize(("looped", "chosen"), [(8.0, "looped"), (9.5, "vmapped")])
+def test_auto_alternates_its_first_steps_then_keeps_the_faster_path(monkeypatch, looped, chosen):
+    from lossbench.compare.execution import array as array_module
+
+    array = ModelArray(make_members([("ce", "ce"), ("focal", "focal")]), forward="auto")
+    monkeypatch.setattr(array_module, "time", Clock(array, looped))
+    batch = (torch.randn(16, 5), torch.randint(0, 3, (16,)))
+    paths = []
+    for step in range(8):
+        if step == 4:  # a checkpoint mid-trial: a resumed array goes on with the trial where it was
+            saved: dict = {}
+            array.on_save_checkpoint(saved)
+            resumed = ModelArray(make_members([("ce", "ce"), ("focal", "focal")]), forward="auto")
+            resumed.on_load_checkpoint(saved)
+            assert resumed.step_seconds == array.step_seconds and resumed.forward_path is None
+        array.on_train_batch_start(batch, step)
+        array.training_step(batch, step).backward()
+        paths.append(array._step_path)
+        array.on_train_batch_end(None, batch, step)
+    assert paths == ["vmapped", "looped"] * 3 + [chosen] * 2
+    assert array.forward_path == chosen and array.vmapped == (chosen == "vmapped")
+    assert array.forward_choice() == {"path": chosen, "step_seconds": {"vmapped": 10.0, "looped": looped}}
+    assert ModelArray(make_members([("ce", "ce")]), forward="looped").forward_choice() is None
+    with pytest.raises(ValueError, match=r"`forward` \(or \$LOSSBENCH_FUSED_FORWARD\) must be one of .* got 'fast'"):
+        ModelArray(make_members([("ce", "ce")]), forward="fast")
 
 
 def test_each_member_has_its_own_learning_rate_and_clipping():

@@ -30,6 +30,8 @@ weights file) works unchanged.
 from __future__ import annotations
 
 import copy
+import os
+import time
 from functools import partial
 from typing import Any, cast
 
@@ -41,6 +43,15 @@ from lossbench.compare.execution.stacked import StackedAdamW, StackedSGD, Stacke
 from lossbench.module import LossbenchModule, loss_scaler, zero_loss
 
 LAYOUT = "stacked"  # an array checkpoint's layout (an older lossbench's, without it, is started over)
+FORWARDS = ("auto", "vmapped", "looped")
+"""How an array's training forward runs its members' backbones: ``vmapped`` (one vmapped call), ``looped`` (one call
+per member, on its slices of the stacked leaves: each takes the fused attention kernels, which have no batching rule)
+or ``auto``: on a GPU vmapped; on a CPU, whichever of the two its first training steps time faster (the result is
+the same function either way; which is faster depends on the sizes: vmap saves the per-member calls, the loop keeps
+the fused kernels, and a batched matmul on a CPU is no faster than its matmuls one by one)."""
+FORWARD_VARIABLE = "LOSSBENCH_FUSED_FORWARD"  # sets the default of ModelArray's `forward` (pin it: bitwise reruns)
+TRIAL = ("vmapped", "looped") * 3  # auto's first training steps: each path's first is a warm-up, then the best of two
+SWITCH = 0.9  # auto loops only where a looped step takes at most this share of a vmapped one (ties stay vmapped)
 
 
 class ModelArray(pl.LightningModule):
@@ -63,10 +74,17 @@ class ModelArray(pl.LightningModule):
     ``loss_scales`` holds each member's loss scale under loss scaling (None without).
     """
 
-    def __init__(self, members: dict[str, LossbenchModule], gradient_clip_val: float | None = None) -> None:
+    def __init__(
+        self, members: dict[str, LossbenchModule], gradient_clip_val: float | None = None, forward: str | None = None
+    ) -> None:
         super().__init__()
         if not members:
             raise ValueError("ModelArray: `members` must hold at least one LossbenchModule, got none")
+        forward = forward or os.environ.get(FORWARD_VARIABLE) or "auto"
+        if forward not in FORWARDS:
+            raise ValueError(
+                f"ModelArray: `forward` (or ${FORWARD_VARIABLE}) must be one of {', '.join(FORWARDS)}, got {forward!r}"
+            )
         self.labels = list(members)
         self.members = nn.ModuleList(members.values())
         shapes = [{n: tuple(p.shape) for n, p in m.backbone.named_parameters()} for m in members.values()]
@@ -99,6 +117,11 @@ class ModelArray(pl.LightningModule):
         self.gradient_clip_val = gradient_clip_val
         self.vmapped: bool | None = None  # None until the first forward; False: vmap failed, a loop is used
         self.vmap_error: str | None = None
+        self.forward_mode = forward
+        self.forward_path: str | None = None if forward == "auto" else forward  # auto: None until its trial ends
+        self.step_seconds: dict[str, list[float]] = {"vmapped": [], "looped": []}  # auto's trial steps, by path
+        self._step_path: str | None = None  # the path of the training step under way
+        self._step_started = 0.0
         self.failed: dict[str, str] = {}
         self.values: list[dict[str, float]] = [{} for _ in self.labels]
         self.step_losses: list[Tensor | None] = [None] * len(self.labels)  # the last training step's, per member
@@ -121,7 +144,9 @@ class ModelArray(pl.LightningModule):
             # evaluation: each backbone alone takes the encoder's fused inference kernels (faster on CPU than the
             # vmapped math path), and computes exactly what a sequential run's evaluation does
             return torch.stack(self._looped(inputs))
-        if self.vmapped is not False:
+        path = self._training_path(inputs)
+        self._step_path = path
+        if path == "vmapped" and self.vmapped is not False:
             try:
                 out = self._vmapped(inputs)
                 self.vmapped = True
@@ -130,7 +155,39 @@ class ModelArray(pl.LightningModule):
                 if self.vmapped:  # it worked before: a real error, not a missing batching rule
                     raise
                 self.vmapped, self.vmap_error = False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                self.forward_path = self._step_path = "looped"
         return torch.stack(self._looped(inputs))
+
+    def _training_path(self, inputs: Tensor) -> str:
+        """The path of this training step's forward: the chosen one, or (``auto``, still deciding) the trial's."""
+        if self.vmapped is False:  # vmap failed: the loop, whatever was asked
+            return "looped"
+        if self.forward_path is None and inputs.device.type != "cpu":
+            self.forward_path = "vmapped"  # on an accelerator vmap is the point (and timing it would synchronise)
+        if self.forward_path is not None:
+            return self.forward_path
+        taken = sum(len(v) for v in self.step_seconds.values())
+        return TRIAL[taken]
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_path, self._step_started = None, time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Under ``auto``'s trial: the step's wall time (forward, backward, optimizer step) counts for its path."""
+        if self.forward_path is not None or self._step_path is None:
+            return
+        self.step_seconds[self._step_path].append(time.perf_counter() - self._step_started)
+        if sum(len(v) for v in self.step_seconds.values()) == len(TRIAL):
+            self.forward_path = choose_forward(self.step_seconds)
+            self.vmapped = self.forward_path == "vmapped"
+
+    def forward_choice(self) -> dict[str, Any] | None:
+        """How ``auto`` chose the training forward (None: it did not choose, a path was set or vmap failed): the
+        path ("undecided" where training ended within the trial) and each path's best trial step, in seconds."""
+        if self.forward_mode != "auto" or not any(self.step_seconds.values()):
+            return None
+        best = {k: round(min(v[1:] or v), 6) for k, v in self.step_seconds.items() if v}
+        return {"path": self.forward_path or "undecided", "step_seconds": best}
 
     def _alias(self) -> None:
         """Make each member's backbone parameter a view of its slice of the stacked leaf (the members' state dicts,
@@ -528,6 +585,7 @@ class ModelArray(pl.LightningModule):
             "labels": list(self.labels),
             "failed": dict(self.failed),
             "skipped_steps": [int(m.skipped_steps) for m in self.member_modules],
+            "forward": {"path": self.forward_path, "step_seconds": self.step_seconds},
         }
         if self.loss_scales is not None:
             checkpoint["lossbench_array"]["loss_scales"] = [list(self.loss_scales), list(self._growth)]
@@ -541,11 +599,30 @@ class ModelArray(pl.LightningModule):
         self.failed = dict(state.get("failed", {}))
         for m, skipped in zip(self.member_modules, state.get("skipped_steps", [0] * len(self.members))):
             m.skipped_steps = int(skipped)
+        forward = state.get("forward")
+        if forward and self.forward_mode == "auto":  # resumed: the path chosen (or the trial so far) goes on
+            self.forward_path = forward["path"]
+            self.step_seconds = {k: [float(t) for t in v] for k, v in forward["step_seconds"].items()}
+            self.vmapped = None if self.forward_path is None else self.forward_path == "vmapped"
         if "loss_scales" in state:
             scales, growth = state["loss_scales"]
             self.loss_scales, self._growth = [float(s) for s in scales], [int(g) for g in growth]
         if self._trainer is not None and str(self.trainer.precision).startswith("64"):
             self.double()  # before Lightning loads the weights (see LossbenchModule.on_load_checkpoint)
+
+
+def choose_forward(seconds: dict[str, list[float]]) -> str:
+    """``auto``'s choice from its trial steps' wall times by path: each path's best step after its first (a warm-up);
+    the loop only where it takes at most :data:`SWITCH` of the vmapped step.
+
+    Example:
+        >>> choose_forward({"vmapped": [0.5, 0.10, 0.11], "looped": [0.4, 0.08, 0.09]})
+        'looped'
+        >>> choose_forward({"vmapped": [0.5, 0.10, 0.11], "looped": [0.4, 0.095, 0.2]})
+        'vmapped'
+    """
+    vmapped, looped = (min(seconds[path][1:] or seconds[path]) for path in ("vmapped", "looped"))
+    return "looped" if looped <= SWITCH * vmapped else "vmapped"
 
 
 def _head_grads(member: LossbenchModule) -> list[Tensor]:

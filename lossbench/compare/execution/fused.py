@@ -6,8 +6,13 @@ Every member writes what a sequential run of its loss writes: its record (with t
 fingerprints: same initial weights, same data, same batch order), its metrics.csv, its selected
 weights and test predictions. ``record.execution`` says how it was trained::
 
-    {"executor": "fused", "members": ["ce", "focal", ...], "vmapped": true}
+    {"executor": "fused", "members": ["ce", "focal", ...], "vmapped": true,
+     "forward": {"path": "vmapped", "step_seconds": {"vmapped": 0.012, "looped": 0.019}}}
     {"executor": "sequential", "fallback": "<why it could not train in the array>"}
+
+``forward`` says how the training forward was chosen (``ModelArray``'s ``auto``, on a CPU: each path timed on the
+first training steps, the faster kept; both compute the same function, so a rerun may differ from this run in
+float rounding only: ``LOSSBENCH_FUSED_FORWARD=vmapped`` or ``looped`` pins it, and the record has no ``forward``).
 
 Wall-time columns (``wall_time``, ``seconds_to_target``) of a fused member are the array's: the
 time all its members took together to reach that step. Compare them between members of one array
@@ -419,6 +424,9 @@ class _ArrayRun:
         record.execution["vmapped"] = bool(self.array.vmapped)
         if self.array.vmap_error:
             record.execution["vmap_error"] = self.array.vmap_error
+        choice = self.array.forward_choice()
+        if choice is not None:
+            record.execution["forward"] = choice
         if label in self.array.failed:
             return self._fail(label, self.array.failed[label])
         try:
