@@ -221,32 +221,38 @@ class Comparison:
                     )
 
     def _check_builds(self, spec: Any) -> None:
-        """The heads' own argument checks, before anything is written: every loss builds (at every trial point)."""
+        """The heads' own argument checks, before anything is written: every loss builds (at every trial point); a
+        model is built once per distinct head and arguments (losses that differ only in their label build alike)."""
         probe = self.initial_state(self.recipe.seeds[0], spec)
         self._check_pretrained(probe.pretrained_sha256)
+        built: set[tuple[str, str]] = set()
         for loss in self.recipe.losses:
+            key = (loss.head, repr(sorted(loss.args.items())))
+            if key in built:
+                continue
             try:
                 self.build_model(loss, self.recipe.seeds[0], spec, probe)
             except (ValueError, TypeError) as exc:
                 raise RecipeError(f"recipe: loss {loss.label!r} cannot be built for the data: {exc}") from None
+            built.add(key)
         if self.recipe.tune is not None:
-            self._check_trials(self.recipe.tune, spec, probe)
+            self._check_trials(self.recipe.tune, spec, probe, built)
 
-    def _check_trials(self, tune: TuneSpec, spec: Any, probe: InitialState) -> None:
+    def _check_trials(self, tune: TuneSpec, spec: Any, probe: InitialState, built: set[tuple[str, str]]) -> None:
         """Every loss builds at every trial point (a head argument or optimizer value out of its range is refused
-        now, not when its trial starts). A model is built once per distinct head arguments: a point's optimizer
-        values build nothing, and are checked as the module checks them (:meth:`OptimizerConfig.check`)."""
+        now, not when its trial starts). A model is built once per distinct head and arguments (``built``: those
+        built already): a point's optimizer values build nothing, and are checked as the module checks them
+        (:meth:`OptimizerConfig.check`)."""
         recipe = self.recipe.to_dict()
         for loss in self.recipe.losses:
-            built: set[str] = set()
             for j, point in enumerate(tune.loss_points(loss.label)):
                 trial = with_point(loss, point, "trial", j)
                 try:
                     check_config(optimizer_config(recipe, trial.overrides), "optimizer")
-                    head_args = repr(sorted(trial.args.items()))
-                    if head_args not in built:
+                    key = (trial.head, repr(sorted(trial.args.items())))
+                    if key not in built:
                         self.build_model(trial, self.recipe.seeds[0], spec, probe)
-                        built.add(head_args)
+                        built.add(key)
                 except (ValueError, TypeError, RecipeError) as exc:
                     raise RecipeError(
                         f"recipe: loss {loss.label!r} cannot be built at tuning trial {j} "
