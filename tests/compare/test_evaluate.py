@@ -58,3 +58,29 @@ def test_test_metrics_of_classes_last_token_predictions_equal_the_modules_task_m
     assert got.keys() == expected.keys()
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, rel=1e-6, abs=1e-7), name
+
+
+def test_members_predicted_together_get_exactly_their_own_predictions_and_errors():
+    """An array's members are predicted in one pass over the test split (predict_many): each gets what predict
+    gives it alone, bit for bit (a class head with an ignore_index among them),
+    a member whose head raises gets its error, and the others go on; each is left in the mode it was in."""
+    from lossbench.compare.execution.evaluate import predict_many
+
+    dm = HFDataModule(path="lossbench:wine", batch_size=16, seed=0, eval_batch_size=20)
+    dm.setup()
+    backbone = {"d_model": 8, "nhead": 2, "num_layers": 1}
+    ce = LossbenchModule("ce", head_args={"ignore_index": 1}, data_spec=dm.spec, backbone=backbone, seed=0)
+    focal = LossbenchModule("focal", data_spec=dm.spec, backbone=backbone, seed=1)
+    broken = LossbenchModule("ce", data_spec=dm.spec, backbone=backbone, seed=2)
+    broken.head.predict_proba = lambda outputs: (_ for _ in ()).throw(RuntimeError("broken head"))
+    focal.eval()
+    together = predict_many([ce, broken, focal], dm.test_dataset, dm.spec, batch_size=20)
+    assert isinstance(together[1], RuntimeError) and "broken head" in str(together[1])
+    assert [m.training for m in (ce, broken, focal)] == [True, True, False]
+    for model, got in ((ce, together[0]), (focal, together[2])):
+        alone = predict(model, dm.test_dataset, dm.spec, batch_size=20)
+        assert got.keys() == alone.keys() and len(got["target"]) == len(dm.test_dataset) > 20  # several batches
+        assert all(torch.equal(got[k], alone[k]) for k in alone)
+    assert int(together[0]["ignore_index"]) == 1
+    with pytest.raises(RuntimeError, match="broken head"):
+        predict(broken, dm.test_dataset, dm.spec)

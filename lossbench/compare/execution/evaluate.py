@@ -42,7 +42,6 @@ def _reads(task: str, num_classes: int | None) -> set[str]:
     return {reads for _, reads, _ in metric_specs(task, num_classes).values()}
 
 
-@torch.no_grad()
 def predict(
     model: Any, dataset: Any, spec: Any, *, padding: str = "longest", batch_size: int = 256, precision: str = "32"
 ) -> dict[str, Tensor]:
@@ -51,43 +50,80 @@ def predict(
     One process, in row order, in eval mode, with the autocast of ``precision``; nothing else
     is changed on the model.
     """
+    out = predict_many([model], dataset, spec, padding=padding, batch_size=batch_size, precision=precision)[0]
+    if isinstance(out, BaseException):
+        raise out
+    return out
+
+
+@torch.no_grad()
+def predict_many(
+    models: list[Any],
+    dataset: Any,
+    spec: Any,
+    *,
+    padding: str = "longest",
+    batch_size: int = 256,
+    precision: str = "32",
+) -> list[dict[str, Tensor] | BaseException]:
+    """:func:`predict` of each of ``models`` in one pass over the split (each batch is loaded and collated once, for
+    all of them: an array's members are evaluated together); a model whose forward or head raises gets its error in
+    its place, and the others go on."""
     from torch.utils.data import DataLoader
 
     from lossbench.data.loading import Collate
 
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=Collate(spec, padding))
+    parts: list[dict[str, list[Tensor]] | BaseException] = [{} for _ in models]
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        for batch in loader:
+            for i, model in enumerate(models):
+                got = parts[i]
+                if isinstance(got, BaseException):
+                    continue
+                try:
+                    for key, value in _batch_predictions(model, batch, precision).items():
+                        got.setdefault(key, []).append(value)
+                except Exception as exc:  # this model's error: the others go on
+                    parts[i] = exc
+    finally:
+        for m, mode in zip(models, modes):
+            m.train(mode)
+    return [got if isinstance(got, BaseException) else _assemble(model, got) for model, got in zip(models, parts)]
+
+
+def _batch_predictions(model: Any, batch: dict[str, Tensor], precision: str) -> dict[str, Tensor]:
+    """What the task metrics read of ``model``'s outputs on one collated batch, on the CPU."""
     head = model.head
     task, num_classes = head.task, getattr(head, "num_classes", None)
     reads = _reads(task, num_classes)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=Collate(spec, padding))
     param = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    parts: dict[str, list[Tensor]] = {}
-    try:
-        for batch in loader:
-            inputs, target = batch["inputs"].to(param.device), batch["target"]
-            if inputs.is_floating_point():
-                inputs = inputs.to(param.dtype)
-            with _autocast(precision, param.device):
-                outputs = model(inputs)
-            got: dict[str, Tensor] = {"target": target}
-            if "proba" in reads:
-                proba = head.predict_proba(outputs).float()
-                if task == "lm":  # the target token's probability only: (N, T) instead of (N, T, V)
-                    keep = target != getattr(head, "ignore_index", -100)
-                    index = torch.where(keep, target, 0).to(proba.device).unsqueeze(-1)
-                    got["target_proba"] = proba.gather(-1, index).squeeze(-1)
-                else:
-                    got["proba"] = proba
-            if "label" in reads:
-                got["label"] = _values(model, outputs) if task == "regression" else head.predict(outputs)
-            for key, value in got.items():
-                parts.setdefault(key, []).append(value.detach().cpu())
-    finally:
-        model.train(was_training)
+    inputs, target = batch["inputs"].to(param.device), batch["target"]
+    if inputs.is_floating_point():
+        inputs = inputs.to(param.dtype)
+    with _autocast(precision, param.device):
+        outputs = model(inputs)
+    got: dict[str, Tensor] = {"target": target}
+    if "proba" in reads:
+        proba = head.predict_proba(outputs).float()
+        if task == "lm":  # the target token's probability only: (N, T) instead of (N, T, V)
+            keep = target != getattr(head, "ignore_index", -100)
+            index = torch.where(keep, target, 0).to(proba.device).unsqueeze(-1)
+            got["target_proba"] = proba.gather(-1, index).squeeze(-1)
+        else:
+            got["proba"] = proba
+    if "label" in reads:
+        got["label"] = _values(model, outputs) if task == "regression" else head.predict(outputs)
+    return {key: value.detach().cpu() for key, value in got.items()}
+
+
+def _assemble(model: Any, parts: dict[str, list[Tensor]]) -> dict[str, Tensor]:
     predictions = {key: _concat(values) for key, values in parts.items()}
-    if hasattr(head, "ignore_index"):
-        predictions[IGNORE_INDEX_KEY] = torch.tensor(int(head.ignore_index))
+    if hasattr(model.head, "ignore_index"):
+        predictions[IGNORE_INDEX_KEY] = torch.tensor(int(model.head.ignore_index))
     return predictions
 
 

@@ -406,20 +406,40 @@ class _ArrayRun:
         except Exception as exc:
             error = self.book.run_error(exc)
             return {label: self._fail(label, error) for label in self.records}
+        predictions = self._predict(trainer, best)
         lines = {}
         for i, label in enumerate(self.labels):
             if label in self.records:
-                lines[label] = self._finish(i, label, recorder, trainer, best.best[i] if best is not None else None)
+                lines[label] = self._finish(i, label, recorder, trainer, predictions.get(label))
         self.finished = True
         return lines
+
+    def _predict(self, trainer: pl.Trainer, best: ArrayBest | None) -> dict[str, Any]:
+        """label -> test predictions on its reported weights (or the error that selecting or predicting raised) of
+        each pending member that did not fail, all made in one pass over the test split (on the first process)."""
+        if not self.book.processes.is_global_zero:
+            return {}
+        out: dict[str, Any] = {}
+        selected = []
+        for i, label in enumerate(self.labels):
+            if label not in self.records or label in self.array.failed:
+                continue
+            try:
+                self.book.select_weights(
+                    self.records[label], self.models[label], best.best[i] if best is not None else None, trainer
+                )
+                selected.append(label)
+            except Exception as exc:
+                out[label] = exc
+        predicted = self.book.test_predictions([self.models[label] for label in selected], self.dm, trainer)
+        return {**out, **dict(zip(selected, predicted))}
 
     def _fail(self, label: str, error: str) -> str:
         return self.book.fail_record(self.records[label], error, self.models[label].skipped_steps, self.order.hashes)
 
-    def _finish(
-        self, i: int, label: str, recorder: ArrayRecorder, trainer: pl.Trainer, best: BestWeights | None
-    ) -> str:
-        """Record member ``i``: failed in the array (its NaN policy), or tested on its reported weights."""
+    def _finish(self, i: int, label: str, recorder: ArrayRecorder, trainer: pl.Trainer, predictions: Any) -> str:
+        """Record member ``i``: failed in the array (its NaN policy), or tested on its reported weights (their
+        ``predictions``, :meth:`_predict`'s)."""
         record, model = self.records[label], self.models[label]
         record.execution["vmapped"] = bool(self.array.vmapped)
         if self.array.vmap_error:
@@ -431,7 +451,7 @@ class _ArrayRun:
             return self._fail(label, self.array.failed[label])
         try:
             if self.book.processes.is_global_zero:
-                self.book.evaluate_test(record, model, self.dm, self.folders[i], best, trainer)
+                self.book.evaluate_test(record, model, self.dm, self.folders[i], None, trainer, predictions)
         except Exception as exc:
             return self._fail(label, self.book.run_error(exc))
         return self.book.finish_record(record, recorder.rows[i], trainer, model, self.order.hashes)

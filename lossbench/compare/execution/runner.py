@@ -44,7 +44,7 @@ from lossbench.compare.execution.callbacks import (
     RunRecorder,
     StepProgress,
 )
-from lossbench.compare.execution.evaluate import metrics_from_predictions, predict
+from lossbench.compare.execution.evaluate import metrics_from_predictions, predict_many
 from lossbench.compare.execution.selection import BestWeights
 from lossbench.compare.execution.teacher import fingerprint as teacher_fingerprint
 from lossbench.compare.execution.teacher import load_checkpoint_teacher, teacher_recipe, training_logits
@@ -561,27 +561,53 @@ class RunBook:
         return trainer
 
     def evaluate_test(
-        self, record: RunRecord, model: Any, dm: Any, folder: Path, best: BestWeights | None, trainer: pl.Trainer
+        self,
+        record: RunRecord,
+        model: Any,
+        dm: Any,
+        folder: Path,
+        best: BestWeights | None,
+        trainer: pl.Trainer,
+        predictions: dict[str, torch.Tensor] | BaseException | None = None,
     ) -> None:
-        """Select the reported weights, keep them and the test predictions, and fill ``record.test``."""
+        """Select the reported weights, keep them and the test predictions, and fill ``record.test``.
+
+        ``predictions``: the model's test predictions on the reported weights, made already (an array's members are
+        predicted together, :meth:`test_predictions`; an exception: the one its prediction raised); None: made here.
+        """
         killpoint.kill_point("test")
+        if predictions is None:
+            self.select_weights(record, model, best, trainer)
+            predictions = self.test_predictions([model], dm, trainer)[0]
+        if isinstance(predictions, BaseException):
+            raise predictions
+        save_tensors(folder / WEIGHTS_FILE, model.state_dict())
+        save_tensors(folder / PREDICTIONS_FILE, predictions)
+        record.test = metrics_from_predictions(model.head.task, getattr(model.head, "num_classes", None), predictions)
+
+    @staticmethod
+    def select_weights(record: RunRecord, model: Any, best: BestWeights | None, trainer: pl.Trainer) -> None:
+        """Load the weights ``model`` reports on test (best on validation, or its final ones) and say which."""
         if best is not None and best.weights is not None:
             model.load_state_dict(best.weights)
             record.selected = {"rule": "best", "metric": best.metric, "step": best.step, "value": best.best}
         else:
             rule = "final" if best is None else "final (no finite validation value after step 0 to select on)"
             record.selected = {"rule": rule, "step": int(trainer.global_step)}
-        save_tensors(folder / WEIGHTS_FILE, model.state_dict())
-        predictions = predict(
-            model,
+
+    @staticmethod
+    def test_predictions(
+        models: list[Any], dm: Any, trainer: pl.Trainer
+    ) -> list[dict[str, torch.Tensor] | BaseException]:
+        """Each of ``models``' test predictions, in one pass over the test split (:func:`predict_many`)."""
+        return predict_many(
+            models,
             dm.test_dataset,
             dm.spec,
             padding=dm.padding,
             batch_size=dm.eval_batch_size or dm.batch_size,
             precision=str(trainer.precision),
         )
-        save_tensors(folder / PREDICTIONS_FILE, predictions)
-        record.test = metrics_from_predictions(model.head.task, getattr(model.head, "num_classes", None), predictions)
 
     def run_error(self, exc: Exception) -> str:
         """A run's failure as its record's error (``Type: message``), or ``exc`` raised again when it is not the
