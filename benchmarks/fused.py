@@ -1,18 +1,21 @@
-"""The fused executor against the sequential one, and both against a hand-written PyTorch loop.
+"""The fused executor against the sequential one, and both against a hand-written PyTorch loop: whole processes.
 
-Wall time of whole comparisons (``Comparison(...).run()``: validation, training, evaluations, test
-predictions, records and report) in one process with 2 threads, the executors interleaved round by
-round (order rotated), median over rounds:
+What a user waits for: each measurement is one fresh process (imports, data set-up, the recipe's checks, training,
+evaluations, test predictions, records and the report), ``lossbench compare RECIPE --executor fused|sequential``
+or this script's ``--hand-loop RECIPE``, on 2 threads, interleaved round by round (order rotated), median over
+rounds; each process's peak resident memory is read from its own ``wait4`` usage. The data cache is warmed once per
+case first (a comparison's first run prepares its data once; later runs read it):
 
 - (a) digits, its 6 losses, 1 seed, 6 epochs (the bundled recipe); also a hand-written loop over the
   same 6 runs (same data tensors, initial weights, AdamW + warmup/cosine, validation every 10 steps);
 - (b) digits, 30 members (its 6 losses x 5 copies), 1 seed, 2 epochs;
 - (c) text: a parquet of generated sentences, byte tokens, 2-layer d_model=64 backbone, 3 losses, 2 epochs.
 
-Goals (issue 10): fused/sequential (a) <= 0.5, (b) <= 0.25; sequential/loop <= 1.2, fused/loop <= 0.6.
-``--memory`` runs (a) once per executor in a subprocess and prints each one's peak RSS.
+Goals (issue 24): (a) fused <= 0.8x the hand loop and <= 0.5x sequential, (b) <= 0.25x sequential, (c) <= 1.0x.
+``--forward vmapped|looped`` pins the array's training forward (default: its own ``auto`` choice).
+``benchmarks/fused_gpu.py`` is the GPU counterpart (throughput and peak CUDA memory, in one process).
 
-    python benchmarks/fused.py [--rounds 3] [--cases a,b,c] [--memory] [--json out.json]
+    python benchmarks/fused.py [--rounds 3] [--cases a,b,c] [--forward auto] [--json out.json] [--quick]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import statistics
 import subprocess
@@ -30,8 +34,10 @@ import warnings
 from pathlib import Path
 
 import torch
+import yaml
 
 warnings.filterwarnings("ignore")
+THREADS = 2
 
 
 def digits(seeds: int = 1, **changes) -> dict:
@@ -93,13 +99,38 @@ def text_recipe(folder: Path, count: int = 900) -> dict:
     }
 
 
-def run_comparison(recipe: dict, executor: str, root: Path) -> float:
-    from lossbench.compare import Comparison, load_recipe
+def _environment(forward: str | None) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS), "PYTHONWARNINGS": "ignore"}
+    env.pop("LOSSBENCH_FUSED_FORWARD", None)
+    if forward and forward != "auto":
+        env["LOSSBENCH_FUSED_FORWARD"] = forward
+    return env
 
-    out = Path(tempfile.mkdtemp(dir=root))
-    start = time.perf_counter()
-    Comparison(load_recipe({**recipe, "executor": executor}), out, progress=False).run()
-    return time.perf_counter() - start
+
+def process(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Run ``argv`` as a fresh process: its wall time (s) and peak resident memory (MB, its own ``ru_maxrss``)."""
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a full pipe would stall the child
+        start = time.perf_counter()
+        child = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            errors.seek(0)
+            said = errors.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"{' '.join(argv)} exited {child.returncode}:\n{said}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def command(mode: str, recipe: Path, root: Path) -> list[str]:
+    """The process of one measurement: a comparison into a fresh folder, or the hand loop."""
+    if mode == "loop":
+        return [sys.executable, str(Path(__file__).resolve()), "--hand-loop", str(recipe)]
+    out = tempfile.mkdtemp(dir=root)
+    return [sys.executable, "-m", "lossbench.cli", "compare", str(recipe), "--output", out, "--no-progress"] + [
+        "--executor",
+        mode,
+    ]
 
 
 def hand_loop(recipe: dict, root: Path) -> float:
@@ -153,44 +184,55 @@ def hand_loop(recipe: dict, root: Path) -> float:
 
 
 def measure(
-    name: str, recipe: dict, modes: list[str], rounds: int, root: Path, warm_up: bool = True
-) -> dict[str, list[float]]:
+    name: str, recipe: Path, modes: list[str], rounds: int, root: Path, env: dict[str, str], warm_up: bool = True
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each mode's wall times and peak memories over ``rounds`` interleaved rounds."""
     times: dict[str, list[float]] = {m: [] for m in modes}
+    memory: dict[str, list[float]] = {m: [] for m in modes}
     if warm_up:
-        run_comparison(recipe, "fused", root)  # data preparation cached, imports done
+        process(command("fused", recipe, root), env)  # the data cache filled (a comparison's first run)
     for i in range(rounds):
         order = modes[i % len(modes) :] + modes[: i % len(modes)]
         for mode in order:
-            seconds = hand_loop(recipe, root) if mode == "loop" else run_comparison(recipe, mode, root)
+            seconds, peak = process(command(mode, recipe, root), env)
             times[mode].append(seconds)
-            print(f"  ({name}) round {i + 1} {mode}: {seconds:.2f} s", flush=True)
-    return times
+            memory[mode].append(peak)
+            print(f"  ({name}) round {i + 1} {mode}: {seconds:.2f} s, peak {peak:.0f} MB", flush=True)
+    return times, memory
 
 
-def peak_rss(executor: str) -> float:
-    """Peak resident memory (MB) of a process running case (a) with ``executor``."""
-    code = (
-        f"import sys, resource, tempfile; sys.path.insert(0, {str(Path(__file__).parent)!r}); import fused; "
-        f"from pathlib import Path; fused.run_comparison(fused.digits(), {executor!r}, Path(tempfile.mkdtemp())); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+def _case_line(key: str, med: dict[str, float], mem: dict[str, float]) -> str:
+    line = (
+        f"({key}) median fused {med['fused']:.2f} s, sequential {med['sequential']:.2f} s: "
+        f"fused/sequential {med['fused'] / med['sequential']:.3f}"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(done.stdout.strip().splitlines()[-1]) / 1024
+    if "loop" in med:
+        line += (
+            f"; hand loop {med['loop']:.2f} s: sequential/loop {med['sequential'] / med['loop']:.3f}, "
+            f"fused/loop {med['fused'] / med['loop']:.3f}"
+        )
+    return line + "; peak MB " + ", ".join(f"{m} {v:.0f}" for m, v in mem.items())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cases", default="a,b,c")
-    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--forward", default="auto", choices=["auto", "vmapped", "looped"])
     parser.add_argument("--json")
     parser.add_argument(
         "--quick", action="store_true", help="4 steps per run, 6 members in (b), one round, no warm-up (a smoke test)"
     )
+    parser.add_argument("--hand-loop", type=Path, help=argparse.SUPPRESS)  # one hand-loop process (a measurement)
     args = parser.parse_args()
+    if args.hand_loop is not None:
+        torch.set_num_threads(THREADS)
+        with tempfile.TemporaryDirectory() as tmp:
+            hand_loop(yaml.safe_load(args.hand_loop.read_text()), Path(tmp))
+        return 0
     if args.quick:
         args.rounds = 1
-    torch.set_num_threads(2)
+    env = _environment(args.forward)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -213,33 +255,23 @@ def main() -> int:
             recipe = make()
             if args.quick:
                 recipe["trainer"] = {**recipe["trainer"], "max_epochs": None, "max_steps": 4, "eval_every_n_steps": 2}
-            times = measure(key, recipe, modes, args.rounds, root, warm_up=not args.quick)
+            path = root / f"{key}.yaml"
+            path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+            times, memory = measure(key, path, modes, args.rounds, root, env, warm_up=not args.quick)
             med = {m: statistics.median(v) for m, v in times.items()}
+            mem = {m: statistics.median(v) for m, v in memory.items()}
             results[key] = {
                 "title": title,
                 "seconds": times,
                 "median": med,
+                "peak_mb": mem,
                 "fused/sequential": med["fused"] / med["sequential"],
             }
-            line = (
-                f"({key}) median fused {med['fused']:.2f} s, sequential {med['sequential']:.2f} s: "
-                f"fused/sequential {med['fused'] / med['sequential']:.3f}"
-            )
             if "loop" in med:
                 results[key].update(
                     {"sequential/loop": med["sequential"] / med["loop"], "fused/loop": med["fused"] / med["loop"]}
                 )
-                line += (
-                    f"; hand loop {med['loop']:.2f} s: sequential/loop {med['sequential'] / med['loop']:.3f}, "
-                    f"fused/loop {med['fused'] / med['loop']:.3f}"
-                )
-            print(line, flush=True)
-    if args.memory:
-        results["peak_rss_mb"] = {e: peak_rss(e) for e in ("sequential", "fused")}
-        print(
-            f"(a) peak RSS: sequential {results['peak_rss_mb']['sequential']:.0f} MB, "
-            f"fused {results['peak_rss_mb']['fused']:.0f} MB"
-        )
+            print(_case_line(key, med, mem), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -51,3 +51,25 @@ def test_fused_benchmark_quick_runs_all_three_cases(tmp_path):
         assert case["fused/sequential"] > 0 and len(case["seconds"]["fused"]) == 1
     assert results["a"]["fused/loop"] > 0 and "sequential/loop" in results["a"]
     assert "(a) median fused" in proc.stdout
+
+
+def test_the_gpu_benchmark_runs_on_a_cpu_as_a_smoke_test(tmp_path):
+    """benchmarks/fused_gpu.py (what a lent GPU machine runs) on the CPU: its table and JSON, fused and sequential
+    trained for the same steps (throughputs positive; no timing is asserted)."""
+    import json
+
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fused_gpu.py"), "--device", "cpu", "--quick"]
+        + ["--cases", "a,d", "--precisions", "32-true", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    results = json.loads(out.read_text())
+    assert results["device"] == "cpu" and [r["case"] for r in results["results"]] == ["a", "d"]
+    for row in results["results"]:
+        assert row["members"] == 3 and row["fused_throughput"] > 0 and row["sequential_throughput"] > 0
+    assert "| (d) | 3 | 32-true |" in proc.stdout

@@ -75,6 +75,7 @@ def predict_many(
 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=Collate(spec, padding))
     parts: list[dict[str, list[Tensor]] | BaseException] = [{} for _ in models]
+    reads = [_reads(m.head.task, getattr(m.head, "num_classes", None)) for m in models]  # builds the metrics: once
     modes = [m.training for m in models]
     for m in models:
         m.eval()
@@ -85,7 +86,7 @@ def predict_many(
                 if isinstance(got, BaseException):
                     continue
                 try:
-                    for key, value in _batch_predictions(model, batch, precision).items():
+                    for key, value in _batch_predictions(model, batch, precision, reads[i]).items():
                         got.setdefault(key, []).append(value)
                 except Exception as exc:  # this model's error: the others go on
                     parts[i] = exc
@@ -95,11 +96,10 @@ def predict_many(
     return [got if isinstance(got, BaseException) else _assemble(model, got) for model, got in zip(models, parts)]
 
 
-def _batch_predictions(model: Any, batch: dict[str, Tensor], precision: str) -> dict[str, Tensor]:
-    """What the task metrics read of ``model``'s outputs on one collated batch, on the CPU."""
+def _batch_predictions(model: Any, batch: dict[str, Tensor], precision: str, reads: set[str]) -> dict[str, Tensor]:
+    """What the task metrics read (``reads``) of ``model``'s outputs on one collated batch, on the CPU."""
     head = model.head
-    task, num_classes = head.task, getattr(head, "num_classes", None)
-    reads = _reads(task, num_classes)
+    task = head.task
     param = next(model.parameters())
     inputs, target = batch["inputs"].to(param.device), batch["target"]
     if inputs.is_floating_point():
