@@ -428,6 +428,7 @@ def compared(tmp_path_factory):
         cwd=root,
         AUDIT_OUT=str(root / "two"),
         AUDIT_LOG=str(root / "writes"),
+        LOSSBENCH_FUSED_FORWARD="auto",  # its timed choice: rank 0's, broadcast at the same step to rank 1
     )
     logs = {}
     deadline = time.monotonic() + 30  # rank 1 may still be exiting when rank 0 is done
@@ -457,6 +458,7 @@ def test_compare_on_two_processes_gives_the_one_process_results(compared):
         )
         record = json.loads((run_two / "record.json").read_text())
         assert record["status"] == "finished" and record["steps"] == 20
+        assert record["execution"]["forward"]["path"] in ("vmapped", "looped")  # chosen on 2 processes as on one
         assert len(record["fingerprints"]["data_order"]) == 2  # two epochs: the sampler's epoch reached every process
         # fingerprints: computed on rank 0, equal to the 1-process ones (same weights, same global order)
         assert record["fingerprints"] == json.loads((run_one / "record.json").read_text())["fingerprints"]

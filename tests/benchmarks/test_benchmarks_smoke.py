@@ -1,25 +1,27 @@
-"""Smoke test of benchmarks/heads.py: it runs and prints its table (no timing assertions)."""
+"""Smoke tests of the benchmarks: each runs quick and prints its table (no timing assertions)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "heads.py"
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    """``benchmarks/<name>`` with ``args``, from the repository root; it must exit 0."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
 
 
 def test_heads_benchmark_quick_runs_and_prints_a_table(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--heads", "mse,ce", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc = script("heads.py", "--quick", "--heads", "mse,ce", "--json", str(out))
     lines = proc.stdout.splitlines()
     header = next((line for line in lines if line.startswith("| head ")), None)
     assert header is not None, proc.stdout
@@ -35,16 +37,7 @@ def test_heads_benchmark_quick_runs_and_prints_a_table(tmp_path):
 
 def test_fused_benchmark_quick_runs_all_three_cases(tmp_path):
     out = tmp_path / "fused.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fused.py"), "--quick", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    import json
-
+    proc = script("fused.py", "--quick", "--json", str(out))
     results = json.loads(out.read_text())
     assert set(results) == {"a", "b", "c"}
     for case in results.values():
@@ -56,18 +49,10 @@ def test_fused_benchmark_quick_runs_all_three_cases(tmp_path):
 def test_the_gpu_benchmark_runs_on_a_cpu_as_a_smoke_test(tmp_path):
     """benchmarks/fused_gpu.py (what a lent GPU machine runs) on the CPU: its table and JSON, fused and sequential
     trained for the same steps (throughputs positive; no timing is asserted)."""
-    import json
-
     out = tmp_path / "gpu.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fused_gpu.py"), "--device", "cpu", "--quick"]
-        + ["--cases", "a,d", "--precisions", "32-true", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = script(
+        "fused_gpu.py", "--device", "cpu", "--quick", "--cases", "a,d", "--precisions", "32-true", "--json", str(out)
     )
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     results = json.loads(out.read_text())
     assert results["device"] == "cpu" and [r["case"] for r in results["results"]] == ["a", "d"]
     for row in results["results"]:

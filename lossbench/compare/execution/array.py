@@ -178,8 +178,11 @@ class ModelArray(pl.LightningModule):
             return
         self.step_seconds[self._step_path].append(time.perf_counter() - self._step_started)
         if sum(len(v) for v in self.step_seconds.values()) == len(TRIAL):
-            self.forward_path = choose_forward(self.step_seconds)
-            self.vmapped = self.forward_path == "vmapped"
+            path = choose_forward(self.step_seconds)
+            if self._trainer is not None and self.trainer.world_size > 1:  # every process at this step: one choice
+                path = self.trainer.strategy.broadcast(path, src=0)
+            self.forward_path = path
+            self.vmapped = path == "vmapped"
 
     def forward_choice(self) -> dict[str, Any] | None:
         """How ``auto`` chose the training forward (None: it did not choose, a path was set or vmap failed): the
