@@ -161,6 +161,41 @@ def test_auto_alternates_its_first_steps_then_keeps_the_faster_path(monkeypatch,
         ModelArray(make_members([("ce", "ce")]), forward="fast")
 
 
+def grouped_members():
+    """ce twice and focal at gamma 2 twice (two groups of one head class and arguments each), focal at gamma 1 and
+    coral alone; every member from its own seed (own weights), in float64."""
+    spec = DataSpec("features", "class", num_classes=3, num_features=5)
+    heads = [("ce", {}), ("ce", {}), ("focal", {"gamma": 2.0}), ("focal", {"gamma": 1.0})]
+    heads += [("focal", {"gamma": 2.0}), ("coral", {})]
+    backbone = {"d_model": 16, "nhead": 2, "num_layers": 2}
+    return {
+        f"{head}_{k}": LossbenchModule(head, head_args=args, data_spec=spec, backbone=backbone, seed=k).double()
+        for k, (head, args) in enumerate(heads)
+    }
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_heads_of_one_class_and_arguments_run_as_one_vmapped_head_each_with_its_own_loss_and_gradient(broken):
+    """Item 3 of issue 24: members whose heads share class, arguments and shapes run as one vmapped head; each
+    member's loss and gradients are still exactly its own (float64, against each member alone). A group whose
+    vmapped head raises (``broken``) is dissolved: its heads run one by one, with the same results."""
+    members = grouped_members()
+    alone = {label: copy.deepcopy(m) for label, m in members.items()}
+    array = ModelArray(members)
+    assert array.head_groups() == [[0, 1], [2, 4]]
+    if broken:
+        array._head_templates[0] = torch.nn.Module()  # no forward: the group's vmapped call raises
+    batch = (torch.randn(32, 5, dtype=torch.float64), torch.randint(0, 3, (32,)))
+    array.training_step(batch, 0).backward()
+    assert array.head_groups() == ([[2, 4]] if broken else [[0, 1], [2, 4]])
+    for i, (label, ref) in enumerate(alone.items()):
+        loss = ref.training_step(batch, 0)
+        loss.backward()
+        assert torch.allclose(array.step_losses[i], loss.detach(), rtol=1e-12, atol=1e-12), label
+        for (name, p), q in zip(ref.named_parameters(), array.member_grads(i)):
+            assert torch.allclose(q, p.grad, rtol=1e-10, atol=1e-12), (label, name)
+
+
 def test_each_member_has_its_own_learning_rate_and_clipping():
     members = make_members([("a", "ce"), ("b", "ce")], lrs={"a": 1e-3, "b": 3e-2})
     array = ModelArray(members, gradient_clip_val=0.01)

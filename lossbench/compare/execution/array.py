@@ -131,6 +131,8 @@ class ModelArray(pl.LightningModule):
         self._scaling = (2.0, 0.5, 2000)  # growth factor, backoff factor, growth interval
         self._first_group: list[int] = []  # member -> index of its first optimizer group (configure_optimizers)
         self._owner_index: tuple[Any, Tensor] | None = None  # grad_norms' index of each gradient's member (_owners)
+        self._head_groups: list[list[int]] | None = None  # head_groups(), found on first use
+        self._head_templates: dict[int, nn.Module] = {}  # a group's head without weights, by its first member
 
     @property
     def member_modules(self) -> list[LossbenchModule]:
@@ -264,18 +266,63 @@ class ModelArray(pl.LightningModule):
         """Each member's (loss, terms, outputs) on ``batch``, the exception its head raised, or None (failed)."""
         inputs, target = LossbenchModule.unpack_batch(batch)
         feats = self.features(inputs) if feats is None else feats
+        grouped = self._grouped_outputs(feats)
         results: list[Any] = []
         for i, m in enumerate(self.member_modules):
             if self.labels[i] in self.failed:
                 results.append(None)
                 continue
             try:
-                outputs = m.head(feats[i])
+                outputs = grouped[i] if i in grouped else m.head(feats[i])
                 loss, terms = m.head_loss(outputs, target, batch)
                 results.append((loss, terms, outputs))
             except Exception as exc:  # this member's head fails; the others go on
                 results.append(exc)
         return results
+
+    def head_groups(self) -> list[list[int]]:
+        """The members whose heads share their class, arguments and parameter shapes, in groups of two or more:
+        each group's heads run as one vmapped head over their stacked parameters (:meth:`_grouped_outputs`). A head
+        with buffers is not grouped, nor is a group whose vmapped head raised once (its members' heads then run one
+        by one, and any error is that member's alone)."""
+        if self._head_groups is None:
+            keys: dict[Any, list[int]] = {}
+            for i, m in enumerate(self.member_modules):
+                head = m.head
+                if next(head.buffers(), None) is not None or next(head.parameters(), None) is None:
+                    continue
+                shapes = tuple((name, tuple(p.shape)) for name, p in head.named_parameters())
+                keys.setdefault((type(head), repr(sorted(m.hparams["head_args"].items())), shapes), []).append(i)
+            self._head_groups = [group for group in keys.values() if len(group) > 1]
+        return self._head_groups
+
+    def _grouped_outputs(self, feats: Tensor) -> dict[int, Any]:
+        """member -> its head's outputs on its features, for the members of :meth:`head_groups` that have not failed:
+        one vmapped call per group (the same function as each head alone: its own parameters, its own features)."""
+        from torch.func import functional_call, vmap
+        from torch.utils._pytree import tree_map
+
+        out: dict[int, Any] = {}
+        for group in list(self.head_groups()):
+            live = [i for i in group if self.labels[i] not in self.failed]
+            if len(live) < 2:
+                continue
+            heads = [self.member_modules[i].head for i in live]
+            if group[0] not in self._head_templates:
+                self._head_templates[group[0]] = copy.deepcopy(heads[0]).to("meta")
+            template = self._head_templates[group[0]]
+            template.train(self.training)
+            names = [name for name, _ in template.named_parameters()]
+            params = {name: torch.stack([h.get_parameter(name) for h in heads]) for name in names}
+            chosen = feats[torch.tensor(live, device=feats.device)]
+            try:
+                outputs = vmap(partial(_call, functional_call, template), randomness="same")(params, chosen)
+            except Exception:  # no batching rule, or one member's head raises: one by one from now on
+                self._head_groups = [g for g in self.head_groups() if g is not group]
+                continue
+            for j, i in enumerate(live):
+                out[i] = tree_map(lambda t, j=j: t[j], outputs)
+        return out
 
     @torch.no_grad()
     def probe_losses(self, batch: Any) -> list[tuple[Tensor, dict[str, Tensor], Tensor] | BaseException | None]:
@@ -626,6 +673,11 @@ def choose_forward(seconds: dict[str, list[float]]) -> str:
     """
     vmapped, looped = (min(seconds[path][1:] or seconds[path]) for path in ("vmapped", "looped"))
     return "looped" if looped <= SWITCH * vmapped else "vmapped"
+
+
+def _call(functional_call: Any, module: nn.Module, params: dict[str, Tensor], inputs: Tensor) -> Any:
+    """``module`` run on ``params`` (what a vmapped head maps over)."""
+    return functional_call(module, params, (inputs,))
 
 
 def _head_grads(member: LossbenchModule) -> list[Tensor]:
