@@ -267,13 +267,16 @@ def test_a_head_that_cannot_fuse_falls_back_to_a_sequential_run(tmp_path):
 
 def test_a_head_whose_loss_differs_in_the_array_falls_back_with_the_numbers(tmp_path):
     counting = {"class_path": "tests.compare.fused_heads.CountingHead", "label": "counting"}
-    out, runs = run(tmp_path, tiny_recipe(losses=["ce", counting], seeds=[0]), "fused")
+    out, runs = run(tmp_path, tiny_recipe(losses=["ce", counting, {**counting, "label": "again"}], seeds=[0]), "fused")
     execution = runs[("counting", 0)][0].execution
     assert execution["executor"] == "sequential" and runs[("counting", 0)][0].status == "finished"
     assert (
         "its first-batch loss in the array" in execution["fallback"]
         and "differs from its loss alone" in execution["fallback"]
     )
+    # the probe checks one member per head class and arguments: the second shares the first's answer, and says so
+    again = runs[("again", 0)][0].execution["fallback"]
+    assert again == f"{execution['fallback']} (checked on 'counting', which has the same head and arguments)"
     assert runs[("ce", 0)][0].execution["members"] == ["ce"]  # an array of one: still fused
 
 

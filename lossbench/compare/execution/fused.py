@@ -233,11 +233,21 @@ def _stateful_backbone(model: Any) -> str | None:
 
 
 def _fallbacks(probe: ModelArray, models: dict[str, Any], dm: Any) -> dict[str, str]:
-    """label -> why, of the members that cannot train in the array (:func:`fusable`, on the first batch)."""
+    """label -> why, of the members that cannot train in the array (:func:`fusable`, on the first batch): one member
+    is checked per distinct head class and arguments (the others share its code path, so its answer), and every
+    member whose loss raises in the array."""
     batch = _probe_batch(dm)
     out: dict[str, str] = {}
+    checked: dict[tuple[Any, str], tuple[str, str | None]] = {}  # key -> the member checked, its answer
     for label, fused in zip(models, probe.probe_losses(batch)):  # the array's losses, once for every member
-        why = fusable(models[label], fused, batch)
+        model = models[label]
+        key = (type(model.head), repr(sorted(model.hparams["head_args"].items())))
+        if key not in checked or isinstance(fused, BaseException):
+            why = fusable(model, fused, batch)
+            checked.setdefault(key, (label, why))
+        else:
+            first, why = checked[key]
+            why = None if why is None else f"{why} (checked on {first!r}, which has the same head and arguments)"
         if why is not None:
             out[label] = why
     return out
