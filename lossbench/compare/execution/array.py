@@ -133,6 +133,7 @@ class ModelArray(pl.LightningModule):
         self._owner_index: tuple[Any, Tensor] | None = None  # grad_norms' index of each gradient's member (_owners)
         self._head_groups: list[list[int]] | None = None  # head_groups(), found on first use
         self._head_templates: dict[int, nn.Module] = {}  # a group's head without weights, by its first member
+        self._group_index: dict[tuple[tuple[int, ...], torch.device], Tensor] = {}  # a group's live members, indexed
 
     @property
     def member_modules(self) -> list[LossbenchModule]:
@@ -168,8 +169,11 @@ class ModelArray(pl.LightningModule):
             self.forward_path = "vmapped"  # on an accelerator vmap is the point (and timing it would synchronise)
         if self.forward_path is not None:
             return self.forward_path
-        taken = sum(len(v) for v in self.step_seconds.values())
-        return TRIAL[taken]
+        return TRIAL[self._trial_steps()]
+
+    def _trial_steps(self) -> int:
+        """How many of ``auto``'s trial steps were timed."""
+        return sum(len(v) for v in self.step_seconds.values())
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_path, self._step_started = None, time.perf_counter()
@@ -179,7 +183,7 @@ class ModelArray(pl.LightningModule):
         if self.forward_path is not None or self._step_path is None:
             return
         self.step_seconds[self._step_path].append(time.perf_counter() - self._step_started)
-        if sum(len(v) for v in self.step_seconds.values()) == len(TRIAL):
+        if self._trial_steps() == len(TRIAL):
             path = choose_forward(self.step_seconds)
             if self._trainer is not None and self.trainer.world_size > 1:  # every process at this step: one choice
                 path = self.trainer.strategy.broadcast(path, src=0)
@@ -292,7 +296,7 @@ class ModelArray(pl.LightningModule):
                 if next(head.buffers(), None) is not None or next(head.parameters(), None) is None:
                     continue
                 shapes = tuple((name, tuple(p.shape)) for name, p in head.named_parameters())
-                keys.setdefault((type(head), repr(sorted(m.hparams["head_args"].items())), shapes), []).append(i)
+                keys.setdefault((*head_key(m), shapes), []).append(i)
             self._head_groups = [group for group in keys.values() if len(group) > 1]
         return self._head_groups
 
@@ -314,7 +318,10 @@ class ModelArray(pl.LightningModule):
             template.train(self.training)
             names = [name for name, _ in template.named_parameters()]
             params = {name: torch.stack([h.get_parameter(name) for h in heads]) for name in names}
-            chosen = feats[torch.tensor(live, device=feats.device)]
+            key = (tuple(live), feats.device)  # the index kept: a copy from host memory to a GPU waits for the stream
+            if key not in self._group_index:
+                self._group_index[key] = torch.tensor(live, device=feats.device)
+            chosen = feats[self._group_index[key]]
             try:
                 outputs = vmap(partial(_call, functional_call, template), randomness="same")(params, chosen)
             except Exception:  # no batching rule, or one member's head raises: one by one from now on
@@ -659,6 +666,11 @@ class ModelArray(pl.LightningModule):
             self.loss_scales, self._growth = [float(s) for s in scales], [int(g) for g in growth]
         if self._trainer is not None and str(self.trainer.precision).startswith("64"):
             self.double()  # before Lightning loads the weights (see LossbenchModule.on_load_checkpoint)
+
+
+def head_key(member: LossbenchModule) -> tuple[type, str]:
+    """Equal for members whose heads are of one class with the same arguments (they run the same code)."""
+    return (type(member.head), repr(sorted(member.hparams["head_args"].items())))
 
 
 def choose_forward(seconds: dict[str, list[float]]) -> str:

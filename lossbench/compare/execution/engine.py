@@ -227,14 +227,13 @@ class Comparison:
         self._check_pretrained(probe.pretrained_sha256)
         built: set[tuple[str, str]] = set()
         for loss in self.recipe.losses:
-            key = (loss.head, repr(sorted(loss.args.items())))
-            if key in built:
+            if loss.head_key in built:
                 continue
             try:
                 self.build_model(loss, self.recipe.seeds[0], spec, probe)
             except (ValueError, TypeError) as exc:
                 raise RecipeError(f"recipe: loss {loss.label!r} cannot be built for the data: {exc}") from None
-            built.add(key)
+            built.add(loss.head_key)
         if self.recipe.tune is not None:
             self._check_trials(self.recipe.tune, spec, probe, built)
 
@@ -249,10 +248,9 @@ class Comparison:
                 trial = with_point(loss, point, "trial", j)
                 try:
                     check_config(optimizer_config(recipe, trial.overrides), "optimizer")
-                    key = (trial.head, repr(sorted(trial.args.items())))
-                    if key not in built:
+                    if trial.head_key not in built:
                         self.build_model(trial, self.recipe.seeds[0], spec, probe)
-                        built.add(key)
+                        built.add(trial.head_key)
                 except (ValueError, TypeError, RecipeError) as exc:
                     raise RecipeError(
                         f"recipe: loss {loss.label!r} cannot be built at tuning trial {j} "

@@ -34,7 +34,7 @@ import lightning.pytorch as pl
 import torch
 
 from lossbench._io import is_global_zero
-from lossbench.compare.execution.array import LAYOUT, ModelArray
+from lossbench.compare.execution.array import LAYOUT, ModelArray, head_key
 from lossbench.compare.execution.callbacks import (
     DataOrderFingerprint,
     LastCheckpoint,
@@ -241,7 +241,7 @@ def _fallbacks(probe: ModelArray, models: dict[str, Any], dm: Any) -> dict[str, 
     checked: dict[tuple[Any, str], tuple[str, str | None]] = {}  # key -> the member checked, its answer
     for label, fused in zip(models, probe.probe_losses(batch)):  # the array's losses, once for every member
         model = models[label]
-        key = (type(model.head), repr(sorted(model.hparams["head_args"].items())))
+        key = head_key(model)
         if key not in checked or isinstance(fused, BaseException):
             why = fusable(model, fused, batch)
             checked.setdefault(key, (label, why))
@@ -287,10 +287,9 @@ def run_arrays(
     counted: dict[tuple[str, str], int] = {}  # a head and its arguments: counted once, however many trials share them
     sizes = []
     for loss in losses:
-        key = (loss.head, repr(sorted(loss.args.items())))
-        if key not in counted:
-            counted[key] = model_values(loss.head, loss.args, dm.spec, backbone)
-        sizes.append(counted[key])
+        if loss.head_key not in counted:
+            counted[loss.head_key] = model_values(loss.head, loss.args, dm.spec, backbone)
+        sizes.append(counted[loss.head_key])
     parts = array_parts(sizes, MAX_ARRAY_MEMBERS, MAX_ARRAY_VALUES)  # the bounds read now: tests lower them
     lines: dict[str, str] = {}
     fallbacks: dict[str, str] = {}

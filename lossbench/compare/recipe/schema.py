@@ -116,6 +116,11 @@ class LossSpec:
     tuning: dict[str, Any] = field(default_factory=dict)  # a tuned run's {role, loss, trial, point} (compare.tuning)
 
     @property
+    def head_key(self) -> tuple[str, str]:
+        """Equal for losses that build the same head with the same arguments (whatever their labels)."""
+        return (self.head, repr(sorted(self.args.items())))
+
+    @property
     def overrides(self) -> dict[str, Any]:
         """The recipe values this run sets for itself (a trial point's ``optimizer.*``): dotted path -> value."""
         return {p: v for p, v in (self.tuning.get("point") or {}).items() if not p.startswith("losses.")}
